@@ -1,0 +1,166 @@
+"""The image model: a NIfTI image as a lazy, labelled ``xarray.DataArray``.
+
+A daskmasker image is an ordinary ``DataArray`` (usually backed by a Dask array):
+
+* dims ``("time", "z", "y", "x")`` for 4D and ``("z", "y", "x")`` for 3D images.  This is NIfTI's
+  on-disk order (``x`` fastest) read as a C-ordered array, the order NIfTI-Zarr uses, so a chunk of
+  whole volumes is one contiguous byte range of a ``.nii`` file.  ``x``, ``y`` and ``z`` are the voxel
+  axes ``i``, ``j`` and ``k`` of the affine; ``img.transpose("x", "y", "z", "time")`` gives nibabel's
+  order as a free view.
+* coordinates ``x``, ``y``, ``z`` in millimetres (``attrs["units"] == "mm"``) when the affine is
+  axis-aligned without axis permutation, and ``time`` in seconds when the repetition time is known.
+* ``attrs``: ``affine`` (4x4 nested list), ``nifti_header`` (the binary NIfTI header, base64, so a
+  round trip is exact), ``t_r``, ``space_units``, ``time_units``, ``qform_code``, ``sform_code``,
+  ``source_dtype`` (the on-disk dtype), ``scl_slope``/``scl_inter`` (as stored; the data is already
+  scaled the way nibabel scales it) and ``source`` (path or URL) where known.
+
+Everything here is metadata: no function in this module reads voxel data.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import xarray as xr
+
+TIME_DIM = "time"
+SPATIAL_DIMS = ("z", "y", "x")
+DIMS_3D = SPATIAL_DIMS
+DIMS_4D = (TIME_DIM, *SPATIAL_DIMS)
+REGION_DIM = "region"
+MAP_DIM = "map"
+
+
+def is_image(obj: Any) -> bool:
+    """Whether ``obj`` is a daskmasker image (a DataArray with our dims and an affine)."""
+    return (
+        isinstance(obj, xr.DataArray)
+        and "affine" in obj.attrs
+        and tuple(obj.dims[-3:]) == SPATIAL_DIMS
+        and obj.ndim in (3, 4)
+    )
+
+
+def image_affine(img: xr.DataArray) -> np.ndarray:
+    """The 4x4 voxel-to-mm affine of an image, as a float64 array."""
+    return np.asarray(img.attrs["affine"], dtype=np.float64).reshape(4, 4)
+
+
+def spatial_shape(img: xr.DataArray) -> tuple[int, int, int]:
+    """The NIfTI-order spatial shape ``(nx, ny, nz)``."""
+    return tuple(int(img.sizes[d]) for d in reversed(SPATIAL_DIMS))  # type: ignore[return-value]
+
+
+def n_volumes(img: xr.DataArray) -> int:
+    """Number of volumes: the length of ``time``, or 1 for a 3D image."""
+    return int(img.sizes[TIME_DIM]) if TIME_DIM in img.dims else 1
+
+
+def spatial_coords(affine: np.ndarray, shape_xyz: tuple[int, int, int]) -> dict[str, Any]:
+    """Millimetre coordinates for ``x``, ``y`` and ``z`` when the affine is axis-aligned.
+
+    Returns an empty dict for oblique or axis-permuting affines, where a voxel axis has no single
+    world coordinate.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    rot = affine[:3, :3]
+    if np.count_nonzero(rot - np.diag(np.diag(rot))) or not np.all(np.diag(rot)):
+        return {}
+    coords = {}
+    for axis, name in enumerate(("x", "y", "z")):
+        values = affine[axis, axis] * np.arange(shape_xyz[axis]) + affine[axis, 3]
+        coords[name] = xr.Variable(name, values, attrs={"units": "mm"})
+    return coords
+
+
+def header_attrs(header: nib.Nifti1Header) -> dict[str, Any]:
+    """The user-facing header fields of a NIfTI header, JSON-serialisable, for ``attrs``."""
+    space_units, time_units = header.get_xyzt_units()
+    zooms = header.get_zooms()
+    t_r = None
+    if len(zooms) > 3 and zooms[3] > 0:
+        t_r = float(zooms[3]) * {"msec": 1e-3, "usec": 1e-6}.get(time_units, 1.0)
+    slope, inter = header["scl_slope"], header["scl_inter"]
+    return {
+        "t_r": t_r,
+        "space_units": space_units,
+        "time_units": time_units,
+        "qform_code": int(header["qform_code"]),
+        "sform_code": int(header["sform_code"]),
+        "source_dtype": np.dtype(header.get_data_dtype()).str,
+        "scl_slope": float(slope),
+        "scl_inter": float(inter),
+        "nifti_header": base64.b64encode(header.binaryblock).decode("ascii"),
+    }
+
+
+def header_from_attrs(attrs: Mapping[str, Any]) -> nib.Nifti1Header | None:
+    """Rebuild the exact NIfTI header stored in ``attrs["nifti_header"]``, or None."""
+    blob = attrs.get("nifti_header")
+    if not blob:
+        return None
+    raw = base64.b64decode(blob)
+    klass = nib.Nifti2Header if len(raw) == nib.Nifti2Header.sizeof_hdr else nib.Nifti1Header
+    return klass(binaryblock=raw)
+
+
+def make_image(
+    data: Any,
+    affine: np.ndarray,
+    *,
+    header: nib.Nifti1Header | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> xr.DataArray:
+    """Wrap a 3D or 4D array in daskmasker order as an image DataArray.
+
+    Parameters
+    ----------
+    data : numpy or dask array
+        Shape ``(z, y, x)`` or ``(time, z, y, x)``: NIfTI's ``(x, y, z[, t])`` reversed.
+    affine : ndarray of shape (4, 4)
+        Voxel-to-mm affine of the voxel axes ``(i, j, k) = (x, y, z)``.
+    header : nibabel header, optional
+        Source of ``t_r``, units, codes, dtype and scaling fields (see :func:`header_attrs`).
+    attrs : mapping, optional
+        Extra attributes; they win over the header's.
+    name : str, optional
+        Name of the DataArray.
+
+    Returns
+    -------
+    xarray.DataArray
+    """
+    if data.ndim not in (3, 4):
+        raise ValueError(f"an image must be 3D or 4D, got an array of shape {tuple(data.shape)}")
+    dims = DIMS_4D if data.ndim == 4 else DIMS_3D
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"the affine must be 4x4, got shape {affine.shape}")
+    shape_xyz = tuple(int(s) for s in data.shape[::-1][:3])
+    all_attrs: dict[str, Any] = {}
+    if header is not None:
+        all_attrs.update(header_attrs(header))
+    all_attrs.update(attrs or {})
+    all_attrs["affine"] = affine.tolist()
+    coords = spatial_coords(affine, shape_xyz)  # type: ignore[arg-type]
+    t_r = all_attrs.get("t_r")
+    if data.ndim == 4 and t_r:
+        coords[TIME_DIM] = xr.Variable(
+            TIME_DIM, np.arange(data.shape[0]) * float(t_r), attrs={"units": "s"}
+        )
+    return xr.DataArray(data, dims=dims, coords=coords, attrs=all_attrs, name=name)
+
+
+def nifti_order(array: np.ndarray) -> np.ndarray:
+    """View a daskmasker-ordered numpy array in nibabel's order ``(x, y, z[, t])``."""
+    return np.asarray(array).T
+
+
+def daskmasker_order(array: Any) -> Any:
+    """View a nibabel-ordered array ``(x, y, z[, t])`` in daskmasker's order."""
+    return array.T
