@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
+from dask import delayed
 
 
 @dataclass(frozen=True)
@@ -112,17 +113,35 @@ def _block_products(data: np.ndarray, maps: np.ndarray) -> np.ndarray:
 
 
 def maps_block_array(
-    blocks: np.ndarray, spatial_chunks: tuple[tuple[int, ...], ...]
+    blocks: np.ndarray, spatial_chunks: tuple[tuple[int, ...], ...], client=None
 ) -> da.Array:
     """A Dask object array holding one :class:`MapsBlock` per spatial block.
 
-    Each block becomes a single graph key that every task of its spatial block depends on, so the
-    maps travel once per worker rather than once per task.
+    Each block is a single graph key that every task of its spatial block depends on, so the maps
+    travel once per worker rather than once per task.  With a distributed ``client`` the blocks are
+    scattered (broadcast to the workers) and the graph refers to them, so no large constant is
+    embedded in the graph.
     """
     grid = tuple(len(c) for c in spatial_chunks)
     if blocks.shape != grid:
         raise ValueError(f"expected {grid} maps blocks for chunks {spatial_chunks}, got {blocks.shape}")
-    return da.from_array(blocks, chunks=(1,) * len(grid), name=False, asarray=False)
+    if client is None:
+        return da.from_array(blocks, chunks=(1,) * len(grid), name=False, asarray=False)
+    futures = client.scatter(list(blocks.ravel()), broadcast=True)
+    arrays = [
+        da.from_delayed(delayed(_as_block)(f), shape=(1,) * len(grid), dtype=object)
+        for f in futures
+    ]
+    nested = np.empty(grid, dtype=object)
+    for idx, arr in zip(np.ndindex(*grid), arrays, strict=True):
+        nested[idx] = arr
+    return da.block(nested.tolist())
+
+
+def _as_block(block: MapsBlock) -> np.ndarray:
+    out = np.empty((1, 1, 1), dtype=object)
+    out[0, 0, 0] = block
+    return out
 
 
 def project(data: da.Array, maps_blocks: da.Array, n_maps: int, split_every: int | None = None):

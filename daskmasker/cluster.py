@@ -1,0 +1,79 @@
+"""Where the graph runs: the embedded local scheduler, a LocalCluster, or any Dask cluster.
+
+With no option, Dask's threaded scheduler runs in the calling process (no setup).  ``workers=N``
+starts a :class:`distributed.LocalCluster` of N single-threaded worker processes; ``scheduler`` (an
+address such as ``tcp://10.0.0.5:8786``) or ``scheduler_file`` (as written by
+``dask scheduler --scheduler-file``) connects to an existing deployment (SLURM, Kubernetes...).
+A client that is already active in the process is used as Dask always does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from distributed import Client, LocalCluster
+
+
+@contextlib.contextmanager
+def dask_client(
+    scheduler: str | None = None,
+    scheduler_file: str | None = None,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str | None = "auto",
+) -> Iterator[Client | None]:
+    """Context manager yielding the client to run on, or None for the local threaded scheduler.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        Address of a running scheduler.
+    scheduler_file : str, optional
+        Path of a scheduler file.
+    workers : int, optional
+        Start a local cluster of this many worker processes.
+    threads_per_worker : int, default=1
+    memory_limit : str, optional
+        Per-worker memory limit for a local cluster.
+
+    Examples
+    --------
+    >>> with dask_client(workers=2) as client:  # doctest: +SKIP
+    ...     masker.fit_transform(img)
+    """
+    chosen = [x is not None for x in (scheduler, scheduler_file, workers)]
+    if sum(chosen) > 1:
+        raise ValueError("give at most one of scheduler, scheduler_file and workers")
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            yield client
+    elif scheduler_file is not None:
+        with Client(scheduler_file=scheduler_file) as client:
+            yield client
+    elif workers is not None:
+        if int(workers) < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        with (
+            LocalCluster(
+                n_workers=int(workers),
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                dashboard_address=":0",
+                memory_limit=memory_limit,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield client
+    else:
+        yield None
+
+
+def active_client() -> Client | None:
+    """The distributed client Dask would use now, if any."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except ValueError:
+        return None

@@ -1,0 +1,141 @@
+"""Region signals from a lazy image: the maps on a grid, the Dask graph, the solve.
+
+:class:`GridMaps` holds what a fitted masker needs on one voxel grid (the maps trimmed by the mask, the
+support, the Gram solver) and the compacted maps blocks for each spatial chunking it has met, so many
+images on one grid share one preparation.  :func:`raw_signals` builds the lazy graph
+``volumes → XᵀM partials → tree sum → solve`` and returns the uncleaned region signals.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import dask.array as da
+import numpy as np
+
+from daskmasker.cluster import active_client
+from daskmasker.regression import (
+    GramSolver,
+    MapsBlock,
+    compact_maps,
+    maps_block_array,
+    project,
+)
+
+NONFINITE_WARNING = "Non-finite values detected. These values will be replaced with zeros."
+
+
+@dataclass
+class GridMaps:
+    """The fitted maps prepared for extraction on one voxel grid.
+
+    Attributes
+    ----------
+    maps : ndarray, shape (K, z, y, x)
+        All maps on this grid (not yet trimmed by the mask).
+    mask : bool ndarray of shape (z, y, x), or None
+    kept : ndarray of int
+        Indices of the maps that enter the regression (all of them with ``keep_masked_maps``).
+    support : bool ndarray, shape (z, y, x)
+        Union of the kept maps' non-zero voxels inside the mask.
+    solver : GramSolver
+    """
+
+    maps: np.ndarray
+    mask: np.ndarray | None
+    kept: np.ndarray
+    support: np.ndarray
+    solver: GramSolver
+    _blocks: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def dropped(self) -> list[int]:
+        """Indices of maps removed because they are empty inside the mask."""
+        return sorted(set(range(self.maps.shape[0])) - {int(k) for k in self.kept})
+
+    def blocks_for(self, spatial_chunks: tuple[tuple[int, ...], ...]) -> da.Array:
+        """The compacted maps blocks matching a data array's spatial chunks (cached)."""
+        chunks = tuple(tuple(int(c) for c in cs) for cs in spatial_chunks)
+        client = active_client()
+        key = (chunks, None if client is None else client.id)
+        if key not in self._blocks:
+            grid = tuple(len(c) for c in chunks)
+            blocks = np.empty(grid, dtype=object)
+            bounds = [np.cumsum((0, *c)) for c in chunks]
+            for idx in np.ndindex(*grid):
+                sl = tuple(slice(b[i], b[i + 1]) for b, i in zip(bounds, idx, strict=True))
+                sub = self.maps[(self.kept, *sl)]
+                blocks[idx] = compact_maps(sub, self.support[sl])
+            self._blocks[key] = maps_block_array(blocks, chunks, client)
+        return self._blocks[key]
+
+    def compacted(self) -> MapsBlock:
+        """The kept maps compacted over the whole grid (for the Gram matrix and inverses)."""
+        return compact_maps(self.maps[self.kept], self.support)
+
+
+def prepare_grid_maps(
+    maps: np.ndarray, mask: np.ndarray | None, keep_masked_maps: bool
+) -> GridMaps:
+    """Trim maps by a mask as nilearn's ``_trim_maps`` does and build the solver.
+
+    Parameters
+    ----------
+    maps : ndarray, shape (K, z, y, x)
+        Finite float maps on the data grid.
+    mask : bool ndarray of shape (z, y, x), or None
+    keep_masked_maps : bool
+        Keep maps that are empty inside the mask (they give all-zero signals).
+
+    Returns
+    -------
+    GridMaps
+    """
+    k = maps.shape[0]
+    nonzero = np.zeros(maps.shape[1:], dtype=bool)
+    if mask is None:
+        kept = np.arange(k)
+        for m in maps:
+            nonzero |= m != 0
+        support = nonzero
+    else:
+        mask = np.asarray(mask, dtype=bool)
+        flat_mask = np.flatnonzero(mask)
+        inside = maps.reshape(k, -1)[:, flat_mask]
+        sums = np.abs(inside).sum(axis=1)
+        kept = np.arange(k) if keep_masked_maps else np.flatnonzero(sums > 0)
+        for i in kept:
+            nonzero |= maps[i] != 0
+        support = nonzero & mask
+    compact = compact_maps(maps[kept], support)
+    solver = GramSolver(compact.rows.T @ compact.rows, n_rows=compact.index.size)
+    return GridMaps(maps=maps, mask=mask, kept=kept, support=support, solver=solver)
+
+
+def raw_signals(data: da.Array, grid_maps: GridMaps, split_every: int | None = None):
+    """Lazy uncleaned region signals and per-volume non-finite counts.
+
+    Parameters
+    ----------
+    data : dask array, shape (T, z, y, x)
+        The (resampled, smoothed) volumes on the maps' grid.
+    grid_maps : GridMaps
+    split_every : int, optional
+        Fan-in of the tree reduction across spatial chunks.
+
+    Returns
+    -------
+    signals : dask array, shape (T, K_kept), float64
+    nonfinite : dask array, shape (T,), float64
+    """
+    blocks = grid_maps.blocks_for(data.chunks[1:])
+    n_kept = int(grid_maps.kept.size)
+    products, nonfinite = project(data, blocks, n_kept, split_every=split_every)
+    return products @ grid_maps.solver.operator, nonfinite
+
+
+def warn_nonfinite(count: float) -> None:
+    """Emit nilearn's warning when the data held NaN or Inf."""
+    if count:
+        warnings.warn(NONFINITE_WARNING, UserWarning, stacklevel=3)

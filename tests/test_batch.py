@@ -1,0 +1,168 @@
+"""Batch extraction into one resumable Zarr store, and the ``extract`` CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from conftest import make_data, make_mask, make_maps
+
+from daskmasker import NiftiMapsMasker
+from daskmasker.batch import COMPLETE_ATTR, item_name, run_batch
+from daskmasker.cli import main
+
+PARAMS = dict(standardize="zscore_sample", detrend=True)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    maps = make_maps(dtype=np.float64)
+    maps_path = tmp_path / "maps.nii.gz"
+    maps.to_filename(maps_path)
+    mask_path = tmp_path / "mask.nii.gz"
+    make_mask().to_filename(mask_path)
+    runs = []
+    for sub in range(1, 4):
+        func = tmp_path / f"sub-{sub:02d}" / "func"
+        func.mkdir(parents=True)
+        path = func / f"sub-{sub:02d}_task-rest_bold.nii.gz"
+        make_data(maps, n_scans=30 + sub, seed=sub).to_filename(path)
+        conf = func / f"sub-{sub:02d}_task-rest_desc-confounds_timeseries.tsv"
+        rng = np.random.default_rng(sub)
+        np.savetxt(conf, rng.normal(size=(30 + sub, 3)), delimiter="\t")
+        runs.append((str(path), str(conf)))
+    return {"maps": str(maps_path), "mask": str(mask_path), "runs": runs}
+
+
+def expected(dataset, path, conf):
+    masker = NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS)
+    return masker.fit(path).transform(path, confounds=conf)
+
+
+def test_item_names_follow_bids():
+    assert item_name("s3://b/sub-01/func/sub-01_task-rest_bold.nii.gz", 0) == "sub-01_task-rest"
+    assert item_name("/x/run.zarr", 3) == "run"
+    assert item_name(object(), 7) == "item-0007"
+
+
+def test_batch_writes_every_item(dataset, tmp_path):
+    imgs = [p for p, _ in dataset["runs"]]
+    confs = [c for _, c in dataset["runs"]]
+    masker = NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS)
+    out = str(tmp_path / "out.zarr")
+    result = run_batch(masker, imgs, out, confounds=confs, tsv_dir=str(tmp_path / "tsv"))
+    assert sorted(result.done) == ["sub-01_task-rest", "sub-02_task-rest", "sub-03_task-rest"]
+    assert not result.failed
+    for path, conf in dataset["runs"]:
+        name = item_name(path, 0)
+        ds = xr.open_zarr(out, group=name, consolidated=False)
+        np.testing.assert_allclose(ds["signals"].values, expected(dataset, path, conf), atol=1e-12)
+        assert ds.attrs[COMPLETE_ATTR] is True
+        assert ds.attrs["checksum"].startswith("sha256:")
+        assert ds["confounds"].shape[0] == nib.load(path).shape[3]
+        tsv = tmp_path / "tsv" / f"{name}_desc-daskmasker_timeseries.tsv"
+        table = np.loadtxt(tsv, delimiter="\t", skiprows=1)
+        np.testing.assert_allclose(table, ds["signals"].values, rtol=1e-12)
+
+
+def test_rerun_skips_complete_and_redoes_half_written(dataset, tmp_path):
+    imgs = [p for p, _ in dataset["runs"]]
+    out = str(tmp_path / "out.zarr")
+    masker = NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS)
+    first = run_batch(masker, imgs, out)
+    assert len(first.done) == 3
+    reference = {n: xr.open_zarr(out, group=n, consolidated=False)["signals"].values
+                 for n in first.done}
+    # simulate a run killed while writing sub-02: the group exists but was never marked complete
+    group = zarr.open_group(out, path="sub-02_task-rest", mode="a")
+    del group.attrs[COMPLETE_ATTR]
+    group["signals"][:] = 0
+    untouched = os.path.getmtime(os.path.join(out, "sub-01_task-rest", "signals", "zarr.json"))
+    second = run_batch(NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS),
+                       imgs, out)
+    assert second.done == ["sub-02_task-rest"]
+    assert sorted(second.skipped) == ["sub-01_task-rest", "sub-03_task-rest"]
+    assert os.path.getmtime(
+        os.path.join(out, "sub-01_task-rest", "signals", "zarr.json")
+    ) == untouched
+    for name, values in reference.items():
+        again = xr.open_zarr(out, group=name, consolidated=False)["signals"].values
+        np.testing.assert_array_equal(again, values)
+
+
+def test_refuses_foreign_output(dataset, tmp_path):
+    foreign = tmp_path / "precious"
+    foreign.mkdir()
+    (foreign / "thesis.txt").write_text("do not delete")
+    masker = NiftiMapsMasker(dataset["maps"])
+    with pytest.raises(FileExistsError, match="not a daskmasker batch store"):
+        run_batch(masker, [dataset["runs"][0][0]], str(foreign), overwrite=True)
+    assert (foreign / "thesis.txt").read_text() == "do not delete"
+
+
+def test_cli_extract(dataset, tmp_path, capsys):
+    imgs = [p for p, _ in dataset["runs"]]
+    confs = [c for _, c in dataset["runs"]]
+    out = str(tmp_path / "cli.zarr")
+    code = main(
+        ["extract", *imgs, "--maps", dataset["maps"], "--mask", dataset["mask"],
+         "--confounds", *confs, "--standardize", "zscore_sample", "--detrend",
+         "--out", out, "--no-progress"]
+    )
+    assert code == 0
+    assert "3 extracted" in capsys.readouterr().out
+    path, conf = dataset["runs"][1]
+    got = xr.open_zarr(out, group="sub-02_task-rest", consolidated=False)["signals"].values
+    np.testing.assert_allclose(got, expected(dataset, path, conf), atol=1e-12)
+
+
+def test_cli_reports_failures_with_nonzero_exit(dataset, tmp_path, capsys):
+    code = main(["extract", str(tmp_path / "missing_bold.nii.gz"), "--maps", dataset["maps"],
+                 "--out", str(tmp_path / "o.zarr"), "--no-progress"])
+    assert code != 0
+    assert "missing_bold.nii.gz" in capsys.readouterr().err
+
+
+def test_sigkill_then_resume_gives_identical_store(dataset, tmp_path):
+    """A batch killed with SIGKILL resumes: finished items untouched, results as uninterrupted."""
+    imgs = [p for p, _ in dataset["runs"]] * 6
+    ref_out = str(tmp_path / "ref.zarr")
+    args = ["--maps", dataset["maps"], "--detrend", "--no-progress"]
+    assert main(["extract", *imgs, *args, "--out", ref_out]) == 0
+    out = str(tmp_path / "killed.zarr")
+    cmd = [sys.executable, "-m", "daskmasker.cli", "extract", *imgs, *args, "--out", out]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if os.path.exists(out):
+                root = zarr.open_group(out, mode="r")
+                if any(root[n].attrs.get(COMPLETE_ATTR) for n in root.group_keys()):
+                    break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    root = zarr.open_group(out, mode="r")
+    finished = {n for n in root.group_keys() if root[n].attrs.get(COMPLETE_ATTR)}
+    assert finished, "the batch was killed before finishing any item"
+    assert len(finished) < len(imgs), "the batch finished before it could be killed"
+    stamps = {n: os.path.getmtime(os.path.join(out, n, "signals", "zarr.json")) for n in finished}
+    assert main(["extract", *imgs, *args, "--out", out]) == 0
+    for name in finished:
+        assert os.path.getmtime(os.path.join(out, name, "signals", "zarr.json")) == stamps[name]
+    assert sorted(zarr.open_group(out, mode="r").group_keys()) == sorted(
+        zarr.open_group(ref_out, mode="r").group_keys()
+    )
+    for name in zarr.open_group(ref_out, mode="r").group_keys():
+        a = xr.open_zarr(out, group=name, consolidated=False)["signals"].values
+        b = xr.open_zarr(ref_out, group=name, consolidated=False)["signals"].values
+        np.testing.assert_array_equal(a, b)

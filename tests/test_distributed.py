@@ -1,0 +1,118 @@
+"""Real Dask clusters on 127.0.0.1: a LocalCluster of processes, separately started scheduler and
+workers, and a worker killed in the middle of a job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+from conftest import make_data, make_mask, make_maps
+from distributed import Client, LocalCluster
+
+from daskmasker import NiftiMapsMasker
+from daskmasker.cli import main
+
+PARAMS = dict(standardize="zscore_sample", detrend=True)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    maps = make_maps(dtype=np.float64)
+    paths = {"maps": str(root / "maps.nii.gz"), "mask": str(root / "mask.nii.gz")}
+    maps.to_filename(paths["maps"])
+    make_mask().to_filename(paths["mask"])
+    paths["runs"] = []
+    for i in range(3):
+        p = str(root / f"sub-{i:02d}_task-rest_bold.nii")
+        make_data(maps, n_scans=60, seed=i).to_filename(p)
+        paths["runs"].append(p)
+    return paths
+
+
+def local_result(files, run):
+    masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS)
+    return masker.fit_transform(run)
+
+
+def test_local_cluster_of_processes_gives_same_numbers(files):
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                     dashboard_address=":0", host="127.0.0.1") as cluster,
+        Client(cluster) as client,
+    ):
+        masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS)
+        out = masker.fit_transform(files["runs"][0])
+        executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    np.testing.assert_allclose(out, local_result(files, files["runs"][0]), atol=1e-12)
+    assert sum(executed.values()) > 0, "the graph should have run on the cluster's workers"
+
+
+def _start(cmd):
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """`dask scheduler` and two `dask worker` processes, started as a deployment would."""
+    sched_file = str(tmp_path / "scheduler.json")
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs = [_start([*dask, "--scheduler-file", sched_file, "--host", "127.0.0.1",
+                     "--port", "0", "--dashboard-address", ":0"])]
+    deadline = time.time() + 60
+    while not os.path.exists(sched_file) and time.time() < deadline:
+        time.sleep(0.1)
+    worker = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+              sched_file, "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"]
+    procs += [_start(worker), _start(worker)]
+    try:
+        with Client(scheduler_file=sched_file) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield sched_file, procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_cli_on_separate_scheduler_and_workers(files, cluster, tmp_path):
+    sched_file, _ = cluster
+    out = str(tmp_path / "out.zarr")
+    code = main(["extract", *files["runs"], "--maps", files["maps"], "--mask", files["mask"],
+                 "--standardize", "zscore_sample", "--detrend", "--out", out,
+                 "--scheduler-file", sched_file, "--no-progress"])
+    assert code == 0
+    with Client(scheduler_file=sched_file) as client:
+        executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert sum(executed.values()) > 0, "the graph should have run on the cluster's workers"
+    for run in files["runs"]:
+        name = os.path.basename(run).replace("_bold.nii", "")
+        got = xr.open_zarr(out, group=name, consolidated=False)["signals"].values
+        np.testing.assert_allclose(got, local_result(files, run), atol=1e-12)
+
+
+def test_worker_killed_mid_run_gives_identical_output(files, cluster):
+    sched_file, procs = cluster
+    expected = [local_result(files, run) for run in files["runs"]]
+    with Client(scheduler_file=sched_file) as client:
+        masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS).fit(
+            files["runs"][0]
+        )
+        lazies = [masker.set_output(transform="xarray").transform(r).data for r in files["runs"]]
+        futures = client.compute(lazies)
+        time.sleep(0.2)
+        procs[1].send_signal(signal.SIGKILL)
+        results = client.gather(futures)
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-12)
