@@ -127,3 +127,49 @@ def to_nifti(array: np.ndarray, affine: np.ndarray, header=None) -> nib.Nifti1Im
 def image_fov(img: xr.DataArray) -> tuple[tuple[int, int, int], np.ndarray]:
     """``(shape_zyx, affine)`` of an image, from metadata only."""
     return tuple(int(img.sizes[d]) for d in SPATIAL_DIMS), image_affine(img)  # type: ignore[return-value]
+
+
+class FitCache:
+    """A small process-wide cache of fitted maps, keyed by the inputs' identity and the grid.
+
+    A second masker fitting the same maps and mask for the same grid (the many-subjects case) reuses
+    the loaded, resampled maps and their prepared Gram solvers instead of reading them again.
+    Files are identified by path, size and modification time; in-memory objects by their id (the
+    cache keeps a reference, so the id cannot be reused while cached).
+    """
+
+    def __init__(self, size: int = 2):
+        self.size = size
+        self._entries: dict = {}
+
+    @staticmethod
+    def identity(obj) -> tuple:
+        import os
+
+        if obj is None:
+            return (None,)
+        if isinstance(obj, str | os.PathLike) and "://" not in str(obj):
+            path = os.path.abspath(os.path.expanduser(str(obj)))
+            try:
+                st = os.stat(path)
+            except OSError:
+                return ("path", path)
+            return ("file", path, st.st_size, st.st_mtime_ns)
+        if isinstance(obj, str):
+            return ("url", obj)
+        return ("object", id(obj))
+
+    def get(self, key):
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._entries[key] = entry
+            return entry[1]
+        return None
+
+    def put(self, key, objects, value) -> None:
+        self._entries[key] = (objects, value)
+        while len(self._entries) > self.size:
+            self._entries.pop(next(iter(self._entries)))
+
+
+FIT_CACHE = FitCache()

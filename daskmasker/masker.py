@@ -207,6 +207,49 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             )
 
         self._log_loading("fit", "regions", self.maps_img)
+        ref_fov = None if data is None else maps_mod.image_fov(data)
+        key = (
+            maps_mod.FitCache.identity(self.maps_img),
+            maps_mod.FitCache.identity(self.mask_img),
+            self.resampling_target,
+            bool(self.keep_masked_maps),
+            None if ref_fov is None else (ref_fov[0], ref_fov[1].tobytes()),
+        )
+        cached = maps_mod.FIT_CACHE.get(key)
+        if cached is None:
+            cached = self._fit_maps(data, mask, None if mask is None else mask_fov)
+            maps_mod.FIT_CACHE.put(key, (self.maps_img, self.mask_img), cached)
+        maps, maps_fov, maps_header, mask, mask_fov, grid_maps, resampled = cached
+        for message in resampled:
+            self._log("fit", message)
+
+        self.maps_img_ = maps_mod.to_nifti(maps, maps_fov[1], maps_header)
+        self.mask_img_ = None if mask is None else maps_mod.to_nifti(mask.astype(np.int8), mask_fov[1])
+        self._grid_maps = grid_maps
+        self._maps = maps
+        self._maps_fov = maps_fov
+        self._mask = mask
+        self._mask_fov = None if mask is None else mask_fov
+        self._report_content = {"reports_at_fit_time": self.reports, "warning_message": None}
+        if self.reports:
+            self._reporting_data = {
+                "maps_image": self.maps_img_,
+                "mask": self.mask_img_,
+                "dim": None,
+                "images": None,
+            }
+            if data is not None:
+                self._reporting_data["images"] = _middle_volume(data)
+                self._reporting_data["dim"] = tuple(data.shape[::-1])
+        else:
+            self._reporting_data = None
+        self.n_elements_ = int(maps.shape[0])
+        self._log("fit", "Finished fit")
+        return self
+
+    def _fit_maps(self, data, mask, mask_fov):
+        """Load, clean and resample the maps and mask for the resampling target (cached)."""
+        resampled: list[str] = []
         maps_image = niimg.load_image(self.maps_img, atleast_4d=True)
         maps = maps_mod.load_maps(maps_image)
         maps_fov = maps_mod.image_fov(maps_image)
@@ -230,13 +273,13 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
 
         if ref is not None:
             if self.resampling_target != "maps" and not maps_mod.same_fov(ref, maps_fov):
-                self._log("fit", "Resampling regions")
+                resampled.append("Resampling regions")
                 maps = maps_mod.resample_maps(maps, maps_fov[1], *ref)
                 maps_fov = ref
                 if not maps.any():
                     raise ValueError("No map left after resampling maps_img.")
             if mask is not None and not maps_mod.same_fov(ref, mask_fov):
-                self._log("fit", "Resampling mask")
+                resampled.append("Resampling mask")
                 mask = maps_mod.resample_mask(mask, mask_fov[1], *ref)
                 mask_fov = ref
 
@@ -245,29 +288,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         if mask is not None and ref is not None and not maps[:, mask].any():
             raise ValueError("No map left after applying mask to the maps image.")
 
-        self.maps_img_ = maps_mod.to_nifti(maps, maps_fov[1], maps_header)
-        self.mask_img_ = None if mask is None else maps_mod.to_nifti(mask, mask_fov[1])
-        self._grid_maps: dict = {}
-        self._maps = maps
-        self._maps_fov = maps_fov
-        self._mask = mask
-        self._mask_fov = None if mask is None else mask_fov
-        self._report_content = {"reports_at_fit_time": self.reports, "warning_message": None}
-        if self.reports:
-            self._reporting_data = {
-                "maps_image": self.maps_img_,
-                "mask": self.mask_img_,
-                "dim": None,
-                "images": None,
-            }
-            if data is not None:
-                self._reporting_data["images"] = _middle_volume(data)
-                self._reporting_data["dim"] = tuple(data.shape[::-1])
-        else:
-            self._reporting_data = None
-        self.n_elements_ = int(maps.shape[0])
-        self._log("fit", "Finished fit")
-        return self
+        return maps, maps_fov, maps_header, mask, mask_fov, {}, tuple(resampled)
 
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "maps_img_") and hasattr(self, "n_elements_")

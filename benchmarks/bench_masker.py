@@ -1,0 +1,199 @@
+"""daskmasker vs nilearn, side by side in one run: wall time, peak RSS and their ratios.
+
+Data are generated (seeded) on first use into ``--data-dir``: 64 DiFuMo-like maps on the DiFuMo
+2 mm grid, the FSL MNI 2 mm mask, and float32 runs on nilearn's 99×117×95 MNI grid with 6 confounds,
+as .nii.gz, .nii and Zarr.  Each measurement runs in a fresh subprocess (peak RSS is that process's
+``ru_maxrss``); the table reports medians over ``--repeat`` runs.  The masker parameters are the
+seed report's (``resampling_target='data'``, ``standardize='zscore_sample'``) plus the confounds.
+
+    python benchmarks/bench_masker.py --volumes 200 600 1200 --repeat 3
+    python benchmarks/bench_masker.py --volumes 600 --batch 4      # batch throughput too
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PARAMS = dict(resampling_target="data", standardize="zscore_sample")
+
+
+def prepare(data_dir: Path, volumes: int, subject: int = 0) -> dict:
+    """Generate (once) the maps, mask and one run in each format."""
+    from daskmasker import synthetic
+    from daskmasker.store import to_zarr
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    maps_path = data_dir / "maps.nii.gz"
+    mask_path = data_dir / "mask.nii.gz"
+    if not maps_path.exists():
+        synthetic.make_maps(n_maps=64, seed=0).to_filename(maps_path)
+        synthetic.make_brain_mask(synthetic.MNI_FSL_SHAPE, synthetic.MNI_FSL_AFFINE).to_filename(
+            mask_path
+        )
+    import nibabel as nib
+
+    stem = data_dir / f"sub-{subject:02d}_vols-{volumes}"
+    gz = Path(f"{stem}_bold.nii.gz")
+    if not gz.exists():
+        synthetic.write_fmri(gz, nib.load(maps_path), volumes, seed=subject)
+    nii = Path(f"{stem}_bold.nii")
+    if not nii.exists():
+        from daskmasker.nifti import open_nifti, to_nifti
+
+        to_nifti(open_nifti(str(gz)), str(nii))
+    zarr_path = Path(f"{stem}_bold.zarr")
+    if not zarr_path.exists():
+        to_zarr(str(gz), str(zarr_path))
+    confounds = sorted(data_dir.glob(f"sub-{subject:02d}_vols-{volumes}*confounds*.tsv"))
+    return {
+        "maps": str(maps_path),
+        "mask": str(mask_path),
+        "nii.gz": str(gz),
+        "nii": str(nii),
+        "zarr": str(zarr_path),
+        "confounds": str(confounds[0]) if confounds else None,
+    }
+
+
+def _load_confounds(path):
+    import numpy as np
+    import pandas as pd
+
+    return None if path is None else pd.read_csv(path, sep="\t").to_numpy(dtype=np.float64)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Run one job in this process and print its timings as JSON."""
+    spec = json.loads(args.job)
+    confounds = _load_confounds(spec.get("confounds"))
+    start = time.perf_counter()
+    if spec["tool"] == "nilearn":
+        from nilearn.maskers import MultiNiftiMapsMasker, NiftiMapsMasker
+    else:
+        from daskmasker import MultiNiftiMapsMasker, NiftiMapsMasker
+    timings = {}
+    if spec.get("batch"):
+        imgs = spec["imgs"]
+        if spec["tool"] == "daskmasker" and spec.get("workers"):
+            from daskmasker import dask_client
+
+            with dask_client(workers=spec["workers"]):
+                masker = MultiNiftiMapsMasker(spec["maps"], mask_img=spec["mask"], **PARAMS)
+                masker.fit(imgs[0])
+                masker.transform(imgs, confounds=[confounds] * len(imgs))
+        else:
+            masker = MultiNiftiMapsMasker(
+                spec["maps"], mask_img=spec["mask"], n_jobs=spec.get("n_jobs", 1), **PARAMS
+            )
+            masker.fit(imgs[0])
+            masker.transform(imgs, confounds=[confounds] * len(imgs))
+    else:
+        masker = NiftiMapsMasker(spec["maps"], mask_img=spec["mask"], **PARAMS)
+        masker.fit(spec["img"])
+        timings["fit"] = time.perf_counter() - start
+        signals = masker.transform(spec["img"], confounds=confounds)
+        timings["shape"] = list(signals.shape)
+        if spec.get("refit"):
+            again = time.perf_counter()
+            NiftiMapsMasker(spec["maps"], mask_img=spec["mask"], **PARAMS).fit(spec["img"])
+            timings["second_fit"] = time.perf_counter() - again
+    timings["wall"] = time.perf_counter() - start
+    print("RESULT " + json.dumps(timings))
+
+
+def measure(job: dict) -> dict:
+    """Run a job in a subprocess; wall time, its peak RSS and its own timings."""
+    cmd = [sys.executable, __file__, "--worker", json.dumps(job)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if status != 0:
+        raise RuntimeError(f"{job['tool']} failed:\n{err[-3000:]}")
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    result["process_wall"] = wall
+    result["peak_rss_gb"] = usage.ru_maxrss / 1024**2
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", dest="job", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--volumes", type=int, nargs="+", default=[200, 600, 1200])
+    parser.add_argument("--formats", nargs="+", default=["nii.gz", "nii", "zarr"])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=0, help="subjects in the batch comparison")
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/daskmasker-bench"))
+    args = parser.parse_args(argv)
+    if args.job:
+        worker(args)
+        return
+    print("| volumes | format | daskmasker | peak RSS | nilearn | peak RSS | ratio | 2nd fit |")
+    print("|---|---|---|---|---|---|---|---|")
+    for volumes in args.volumes:
+        files = prepare(args.data_dir, volumes)
+        for fmt in args.formats:
+            tools = ["daskmasker"] + (["nilearn"] if fmt != "zarr" else [])
+            res = {}
+            for tool in tools:
+                runs = [
+                    measure(
+                        {
+                            "tool": tool,
+                            "img": files[fmt],
+                            "maps": files["maps"],
+                            "mask": files["mask"],
+                            "confounds": files["confounds"],
+                            "refit": tool == "daskmasker",
+                        }
+                    )
+                    for _ in range(args.repeat)
+                ]
+                res[tool] = {
+                    "wall": statistics.median(r["process_wall"] for r in runs),
+                    "rss": statistics.median(r["peak_rss_gb"] for r in runs),
+                    "second_fit": statistics.median(r.get("second_fit", float("nan")) for r in runs),
+                }
+            _print_row(volumes, fmt, res)
+    if args.batch:
+        _batch(args, files)
+
+
+def _print_row(volumes, fmt, res) -> None:
+    d = res["daskmasker"]
+    line = f"| {volumes:5d} | {fmt:6s} | {d['wall']:7.2f} s | {d['rss']:5.2f} GB |"
+    n = res.get("nilearn")
+    if n is None:
+        line += "      —     |    —    |   —   |"
+    else:
+        line += f" {n['wall']:7.2f} s | {n['rss']:5.2f} GB | {d['wall'] / n['wall']:5.3f} |"
+    print(line + f" {d['second_fit']:5.2f} s |", flush=True)
+
+
+def _batch(args, files) -> None:
+    volumes = args.volumes[-1]
+    imgs = [prepare(args.data_dir, volumes, subject=s)["nii.gz"] for s in range(args.batch)]
+    base = {"maps": files["maps"], "mask": files["mask"], "imgs": imgs, "batch": True,
+            "confounds": files["confounds"]}
+    one = measure({**base, "tool": "daskmasker", "workers": 1})
+    two = measure({**base, "tool": "daskmasker", "workers": 2})
+    nl = measure({**base, "tool": "nilearn", "n_jobs": 2})
+    print(
+        f"batch of {len(imgs)} × {volumes} volumes (.nii.gz): daskmasker 1 worker "
+        f"{one['process_wall']:.1f} s, 2 workers {two['process_wall']:.1f} s "
+        f"(speed-up {one['process_wall'] / two['process_wall']:.2f}×), nilearn n_jobs=2 "
+        f"{nl['process_wall']:.1f} s (ratio {two['process_wall'] / nl['process_wall']:.2f}); "
+        f"peak RSS {two['peak_rss_gb']:.2f} GB vs {nl['peak_rss_gb']:.2f} GB (driver process)"
+    )
+
+
+if __name__ == "__main__":
+    main()

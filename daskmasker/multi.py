@@ -1,0 +1,128 @@
+"""``MultiNiftiMapsMasker``: nilearn's multi-subject API, all subjects in one Dask computation."""
+
+from __future__ import annotations
+
+import dask
+import nibabel as nib
+
+from daskmasker.masker import NiftiMapsMasker, _HighVariance
+
+
+def _is_single(imgs) -> bool:
+    import os
+
+    import xarray as xr
+
+    return isinstance(imgs, nib.spatialimages.SpatialImage | str | os.PathLike | xr.DataArray)
+
+
+class MultiNiftiMapsMasker(NiftiMapsMasker):
+    """Maps masker for lists of 4D images, as ``nilearn.maskers.MultiNiftiMapsMasker``.
+
+    ``transform`` of a list returns a list of arrays.  The images' graphs are computed together, so
+    their chunks run concurrently: ``n_jobs`` threads on the local scheduler, or every worker of an
+    active ``distributed.Client``.  High-variance confounds are appended *after* the user's confounds,
+    as nilearn's multi masker does.
+
+    Parameters
+    ----------
+    n_jobs : int, default=1
+        Threads of the local scheduler (-1: all cores); ignored on a distributed cluster.
+    **kwargs
+        The parameters of :class:`daskmasker.NiftiMapsMasker`.
+    """
+
+    def __init__(
+        self,
+        maps_img=None,
+        mask_img=None,
+        allow_overlap=True,
+        smoothing_fwhm=None,
+        standardize=False,
+        standardize_confounds=True,
+        high_variance_confounds=False,
+        detrend=False,
+        low_pass=None,
+        high_pass=None,
+        t_r=None,
+        dtype=None,
+        resampling_target="data",
+        keep_masked_maps=False,
+        memory=None,
+        memory_level=0,
+        verbose=0,
+        reports=True,
+        cmap="CMRmap_r",
+        n_jobs=1,
+        clean_args=None,
+    ):
+        super().__init__(
+            maps_img=maps_img,
+            mask_img=mask_img,
+            allow_overlap=allow_overlap,
+            smoothing_fwhm=smoothing_fwhm,
+            standardize=standardize,
+            standardize_confounds=standardize_confounds,
+            high_variance_confounds=high_variance_confounds,
+            detrend=detrend,
+            low_pass=low_pass,
+            high_pass=high_pass,
+            t_r=t_r,
+            dtype=dtype,
+            resampling_target=resampling_target,
+            keep_masked_maps=keep_masked_maps,
+            memory=memory,
+            memory_level=memory_level,
+            verbose=verbose,
+            reports=reports,
+            cmap=cmap,
+            clean_args=clean_args,
+        )
+        self.n_jobs = n_jobs
+
+    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
+        """Fit on ``imgs`` (the first image gives the grid), then transform them."""
+        return self.fit(imgs, y=y, **fit_params).transform(
+            imgs, confounds=confounds, sample_mask=sample_mask
+        )
+
+    def fit(self, imgs=None, y=None):
+        """Fit the maps; for a list of images the first one gives the reference grid."""
+        if imgs is not None and not _is_single(imgs):
+            imgs = imgs[0] if len(imgs) else None
+        return super().fit(imgs, y=y)
+
+    def transform(self, imgs, confounds=None, sample_mask=None):
+        """Signals of one image (an array) or of a list of images (a list of arrays)."""
+        for name, value in (("confounds", confounds), ("sample_mask", sample_mask)):
+            if not (value is None or isinstance(value, list)):
+                raise TypeError(
+                    f"'{name}' must be a None or a list. Got {value.__class__.__name__}."
+                )
+        if _is_single(imgs):
+            return super().transform(
+                imgs,
+                confounds=None if confounds is None else confounds[0],
+                sample_mask=None if sample_mask is None else sample_mask[0],
+            )
+        return self.transform_imgs(imgs, confounds, n_jobs=self.n_jobs, sample_mask=sample_mask)
+
+    def transform_imgs(self, imgs_list, confounds=None, n_jobs=1, sample_mask=None):
+        """Signals of each image of a list, computed in one Dask computation."""
+        n = len(imgs_list)
+        for label, values in (("confounds", confounds), ("sample_mask", sample_mask)):
+            if values is not None and len(values) != n:
+                raise ValueError(f"number of {label} ({len(values)}) unequal to number of images ({n}).")
+        lazies = []
+        for i, img in enumerate(imgs_list):
+            conf = None if confounds is None else confounds[i]
+            if self.high_variance_confounds:
+                conf = [*(conf if isinstance(conf, list) else [] if conf is None else [conf]),
+                        _HighVariance()]
+            sm = None if sample_mask is None else sample_mask[i]
+            lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))
+        workers = None if n_jobs in (None, -1) else max(1, int(n_jobs))
+        values = dask.compute(*[lazy.data for lazy in lazies], num_workers=workers)
+        return [
+            v.squeeze() if lazy.attrs["is_3d"] else v for v, lazy in zip(values, lazies, strict=True)
+        ]

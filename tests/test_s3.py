@@ -1,0 +1,148 @@
+"""Object stores: reading and writing s3:// through a real S3 server on 127.0.0.1 (moto, HTTP)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import s3fs
+import xarray as xr
+from conftest import make_data, make_mask, make_maps
+from s3server import CREDENTIALS, s3_server, storage_options
+
+from daskmasker import NiftiMapsMasker, open_nifti, open_zarr, run_batch, to_zarr
+from daskmasker.cli import main
+
+
+PARAMS = dict(standardize="zscore_sample", detrend=True)
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """The server, a private bucket with a BIDS-like layout and a public-read bucket."""
+    local = tmp_path_factory.mktemp("s3src")
+    maps = make_maps(dtype=np.float64)
+    files = {"maps": local / "maps.nii.gz", "mask": local / "mask.nii.gz"}
+    maps.to_filename(files["maps"])
+    make_mask().to_filename(files["mask"])
+    runs = []
+    for sub in (1, 2):
+        name = f"sub-{sub:02d}_task-rest_bold.nii.gz"
+        path = local / name
+        make_data(maps, n_scans=30, seed=sub).to_filename(path)
+        conf = local / f"sub-{sub:02d}_task-rest_desc-confounds_timeseries.tsv"
+        np.savetxt(conf, np.random.default_rng(sub).normal(size=(30, 2)), delimiter="\t")
+        runs.append((path, conf, f"sub-{sub:02d}/func/{name}", f"sub-{sub:02d}/func/{conf.name}"))
+    nii = local / "sub-01_task-rest_bold.nii"
+    make_data(maps, n_scans=30, seed=1).to_filename(nii)
+    with s3_server() as endpoint:
+        opts = storage_options(endpoint)
+        fs = s3fs.S3FileSystem(**opts)
+        fs.mkdir("lab-private")
+        fs.mkdir("open-data")
+        for path, conf, key, conf_key in runs:
+            fs.put(str(path), f"lab-private/ds/{key}")
+            fs.put(str(conf), f"lab-private/ds/{conf_key}")
+        fs.put(str(runs[0][0]), "open-data/ds/sub-01/func/sub-01_task-rest_bold.nii.gz")
+        fs.put(str(nii), "lab-private/ds/sub-01/func/sub-01_task-rest_bold.nii")
+        fs.put(str(files["maps"]), "lab-private/atlas/maps.nii.gz")
+        fs.put(str(files["mask"]), "lab-private/atlas/mask.nii.gz")
+        yield {"endpoint": endpoint, "opts": opts, "fs": fs, "runs": runs, "files": files,
+               "nii": nii}
+
+
+@pytest.fixture
+def aws_env(s3, monkeypatch):
+    """Credentials and endpoint from the usual AWS environment variables."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["secret"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3["endpoint"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def local_signals(s3, run):
+    masker = NiftiMapsMasker(str(s3["files"]["maps"]), mask_img=str(s3["files"]["mask"]), **PARAMS)
+    return masker.fit_transform(str(run[0]), confounds=str(run[1]))
+
+
+@pytest.mark.parametrize("key", ["ds/sub-01/func/sub-01_task-rest_bold.nii.gz",
+                                 "ds/sub-01/func/sub-01_task-rest_bold.nii"])
+def test_open_nifti_from_s3_equals_local(s3, key):
+    img = open_nifti(f"s3://lab-private/{key}", storage_options=s3["opts"])
+    local = open_nifti(str(s3["runs"][0][0]) if key.endswith(".gz") else str(s3["nii"]))
+    np.testing.assert_array_equal(img.values, local.values)
+    assert img.attrs["affine"] == local.attrs["affine"]
+
+
+def test_convert_s3_gz_into_s3_zarr_and_extract(s3):
+    url = "s3://lab-private/ds/sub-01/func/sub-01_task-rest_bold.nii.gz"
+    store = "s3://lab-private/derivatives/sub-01_task-rest_bold.zarr"
+    to_zarr(url, store, storage_options=s3["opts"], overwrite=True)
+    img = open_zarr(store, storage_options=s3["opts"])
+    np.testing.assert_array_equal(img.values, open_nifti(str(s3["runs"][0][0])).values)
+    masker = NiftiMapsMasker(str(s3["files"]["maps"]), mask_img=str(s3["files"]["mask"]), **PARAMS)
+    got = masker.fit_transform(img, confounds=str(s3["runs"][0][1]))
+    np.testing.assert_array_equal(got, local_signals(s3, s3["runs"][0]))
+
+
+def test_masker_reads_urls_with_aws_environment(s3, aws_env):
+    masker = NiftiMapsMasker("s3://lab-private/atlas/maps.nii.gz",
+                             mask_img="s3://lab-private/atlas/mask.nii.gz", **PARAMS)
+    run = s3["runs"][1]
+    got = masker.fit_transform(f"s3://lab-private/ds/{run[2]}", confounds=str(run[1]))
+    np.testing.assert_array_equal(got, local_signals(s3, run))
+
+
+def test_anonymous_public_bucket(s3):
+    opts = {"anon": True, "endpoint_url": s3["endpoint"]}
+    img = open_nifti("s3://open-data/ds/sub-01/func/sub-01_task-rest_bold.nii.gz",
+                     storage_options=opts)
+    assert img.shape[0] == 30
+
+
+def test_batch_from_bucket_into_bucket_resumes(s3):
+    urls = [f"s3://lab-private/ds/{r[2]}" for r in s3["runs"]]
+    confs = [str(r[1]) for r in s3["runs"]]
+    out = "s3://lab-private/derivatives/timeseries.zarr"
+    masker = NiftiMapsMasker(str(s3["files"]["maps"]), mask_img=str(s3["files"]["mask"]), **PARAMS)
+    first = run_batch(masker, urls, out, confounds=confs, storage_options=s3["opts"],
+                      tsv_dir="s3://lab-private/derivatives/tsv", overwrite=True)
+    assert sorted(first.done) == ["sub-01_task-rest", "sub-02_task-rest"]
+    again = run_batch(masker, urls, out, confounds=confs, storage_options=s3["opts"])
+    assert again.done == [] and len(again.skipped) == 2
+    for run in s3["runs"]:
+        name = run[2].split("/")[-1].replace("_bold.nii.gz", "")
+        ds = xr.open_zarr(s3["fs"].get_mapper(out), group=name, consolidated=False)
+        np.testing.assert_array_equal(ds["signals"].values, local_signals(s3, run))
+        assert ds.attrs["checksum"].startswith("sha256:")
+    assert s3["fs"].exists(
+        "lab-private/derivatives/tsv/sub-01_task-rest_desc-daskmasker_timeseries.tsv"
+    )
+
+
+def test_cli_with_custom_endpoint(s3, tmp_path):
+    import json
+
+    out = "s3://lab-private/derivatives/cli.zarr"
+    code = main(["extract", f"s3://lab-private/ds/{s3['runs'][0][2]}",
+                 "--maps", str(s3["files"]["maps"]), "--out", out,
+                 "--storage-options", json.dumps(s3["opts"]), "--no-progress", "--overwrite"])
+    assert code == 0
+    assert s3["fs"].exists("lab-private/derivatives/cli.zarr/sub-01_task-rest/signals/zarr.json")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["s3://no-such-bucket/sub-01_bold.nii.gz", "s3://lab-private/ds/missing_bold.nii.gz"],
+)
+def test_missing_bucket_or_key_names_the_url(s3, url):
+    with pytest.raises(FileNotFoundError, match=url.split("/")[-1]):
+        open_nifti(url, storage_options=s3["opts"])
+
+
+def test_bad_endpoint_names_the_url():
+    from s3server import free_port
+
+    opts = storage_options(f"http://127.0.0.1:{free_port()}",
+                           config_kwargs={"connect_timeout": 1, "retries": {"max_attempts": 1}})
+    with pytest.raises(OSError, match="sub-01_bold.nii.gz"):
+        open_nifti("s3://lab-private/sub-01_bold.nii.gz", storage_options=opts)
