@@ -23,7 +23,7 @@ import xarray as xr
 from dask import delayed
 from dask.graph_manipulation import bind, clone
 
-from daskmasker.clean import detrend as detrend_signals
+from daskmasker.clean import detrend_signals
 
 
 def _ramp(n: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from daskmasker import grid
 from daskmasker.image import MAP_DIM, SPATIAL_DIMS, image_affine, make_image
 
 NONFINITE_WARNING = "Non-finite values detected. These values will be replaced with zeros."
@@ -100,8 +101,8 @@ def check_overlap(maps: np.ndarray) -> None:
 
 
 def same_fov(fov_a, fov_b) -> bool:
-    """nilearn's field-of-view test: equal shapes and ``np.allclose`` affines."""
-    return tuple(fov_a[0]) == tuple(fov_b[0]) and np.allclose(fov_a[1], fov_b[1])
+    """nilearn's field-of-view test on ``(shape, affine)`` pairs."""
+    return grid.same_fov(fov_a[0], fov_a[1], fov_b[0], fov_b[1])
 
 
 def check_same_fov(fovs: dict) -> None:

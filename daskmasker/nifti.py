@@ -1,0 +1,283 @@
+"""Lazy NIfTI images (.nii, .nii.gz; local paths and fsspec URLs) and streaming writes.
+
+``open_nifti`` reads the header only and returns a Dask-backed image (see :mod:`daskmasker.image`)
+whose chunks are slabs of whole volumes.  Each chunk is read through nibabel's ``ArrayProxy``, so the
+values, the dtype and the ``scl_slope``/``scl_inter`` scaling are exactly nibabel's.
+
+* ``.nii``: a chunk is one ranged read of its bytes (local file or object store).
+* ``.nii.gz``: gzip cannot seek, and decompression bounds the reading speed.  Each process keeps
+  one sequential ISA-L (``isal.igzip``, about twice zlib's speed) decompressor per file; a chunk
+  that starts at or after its position continues from there, so chunks read in order cost one pass
+  in total, while a chunk behind it restarts the stream.  Reads of a file are serialized by a lock
+  (gzip is sequential anyway); other work overlaps with them.
+
+NaN and Inf are preserved bit for bit by reading and writing; the masker turns them into 0 with
+nilearn's warning.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import dask.array as da
+import fsspec
+import nibabel as nib
+import numpy as np
+from isal import igzip
+from nibabel.arrayproxy import ArrayProxy
+
+from daskmasker.chunks import time_chunks
+from daskmasker.image import header_from_attrs, make_image
+
+_READERS: dict[tuple, tuple] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def _normalize(path_or_url: Any) -> str:
+    path = os.fspath(path_or_url)
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def _open_raw(url: str, storage_options: dict | None):
+    try:
+        return fsspec.open(url, "rb", **(storage_options or {})).open()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"File not found: '{url}'") from exc
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, PermissionError):
+            raise PermissionError(f"access denied to '{url}': {exc}") from exc
+        raise OSError(f"could not open '{url}': {exc}") from exc
+
+
+def _open_stream(url: str, storage_options: dict | None):
+    raw = _open_raw(url, storage_options)
+    return igzip.GzipFile(fileobj=raw, mode="rb") if url.endswith(".gz") else raw
+
+
+def read_header(url: str, storage_options: dict | None = None) -> nib.Nifti1Header:
+    """The NIfTI-1 or NIfTI-2 header of a file (reads only the first bytes)."""
+    with _open_stream(url, storage_options) as f:
+        try:
+            head = f.read(540)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"'{url}' is not a readable gzip/NIfTI file: {exc}") from exc
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.sizeof_hdr
+        if len(head) < size:
+            continue
+        for endian in ("<", ">"):
+            if int(np.frombuffer(head[:4], dtype=f"{endian}i4")[0]) == size:
+                try:
+                    return klass.from_fileobj(_BytesReader(head[:size]), check=True)
+                except Exception as exc:  # noqa: BLE001 - nibabel raises several types
+                    raise ValueError(f"'{url}' has an invalid NIfTI header: {exc}") from exc
+    raise ValueError(f"'{url}' is not a NIfTI-1 or NIfTI-2 file")
+
+
+class _BytesReader:
+    def __init__(self, data: bytes):
+        import io
+
+        self._buf = io.BytesIO(data)
+
+    def read(self, n=-1):
+        return self._buf.read(n)
+
+    def seek(self, *args):
+        return self._buf.seek(*args)
+
+    def tell(self):
+        return self._buf.tell()
+
+
+def _data_offset(header) -> int:
+    offset = int(header.get_data_offset())
+    minimum = header.sizeof_hdr + 4
+    return max(offset, minimum)
+
+
+def _proxy_spec(header):
+    slope, inter = header.get_slope_inter()
+    spec = (
+        header.get_data_shape(),
+        header.get_data_dtype(),
+        _data_offset(header),
+        1.0 if slope is None else slope,
+        0.0 if inter is None else inter,
+    )
+    return spec
+
+
+def _read_volumes(url: str, storage_options, header_blob: str, t0: int, t1: int, ndim: int):
+    header = header_from_attrs({"nifti_header": header_blob})
+    spec = _proxy_spec(header)
+    shape = spec[0]
+    if url.endswith(".gz"):
+        key = (url, repr(sorted((storage_options or {}).items())), threading.get_ident() * 0)
+        with _READERS_LOCK:
+            entry = _READERS.get(key)
+            if entry is None:
+                entry = (threading.Lock(), [None])
+                _READERS[key] = entry
+        lock, holder = entry
+        with lock:
+            nbytes = int(np.prod(shape[:3])) * np.dtype(spec[1]).itemsize
+            start = spec[2] + t0 * nbytes
+            stream = holder[0]
+            if stream is None or stream.tell() > start:
+                if stream is not None:
+                    stream.close()
+                stream = _open_stream(url, storage_options)
+                holder[0] = stream
+            data = _slice(stream, spec, t0, t1, ndim, url)
+            if t1 >= (shape[3] if len(shape) > 3 else 1):
+                stream.close()
+                holder[0] = None
+            return data
+    with _open_raw(url, storage_options) as f:
+        return _slice(f, spec, t0, t1, ndim, url)
+
+
+def _slice(fileobj, spec, t0, t1, ndim, url):
+    proxy = ArrayProxy(fileobj, spec, mmap=False, keep_file_open=False)
+    try:
+        if ndim == 3:
+            arr = np.asanyarray(proxy[(slice(None),) * 3 + ((0,) if len(spec[0]) > 3 else ())])
+            return np.ascontiguousarray(arr.T)
+        arr = proxy[..., t0:t1]
+    except (OSError, EOFError, ValueError) as exc:
+        raise OSError(f"could not read volumes {t0}:{t1} of '{url}' (truncated or corrupt?): "
+                      f"{exc}") from exc
+    arr = np.asanyarray(arr)
+    if arr.ndim > 4:
+        arr = arr.reshape(arr.shape[:4])
+    return np.ascontiguousarray(arr.T)
+
+
+def _scaled_dtype(spec) -> np.dtype:
+    from nibabel.volumeutils import apply_read_scaling
+
+    if spec[3] == 1.0 and spec[4] == 0.0:
+        return np.dtype(spec[1])
+    probe = apply_read_scaling(np.zeros(1, dtype=spec[1]), spec[3], spec[4])
+    return probe.dtype
+
+
+def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
+    """Open a NIfTI file lazily as an image: only the header is read.
+
+    Parameters
+    ----------
+    path_or_url : str or path-like
+        ``.nii`` or ``.nii.gz``; a local path (``~`` expanded) or an fsspec URL.
+    chunks : int, optional
+        Volumes per chunk; default about 64 MiB per chunk.
+    storage_options : dict, optional
+        fsspec options (``anon``, ``endpoint_url``, credentials...).
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(time, z, y, x)`` or ``(z, y, x)``; the data equals nibabel's ``dataobj``.
+    """
+    url = _normalize(path_or_url)
+    header = read_header(url, storage_options)
+    spec = _proxy_spec(header)
+    shape = tuple(int(s) for s in spec[0])
+    while len(shape) > 4 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) not in (3, 4):
+        raise ValueError(f"'{url}' holds a {len(shape)}D image of shape {shape}: expected 3D or 4D")
+    if 0 in shape:
+        raise ValueError(f"The image is empty: '{url}' has shape {shape}.")
+    dtype = _scaled_dtype(spec)
+    blob = __import__("base64").b64encode(header.binaryblock).decode("ascii")
+    zyx = shape[2::-1]
+    if len(shape) == 3:
+        task = da.from_delayed(
+            __import__("dask").delayed(_read_volumes)(url, storage_options, blob, 0, 1, 3),
+            shape=zyx,
+            dtype=dtype,
+        )
+        data = task
+    else:
+        volume_nbytes = int(np.prod(zyx)) * np.dtype(dtype).itemsize
+        sizes = time_chunks(shape[3], volume_nbytes) if chunks is None else _as_sizes(
+            chunks, shape[3]
+        )
+        bounds = np.cumsum((0, *sizes))
+        import dask
+
+        pieces = [
+            da.from_delayed(
+                dask.delayed(_read_volumes, pure=True)(
+                    url, storage_options, blob, int(a), int(b), 4
+                ),
+                shape=(int(b - a), *zyx),
+                dtype=dtype,
+            )
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        data = da.concatenate(pieces, axis=0)
+    return make_image(data, header.get_best_affine(), header=header, attrs={"source": url})
+
+
+def _as_sizes(chunks, n: int) -> tuple[int, ...]:
+    if isinstance(chunks, dict):
+        chunks = chunks.get("time", next(iter(chunks.values())))
+    step = int(chunks)
+    if step < 1:
+        raise ValueError(f"chunks must be a positive number of volumes, got {chunks!r}")
+    return tuple(min(step, n - s) for s in range(0, n, step))
+
+
+def to_nifti(image, path, *, overwrite: bool = False, storage_options: dict | None = None) -> str:
+    """Write a (lazy) image to ``.nii`` or ``.nii.gz``, one chunk of volumes at a time.
+
+    The header stored in ``attrs`` is reused when present (exact round trips); otherwise one is
+    built from the affine and dtype.  Written to a temporary name and renamed at the end.
+    """
+    url = _normalize(path)
+    fs, _, (target,) = fsspec.get_fs_token_paths(url, storage_options=storage_options or {})
+    if fs.exists(target) and not overwrite:
+        raise FileExistsError(f"'{url}' exists; pass overwrite=True to replace it")
+    header = header_from_attrs(image.attrs)
+    data = image.data
+    raw_dtype = np.dtype(data.dtype)
+    if header is None:
+        header = nib.Nifti1Header()
+        header.set_data_dtype(raw_dtype)
+        header.set_qform(np.asarray(image.attrs["affine"]), code=1)
+        header.set_sform(np.asarray(image.attrs["affine"]), code=1)
+    header = header.copy()
+    shape_xyz = tuple(int(s) for s in data.shape[::-1])
+    header.set_data_shape(shape_xyz)
+    slope, inter = header.get_slope_inter()
+    out_dtype = header.get_data_dtype()
+    offset = _data_offset(header)
+    header.set_data_offset(offset)
+    tmp = f"{target}.partial"
+    with fs.open(tmp, "wb") as raw:
+        stream = igzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) if url.endswith(
+            ".gz"
+        ) else raw
+        try:
+            block = header.binaryblock
+            stream.write(block + b"\x00" * (offset - len(block)))
+            volumes = data if data.ndim == 4 else data[None]
+            for start in range(0, volumes.shape[0], max(1, volumes.chunks[0][0]
+                                                       if hasattr(volumes, "chunks") else 1)):
+                stop = start + (volumes.chunks[0][0] if hasattr(volumes, "chunks") else 1)
+                chunk = np.asarray(volumes[start:stop])
+                if slope is not None or inter is not None:
+                    s = 1.0 if slope is None else slope
+                    i = 0.0 if inter is None else inter
+                    chunk = np.round((chunk.astype(np.float64) - i) / s)
+                stream.write(np.ascontiguousarray(chunk.astype(out_dtype)).tobytes())
+        finally:
+            if stream is not raw:
+                stream.close()
+    fs.mv(tmp, target)
+    return url
