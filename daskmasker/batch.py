@@ -33,6 +33,7 @@ import zarr
 
 from daskmasker import provenance
 from daskmasker.masker import NiftiMapsMasker
+from daskmasker.store import Location
 
 BATCH_ATTR = "daskmasker_batch"
 COMPLETE_ATTR = "complete"
@@ -118,13 +119,13 @@ def checksum(source: Any, storage_options: dict | None = None) -> str | None:
 
 def open_output(store: str, params: dict, overwrite: bool, storage_options: dict | None):
     """Open (or create) a batch store; refuse a path that exists and is not ours."""
-    mapper = fsspec.get_mapper(store, **(storage_options or {}))
-    fs, root = mapper.fs, mapper.root
+    location = Location(store, storage_options)
+    fs, root = location.fs, location.root
     if fs.exists(root):
         try:
-            group = zarr.open_group(mapper, mode="r")
+            group = zarr.open_group(location.store, mode="r")
             ours = BATCH_ATTR in group.attrs
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError, KeyError):
+        except Exception:  # noqa: BLE001 - anything unreadable is not ours
             ours = False
         if not ours:
             has_content = fs.isfile(root) or bool(fs.ls(root))
@@ -135,10 +136,10 @@ def open_output(store: str, params: dict, overwrite: bool, storage_options: dict
                 )
         elif overwrite:
             fs.rm(root, recursive=True)
-    group = zarr.open_group(mapper, mode="a", zarr_format=3)
+    group = zarr.open_group(location.store, mode="a", zarr_format=3)
     if BATCH_ATTR not in group.attrs:
         group.attrs[BATCH_ATTR] = {"parameters": params, "versions": provenance.versions()}
-    return group, mapper
+    return group, location.store
 
 
 def is_complete(group: zarr.Group, name: str) -> bool:
@@ -266,11 +267,20 @@ def run_batch(
     else:
         from distributed import as_completed
 
-        futures = {
-            client.compute([signals.data, conf]): item for item, (signals, conf) in lazy.values()
-        }
-        for future in as_completed(futures):
-            _guarded(result, bar, futures[future], finish, future.result)
+        futures = {}
+        for item, (signals, conf) in lazy.values():
+            signals_future = client.compute(signals.data)
+            conf_future = None if conf is None else client.compute(conf)
+            futures[signals_future] = (item, conf_future)
+        for future in as_completed(list(futures)):
+            item, conf_future = futures[future]
+            _guarded(
+                result,
+                bar,
+                item,
+                finish,
+                lambda f=future, c=conf_future: (f.result(), None if c is None else c.result()),
+            )
     bar.close()
     return result
 

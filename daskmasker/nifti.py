@@ -45,9 +45,9 @@ def _open_raw(url: str, storage_options: dict | None):
         return fsspec.open(url, "rb", **(storage_options or {})).open()
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"File not found: '{url}'") from exc
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, PermissionError):
-            raise PermissionError(f"access denied to '{url}': {exc}") from exc
+    except PermissionError as exc:
+        raise PermissionError(f"access denied to '{url}': {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - storage back ends raise their own types
         raise OSError(f"could not open '{url}': {exc}") from exc
 
 

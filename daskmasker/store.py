@@ -19,7 +19,6 @@ paths are replaced only with ``overwrite=True`` and only when they are daskmaske
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import dask
@@ -48,8 +47,24 @@ _HEADER_KEYS = (
 )
 
 
-def _mapper(store: str, storage_options: dict | None):
-    return fsspec.get_mapper(str(store), **(storage_options or {}))
+class Location:
+    """A Zarr store location: the zarr store object and the fsspec file system behind it."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.url = str(url)
+        self.fs, _, (self.root,) = fsspec.get_fs_token_paths(
+            self.url, storage_options=storage_options or {}
+        )
+        if "://" in self.url and not self.url.startswith("file://"):
+            self.store = zarr.storage.FsspecStore.from_url(
+                self.url, storage_options=storage_options or {}
+            )
+        else:
+            self.store = zarr.storage.LocalStore(self.root)
+
+
+def _mapper(store: str, storage_options: dict | None) -> Location:
+    return Location(store, storage_options)
 
 
 def _ome_multiscales(img: xr.DataArray) -> list[dict]:
@@ -77,7 +92,7 @@ def _check_target(mapper, store: str, overwrite: bool) -> None:
     if fs.isfile(root):
         raise FileExistsError(f"'{store}' exists and is a file, not a daskmasker Zarr store")
     try:
-        ours = ATTR in zarr.open_group(mapper, mode="r").attrs
+        ours = ATTR in zarr.open_group(mapper.store, mode="r").attrs
     except Exception:  # noqa: BLE001 - anything unreadable is not ours
         ours = False
     if not ours:
@@ -143,7 +158,7 @@ def to_zarr(
     codec = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle") if compressor == "default" else (
         compressor
     )
-    group = zarr.open_group(mapper, mode="w", zarr_format=3)
+    group = zarr.open_group(mapper.store, mode="w", zarr_format=3)
     array = group.create_array(
         ARRAY,
         shape=data.shape,
@@ -181,7 +196,7 @@ def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> x
     """
     mapper = _mapper(store, storage_options)
     try:
-        group = zarr.open_group(mapper, mode="r")
+        group = zarr.open_group(mapper.store, mode="r")
     except Exception as exc:  # noqa: BLE001 - zarr raises several types
         if not mapper.fs.exists(mapper.root):
             raise FileNotFoundError(f"File not found: '{store}'") from exc
@@ -221,9 +236,3 @@ def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> x
 
         extra = {**header_attrs(header_from_attrs(extra)), **extra}
     return make_image(data, affine, attrs=extra)
-
-
-def header_bytes(img: xr.DataArray) -> bytes | None:
-    """The binary NIfTI header stored with an image, if any."""
-    blob = img.attrs.get("nifti_header")
-    return None if blob is None else base64.b64decode(blob)

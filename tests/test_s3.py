@@ -42,7 +42,9 @@ def s3(tmp_path_factory):
         for path, conf, key, conf_key in runs:
             fs.put(str(path), f"lab-private/ds/{key}")
             fs.put(str(conf), f"lab-private/ds/{conf_key}")
-        fs.put(str(runs[0][0]), "open-data/ds/sub-01/func/sub-01_task-rest_bold.nii.gz")
+        public = "open-data/ds/sub-01/func/sub-01_task-rest_bold.nii.gz"
+        fs.put(str(runs[0][0]), public)
+        fs.chmod(public, acl="public-read")
         fs.put(str(nii), "lab-private/ds/sub-01/func/sub-01_task-rest_bold.nii")
         fs.put(str(files["maps"]), "lab-private/atlas/maps.nii.gz")
         fs.put(str(files["mask"]), "lab-private/atlas/mask.nii.gz")
@@ -99,6 +101,12 @@ def test_anonymous_public_bucket(s3):
     assert img.shape[0] == 30
 
 
+def test_access_denied_names_the_url(s3):
+    url = "s3://lab-private/ds/sub-01/func/sub-01_task-rest_bold.nii.gz"
+    with pytest.raises(PermissionError, match="access denied to 's3://lab-private/ds/sub-01"):
+        open_nifti(url, storage_options={"anon": True, "endpoint_url": s3["endpoint"]})
+
+
 def test_batch_from_bucket_into_bucket_resumes(s3):
     urls = [f"s3://lab-private/ds/{r[2]}" for r in s3["runs"]]
     confs = [str(r[1]) for r in s3["runs"]]
@@ -111,7 +119,7 @@ def test_batch_from_bucket_into_bucket_resumes(s3):
     assert again.done == [] and len(again.skipped) == 2
     for run in s3["runs"]:
         name = run[2].split("/")[-1].replace("_bold.nii.gz", "")
-        ds = xr.open_zarr(s3["fs"].get_mapper(out), group=name, consolidated=False)
+        ds = xr.open_zarr(out, group=name, consolidated=False, storage_options=s3["opts"])
         np.testing.assert_array_equal(ds["signals"].values, local_signals(s3, run))
         assert ds.attrs["checksum"].startswith("sha256:")
     assert s3["fs"].exists(
