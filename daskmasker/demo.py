@@ -58,7 +58,7 @@ def run_demo(
 
     out = Path(out)
     (out / "sub-01" / "func").mkdir(parents=True, exist_ok=True)
-    say = print if progress else (lambda *a, **k: None)
+    say = print
     t0 = time.perf_counter()
     maps_path = out / "maps.nii.gz"
     mask_path = out / "mask.nii.gz"

@@ -38,25 +38,47 @@ def integer_grid_map(src_shape, src_affine, tgt_shape, tgt_affine, atol: float =
     return perm, signs, shifts
 
 
-def apply_integer_grid_map(volume: np.ndarray, plan, tgt_shape) -> np.ndarray:
-    """Copy a source volume (x, y, z order) onto the target grid of an integer grid map."""
+def grid_map_slices(plan, src_shape, tgt_shape):
+    """Per axis (x, y, z), the target and source slices of an integer grid map, or None when the
+    two grids do not overlap.  Source axes are taken in ``plan``'s permuted order."""
     perm, signs, shifts = plan
-    src = np.transpose(volume, perm)
-    out = np.zeros(tuple(tgt_shape), dtype=volume.dtype)
     dst_slices, src_slices = [], []
     for a in range(3):
-        n_src = src.shape[a]
+        n_src = src_shape[perm[a]]
         idx = signs[a] * np.arange(tgt_shape[a]) + shifts[a]
         valid = np.flatnonzero((idx >= 0) & (idx < n_src))
         if valid.size == 0:
-            return out
+            return None
         lo, hi = valid[0], valid[-1] + 1
         dst_slices.append(slice(lo, hi))
         first, last = idx[lo], idx[hi - 1]
-        step = signs[a]
-        stop = last + step
-        src_slices.append(slice(first, None if stop < 0 else stop, step))
-    out[tuple(dst_slices)] = src[tuple(src_slices)]
+        stop = last + signs[a]
+        src_slices.append(slice(first, None if stop < 0 else stop, signs[a]))
+    return tuple(dst_slices), tuple(src_slices)
+
+
+def apply_integer_grid_map(volume: np.ndarray, plan, tgt_shape) -> np.ndarray:
+    """Copy a source volume (x, y, z order, optional trailing axes) onto an integer grid map's
+    target grid."""
+    src = np.transpose(volume, (*plan[0], *range(3, volume.ndim)))
+    out = np.zeros((*tuple(tgt_shape), *volume.shape[3:]), dtype=volume.dtype)
+    slices = grid_map_slices(plan, volume.shape, tgt_shape)
+    if slices is not None:
+        out[slices[0]] = src[slices[1]]
+    return out
+
+
+def apply_integer_grid_map_reversed(block: np.ndarray, plan, tgt_shape) -> np.ndarray:
+    """The same copy for a block in daskmasker order ``(lead, z, y, x)``; one strided copy when
+    the map does not permute axes."""
+    if tuple(plan[0]) != (0, 1, 2):
+        moved = apply_integer_grid_map(block.transpose(3, 2, 1, 0), plan, tgt_shape)
+        return np.ascontiguousarray(moved.transpose(3, 2, 1, 0))
+    out = np.zeros((block.shape[0], *tuple(tgt_shape)[::-1]), dtype=block.dtype)
+    slices = grid_map_slices(plan, block.shape[:0:-1], tgt_shape)
+    if slices is not None:
+        lead = (slice(None),)
+        out[lead + slices[0][::-1]] = block[lead + slices[1][::-1]]
     return out
 
 

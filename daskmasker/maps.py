@@ -24,11 +24,12 @@ def load_maps(maps_image: xr.DataArray) -> np.ndarray:
 
     Integer maps become float32 (int64 becomes float64); NaN and Inf become 0 silently.
     """
-    maps = np.asarray(maps_image.data if maps_image.ndim == 4 else maps_image.data[None])
-    maps = np.array(maps, copy=True)
+    data = maps_image.data if maps_image.ndim == 4 else maps_image.data[None]
+    maps = data.compute() if hasattr(data, "compute") else np.array(data, copy=True)
     if maps.dtype.kind in "iub":
-        maps = maps.astype(np.float64 if maps.dtype.itemsize == 8 else np.float32)
-    maps[~np.isfinite(maps)] = 0
+        return maps.astype(np.float64 if maps.dtype.itemsize == 8 else np.float32)
+    if not np.isfinite(maps).all():
+        maps = np.where(np.isfinite(maps), maps, 0).astype(maps.dtype)
     return maps
 
 
@@ -52,7 +53,8 @@ def check_mask(mask: np.ndarray) -> None:
 
 
 def _as_maps_image(maps: np.ndarray, affine: np.ndarray) -> xr.DataArray:
-    img = make_image(da.from_array(maps, chunks=(max(1, min(len(maps), 8)), -1, -1, -1)), affine)
+    chunks = (max(1, min(len(maps), 16)), -1, -1, -1)
+    img = make_image(da.from_array(maps, chunks=chunks, name=False), affine)
     return img.rename({img.dims[0]: MAP_DIM})
 
 

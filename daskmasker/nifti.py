@@ -17,6 +17,7 @@ nilearn's warning.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from typing import Any
@@ -31,7 +32,7 @@ from nibabel.arrayproxy import ArrayProxy
 from daskmasker.chunks import time_chunks
 from daskmasker.image import header_from_attrs, make_image
 
-_READERS: dict[tuple, tuple] = {}
+_READERS: dict[tuple, Any] = {}
 _READERS_LOCK = threading.Lock()
 
 
@@ -110,34 +111,94 @@ def _proxy_spec(header):
     return spec
 
 
+class _GzipCursor:
+    """A sequential decompressor of one ``.nii.gz`` with a small stash for out-of-order reads.
+
+    Chunks usually arrive in order; when a later chunk is asked first (two threads), the bytes
+    skipped on the way are kept (up to ``stash_limit`` bytes) for the chunk that will follow.
+    A request behind everything decoded restarts the stream.
+    """
+
+    def __init__(self, url: str, storage_options, stash_limit: int = 256 * 2**20):
+        self.url, self.storage_options, self.stash_limit = url, storage_options, stash_limit
+        self.lock = threading.Lock()
+        self.stream = None
+        self.stash: list[tuple[int, bytes]] = []
+
+    def _restart(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+        self.stream = _open_stream(self.url, self.storage_options)
+
+    def read(self, start: int, nbytes: int) -> bytes:
+        with self.lock:
+            for i, (offset, blob) in enumerate(self.stash):
+                if offset <= start and start + nbytes <= offset + len(blob):
+                    piece = blob[start - offset : start - offset + nbytes]
+                    if start + nbytes == offset + len(blob) and start == offset:
+                        self.stash.pop(i)
+                    return piece
+            if self.stream is None or self.stream.tell() > start:
+                self._restart()
+                self.stash.clear()
+            gap = start - self.stream.tell()
+            if gap:
+                if gap <= self.stash_limit:
+                    self.stash.append((self.stream.tell(), self.stream.read(gap)))
+                    while sum(len(b) for _, b in self.stash) > self.stash_limit:
+                        self.stash.pop(0)
+                else:
+                    self.stream.seek(start)
+            data = self.stream.read(nbytes)
+            if len(data) != nbytes:
+                raise OSError(
+                    f"'{self.url}' is truncated: expected {nbytes} bytes at offset {start}, "
+                    f"got {len(data)}"
+                )
+            return data
+
+    def close(self) -> None:
+        with self.lock:
+            if self.stream is not None:
+                self.stream.close()
+            self.stream = None
+            self.stash.clear()
+
+
+def _cursor(url: str, storage_options) -> _GzipCursor:
+    key = (url, repr(sorted((storage_options or {}).items())))
+    with _READERS_LOCK:
+        if key not in _READERS:
+            _READERS[key] = _GzipCursor(url, storage_options)
+        return _READERS[key]
+
+
 def _read_volumes(url: str, storage_options, header_blob: str, t0: int, t1: int, ndim: int):
     header = header_from_attrs({"nifti_header": header_blob})
     spec = _proxy_spec(header)
-    shape = spec[0]
+    shape = tuple(spec[0])
     if url.endswith(".gz"):
-        key = (url, repr(sorted((storage_options or {}).items())), threading.get_ident() * 0)
-        with _READERS_LOCK:
-            entry = _READERS.get(key)
-            if entry is None:
-                entry = (threading.Lock(), [None])
-                _READERS[key] = entry
-        lock, holder = entry
-        with lock:
-            nbytes = int(np.prod(shape[:3])) * np.dtype(spec[1]).itemsize
-            start = spec[2] + t0 * nbytes
-            stream = holder[0]
-            if stream is None or stream.tell() > start:
-                if stream is not None:
-                    stream.close()
-                stream = _open_stream(url, storage_options)
-                holder[0] = stream
-            data = _slice(stream, spec, t0, t1, ndim, url)
-            if t1 >= (shape[3] if len(shape) > 3 else 1):
-                stream.close()
-                holder[0] = None
-            return data
+        volume = int(np.prod(shape[:3])) * np.dtype(spec[1]).itemsize
+        cursor = _cursor(url, storage_options)
+        try:
+            blob = cursor.read(spec[2] + t0 * volume, (t1 - t0) * volume)
+        except (OSError, EOFError, ValueError) as exc:
+            cursor.close()
+            raise OSError(f"could not read volumes {t0}:{t1} of '{url}' (truncated or corrupt?): "
+                          f"{exc}") from exc
+        n_total = shape[3] if len(shape) > 3 else 1
+        if t1 >= n_total:
+            cursor.close()
+        chunk_spec = ((*shape[:3], t1 - t0), spec[1], 0, spec[3], spec[4])
+        return _slice(io.BytesIO(blob), chunk_spec, 0, t1 - t0, ndim, url)
     with _open_raw(url, storage_options) as f:
         return _slice(f, spec, t0, t1, ndim, url)
+
+
+def _read_after(url, storage_options, header_blob, t0, t1, token):
+    """Read volumes t0:t1 once the previous chunk's read is done; return (data, token)."""
+    del token
+    return _read_volumes(url, storage_options, header_blob, t0, t1, 4), t1
 
 
 def _slice(fileobj, spec, t0, t1, ndim, url):
@@ -210,16 +271,20 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
         bounds = np.cumsum((0, *sizes))
         import dask
 
-        pieces = [
-            da.from_delayed(
-                dask.delayed(_read_volumes, pure=True)(
+        pieces, token = [], None
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            shape_ab = (int(b - a), *zyx)
+            if url.endswith(".gz"):
+                # gzip is sequential: each chunk's read waits for the previous one (a tiny
+                # token), so the per-process decompressor streams through the file once.
+                piece, token = dask.delayed(_read_after, nout=2, pure=True)(
+                    url, storage_options, blob, int(a), int(b), token
+                )
+            else:
+                piece = dask.delayed(_read_volumes, pure=True)(
                     url, storage_options, blob, int(a), int(b), 4
-                ),
-                shape=(int(b - a), *zyx),
-                dtype=dtype,
-            )
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        ]
+                )
+            pieces.append(da.from_delayed(piece, shape=shape_ab, dtype=dtype))
         data = da.concatenate(pieces, axis=0)
     return make_image(data, header.get_best_affine(), header=header, attrs={"source": url})
 

@@ -74,12 +74,13 @@ def resample_volume(
 
 
 def _resample_block(block, matrix, offset, shape_xyz, order, out_dtype, vmin, vmax, plan):
+    if plan is not None:
+        return grid.apply_integer_grid_map_reversed(block, plan, shape_xyz).astype(
+            out_dtype, copy=False
+        )
     out = np.empty((block.shape[0], *shape_xyz[::-1]), dtype=out_dtype)
     for t in range(block.shape[0]):
-        if plan is not None:
-            res = grid.apply_integer_grid_map(block[t].T, plan, shape_xyz).astype(out_dtype)
-        else:
-            res = resample_volume(block[t].T, matrix, offset, shape_xyz, order, out_dtype)
+        res = resample_volume(block[t].T, matrix, offset, shape_xyz, order, out_dtype)
         out[t] = res.T
     if vmin is not None:
         np.clip(out, vmin, vmax, out=out)
@@ -139,7 +140,7 @@ def resample_image(
             tuple(data.shape[:0:-1]), source_affine, shape_xyz, target_affine
         )
     vmin = vmax = None
-    if order > 0:
+    if order > 0 and plan is None:  # copying voxels cannot leave the data's range
         vmin, vmax = _range(data)
     data = data.rechunk({1: -1, 2: -1, 3: -1})
     out = data.map_blocks(
