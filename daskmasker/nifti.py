@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import zlib
 from typing import Any
 
 import dask.array as da
@@ -59,11 +60,7 @@ def _open_stream(url: str, storage_options: dict | None):
 
 def read_header(url: str, storage_options: dict | None = None) -> nib.Nifti1Header:
     """The NIfTI-1 or NIfTI-2 header of a file (reads only the first bytes)."""
-    with _open_stream(url, storage_options) as f:
-        try:
-            head = f.read(540)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"'{url}' is not a readable gzip/NIfTI file: {exc}") from exc
+    head = _read_head(url, storage_options, 540)
     for klass in (nib.Nifti1Header, nib.Nifti2Header):
         size = klass.sizeof_hdr
         if len(head) < size:
@@ -75,6 +72,24 @@ def read_header(url: str, storage_options: dict | None = None) -> nib.Nifti1Head
                 except Exception as exc:  # noqa: BLE001 - nibabel raises several types
                     raise ValueError(f"'{url}' has an invalid NIfTI header: {exc}") from exc
     raise ValueError(f"'{url}' is not a NIfTI-1 or NIfTI-2 file")
+
+
+def _read_head(url: str, storage_options, size: int) -> bytes:
+    """The first ``size`` bytes of the (decompressed) file, reading a few KB at most."""
+    with _open_raw(url, storage_options) as raw:
+        if not url.endswith(".gz"):
+            return raw.read(size)
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        head = b""
+        try:
+            while len(head) < size:
+                block = raw.read(4096)
+                if not block:
+                    break
+                head += inflater.decompress(block, size - len(head))
+        except zlib.error as exc:
+            raise ValueError(f"'{url}' is not a readable gzip file: {exc}") from exc
+        return head
 
 
 class _BytesReader:
@@ -336,10 +351,12 @@ def to_nifti(image, path, *, overwrite: bool = False, storage_options: dict | No
                                                        if hasattr(volumes, "chunks") else 1)):
                 stop = start + (volumes.chunks[0][0] if hasattr(volumes, "chunks") else 1)
                 chunk = np.asarray(volumes[start:stop])
-                if slope is not None or inter is not None:
-                    s = 1.0 if slope is None else slope
-                    i = 0.0 if inter is None else inter
+                s = 1.0 if slope is None else slope
+                i = 0.0 if inter is None else inter
+                if np.dtype(out_dtype).kind in "iu" and (s, i) != (1.0, 0.0):
                     chunk = np.round((chunk.astype(np.float64) - i) / s)
+                elif (s, i) != (1.0, 0.0):
+                    chunk = (chunk.astype(np.float64) - i) / s
                 stream.write(np.ascontiguousarray(chunk.astype(out_dtype)).tobytes())
         finally:
             if stream is not raw:

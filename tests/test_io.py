@@ -1,0 +1,193 @@
+"""NIfTI ⇄ Zarr round trips, laziness, and the image data model."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import xarray as xr
+
+from daskmasker import nifti, open_nifti, open_zarr, to_nifti, to_zarr
+from daskmasker.chunks import time_chunks
+
+OBLIQUE = np.array(
+    [[1.9, 0.3, 0.0, -90.0], [-0.2, 2.1, 0.4, -120.0], [0.1, -0.3, 2.5, -60.0], [0, 0, 0, 1]]
+)
+
+
+def _image(shape, dtype, affine=np.diag([2.0, 2, 2, 1]), seed=0, nonfinite=False, scaled=False):
+    rng = np.random.default_rng(seed)
+    data = rng.normal(100, 30, size=shape)
+    if np.dtype(dtype).kind in "iu":
+        data = np.clip(np.round(data), np.iinfo(dtype).min, np.iinfo(dtype).max)
+    data = data.astype(dtype)
+    if nonfinite:
+        data.flat[3] = np.nan
+        data.flat[7] = np.inf
+        data.flat[11] = -np.inf
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    if len(shape) == 4:
+        img.header["pixdim"][4] = 1.5
+    img.header["descrip"] = b"daskmasker round trip"
+    if scaled:
+        img.header.set_slope_inter(0.5, 10.0)
+    return img
+
+
+CASES = [
+    ((7, 5, 3, 11), np.float32, {}),
+    ((7, 5, 3, 11), np.float64, {}),
+    ((6, 4, 5, 9), np.int16, {}),
+    ((6, 4, 5, 9), np.uint8, {}),
+    ((7, 5, 3), np.float32, {}),
+    ((9, 8, 7, 13), np.float32, {"affine": OBLIQUE}),
+    ((6, 4, 5, 9), np.int16, {"scaled": True}),
+    ((7, 5, 3, 11), np.float32, {"nonfinite": True}),
+]
+
+
+def _raw(path):
+    img = nib.load(path)
+    with open(path, "rb") if not str(path).endswith(".gz") else __import__("gzip").open(path) as f:
+        blob = f.read()
+    return img, blob[int(img.dataobj.offset):]
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize(("shape", "dtype", "kwargs"), CASES)
+def test_nifti_zarr_nifti_is_exact(tmp_path, shape, dtype, kwargs, suffix):
+    src = tmp_path / f"src{suffix}"
+    _image(shape, dtype, **kwargs).to_filename(src)
+    ref = nib.load(src)
+    img = open_nifti(src, chunks=4)
+    np.testing.assert_array_equal(img.values, np.asanyarray(ref.dataobj).T)
+    assert img.dtype == np.asanyarray(ref.dataobj).dtype
+    store = to_zarr(str(src), str(tmp_path / "img.zarr"), chunks=3)
+    back = open_zarr(store)
+    np.testing.assert_array_equal(back.values, img.values)
+    out = to_nifti(back, tmp_path / f"back{suffix}")
+    got = nib.load(out)
+    np.testing.assert_array_equal(np.asanyarray(got.dataobj), np.asanyarray(ref.dataobj))
+    np.testing.assert_array_equal(got.affine, ref.affine)
+    for field in ("dim", "pixdim", "datatype", "xyzt_units", "qform_code", "sform_code",
+                  "srow_x", "srow_y", "srow_z", "descrip", "quatern_b", "quatern_c", "quatern_d"):
+        np.testing.assert_array_equal(got.header[field], ref.header[field])
+    assert got.header.get_slope_inter() == ref.header.get_slope_inter()
+    assert _raw(out)[1] == _raw(src)[1], "the data bytes must be identical"
+
+
+def test_attrs_and_coords(tmp_path):
+    src = tmp_path / "a.nii.gz"
+    _image((7, 5, 3, 11), np.float32).to_filename(src)
+    img = open_nifti(src)
+    assert img.dims == ("time", "z", "y", "x")
+    assert img.attrs["t_r"] == 1.5
+    assert img.attrs["space_units"] == "mm" and img.attrs["time_units"] == "sec"
+    np.testing.assert_allclose(img["x"].values, 2.0 * np.arange(7))
+    assert img["x"].attrs["units"] == "mm"
+    np.testing.assert_allclose(img["time"].values, 1.5 * np.arange(11))
+    oblique = tmp_path / "o.nii"
+    _image((9, 8, 7, 3), np.float32, affine=OBLIQUE).to_filename(oblique)
+    assert "x" not in open_nifti(oblique).coords  # no single mm axis for an oblique affine
+    assert isinstance(open_zarr(to_zarr(str(src), str(tmp_path / "a.zarr"))), xr.DataArray)
+
+
+class CountingOpen:
+    """Counts the bytes read through fsspec while it is installed."""
+
+    def __init__(self, monkeypatch):
+        self.bytes = 0
+        original = nifti._open_raw
+
+        def counting(url, storage_options):
+            f = original(url, storage_options)
+            read, readinto = f.read, f.readinto
+
+            def counted(*args):
+                out = read(*args)
+                self.bytes += len(out)
+                return out
+
+            def counted_into(buffer):
+                n = readinto(buffer)
+                self.bytes += n or 0
+                return n
+
+            f.read, f.readinto = counted, counted_into
+            return f
+
+        monkeypatch.setattr(nifti, "_open_raw", counting)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_opening_and_graph_building_read_no_voxels(tmp_path, monkeypatch, suffix):
+    src = tmp_path / f"big{suffix}"
+    _image((20, 20, 20, 40), np.float32).to_filename(src)
+    counter = CountingOpen(monkeypatch)
+    img = open_nifti(src, chunks=5)
+    header_bytes = counter.bytes
+    assert header_bytes <= 8192, "opening reads the header only"
+    lazy = ((img - img.mean("time")) ** 2).sum(("x", "y", "z"))
+    assert counter.bytes == header_bytes, "building a graph reads nothing"
+    volume = 20 * 20 * 20 * 4
+    if suffix == ".nii":
+        img[5:10].compute()
+        assert counter.bytes - header_bytes <= volume * 5 + 4096, "a slab reads only its bytes"
+    lazy.compute()
+    assert counter.bytes > header_bytes + (volume if suffix == ".nii" else volume // 8)
+
+
+def test_zarr_graph_building_reads_no_chunks(tmp_path):
+    src = tmp_path / "a.nii"
+    _image((8, 8, 8, 12), np.float32).to_filename(src)
+    store = to_zarr(str(src), str(tmp_path / "a.zarr"), chunks=4)
+    chunk = tmp_path / "a.zarr" / "0" / "c" / "0" / "0" / "0" / "0"
+    assert chunk.exists()
+    chunk.unlink()  # a missing chunk reads as the fill value: building must not touch it
+    img = open_zarr(store)
+    lazy = img.mean("time")
+    assert np.all(img[:4].values == 0)
+    assert lazy.shape == (8, 8, 8)
+
+
+def test_interrupted_conversion_is_refused_and_foreign_paths_kept(tmp_path, monkeypatch):
+    src = tmp_path / "a.nii"
+    _image((8, 8, 8, 12), np.float32).to_filename(src)
+    import dask
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dask, "compute", boom)
+    with pytest.raises(KeyboardInterrupt):
+        to_zarr(str(src), str(tmp_path / "half.zarr"))
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="incomplete"):
+        open_zarr(str(tmp_path / "half.zarr"))
+    to_zarr(str(src), str(tmp_path / "half.zarr"), overwrite=True)
+    assert open_zarr(str(tmp_path / "half.zarr")).shape == (12, 8, 8, 8)
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        to_zarr(str(src), str(foreign), overwrite=True)
+    assert (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_not_an_image_store(tmp_path):
+    import zarr
+
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").create_array("x", shape=(3,),
+                                                                        dtype="f4")
+    with pytest.raises(ValueError, match="not a daskmasker or NIfTI-Zarr image store"):
+        open_zarr(str(tmp_path / "other.zarr"))
+
+
+@pytest.mark.parametrize("n", [1, 7, 600, 6000])
+def test_time_chunks_cover_and_fit_budget(n):
+    volume = 99 * 117 * 95 * 4
+    sizes = time_chunks(n, volume)
+    assert sum(sizes) == n
+    assert max(sizes) * volume <= max(64 * 2**20, volume)
+    assert max(sizes) - min(sizes) <= 1
