@@ -1,0 +1,280 @@
+"""Bad inputs get clear errors naming the input and what is wrong; numbers never go silently bad."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import MAPS_AFFINE, MAPS_SHAPE, make_data, make_mask, make_maps
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daskmasker import NiftiMapsMasker, open_nifti, open_zarr, run_batch
+from daskmasker.niimg import DimensionError
+
+
+@pytest.fixture(scope="module")
+def maps():
+    return make_maps(dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def data(maps):
+    return make_data(maps, dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def fitted(maps, data):
+    return NiftiMapsMasker(maps, detrend=True).fit(data)
+
+
+def test_missing_file_names_it(tmp_path, maps):
+    missing = tmp_path / "nope_bold.nii.gz"
+    with pytest.raises(ValueError, match="File not found: .*nope_bold.nii.gz"):
+        NiftiMapsMasker(maps).fit_transform(str(missing))
+
+
+def test_not_a_nifti(tmp_path):
+    path = tmp_path / "notes.nii"
+    path.write_bytes(b"this is not an image" * 40)
+    with pytest.raises(ValueError, match="notes.nii.*not a NIfTI"):
+        open_nifti(path)
+
+
+def test_truncated_gzip_names_the_file(tmp_path, data):
+    path = tmp_path / "cut_bold.nii.gz"
+    data.to_filename(path)
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    img = open_nifti(path)  # the header is intact
+    with pytest.raises(OSError, match="cut_bold.nii.gz"):
+        img.values
+
+
+def test_corrupt_gzip_header(tmp_path):
+    path = tmp_path / "bad.nii.gz"
+    path.write_bytes(gzip.compress(b"\x00" * 100)[:20] + b"garbage" * 10)
+    with pytest.raises(ValueError, match="bad.nii.gz"):
+        open_nifti(path)
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (5, 5, 5, 3, 2)])
+def test_wrong_dimensionality(maps, shape):
+    img = nib.Nifti1Image(np.ones(shape, dtype=np.float32), np.eye(4))
+    with pytest.raises((DimensionError, ValueError)):
+        NiftiMapsMasker(maps).fit_transform(img)
+
+
+def test_grids_differ_without_resampling(maps, data):
+    with pytest.raises(ValueError, match="maps and data do not have the same shape"):
+        NiftiMapsMasker(maps, resampling_target=None).fit(data)
+
+
+def test_empty_mask(maps, data):
+    empty = nib.Nifti1Image(np.zeros(MAPS_SHAPE, dtype=np.uint8), MAPS_AFFINE)
+    with pytest.raises(ValueError, match="The mask is invalid as it is empty"):
+        NiftiMapsMasker(maps, mask_img=empty).fit(data)
+
+
+def test_mask_removes_every_map(maps, data):
+    outside = np.zeros(MAPS_SHAPE, dtype=np.uint8)
+    empty_voxels = np.argwhere(np.asarray(maps.dataobj).sum(-1) == 0)
+    outside[tuple(empty_voxels[0])] = 1  # one voxel that no map covers
+    far = nib.Nifti1Image(outside, MAPS_AFFINE)
+    with pytest.raises(ValueError, match="No map left after applying mask to the maps image"):
+        NiftiMapsMasker(maps, mask_img=far, resampling_target="maps").fit(data)
+
+
+def test_all_zero_maps(data):
+    zeros = nib.Nifti1Image(np.zeros((*MAPS_SHAPE, 3), dtype=np.float32), MAPS_AFFINE)
+    with pytest.raises(ValueError, match="contains no map|No map left"):
+        NiftiMapsMasker(zeros).fit(data)
+
+
+@pytest.mark.parametrize(
+    ("confounds", "error", "match"),
+    [
+        (np.ones((5, 2)), ValueError, "Signal length: 40; confound length: 5"),
+        (np.ones((40, 2, 2)), ValueError, "incorrect number of dimensions: 3"),
+        (3, TypeError, "confound has an unhandled type"),
+    ],
+)
+def test_bad_confounds(fitted, data, confounds, error, match):
+    with pytest.raises(error, match=match):
+        fitted.transform(data, confounds=confounds)
+
+
+def test_confound_files_with_and_without_header(tmp_path, fitted, data):
+    values = np.random.default_rng(0).normal(size=(40, 3))
+    with_header = tmp_path / "h.tsv"
+    pd.DataFrame(values, columns=["a", "b", "c"]).to_csv(with_header, sep="\t", index=False)
+    bare = tmp_path / "b.csv"
+    np.savetxt(bare, values, delimiter=",")
+    np.testing.assert_allclose(
+        fitted.transform(data, confounds=str(with_header)),
+        fitted.transform(data, confounds=str(bare)),
+    )
+    with_index = tmp_path / "i.csv"
+    pd.DataFrame(values, columns=["a", "b", "c"]).to_csv(with_index)
+    # as nilearn: the pandas index column is a regressor too (documented)
+    assert fitted.transform(data, confounds=str(with_index)).shape == (40, 6)
+    with pytest.raises(FileNotFoundError, match="missing.tsv"):
+        fitted.transform(data, confounds=str(tmp_path / "missing.tsv"))
+
+
+@pytest.mark.parametrize(
+    ("sample_mask", "error", "match"),
+    [
+        (np.array([0, 1, 40]), IndexError, "invalid index"),
+        (np.array([0, 1, 99]), IndexError, "invalid index"),
+        (np.array([-1, 2]), ValueError, "negative"),
+        ([True, False], TypeError, "'bool' object is not iterable"),
+        ([np.arange(3), np.arange(3)], ValueError, r"Number of sample_mask \(2\)"),
+        (np.array([], dtype=int), ValueError, "removes every volume"),
+        ("0:3", TypeError, "sample_masks"),
+    ],
+)
+def test_bad_sample_mask(fitted, data, sample_mask, error, match):
+    with pytest.raises(error, match=match):
+        fitted.transform(data, sample_mask=sample_mask)
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "match"),
+    [
+        (dict(low_pass=0.1), ValueError, "Repetition time"),
+        (dict(low_pass=0.01, high_pass=0.1, t_r=2.0), ValueError, "High pass cutoff"),
+        (dict(smoothing_fwhm="big"), TypeError, "'smoothing_fwhm' must be of type"),
+        (dict(standardize="z"), ValueError, "'standardize' must be one of"),
+        (dict(resampling_target="grid"), ValueError, "'resampling_target' must be one of"),
+        (dict(dtype=bool), TypeError, "'dtype' cannot be bool"),
+        (dict(dtype="no-such-type"), ValueError, "'dtype' must be"),
+        (dict(detrend=1), TypeError, "'detrend' must be of type"),
+    ],
+)
+def test_bad_parameters(maps, data, params, error, match):
+    with pytest.raises(error, match=match):
+        NiftiMapsMasker(maps, **params).fit_transform(data)
+
+
+def test_inverse_transform_checks(fitted):
+    with pytest.raises(ValueError, match="wrong shape"):
+        fitted.inverse_transform(np.ones((3, 2)))
+    bad = np.ones((3, fitted.n_elements_))
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fitted.inverse_transform(bad)
+
+
+def test_zarr_store_that_is_not_an_image(tmp_path):
+    os.makedirs(tmp_path / "x.zarr")
+    (tmp_path / "x.zarr" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+    with pytest.raises(ValueError, match="not a daskmasker or NIfTI-Zarr image store"):
+        open_zarr(str(tmp_path / "x.zarr"))
+
+
+def test_unwritable_output(tmp_path, maps, data):
+    path = tmp_path / "bold.nii"
+    data.to_filename(path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: use a path under a file
+            target = str(path) + "/out.zarr"
+        else:
+            target = str(locked / "out.zarr")
+        with pytest.raises((OSError, FileExistsError)):
+            run_batch(NiftiMapsMasker(maps), [str(path)], target)
+    finally:
+        locked.chmod(0o700)
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def test_constant_series_standardize_to_zero(maps):
+    const = nib.Nifti1Image(np.ones((*MAPS_SHAPE, 20), dtype=np.float64), MAPS_AFFINE)
+    out = NiftiMapsMasker(maps, standardize="zscore_sample", detrend=True).fit_transform(const)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, 0, atol=1e-12)
+
+
+def test_rank_deficient_maps_give_minimum_norm(data):
+    base = np.asarray(make_maps(n_maps=3, dtype=np.float64).dataobj)
+    dup = np.concatenate([base, base[..., :1]], axis=-1)  # map 3 duplicates map 0
+    img = nib.Nifti1Image(dup, MAPS_AFFINE)
+    out = NiftiMapsMasker(img).fit_transform(data)
+    single = NiftiMapsMasker(nib.Nifti1Image(base, MAPS_AFFINE)).fit_transform(data)
+    np.testing.assert_allclose(out[:, 0], out[:, 3], atol=1e-8)  # the weight is split evenly
+    np.testing.assert_allclose(out[:, 0] + out[:, 3], single[:, 0], atol=1e-8)
+
+
+def test_float32_accumulates_in_float64(maps):
+    data32 = make_data(make_maps(dtype=np.float32), dtype=np.float32)
+    data64 = nib.Nifti1Image(np.asarray(data32.dataobj, dtype=np.float64), data32.affine)
+    maps32 = make_maps(dtype=np.float32)
+    a = NiftiMapsMasker(maps32, standardize="zscore_sample").fit_transform(data32)
+    b = NiftiMapsMasker(maps32, standardize="zscore_sample").fit_transform(data64)
+    assert a.dtype == np.float32
+    assert np.abs(a - b).max() < 1e-5
+
+
+def test_callers_arrays_and_images_untouched(maps):
+    arr = np.asarray(make_data(maps).dataobj).copy()
+    arr[1, 1, 1, 1] = np.nan
+    img = nib.Nifti1Image(arr, make_data(maps).affine)
+    maps_before = np.asarray(maps.dataobj).copy()
+    mask = np.arange(2, 30, dtype=np.int32)
+    mask_before = mask.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        NiftiMapsMasker(maps, t_r=2.0, low_pass=0.1, allow_overlap=True).fit_transform(
+            img, sample_mask=mask
+        )
+    assert np.isnan(np.asarray(img.dataobj)[1, 1, 1, 1])
+    np.testing.assert_array_equal(np.asarray(maps.dataobj), maps_before)
+    np.testing.assert_array_equal(mask, mask_before)
+
+
+# --------------------------------------------------------------------------- property-based
+
+OUR_ERRORS = (ValueError, TypeError, FileNotFoundError, OSError)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.lists(st.integers(0, 4), min_size=1, max_size=6),
+    dtype=st.sampled_from(["float32", "float64", "int16", "uint8", "int8", "complex64"]),
+    fill=st.sampled_from([0.0, 1.0, np.nan, np.inf]),
+)
+def test_random_malformed_images_fail_cleanly(maps, shape, dtype, fill):
+    try:
+        arr = np.full(shape, fill).astype(dtype)
+        img = nib.Nifti1Image(arr, np.eye(4))
+    except Exception:  # noqa: BLE001 - nibabel refuses the array itself: nothing to test
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            NiftiMapsMasker(maps).fit_transform(img)
+        except OUR_ERRORS as exc:
+            assert not isinstance(exc, IndexError | KeyError | AttributeError | ZeroDivisionError)
+            assert str(exc)
+
+
+@settings(max_examples=40, deadline=None)
+@given(header_bytes=st.binary(min_size=0, max_size=600))
+def test_random_headers_fail_cleanly(tmp_path_factory, header_bytes):
+    path = tmp_path_factory.mktemp("hdr") / "random.nii"
+    path.write_bytes(header_bytes)
+    try:
+        open_nifti(path)
+    except OUR_ERRORS as exc:
+        assert not isinstance(exc, IndexError | KeyError | AttributeError | ZeroDivisionError)
+        assert "random.nii" in str(exc) or "empty" in str(exc)
