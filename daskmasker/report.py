@@ -88,8 +88,8 @@ def _figure(map_xyz: np.ndarray, background: np.ndarray | None, cmap: str, title
         if background is not None:
             ax.imshow(cut(background), origin="lower", cmap=cmap, interpolation="nearest")
         overlay = np.ma.masked_equal(cut(map_xyz), 0)
-        ax.imshow(overlay, origin="lower", cmap="autumn" if background is not None else "hot",
-                  vmin=0, vmax=vmax, alpha=0.85, interpolation="nearest")
+        ax.imshow(overlay, origin="lower", cmap="winter" if background is not None else "hot",
+                  vmin=0, vmax=vmax, alpha=0.9, interpolation="nearest")
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
@@ -156,7 +156,7 @@ body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222}
 h1{font-size:22px} .panel{display:flex;gap:24px;flex-wrap:wrap}
 .carousel img{max-width:720px;border:1px solid #ccc} .hidden{display:none}
 table{border-collapse:collapse;font-size:12px;max-width:100%} td,th{border:1px solid #ddd;
-padding:4px;vertical-align:top;word-break:break-word} button{margin:6px;padding:6px 12px}
+padding:4px;vertical-align:top;word-break:break-word} td:first-child{white-space:nowrap} button{margin:6px;padding:6px 12px}
 .warning{background:#fff3cd;border:1px solid #e0c36c;padding:8px;margin:8px 0}
 """
 
