@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from measure import run_measured
 
 PARAMS = dict(resampling_target="data", standardize="zscore_sample")
 
@@ -34,6 +34,7 @@ def prepare(data_dir: Path, volumes: int, subject: int = 0) -> dict:
     mask_path = data_dir / "mask.nii.gz"
     if not maps_path.exists():
         synthetic.make_maps(n_maps=64, seed=0).to_filename(maps_path)
+    if not mask_path.exists():
         synthetic.make_brain_mask(synthetic.MNI_FSL_SHAPE, synthetic.MNI_FSL_AFFINE).to_filename(
             mask_path
         )
@@ -110,35 +111,38 @@ def worker(args: argparse.Namespace) -> None:
 
 def measure(job: dict) -> dict:
     """Run a job in a subprocess; wall time, its peak RSS and its own timings."""
-    cmd = [sys.executable, __file__, "--worker", json.dumps(job)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    out, err = proc.stdout.read(), proc.stderr.read()
-    if status != 0:
-        raise RuntimeError(f"{job['tool']} failed:\n{err[-3000:]}")
+    wall, rss, out = run_measured(
+        [sys.executable, __file__, "--worker", json.dumps(job)], capture=True
+    )
     result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     result["process_wall"] = wall
-    result["peak_rss_gb"] = usage.ru_maxrss / 1024**2
+    result["peak_rss_gb"] = rss
     return result
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", dest="job", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--volumes", type=int, nargs="+", default=[200, 600, 1200])
     parser.add_argument("--formats", nargs="+", default=["nii.gz", "nii", "zarr"])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=0, help="subjects in the batch comparison")
+    parser.add_argument("--batch-volumes", type=int, default=200, help="volumes per batch subject")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/daskmasker-bench"))
     args = parser.parse_args(argv)
     if args.job:
         worker(args)
         return
+    if args.prepare:
+        prepare(args.data_dir, args.prepare)
+        return
     print("| volumes | format | daskmasker | peak RSS | nilearn | peak RSS | ratio | 2nd fit |")
     print("|---|---|---|---|---|---|---|---|")
     for volumes in args.volumes:
+        run_measured(
+            [sys.executable, __file__, "--prepare", str(volumes), "--data-dir", str(args.data_dir)]
+        )
         files = prepare(args.data_dir, volumes)
         for fmt in args.formats:
             tools = ["daskmasker"] + (["nilearn"] if fmt != "zarr" else [])
@@ -160,11 +164,13 @@ def main(argv=None) -> None:
                 res[tool] = {
                     "wall": statistics.median(r["process_wall"] for r in runs),
                     "rss": statistics.median(r["peak_rss_gb"] for r in runs),
-                    "second_fit": statistics.median(r.get("second_fit", float("nan")) for r in runs),
+                    "second_fit": statistics.median(
+                        r.get("second_fit", float("nan")) for r in runs
+                    ),
                 }
             _print_row(volumes, fmt, res)
     if args.batch:
-        _batch(args, files)
+        _batch(args, prepare(args.data_dir, args.batch_volumes))
 
 
 def _print_row(volumes, fmt, res) -> None:
@@ -179,10 +185,15 @@ def _print_row(volumes, fmt, res) -> None:
 
 
 def _batch(args, files) -> None:
-    volumes = args.volumes[-1]
+    volumes = args.batch_volumes
     imgs = [prepare(args.data_dir, volumes, subject=s)["nii.gz"] for s in range(args.batch)]
-    base = {"maps": files["maps"], "mask": files["mask"], "imgs": imgs, "batch": True,
-            "confounds": files["confounds"]}
+    base = {
+        "maps": files["maps"],
+        "mask": files["mask"],
+        "imgs": imgs,
+        "batch": True,
+        "confounds": files["confounds"],
+    }
     one = measure({**base, "tool": "daskmasker", "workers": 1})
     two = measure({**base, "tool": "daskmasker", "workers": 2})
     nl = measure({**base, "tool": "nilearn", "n_jobs": 2})

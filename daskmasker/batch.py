@@ -8,10 +8,13 @@ Layout of the output store (a Zarr v3 group, local path or fsspec URL)::
       sub-02_task-rest/
       ...
 
-An item's group is written whole and only then marked ``complete`` (one small attribute write, atomic
-on file systems and object stores alike).  A rerun skips complete items and rewrites the others, so a
+An item's group is written whole and only then marked ``complete`` (one small attribute write,
+atomic
+on file systems and object stores alike).  A rerun skips complete items and rewrites the others, so
+a
 batch killed at any point resumes without losing finished work, and a half-written group is never
-taken for a finished one.  Optional BIDS-derivatives ``*_timeseries.tsv`` files (with a JSON sidecar)
+taken for a finished one.  Optional BIDS-derivatives ``*_timeseries.tsv`` files (with a JSON
+sidecar)
 are written beside it, each atomically.
 """
 
@@ -84,7 +87,9 @@ def make_items(imgs: Sequence, confounds=None, sample_masks=None, names=None) ->
     n = len(imgs)
     for label, values in (("confounds", confounds), ("sample_masks", sample_masks)):
         if values is not None and len(values) != n:
-            raise ValueError(f"number of {label} ({len(values)}) unequal to number of images ({n}).")
+            raise ValueError(
+                f"number of {label} ({len(values)}) unequal to number of images ({n})."
+            )
     names = list(names) if names is not None else [item_name(img, i) for i, img in enumerate(imgs)]
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
@@ -125,7 +130,7 @@ def open_output(store: str, params: dict, overwrite: bool, storage_options: dict
         try:
             group = zarr.open_group(location.store, mode="r")
             ours = BATCH_ATTR in group.attrs
-        except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        except Exception:
             ours = False
         if not ours:
             has_content = fs.isfile(root) or bool(fs.ls(root))
@@ -177,7 +182,10 @@ def write_tsv(
     stem = f"{root.rstrip('/')}/{name}_desc-daskmasker_timeseries"
     header = "\t".join(columns)
     lines = [header] + ["\t".join(repr(float(v)) for v in row) for row in signals]
-    for path, text in ((f"{stem}.tsv", "\n".join(lines) + "\n"), (f"{stem}.json", json.dumps(sidecar, indent=2))):
+    for path, text in (
+        (f"{stem}.tsv", "\n".join(lines) + "\n"),
+        (f"{stem}.json", json.dumps(sidecar, indent=2)),
+    ):
         tmp = f"{path}.partial"
         with fs.open(tmp, "w") as f:
             f.write(text)
@@ -257,8 +265,11 @@ def run_batch(
     lazy = {}
     for item in todo:
         try:
-            lazy[item.name] = (item, masker._lazy_outputs(item.image, *_item_confounds(masker, item)))
-        except Exception as exc:  # noqa: BLE001 - reported per item, the batch goes on
+            lazy[item.name] = (
+                item,
+                masker._lazy_outputs(item.image, *_item_confounds(masker, item)),
+            )
+        except Exception as exc:
             result.failed[item.name] = f"{type(exc).__name__}: {exc}"
             bar.update(1)
     if client is None:
@@ -290,7 +301,7 @@ def _guarded(result: BatchResult, bar, item: Item, finish, compute) -> None:
     try:
         signals, conf = compute()
         finish(item, signals, conf)
-    except Exception as exc:  # noqa: BLE001 - reported per item
+    except Exception as exc:
         result.failed[item.name] = f"{type(exc).__name__}: {exc}"
         bar.update(1)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-DEFAULT_CHUNK_BYTES = 64 * 2**20
+DEFAULT_CHUNK_BYTES = 32 * 2**20
 
 
 def time_chunks(

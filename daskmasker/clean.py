@@ -189,8 +189,7 @@ def _add_cosine_drift(confounds, high_pass, n_scans, t_r):
     np.fill_diagonal(corr, 0)
     if (corr[: drift.shape[1], :].flatten() > 0.9).sum() > 0:
         warnings.warn(
-            "Cosine filter(s) exist in user supplied confounds.Use user supplied regressors "
-            "only.",
+            "Cosine filter(s) exist in user supplied confounds.Use user supplied regressors only.",
             UserWarning,
             stacklevel=3,
         )
@@ -239,8 +238,7 @@ def check_filter(filter, low_pass, high_pass, t_r):
     if filter is False:
         if any(isinstance(f, float | int) for f in (low_pass, high_pass)):
             warnings.warn(
-                "No filter type selected but cutoff frequency provided.Will not perform "
-                "filtering.",
+                "No filter type selected but cutoff frequency provided.Will not perform filtering.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -256,8 +254,7 @@ def check_filter(filter, low_pass, high_pass, t_r):
         return False
     if t_r is None:
         raise ValueError(
-            "Repetition time (t_r) must be specified for butterworth filtering. "
-            f"Got: 't_r={t_r!r}'"
+            f"Repetition time (t_r) must be specified for butterworth filtering. Got: 't_r={t_r!r}'"
         )
     return "butterworth"
 

@@ -27,7 +27,7 @@ def _add_execution(parser: argparse.ArgumentParser) -> None:
         type=json.loads,
         default=None,
         metavar="JSON",
-        help='fsspec options for URLs, e.g. \'{"anon": true}\' or an endpoint_url',
+        help="fsspec options for URLs, e.g. '{\"anon\": true}' or an endpoint_url",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

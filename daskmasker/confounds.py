@@ -2,7 +2,8 @@
 
 Confound files are parsed as nilearn's ``csv_to_array`` does: whitespace first, then a sniffed
 delimiter among space, tab, comma and semicolon; a header row is skipped only when the first parsed
-value is NaN.  So, as in nilearn, a pandas index column saved with ``DataFrame.to_csv(path)`` becomes
+value is NaN.  So, as in nilearn, a pandas index column saved with ``DataFrame.to_csv(path)``
+becomes
 a regressor; save with ``index=False`` (and non-numeric column names).
 """
 

@@ -1,8 +1,10 @@
 """``daskmasker demo``: the main job end to end on generated data, on the embedded default.
 
 Generates DiFuMo-like maps, a brain mask and a synthetic fMRI run whose latent network signals are
-known, converts the run to Zarr, extracts the maps' time series through the lazy Dask graph, measures
-how well they recover the latent signals, and writes the outputs (a batch Zarr store, BIDS-style TSV,
+known, converts the run to Zarr, extracts the maps' time series through the lazy Dask graph,
+measures
+how well they recover the latent signals, and writes the outputs (a batch Zarr store, BIDS-style
+TSV,
 the HTML report).
 """
 
@@ -77,8 +79,9 @@ def run_demo(
     )
 
     t1 = time.perf_counter()
-    store = to_zarr(str(bold), str(out / "sub-01_task-rest_bold.zarr"), overwrite=True,
-                    progress=progress)
+    store = to_zarr(
+        str(bold), str(out / "sub-01_task-rest_bold.zarr"), overwrite=True, progress=progress
+    )
     say(f"converted to Zarr: {store} in {time.perf_counter() - t1:.1f} s")
 
     t2 = time.perf_counter()
@@ -105,17 +108,23 @@ def run_demo(
         raise RuntimeError(f"extraction failed: {result.failed}")
     import xarray as xr
 
-    signals = xr.open_zarr(out / "timeseries.zarr", group="sub-01_task-rest",
-                           consolidated=False)["signals"].values
-    say(f"extracted {signals.shape[1]} time series × {signals.shape[0]} volumes "
-        f"in {time.perf_counter() - t2:.1f} s")
+    signals = xr.open_zarr(out / "timeseries.zarr", group="sub-01_task-rest", consolidated=False)[
+        "signals"
+    ].values
+    say(
+        f"extracted {signals.shape[1]} time series × {signals.shape[0]} volumes "
+        f"in {time.perf_counter() - t2:.1f} s"
+    )
     r = recovery(signals, latent[:, masker._kept_maps()])
     say(f"recovery of the latent signals: median r = {np.median(r):.3f}, min r = {r.min():.3f}")
 
     report_path = out / "report.html"
     masker.generate_report().save_as_html(str(report_path))
-    say(f"wrote:\n  {out / 'timeseries.zarr'} (xarray: xr.open_zarr(path, group='sub-01_task-rest'))"
-        f"\n  {out / 'derivatives'} (BIDS *_timeseries.tsv)\n  {report_path}")
+    say(
+        f"wrote:\n  {out / 'timeseries.zarr'} "
+        "(xarray: xr.open_zarr(path, group='sub-01_task-rest'))"
+        f"\n  {out / 'derivatives'} (BIDS *_timeseries.tsv)\n  {report_path}"
+    )
     return {
         "store": str(out / "timeseries.zarr"),
         "report": str(report_path),

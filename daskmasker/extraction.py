@@ -1,7 +1,9 @@
 """Region signals from a lazy image: the maps on a grid, the Dask graph, the solve.
 
-:class:`GridMaps` holds what a fitted masker needs on one voxel grid (the maps trimmed by the mask, the
-support, the Gram solver) and the compacted maps blocks for each spatial chunking it has met, so many
+:class:`GridMaps` holds what a fitted masker needs on one voxel grid (the maps trimmed by the mask,
+the
+support, the Gram solver) and the compacted maps blocks for each spatial chunking it has met, so
+many
 images on one grid share one preparation.  :func:`raw_signals` builds the lazy graph
 ``volumes → XᵀM partials → tree sum → solve`` and returns the uncleaned region signals.
 """

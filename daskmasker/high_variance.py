@@ -2,7 +2,8 @@
 
 nilearn's ``image.high_variance_confounds`` (no mask, 5 components, 2 %, detrend) detrends every
 voxel's time series, keeps the voxels whose variance is above the 98th percentile and returns the
-first left singular vectors of that (T × n_kept) matrix.  Out of core this is two passes over chunks of
+first left singular vectors of that (T × n_kept) matrix.  Out of core this is two passes over
+chunks of
 whole volumes:
 
 1. **variance** — per chunk, the partial sums ``Σx``, ``Σx²`` and ``Σ r_t x`` (``r`` the centred,
@@ -99,9 +100,7 @@ def high_variance_confounds(
         for i, block in enumerate(first)
     ]
     sums = da.stack(parts).sum(axis=0)
-    selected = delayed(select_voxels)(
-        delayed(detrended_variance)(sums, n, detrend), percentile
-    )
+    selected = delayed(select_voxels)(delayed(detrended_variance)(sums, n, detrend), percentile)
     second = bind(data, selected).to_delayed().ravel()
     gathered = [delayed(_gather)(block, selected) for block in second]
     result = delayed(components)(gathered, n_confounds, detrend)

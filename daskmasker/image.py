@@ -4,8 +4,10 @@ A daskmasker image is an ordinary ``DataArray`` (usually backed by a Dask array)
 
 * dims ``("time", "z", "y", "x")`` for 4D and ``("z", "y", "x")`` for 3D images.  This is NIfTI's
   on-disk order (``x`` fastest) read as a C-ordered array, the order NIfTI-Zarr uses, so a chunk of
-  whole volumes is one contiguous byte range of a ``.nii`` file.  ``x``, ``y`` and ``z`` are the voxel
-  axes ``i``, ``j`` and ``k`` of the affine; ``img.transpose("x", "y", "z", "time")`` gives nibabel's
+  whole volumes is one contiguous byte range of a ``.nii`` file.  ``x``, ``y`` and ``z`` are the
+  voxel
+  axes ``i``, ``j`` and ``k`` of the affine; ``img.transpose("x", "y", "z", "time")`` gives
+  nibabel's
   order as a free view.
 * coordinates ``x``, ``y``, ``z`` in millimetres (``attrs["units"] == "mm"``) when the affine is
   axis-aligned without axis permutation, and ``time`` in seconds when the repetition time is known.

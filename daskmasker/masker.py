@@ -3,21 +3,24 @@
 The estimator only validates, loads and caches; the work is done by pure functions:
 :mod:`daskmasker.niimg` (inputs → lazy images), :mod:`daskmasker.resample` and
 :mod:`daskmasker.smooth` (spatial steps, chunked by volumes), :mod:`daskmasker.extraction` (partial
-normal equations, tree-reduced, one solve), :mod:`daskmasker.clean` (temporal cleaning of the K region
+normal equations, tree-reduced, one solve), :mod:`daskmasker.clean` (temporal cleaning of the K
+region
 series) and :mod:`daskmasker.high_variance` (chunked high-variance confounds).
 
 Differences from nilearn 0.14.1, each deliberate (nilearn's behaviour is a bug there):
 
 * ``sample_mask`` with Butterworth filtering interpolates exactly the censored volumes (nilearn's
   ``_interpolate_volumes`` uses ``~`` on an index array and interpolates mirrored volumes);
-* the caller's arrays, images and ``sample_mask`` are never modified (nilearn zeroes non-finite values
+* the caller's arrays, images and ``sample_mask`` are never modified (nilearn zeroes non-finite
+values
   in the caller's array, shifts an int32 ``sample_mask`` in place, and with ``allow_overlap=False``
   clips negative weights in ``maps_img_`` in place);
 * with ``allow_overlap=False`` the overlap test looks at a clipped *copy*: extraction uses the maps
   as fitted, negative weights included;
 * with ``keep_masked_maps=False``, ``inverse_transform``, ``set_output`` and
   ``get_feature_names_out`` follow the maps actually extracted (nilearn breaks on them);
-* regression is computed in float64 whatever the input dtype, then cast to the dtype nilearn returns.
+* regression is computed in float64 whatever the input dtype, then cast to the dtype nilearn
+returns.
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
 
     A drop-in replacement for ``nilearn.maskers.NiftiMapsMasker`` (nilearn 0.14.1): same parameters,
     defaults, methods, fitted attributes, warnings and errors, and the same numbers. Images may be
-    anything nilearn accepts plus daskmasker images, Zarr stores and fsspec URLs; the computation is a
+    anything nilearn accepts plus daskmasker images, Zarr stores and fsspec URLs; the computation
+    is a
     Dask graph over chunks of whole volumes, so memory stays bounded whatever the number of volumes.
 
     Parameters
@@ -224,7 +228,9 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             self._log("fit", message)
 
         self.maps_img_ = maps_mod.to_nifti(maps, maps_fov[1], maps_header)
-        self.mask_img_ = None if mask is None else maps_mod.to_nifti(mask.astype(np.int8), mask_fov[1])
+        self.mask_img_ = (
+            None if mask is None else maps_mod.to_nifti(mask.astype(np.int8), mask_fov[1])
+        )
         self._grid_maps = grid_maps
         self._maps = maps
         self._maps_fov = maps_fov
@@ -300,7 +306,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
 
     # ------------------------------------------------------------------ transform
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None):
-        """Fit to ``imgs``, then transform them (bit-for-bit equal to ``fit`` then ``transform``)."""
+        """Fit to ``imgs``, then transform them (bit for bit ``fit`` then ``transform``)."""
         return self.fit(imgs).transform(imgs, confounds=confounds, sample_mask=sample_mask)
 
     def transform(self, imgs, confounds=None, sample_mask=None):

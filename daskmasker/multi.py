@@ -21,7 +21,8 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
 
     ``transform`` of a list returns a list of arrays.  The images' graphs are computed together, so
     their chunks run concurrently: ``n_jobs`` threads on the local scheduler, or every worker of an
-    active ``distributed.Client``.  High-variance confounds are appended *after* the user's confounds,
+    active ``distributed.Client``.  High-variance confounds are appended *after* the user's
+    confounds,
     as nilearn's multi masker does.
 
     Parameters
@@ -112,17 +113,22 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
         n = len(imgs_list)
         for label, values in (("confounds", confounds), ("sample_mask", sample_mask)):
             if values is not None and len(values) != n:
-                raise ValueError(f"number of {label} ({len(values)}) unequal to number of images ({n}).")
+                raise ValueError(
+                    f"number of {label} ({len(values)}) unequal to number of images ({n})."
+                )
         lazies = []
         for i, img in enumerate(imgs_list):
             conf = None if confounds is None else confounds[i]
             if self.high_variance_confounds:
-                conf = [*(conf if isinstance(conf, list) else [] if conf is None else [conf]),
-                        _HighVariance()]
+                conf = [
+                    *(conf if isinstance(conf, list) else [] if conf is None else [conf]),
+                    _HighVariance(),
+                ]
             sm = None if sample_mask is None else sample_mask[i]
             lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))
         workers = None if n_jobs in (None, -1) else max(1, int(n_jobs))
         values = dask.compute(*[lazy.data for lazy in lazies], num_workers=workers)
         return [
-            v.squeeze() if lazy.attrs["is_3d"] else v for v, lazy in zip(values, lazies, strict=True)
+            v.squeeze() if lazy.attrs["is_3d"] else v
+            for v, lazy in zip(values, lazies, strict=True)
         ]

@@ -1,7 +1,8 @@
 """Lazy NIfTI images (.nii, .nii.gz; local paths and fsspec URLs) and streaming writes.
 
 ``open_nifti`` reads the header only and returns a Dask-backed image (see :mod:`daskmasker.image`)
-whose chunks are slabs of whole volumes.  Each chunk is read through nibabel's ``ArrayProxy``, so the
+whose chunks are slabs of whole volumes.  Each chunk is read through nibabel's ``ArrayProxy``, so
+the
 values, the dtype and the ``scl_slope``/``scl_inter`` scaling are exactly nibabel's.
 
 * ``.nii``: a chunk is one ranged read of its bytes (local file or object store).
@@ -18,6 +19,7 @@ nilearn's warning.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import threading
 import zlib
@@ -49,7 +51,7 @@ def _open_raw(url: str, storage_options: dict | None):
         raise FileNotFoundError(f"File not found: '{url}'") from exc
     except PermissionError as exc:
         raise PermissionError(f"access denied to '{url}': {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - storage back ends raise their own types
+    except Exception as exc:
         raise OSError(f"could not open '{url}': {exc}") from exc
 
 
@@ -69,7 +71,7 @@ def read_header(url: str, storage_options: dict | None = None) -> nib.Nifti1Head
             if int(np.frombuffer(head[:4], dtype=f"{endian}i4")[0]) == size:
                 try:
                     return klass.from_fileobj(_BytesReader(head[:size]), check=True)
-                except Exception as exc:  # noqa: BLE001 - nibabel raises several types
+                except Exception as exc:
                     raise ValueError(f"'{url}' has an invalid NIfTI header: {exc}") from exc
     raise ValueError(f"'{url}' is not a NIfTI-1 or NIfTI-2 file")
 
@@ -199,11 +201,17 @@ def _read_volumes(url: str, storage_options, header_blob: str, t0: int, t1: int,
             blob = cursor.read(spec[2] + t0 * volume, (t1 - t0) * volume)
         except (OSError, EOFError, ValueError) as exc:
             cursor.close()
-            raise OSError(f"could not read volumes {t0}:{t1} of '{url}' (truncated or corrupt?): "
-                          f"{exc}") from exc
+            raise OSError(
+                f"could not read volumes {t0}:{t1} of '{url}' (truncated or corrupt?): {exc}"
+            ) from exc
         n_total = shape[3] if len(shape) > 3 else 1
         if t1 >= n_total:
             cursor.close()
+        dtype = np.dtype(spec[1])
+        if (spec[3], spec[4]) == (1.0, 0.0) and dtype.isnative:
+            # unscaled native data: the decompressed bytes are the array (no copy)
+            arr = np.frombuffer(blob, dtype=dtype).reshape((t1 - t0, *shape[2::-1]))
+            return arr[0] if ndim == 3 else arr
         chunk_spec = ((*shape[:3], t1 - t0), spec[1], 0, spec[3], spec[4])
         return _slice(io.BytesIO(blob), chunk_spec, 0, t1 - t0, ndim, url)
     with _open_raw(url, storage_options) as f:
@@ -224,8 +232,9 @@ def _slice(fileobj, spec, t0, t1, ndim, url):
             return np.ascontiguousarray(arr.T)
         arr = proxy[..., t0:t1]
     except (OSError, EOFError, ValueError) as exc:
-        raise OSError(f"could not read volumes {t0}:{t1} of '{url}' (truncated or corrupt?): "
-                      f"{exc}") from exc
+        raise OSError(
+            f"could not read volumes {t0}:{t1} of '{url}' (truncated or corrupt?): {exc}"
+        ) from exc
     arr = np.asanyarray(arr)
     if arr.ndim > 4:
         arr = arr.reshape(arr.shape[:4])
@@ -280,14 +289,14 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
         data = task
     else:
         volume_nbytes = int(np.prod(zyx)) * np.dtype(dtype).itemsize
-        sizes = time_chunks(shape[3], volume_nbytes) if chunks is None else _as_sizes(
-            chunks, shape[3]
+        sizes = (
+            time_chunks(shape[3], volume_nbytes) if chunks is None else _as_sizes(chunks, shape[3])
         )
         bounds = np.cumsum((0, *sizes))
         import dask
 
         pieces, token = [], None
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in itertools.pairwise(bounds):
             shape_ab = (int(b - a), *zyx)
             if url.endswith(".gz"):
                 # gzip is sequential: each chunk's read waits for the previous one (a tiny
@@ -340,15 +349,18 @@ def to_nifti(image, path, *, overwrite: bool = False, storage_options: dict | No
     header.set_data_offset(offset)
     tmp = f"{target}.partial"
     with fs.open(tmp, "wb") as raw:
-        stream = igzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) if url.endswith(
-            ".gz"
-        ) else raw
+        stream = (
+            igzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) if url.endswith(".gz") else raw
+        )
         try:
             block = header.binaryblock
             stream.write(block + b"\x00" * (offset - len(block)))
             volumes = data if data.ndim == 4 else data[None]
-            for start in range(0, volumes.shape[0], max(1, volumes.chunks[0][0]
-                                                       if hasattr(volumes, "chunks") else 1)):
+            for start in range(
+                0,
+                volumes.shape[0],
+                max(1, volumes.chunks[0][0] if hasattr(volumes, "chunks") else 1),
+            ):
                 stop = start + (volumes.chunks[0][0] if hasattr(volumes, "chunks") else 1)
                 chunk = np.asarray(volumes[start:stop])
                 s = 1.0 if slope is None else slope

@@ -1,7 +1,8 @@
 """Anything the masker accepts → a lazy image (see :mod:`daskmasker.image`).
 
 Accepted: daskmasker images; nibabel images (wrapped lazily, never copied or modified); paths (``~``
-expanded, glob patterns expanded to a sorted list, as nilearn does) and fsspec URLs of NIfTI files or
+expanded, glob patterns expanded to a sorted list, as nilearn does) and fsspec URLs of NIfTI files
+or
 Zarr stores; lists or tuples of 3D images (stacked along time); single-variable xarray Datasets.
 Errors follow nilearn's types and messages.
 """
@@ -166,8 +167,9 @@ def _stack(images: list[xr.DataArray]) -> xr.DataArray:
                 f"Reference affine:\n{image_affine(first)}\nImage affine:\n{image_affine(img)}\n"
                 f"Reference shape:\n{first.shape[::-1]}\nImage shape:\n{img.shape[::-1]}\n"
             )
-    data = da.stack([img.data if isinstance(img.data, da.Array) else da.from_array(img.data)
-                     for img in images])
+    data = da.stack(
+        [img.data if isinstance(img.data, da.Array) else da.from_array(img.data) for img in images]
+    )
     attrs = {k: v for k, v in first.attrs.items() if k != "affine"}
     return make_image(data, image_affine(first), attrs=attrs)
 

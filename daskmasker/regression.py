@@ -1,8 +1,10 @@
 """Maps regression by partial normal equations: chunk → combine → finalize.
 
 For every volume ``x`` (a vector over voxels) nilearn solves ``min ||M b - x||`` with
-``scipy.linalg.lstsq`` over the voxels of the maps' support, where ``M`` (voxels × K) holds the maps.
-The minimum-norm solution is ``b = pinv(M) x = pinv(MᵀM) Mᵀx``, so the work splits the way flox splits
+``scipy.linalg.lstsq`` over the voxels of the maps' support, where ``M`` (voxels × K) holds the
+maps.
+The minimum-norm solution is ``b = pinv(M) x = pinv(MᵀM) Mᵀx``, so the work splits the way flox
+splits
 a reduction:
 
 * **chunk** — each block of voxels (a spatial block of a chunk of volumes) yields its partial
@@ -14,7 +16,8 @@ a reduction:
 
 Only the voxels of the support enter the products: a block is compacted once, at fit, into the flat
 indices of its support voxels and the matching rows of ``M`` (:class:`MapsBlock`); a task gathers
-those voxels from its data block, casts them to float64 and multiplies.  Non-finite data values become
+those voxels from its data block, casts them to float64 and multiplies.  Non-finite data values
+become
 0 (as nilearn does) and are counted in the same pass so the caller can warn without reading twice.
 """
 
@@ -124,7 +127,9 @@ def maps_block_array(
     """
     grid = tuple(len(c) for c in spatial_chunks)
     if blocks.shape != grid:
-        raise ValueError(f"expected {grid} maps blocks for chunks {spatial_chunks}, got {blocks.shape}")
+        raise ValueError(
+            f"expected {grid} maps blocks for chunks {spatial_chunks}, got {blocks.shape}"
+        )
     if client is None:
         return da.from_array(blocks, chunks=(1,) * len(grid), name=False, asarray=False)
     futures = client.scatter(list(blocks.ravel()), broadcast=True)

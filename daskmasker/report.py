@@ -88,8 +88,15 @@ def _figure(map_xyz: np.ndarray, background: np.ndarray | None, cmap: str, title
         if background is not None:
             ax.imshow(cut(background), origin="lower", cmap=cmap, interpolation="nearest")
         overlay = np.ma.masked_equal(cut(map_xyz), 0)
-        ax.imshow(overlay, origin="lower", cmap="winter" if background is not None else "hot",
-                  vmin=0, vmax=vmax, alpha=0.9, interpolation="nearest")
+        ax.imshow(
+            overlay,
+            origin="lower",
+            cmap="winter" if background is not None else "hot",
+            vmin=0,
+            vmax=vmax,
+            alpha=0.9,
+            interpolation="nearest",
+        )
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
@@ -107,7 +114,7 @@ def describe_value(value: Any) -> str:
         affine = np.array2string(np.asarray(value.affine), separator=" ")
         return (
             f"{type(value)} data shape {tuple(value.shape)} affine: {affine} "
-            f"metadata: {type(value.header)} object, {str(value.header)}"
+            f"metadata: {type(value.header)} object, {value.header!s}"
         )
     return str(value)
 
@@ -134,7 +141,9 @@ class Report:
         """Write the report to a local path or fsspec URL (via a temporary name)."""
         import fsspec
 
-        fs, _, (target,) = fsspec.get_fs_token_paths(str(path), storage_options=storage_options or {})
+        fs, _, (target,) = fsspec.get_fs_token_paths(
+            str(path), storage_options=storage_options or {}
+        )
         tmp = f"{target}.partial"
         with fs.open(tmp, "w") as f:
             f.write(self.body)
@@ -156,7 +165,8 @@ body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222}
 h1{font-size:22px} .panel{display:flex;gap:24px;flex-wrap:wrap}
 .carousel img{max-width:720px;border:1px solid #ccc} .hidden{display:none}
 table{border-collapse:collapse;font-size:12px;max-width:100%} td,th{border:1px solid #ddd;
-padding:4px;vertical-align:top;word-break:break-word} td:first-child{white-space:nowrap} button{margin:6px;padding:6px 12px}
+padding:4px;vertical-align:top;word-break:break-word} td:first-child{white-space:nowrap}
+button{margin:6px;padding:6px 12px}
 .warning{background:#fff3cd;border:1px solid #e0c36c;padding:8px;margin:8px 0}
 """
 
@@ -201,7 +211,7 @@ def generate_report(masker, displayed_maps: Any = 10, title: str | None = None) 
     uid = uuid.uuid4().hex[:8]
     imgs = "\n".join(
         f'<img src="data:image/png;base64,{png}" alt="{label}" data-label="{label}"'
-        f'{" class=" + chr(34) + "hidden" + chr(34) if i else ""}>'
+        f"{' class=' + chr(34) + 'hidden' + chr(34) if i else ''}>"
         for i, (label, png) in enumerate(figures)
     )
     description = (type(masker).__doc__ or "").strip().split("\n\n")[0]
@@ -214,7 +224,9 @@ def generate_report(masker, displayed_maps: Any = 10, title: str | None = None) 
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(describe_value(v))}</td></tr>"
         for k, v in sorted(masker.get_params(deep=False).items())
     )
-    warn_html = "".join(f'<div class="warning">{html.escape(n)}</div>' for n in dict.fromkeys(notes))
+    warn_html = "".join(
+        f'<div class="warning">{html.escape(n)}</div>' for n in dict.fromkeys(notes)
+    )
     carousel = ""
     if figures:
         carousel = (

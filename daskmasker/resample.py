@@ -3,7 +3,8 @@
 Each volume goes through ``scipy.ndimage.affine_transform`` exactly as nilearn calls it (order 3, 1
 or 0 for 'continuous', 'linear', 'nearest'; constant mode, cval 0; the matrix as a diagonal when it
 is one), one task per chunk of whole volumes.  nilearn clips the result to
-``[min(data.min(), 0), max(data.max(), 0)]`` over the *whole* 4D image: here a lazy min/max pass feeds
+``[min(data.min(), 0), max(data.max(), 0)]`` over the *whole* 4D image: here a lazy min/max pass
+feeds
 every chunk, so chunked results equal nilearn's.
 
 When the two grids differ by a signed axis permutation and whole-voxel shifts (the DiFuMo and MNI

@@ -79,8 +79,9 @@ def _ome_multiscales(img: xr.DataArray) -> list[dict]:
         {
             "version": "0.4",
             "axes": axes,
-            "datasets": [{"path": ARRAY, "coordinateTransformations": [
-                {"type": "scale", "scale": scale}]}],
+            "datasets": [
+                {"path": ARRAY, "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+            ],
         }
     ]
 
@@ -93,7 +94,7 @@ def _check_target(mapper, store: str, overwrite: bool) -> None:
         raise FileExistsError(f"'{store}' exists and is a file, not a daskmasker Zarr store")
     try:
         ours = ATTR in zarr.open_group(mapper.store, mode="r").attrs
-    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+    except Exception:
         ours = False
     if not ours:
         if fs.ls(root):
@@ -147,16 +148,25 @@ def to_zarr(
     data = img.data if isinstance(img.data, da.Array) else da.from_array(np.asarray(img.data))
     if data.ndim == 4:
         volume_nbytes = int(np.prod(data.shape[1:])) * data.dtype.itemsize
-        sizes = time_chunks(data.shape[0], volume_nbytes) if chunks is None else (
-            tuple(min(int(chunks), data.shape[0] - s) for s in range(0, data.shape[0], int(chunks)))
+        sizes = (
+            time_chunks(data.shape[0], volume_nbytes)
+            if chunks is None
+            else (
+                tuple(
+                    min(int(chunks), data.shape[0] - s)
+                    for s in range(0, data.shape[0], int(chunks))
+                )
+            )
         )
         data = data.rechunk((sizes, -1, -1, -1))
     else:
         data = data.rechunk(-1)
     mapper = _mapper(store, storage_options)
     _check_target(mapper, str(store), overwrite)
-    codec = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle") if compressor == "default" else (
-        compressor
+    codec = (
+        BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+        if compressor == "default"
+        else (compressor)
     )
     group = zarr.open_group(mapper.store, mode="w", zarr_format=3)
     array = group.create_array(
@@ -197,7 +207,7 @@ def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> x
     mapper = _mapper(store, storage_options)
     try:
         group = zarr.open_group(mapper.store, mode="r")
-    except Exception as exc:  # noqa: BLE001 - zarr raises several types
+    except Exception as exc:
         if not mapper.fs.exists(mapper.root):
             raise FileNotFoundError(f"File not found: '{store}'") from exc
         raise ValueError(f"'{store}' is not a Zarr store: {exc}") from exc

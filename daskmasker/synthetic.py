@@ -98,11 +98,15 @@ def _maps_on_grid(maps_img, shape, affine) -> np.ndarray:
             [grid.apply_integer_grid_map(maps[..., k], plan, shape) for k in range(maps.shape[3])],
             -1,
         )
-    ijk = np.linalg.solve(maps_img.affine, np.c_[_world(shape, affine).reshape(-1, 3),
-                                                  np.ones(int(np.prod(shape)))].T)[:3]
+    ijk = np.linalg.solve(
+        maps_img.affine, np.c_[_world(shape, affine).reshape(-1, 3), np.ones(int(np.prod(shape)))].T
+    )[:3]
     return np.stack(
-        [ndimage.map_coordinates(maps[..., k], ijk, order=1).reshape(shape)
-         for k in range(maps.shape[3])], -1
+        [
+            ndimage.map_coordinates(maps[..., k], ijk, order=1).reshape(shape)
+            for k in range(maps.shape[3])
+        ],
+        -1,
     )
 
 
@@ -118,8 +122,9 @@ class _Generator:
         self.support = np.flatnonzero(maps.reshape(-1, maps.shape[-1]).any(axis=1))
         self.maps = maps.reshape(-1, maps.shape[-1])[self.support] * amplitude
         k = maps.shape[-1]
-        sos = sp_signal.butter(3, [0.01, min(0.1, 0.45 / t_r)], btype="band", fs=1.0 / t_r,
-                               output="sos")
+        sos = sp_signal.butter(
+            3, [0.01, min(0.1, 0.45 / t_r)], btype="band", fs=1.0 / t_r, output="sos"
+        )
         white = rng.standard_normal((n_volumes + 200, k))
         mixing = np.eye(k) + 0.3 * rng.standard_normal((k, k)) / np.sqrt(k)
         latent = sp_signal.sosfiltfilt(sos, white @ mixing, axis=0)[100 : 100 + n_volumes]
@@ -198,8 +203,10 @@ def write_fmri(
     header["pixdim"][4] = t_r
     header.set_data_offset(352)
     tmp = path.with_name(path.name + ".partial")
-    raw = open(tmp, "wb")  # noqa: SIM115 - closed below, also on error
-    stream = igzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) if path.suffix == ".gz" else raw
+    raw = open(tmp, "wb")
+    stream = (
+        igzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) if path.suffix == ".gz" else raw
+    )
     try:
         stream.write(header.binaryblock + b"\x00" * 4)
         for start in range(0, n_volumes, chunk_volumes):
@@ -236,7 +243,12 @@ def make_bids_dataset(
     for sub in range(1, n_subjects + 1):
         func = root / f"sub-{sub:02d}" / "func"
         func.mkdir(parents=True, exist_ok=True)
-        out = write_fmri(func / f"sub-{sub:02d}_task-rest_bold.nii.gz", maps_img, n_volumes,
-                         seed=seed + sub, **kwargs)
+        out = write_fmri(
+            func / f"sub-{sub:02d}_task-rest_bold.nii.gz",
+            maps_img,
+            n_volumes,
+            seed=seed + sub,
+            **kwargs,
+        )
         records.append({"subject": f"{sub:02d}", **out})
     return records

@@ -1,7 +1,8 @@
 """Shared fixtures: small images on grids that relate the way real ones do.
 
 The maps grid, the data grid and the mask grid differ by whole-voxel shifts and an x flip (as the
-DiFuMo 2 mm, nilearn MNI 2 mm and FSL MNI 2 mm grids do), and an "oblique" data grid with another voxel
+DiFuMo 2 mm, nilearn MNI 2 mm and FSL MNI 2 mm grids do), and an "oblique" data grid with another
+voxel
 size exercises the general resampling path.
 """
 
@@ -27,8 +28,9 @@ def world_grid(shape, affine):
     return ijk @ affine[:3, :3].T + affine[:3, 3]
 
 
-def make_maps(n_maps=6, seed=0, dtype=np.float32, negative=False, shape=MAPS_SHAPE,
-              affine=MAPS_AFFINE):
+def make_maps(
+    n_maps=6, seed=0, dtype=np.float32, negative=False, shape=MAPS_SHAPE, affine=MAPS_AFFINE
+):
     """Smooth, overlapping, mostly non-negative maps (a DiFuMo in miniature)."""
     rng = np.random.default_rng(seed)
     xyz = world_grid(shape, affine)
@@ -51,8 +53,9 @@ def make_mask(shape=MASK_SHAPE, affine=MASK_AFFINE, radius=13.0, centre=(0.0, 0.
     return nib.Nifti1Image(inside.astype(np.uint8), affine)
 
 
-def make_data(maps_img, n_scans=40, seed=1, dtype=np.float32, shape=DATA_SHAPE,
-              affine=DATA_AFFINE, scale=None):
+def make_data(
+    maps_img, n_scans=40, seed=1, dtype=np.float32, shape=DATA_SHAPE, affine=DATA_AFFINE, scale=None
+):
     """fMRI-like 4D data: baseline + latent signals through the maps + drift + noise."""
     rng = np.random.default_rng(seed)
     xyz = world_grid(shape, affine)
@@ -60,8 +63,9 @@ def make_data(maps_img, n_scans=40, seed=1, dtype=np.float32, shape=DATA_SHAPE,
     ijk = (xyz - maps_aff[:3, 3]) @ np.linalg.inv(maps_aff[:3, :3]).T
     maps = np.stack(
         [
-            ndimage.map_coordinates(np.asarray(maps_img.dataobj)[..., k], ijk.reshape(-1, 3).T,
-                                    order=1).reshape(shape)
+            ndimage.map_coordinates(
+                np.asarray(maps_img.dataobj)[..., k], ijk.reshape(-1, 3).T, order=1
+            ).reshape(shape)
             for k in range(maps_img.shape[3])
         ],
         -1,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import make_data, make_mask, make_maps
+from conftest import make_data, make_maps, make_mask
 
 from daskmasker import NiftiMapsMasker
 from daskmasker.batch import COMPLETE_ATTR, item_name, run_batch
@@ -79,20 +79,22 @@ def test_rerun_skips_complete_and_redoes_half_written(dataset, tmp_path):
     masker = NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS)
     first = run_batch(masker, imgs, out)
     assert len(first.done) == 3
-    reference = {n: xr.open_zarr(out, group=n, consolidated=False)["signals"].values
-                 for n in first.done}
+    reference = {
+        n: xr.open_zarr(out, group=n, consolidated=False)["signals"].values for n in first.done
+    }
     # simulate a run killed while writing sub-02: the group exists but was never marked complete
     group = zarr.open_group(out, path="sub-02_task-rest", mode="a")
     del group.attrs[COMPLETE_ATTR]
     group["signals"][:] = 0
     untouched = os.path.getmtime(os.path.join(out, "sub-01_task-rest", "signals", "zarr.json"))
-    second = run_batch(NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS),
-                       imgs, out)
+    second = run_batch(
+        NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS), imgs, out
+    )
     assert second.done == ["sub-02_task-rest"]
     assert sorted(second.skipped) == ["sub-01_task-rest", "sub-03_task-rest"]
-    assert os.path.getmtime(
-        os.path.join(out, "sub-01_task-rest", "signals", "zarr.json")
-    ) == untouched
+    assert (
+        os.path.getmtime(os.path.join(out, "sub-01_task-rest", "signals", "zarr.json")) == untouched
+    )
     for name, values in reference.items():
         again = xr.open_zarr(out, group=name, consolidated=False)["signals"].values
         np.testing.assert_array_equal(again, values)
@@ -113,9 +115,22 @@ def test_cli_extract(dataset, tmp_path, capsys):
     confs = [c for _, c in dataset["runs"]]
     out = str(tmp_path / "cli.zarr")
     code = main(
-        ["extract", *imgs, "--maps", dataset["maps"], "--mask", dataset["mask"],
-         "--confounds", *confs, "--standardize", "zscore_sample", "--detrend",
-         "--out", out, "--no-progress"]
+        [
+            "extract",
+            *imgs,
+            "--maps",
+            dataset["maps"],
+            "--mask",
+            dataset["mask"],
+            "--confounds",
+            *confs,
+            "--standardize",
+            "zscore_sample",
+            "--detrend",
+            "--out",
+            out,
+            "--no-progress",
+        ]
     )
     assert code == 0
     assert "3 extracted" in capsys.readouterr().out
@@ -125,8 +140,17 @@ def test_cli_extract(dataset, tmp_path, capsys):
 
 
 def test_cli_reports_failures_with_nonzero_exit(dataset, tmp_path, capsys):
-    code = main(["extract", str(tmp_path / "missing_bold.nii.gz"), "--maps", dataset["maps"],
-                 "--out", str(tmp_path / "o.zarr"), "--no-progress"])
+    code = main(
+        [
+            "extract",
+            str(tmp_path / "missing_bold.nii.gz"),
+            "--maps",
+            dataset["maps"],
+            "--out",
+            str(tmp_path / "o.zarr"),
+            "--no-progress",
+        ]
+    )
     assert code != 0
     assert "missing_bold.nii.gz" in capsys.readouterr().err
 

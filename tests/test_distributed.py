@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import make_data, make_mask, make_maps
+from conftest import make_data, make_maps, make_mask
 from distributed import Client, LocalCluster
 
 from daskmasker import NiftiMapsMasker
@@ -43,8 +43,13 @@ def local_result(files, run):
 
 def test_local_cluster_of_processes_gives_same_numbers(files):
     with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                     dashboard_address=":0", host="127.0.0.1") as cluster,
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            host="127.0.0.1",
+        ) as cluster,
         Client(cluster) as client,
     ):
         masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS)
@@ -63,13 +68,36 @@ def cluster(tmp_path):
     """`dask scheduler` and two `dask worker` processes, started as a deployment would."""
     sched_file = str(tmp_path / "scheduler.json")
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    procs = [_start([*dask, "--scheduler-file", sched_file, "--host", "127.0.0.1",
-                     "--port", "0", "--dashboard-address", ":0"])]
+    procs = [
+        _start(
+            [
+                *dask,
+                "--scheduler-file",
+                sched_file,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--dashboard-address",
+                ":0",
+            ]
+        )
+    ]
     deadline = time.time() + 60
     while not os.path.exists(sched_file) and time.time() < deadline:
         time.sleep(0.1)
-    worker = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
-              sched_file, "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"]
+    worker = [
+        sys.executable,
+        "-m",
+        "distributed.cli.dask_worker",
+        "--scheduler-file",
+        sched_file,
+        "--nthreads",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--no-dashboard",
+    ]
     procs += [_start(worker), _start(worker)]
     try:
         with Client(scheduler_file=sched_file) as client:
@@ -89,9 +117,24 @@ def cluster(tmp_path):
 def test_cli_on_separate_scheduler_and_workers(files, cluster, tmp_path):
     sched_file, _ = cluster
     out = str(tmp_path / "out.zarr")
-    code = main(["extract", *files["runs"], "--maps", files["maps"], "--mask", files["mask"],
-                 "--standardize", "zscore_sample", "--detrend", "--out", out,
-                 "--scheduler-file", sched_file, "--no-progress"])
+    code = main(
+        [
+            "extract",
+            *files["runs"],
+            "--maps",
+            files["maps"],
+            "--mask",
+            files["mask"],
+            "--standardize",
+            "zscore_sample",
+            "--detrend",
+            "--out",
+            out,
+            "--scheduler-file",
+            sched_file,
+            "--no-progress",
+        ]
+    )
     assert code == 0
     with Client(scheduler_file=sched_file) as client:
         executed = client.run(lambda dask_worker: dask_worker.state.executed_count)

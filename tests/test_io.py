@@ -15,7 +15,10 @@ OBLIQUE = np.array(
 )
 
 
-def _image(shape, dtype, affine=np.diag([2.0, 2, 2, 1]), seed=0, nonfinite=False, scaled=False):
+DIAGONAL = np.diag([2.0, 2, 2, 1])
+
+
+def _image(shape, dtype, affine=DIAGONAL, seed=0, nonfinite=False, scaled=False):
     rng = np.random.default_rng(seed)
     data = rng.normal(100, 30, size=shape)
     if np.dtype(dtype).kind in "iu":
@@ -51,7 +54,7 @@ def _raw(path):
     img = nib.load(path)
     with open(path, "rb") if not str(path).endswith(".gz") else __import__("gzip").open(path) as f:
         blob = f.read()
-    return img, blob[int(img.dataobj.offset):]
+    return img, blob[int(img.dataobj.offset) :]
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
@@ -70,8 +73,21 @@ def test_nifti_zarr_nifti_is_exact(tmp_path, shape, dtype, kwargs, suffix):
     got = nib.load(out)
     np.testing.assert_array_equal(np.asanyarray(got.dataobj), np.asanyarray(ref.dataobj))
     np.testing.assert_array_equal(got.affine, ref.affine)
-    for field in ("dim", "pixdim", "datatype", "xyzt_units", "qform_code", "sform_code",
-                  "srow_x", "srow_y", "srow_z", "descrip", "quatern_b", "quatern_c", "quatern_d"):
+    for field in (
+        "dim",
+        "pixdim",
+        "datatype",
+        "xyzt_units",
+        "qform_code",
+        "sform_code",
+        "srow_x",
+        "srow_y",
+        "srow_z",
+        "descrip",
+        "quatern_b",
+        "quatern_c",
+        "quatern_d",
+    ):
         np.testing.assert_array_equal(got.header[field], ref.header[field])
     assert got.header.get_slope_inter() == ref.header.get_slope_inter()
     assert _raw(out)[1] == _raw(src)[1], "the data bytes must be identical"
@@ -178,8 +194,9 @@ def test_interrupted_conversion_is_refused_and_foreign_paths_kept(tmp_path, monk
 def test_not_an_image_store(tmp_path):
     import zarr
 
-    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").create_array("x", shape=(3,),
-                                                                        dtype="f4")
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").create_array(
+        "x", shape=(3,), dtype="f4"
+    )
     with pytest.raises(ValueError, match="not a daskmasker or NIfTI-Zarr image store"):
         open_zarr(str(tmp_path / "other.zarr"))
 
@@ -189,5 +206,5 @@ def test_time_chunks_cover_and_fit_budget(n):
     volume = 99 * 117 * 95 * 4
     sizes = time_chunks(n, volume)
     assert sum(sizes) == n
-    assert max(sizes) * volume <= max(64 * 2**20, volume)
+    assert max(sizes) * volume <= max(32 * 2**20, volume)
     assert max(sizes) - min(sizes) <= 1

@@ -1,8 +1,10 @@
 """Parity with nilearn 0.14.1's NiftiMapsMasker over a grid of parameters and inputs.
 
 Tolerances (max absolute difference relative to the largest absolute value of nilearn's output):
-1e-5 for float64 inputs; for float32 inputs nilearn solves in float32 (its own error is ~1e-5 to 1e-4
-after cleaning), so we compare with nilearn run on the float64 cast of the same data at 1e-5 and with
+1e-5 for float64 inputs; for float32 inputs nilearn solves in float32 (its own error is ~1e-5 to
+1e-4
+after cleaning), so we compare with nilearn run on the float64 cast of the same data at 1e-5 and
+with
 nilearn's float32 run at 1e-4.
 """
 
@@ -20,8 +22,8 @@ from conftest import (
     MAPS_AFFINE,
     MAPS_SHAPE,
     make_data,
-    make_mask,
     make_maps,
+    make_mask,
 )
 from nilearn.maskers import NiftiMapsMasker as NilearnMasker
 
@@ -177,9 +179,7 @@ def test_standardize_confounds(maps, data, standardize_confounds):
     assert_parity(params, data, data, confounds=_confounds(data.shape[3]))
 
 
-@pytest.mark.parametrize(
-    "form", ["indices", "booleans", "list_of_indices", "list_of_booleans"]
-)
+@pytest.mark.parametrize("form", ["indices", "booleans", "list_of_indices", "list_of_booleans"])
 def test_sample_mask_forms(maps, data, form):
     n = data.shape[3]
     keep = np.setdiff1d(np.arange(n), [0, 7, 8, 20, n - 1])
@@ -258,5 +258,8 @@ def test_nonfinite_inputs_become_zero(maps, data):
     assert np.isfinite(out).all()
     assert np.abs(out - ref).max() <= TOL64 * np.abs(ref).max()
     assert out_w == ref_w
-    assert ("UserWarning", "Non-finite values detected. These values will be replaced with zeros.") in out_w
+    assert (
+        "UserWarning",
+        "Non-finite values detected. These values will be replaced with zeros.",
+    ) in out_w
     np.testing.assert_array_equal(np.asarray(ours_img.dataobj), arr)  # caller's data untouched

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import make_data, make_mask, make_maps
+from conftest import make_data, make_maps, make_mask
 
 from daskmasker import NiftiMapsMasker
 
@@ -115,8 +115,15 @@ def test_report_in_headless_chromium(fitted, tmp_path, chromium):
     rep, _ = report(fitted, displayed_maps=4)
     path = tmp_path / "report.html"
     rep.save_as_html(path)
-    args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
         page = browser.new_page(viewport={"width": 1300, "height": 1100})

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import s3fs
 import xarray as xr
-from conftest import make_data, make_mask, make_maps
+from conftest import make_data, make_maps, make_mask
 from s3server import CREDENTIALS, s3_server, storage_options
 
 from daskmasker import NiftiMapsMasker, open_nifti, open_zarr, run_batch, to_zarr
 from daskmasker.cli import main
-
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)
 
@@ -48,8 +47,14 @@ def s3(tmp_path_factory):
         fs.put(str(nii), "lab-private/ds/sub-01/func/sub-01_task-rest_bold.nii")
         fs.put(str(files["maps"]), "lab-private/atlas/maps.nii.gz")
         fs.put(str(files["mask"]), "lab-private/atlas/mask.nii.gz")
-        yield {"endpoint": endpoint, "opts": opts, "fs": fs, "runs": runs, "files": files,
-               "nii": nii}
+        yield {
+            "endpoint": endpoint,
+            "opts": opts,
+            "fs": fs,
+            "runs": runs,
+            "files": files,
+            "nii": nii,
+        }
 
 
 @pytest.fixture
@@ -66,8 +71,10 @@ def local_signals(s3, run):
     return masker.fit_transform(str(run[0]), confounds=str(run[1]))
 
 
-@pytest.mark.parametrize("key", ["ds/sub-01/func/sub-01_task-rest_bold.nii.gz",
-                                 "ds/sub-01/func/sub-01_task-rest_bold.nii"])
+@pytest.mark.parametrize(
+    "key",
+    ["ds/sub-01/func/sub-01_task-rest_bold.nii.gz", "ds/sub-01/func/sub-01_task-rest_bold.nii"],
+)
 def test_open_nifti_from_s3_equals_local(s3, key):
     img = open_nifti(f"s3://lab-private/{key}", storage_options=s3["opts"])
     local = open_nifti(str(s3["runs"][0][0]) if key.endswith(".gz") else str(s3["nii"]))
@@ -87,8 +94,11 @@ def test_convert_s3_gz_into_s3_zarr_and_extract(s3):
 
 
 def test_masker_reads_urls_with_aws_environment(s3, aws_env):
-    masker = NiftiMapsMasker("s3://lab-private/atlas/maps.nii.gz",
-                             mask_img="s3://lab-private/atlas/mask.nii.gz", **PARAMS)
+    masker = NiftiMapsMasker(
+        "s3://lab-private/atlas/maps.nii.gz",
+        mask_img="s3://lab-private/atlas/mask.nii.gz",
+        **PARAMS,
+    )
     run = s3["runs"][1]
     got = masker.fit_transform(f"s3://lab-private/ds/{run[2]}", confounds=str(run[1]))
     np.testing.assert_array_equal(got, local_signals(s3, run))
@@ -96,8 +106,9 @@ def test_masker_reads_urls_with_aws_environment(s3, aws_env):
 
 def test_anonymous_public_bucket(s3):
     opts = {"anon": True, "endpoint_url": s3["endpoint"]}
-    img = open_nifti("s3://open-data/ds/sub-01/func/sub-01_task-rest_bold.nii.gz",
-                     storage_options=opts)
+    img = open_nifti(
+        "s3://open-data/ds/sub-01/func/sub-01_task-rest_bold.nii.gz", storage_options=opts
+    )
     assert img.shape[0] == 30
 
 
@@ -112,8 +123,15 @@ def test_batch_from_bucket_into_bucket_resumes(s3):
     confs = [str(r[1]) for r in s3["runs"]]
     out = "s3://lab-private/derivatives/timeseries.zarr"
     masker = NiftiMapsMasker(str(s3["files"]["maps"]), mask_img=str(s3["files"]["mask"]), **PARAMS)
-    first = run_batch(masker, urls, out, confounds=confs, storage_options=s3["opts"],
-                      tsv_dir="s3://lab-private/derivatives/tsv", overwrite=True)
+    first = run_batch(
+        masker,
+        urls,
+        out,
+        confounds=confs,
+        storage_options=s3["opts"],
+        tsv_dir="s3://lab-private/derivatives/tsv",
+        overwrite=True,
+    )
     assert sorted(first.done) == ["sub-01_task-rest", "sub-02_task-rest"]
     again = run_batch(masker, urls, out, confounds=confs, storage_options=s3["opts"])
     assert again.done == [] and len(again.skipped) == 2
@@ -131,9 +149,20 @@ def test_cli_with_custom_endpoint(s3, tmp_path):
     import json
 
     out = "s3://lab-private/derivatives/cli.zarr"
-    code = main(["extract", f"s3://lab-private/ds/{s3['runs'][0][2]}",
-                 "--maps", str(s3["files"]["maps"]), "--out", out,
-                 "--storage-options", json.dumps(s3["opts"]), "--no-progress", "--overwrite"])
+    code = main(
+        [
+            "extract",
+            f"s3://lab-private/ds/{s3['runs'][0][2]}",
+            "--maps",
+            str(s3["files"]["maps"]),
+            "--out",
+            out,
+            "--storage-options",
+            json.dumps(s3["opts"]),
+            "--no-progress",
+            "--overwrite",
+        ]
+    )
     assert code == 0
     assert s3["fs"].exists("lab-private/derivatives/cli.zarr/sub-01_task-rest/signals/zarr.json")
 
@@ -150,7 +179,9 @@ def test_missing_bucket_or_key_names_the_url(s3, url):
 def test_bad_endpoint_names_the_url():
     from s3server import free_port
 
-    opts = storage_options(f"http://127.0.0.1:{free_port()}",
-                           config_kwargs={"connect_timeout": 1, "retries": {"max_attempts": 1}})
+    opts = storage_options(
+        f"http://127.0.0.1:{free_port()}",
+        config_kwargs={"connect_timeout": 1, "retries": {"max_attempts": 1}},
+    )
     with pytest.raises(OSError, match="sub-01_bold.nii.gz"):
         open_nifti("s3://lab-private/sub-01_bold.nii.gz", storage_options=opts)
