@@ -238,7 +238,7 @@ def run_batch(
     """
     items = make_items(list(imgs), confounds, sample_masks, names)
     if not hasattr(masker, "n_elements_"):
-        masker.fit(items[0].image if items else None)
+        masker.fit(_source(items[0].image, storage_options) if items else None)
     params = masker._attrs_params()
     group, mapper = open_output(store, params, overwrite, storage_options)
     result = BatchResult(store=str(store))
@@ -267,7 +267,9 @@ def run_batch(
         try:
             lazy[item.name] = (
                 item,
-                masker._lazy_outputs(item.image, *_item_confounds(masker, item)),
+                masker._lazy_outputs(
+                    _source(item.image, storage_options), *_item_confounds(masker, item)
+                ),
             )
         except Exception as exc:
             result.failed[item.name] = f"{type(exc).__name__}: {exc}"
@@ -304,6 +306,15 @@ def _guarded(result: BatchResult, bar, item: Item, finish, compute) -> None:
     except Exception as exc:
         result.failed[item.name] = f"{type(exc).__name__}: {exc}"
         bar.update(1)
+
+
+def _source(image: Any, storage_options: dict | None):
+    """URLs are opened with the batch's storage options; anything else goes to the masker."""
+    if storage_options and isinstance(image, str) and "://" in image:
+        from daskmasker.niimg import load_image
+
+        return load_image(image, storage_options=storage_options)
+    return image
 
 
 def _item_confounds(masker: NiftiMapsMasker, item: Item) -> tuple:

@@ -148,17 +148,9 @@ def to_zarr(
     data = img.data if isinstance(img.data, da.Array) else da.from_array(np.asarray(img.data))
     if data.ndim == 4:
         volume_nbytes = int(np.prod(data.shape[1:])) * data.dtype.itemsize
-        sizes = (
-            time_chunks(data.shape[0], volume_nbytes)
-            if chunks is None
-            else (
-                tuple(
-                    min(int(chunks), data.shape[0] - s)
-                    for s in range(0, data.shape[0], int(chunks))
-                )
-            )
-        )
-        data = data.rechunk((sizes, -1, -1, -1))
+        step = int(chunks) if chunks is not None else time_chunks(data.shape[0], volume_nbytes)[0]
+        # a regular grid: every Dask chunk writes whole Zarr chunks (no two tasks share one)
+        data = data.rechunk((step, -1, -1, -1))
     else:
         data = data.rechunk(-1)
     mapper = _mapper(store, storage_options)

@@ -69,7 +69,12 @@ def test_jobqueue_config_generates_job_scripts():
     from dask_jobqueue import PBSCluster, SLURMCluster
 
     config = yaml.safe_load((DEPLOY / "slurm" / "jobqueue.yaml").read_text())
-    with dask.config.set(config):
+    flat = {
+        f"jobqueue.{system}.{key}": value
+        for system, section in config["jobqueue"].items()
+        for key, value in section.items()
+    }
+    with dask.config.set(flat):
         for klass, directive in ((SLURMCluster, "#SBATCH"), (PBSCluster, "#PBS")):
             script = klass(scheduler_options={"host": "127.0.0.1"}).job_script()
             assert directive in script
@@ -83,7 +88,7 @@ def test_dockerfile_installs_existing_extras():
     extras = tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
-    for extra in re.findall(r'pip install[^"]*"\.\[([a-z,]+)\]"', text)[0].split(","):
+    for extra in re.findall(r'pip install[^"]*"\.\[([a-z0-9,]+)\]"', text)[0].split(","):
         assert extra in extras
     assert "EXPOSE 8786 8787" in text
 
@@ -92,8 +97,9 @@ def _sbatch_commands():
     text = (DEPLOY / "slurm" / "extract.sbatch").read_text()
     scheduler = re.search(r"srun [^\n]*?(dask scheduler [^&\n]*)&", text).group(1)
     worker = re.search(r"srun [^\n]*?(dask worker [^&\n]*)&", text).group(1)
-    extract = re.search(r"(daskmasker extract .*?)\n\n|\Z", text.replace("\\\n", " "), re.S)
-    return scheduler, worker, extract.group(1) if extract else ""
+    joined = text.replace("\\\n", " ")
+    extract = re.search(r"(daskmasker extract [^\n]*)", joined).group(1)
+    return scheduler, worker, extract
 
 
 def test_sbatch_recipe_end_to_end(tmp_path):

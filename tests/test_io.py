@@ -208,3 +208,15 @@ def test_time_chunks_cover_and_fit_budget(n):
     assert sum(sizes) == n
     assert max(sizes) * volume <= max(32 * 2**20, volume)
     assert max(sizes) - min(sizes) <= 1
+
+
+def test_conversion_chunks_align_with_zarr_chunks(tmp_path):
+    """Each Dask task writes whole Zarr chunks (unaligned chunks race and lose volumes)."""
+    src = tmp_path / "a.nii.gz"
+    _image((10, 9, 8, 60), np.float32).to_filename(src)
+    ref = np.asanyarray(nib.load(src).dataobj).T
+    for i in range(3):
+        store = to_zarr(str(src), str(tmp_path / f"a{i}.zarr"), chunks=7)
+        img = open_zarr(store)
+        assert set(img.data.chunks[0][:-1]) == {7}
+        np.testing.assert_array_equal(img.values, ref)
