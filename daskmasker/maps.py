@@ -25,7 +25,11 @@ def load_maps(maps_image: xr.DataArray) -> np.ndarray:
     Integer maps become float32 (int64 becomes float64); NaN and Inf become 0 silently.
     """
     data = maps_image.data if maps_image.ndim == 4 else maps_image.data[None]
-    maps = data.compute() if hasattr(data, "compute") else np.array(data, copy=True)
+    if hasattr(data, "compute"):
+        maps = np.empty(data.shape, dtype=data.dtype)
+        da.store(data, maps, lock=False)  # chunks land in one array: no concatenated copy
+    else:
+        maps = np.array(data, copy=True)
     if maps.dtype.kind in "iub":
         return maps.astype(np.float64 if maps.dtype.itemsize == 8 else np.float32)
     if not np.isfinite(maps).all():
@@ -64,6 +68,9 @@ def resample_maps(
     """Maps resampled with linear interpolation onto a grid (``shape`` in z, y, x order)."""
     from daskmasker import resample
 
+    plan = grid.integer_grid_map(maps.shape[:0:-1], affine, tuple(shape[::-1]), target_affine)
+    if plan is not None:  # whole-voxel grids: copy voxels into one new array
+        return grid.apply_integer_grid_map_reversed(maps, plan, tuple(shape[::-1]))
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore",

@@ -245,7 +245,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
                 "images": None,
             }
             if data is not None:
-                self._reporting_data["images"] = _middle_volume(data)
+                self._reporting_data["images"] = _MiddleVolume(data)
                 self._reporting_data["dim"] = tuple(data.shape[::-1])
         else:
             self._reporting_data = None
@@ -602,10 +602,19 @@ class _HighVariance:
     """Marks where the high-variance confounds of the raw image go in the confounds list."""
 
 
-def _middle_volume(img: xr.DataArray) -> nib.Nifti1Image:
-    """The volume nilearn shows in reports: the middle one of a 4D image (reads one volume)."""
-    volume = img[img.shape[0] // 2] if img.ndim == 4 else img
-    return maps_mod.to_nifti(np.asarray(volume.data), np.asarray(img.attrs["affine"]))
+class _MiddleVolume:
+    """The volume nilearn shows in reports (the middle one of a 4D image), read on first use:
+    ``fit`` reads no voxel data, a report reads this one volume."""
+
+    def __init__(self, img: xr.DataArray):
+        self._volume = img[img.shape[0] // 2] if img.ndim == 4 else img
+        self._affine = np.asarray(img.attrs["affine"])
+        self._image = None
+
+    def load(self) -> nib.Nifti1Image:
+        if self._image is None:
+            self._image = maps_mod.to_nifti(np.asarray(self._volume.data), self._affine)
+        return self._image
 
 
 def _json_params(values: dict) -> dict:

@@ -29,7 +29,7 @@ import dask.array as da
 import fsspec
 import nibabel as nib
 import numpy as np
-from isal import igzip
+from isal import igzip, igzip_threaded
 from nibabel.arrayproxy import ArrayProxy
 
 from daskmasker.chunks import time_chunks
@@ -56,8 +56,9 @@ def _open_raw(url: str, storage_options: dict | None):
 
 
 def _open_stream(url: str, storage_options: dict | None):
+    """The file's bytes; ``.gz`` is inflated by ISA-L in a background thread (read-ahead)."""
     raw = _open_raw(url, storage_options)
-    return igzip.GzipFile(fileobj=raw, mode="rb") if url.endswith(".gz") else raw
+    return igzip_threaded.open(raw, "rb", threads=1) if url.endswith(".gz") else raw
 
 
 def read_header(url: str, storage_options: dict | None = None) -> nib.Nifti1Header:
@@ -140,12 +141,19 @@ class _GzipCursor:
         self.url, self.storage_options, self.stash_limit = url, storage_options, stash_limit
         self.lock = threading.Lock()
         self.stream = None
+        self.position = 0
         self.stash: list[tuple[int, bytes]] = []
 
     def _restart(self) -> None:
         if self.stream is not None:
             self.stream.close()
         self.stream = _open_stream(self.url, self.storage_options)
+        self.position = 0
+
+    def _read(self, n: int) -> bytes:
+        data = self.stream.read(n)
+        self.position += len(data)
+        return data
 
     def read(self, start: int, nbytes: int) -> bytes:
         with self.lock:
@@ -155,18 +163,20 @@ class _GzipCursor:
                     if start + nbytes == offset + len(blob) and start == offset:
                         self.stash.pop(i)
                     return piece
-            if self.stream is None or self.stream.tell() > start:
+            if self.stream is None or self.position > start:
                 self._restart()
                 self.stash.clear()
-            gap = start - self.stream.tell()
-            if gap:
-                if gap <= self.stash_limit:
-                    self.stash.append((self.stream.tell(), self.stream.read(gap)))
-                    while sum(len(b) for _, b in self.stash) > self.stash_limit:
-                        self.stash.pop(0)
-                else:
-                    self.stream.seek(start)
-            data = self.stream.read(nbytes)
+            gap = start - self.position
+            while gap > 0:
+                offset = self.position
+                skipped = self._read(min(gap, self.stash_limit))
+                if not skipped:
+                    break
+                self.stash.append((offset, skipped))
+                while sum(len(b) for _, b in self.stash) > self.stash_limit:
+                    self.stash.pop(0)
+                gap = start - self.position
+            data = self._read(nbytes)
             if len(data) != nbytes:
                 raise OSError(
                     f"'{self.url}' is truncated: expected {nbytes} bytes at offset {start}, "

@@ -203,7 +203,9 @@ def generate_report(masker, displayed_maps: Any = 10, title: str | None = None) 
         if data["images"] is None:
             notes.append(NO_IMAGE)
         else:
-            background = np.asarray(data["images"].dataobj, dtype=np.float32)
+            images = data["images"]
+            images = images.load() if hasattr(images, "load") else images
+            background = np.asarray(images.dataobj, dtype=np.float32)
         for k in shown:
             figures.append((f"Map {k}", _figure(maps[..., k], background, masker.cmap, f"map {k}")))
     for note in dict.fromkeys(notes):
