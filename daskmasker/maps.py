@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import dask
 import dask.array as da
 import nibabel as nib
 import numpy as np
@@ -26,8 +27,8 @@ def load_maps(maps_image: xr.DataArray) -> np.ndarray:
     """
     data = maps_image.data if maps_image.ndim == 4 else maps_image.data[None]
     if hasattr(data, "compute"):
-        maps = np.empty(data.shape, dtype=data.dtype)
-        da.store(data, maps, lock=False)  # chunks land in one array: no concatenated copy
+        # read here, in this process, whatever the active scheduler: the maps stay local
+        (maps,) = dask.compute(data, scheduler="threads")
     else:
         maps = np.array(data, copy=True)
     if maps.dtype.kind in "iub":

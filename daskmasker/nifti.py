@@ -29,7 +29,7 @@ import dask.array as da
 import fsspec
 import nibabel as nib
 import numpy as np
-from isal import igzip, igzip_threaded
+from isal import igzip
 from nibabel.arrayproxy import ArrayProxy
 
 from daskmasker.chunks import time_chunks
@@ -56,9 +56,9 @@ def _open_raw(url: str, storage_options: dict | None):
 
 
 def _open_stream(url: str, storage_options: dict | None):
-    """The file's bytes; ``.gz`` is inflated by ISA-L in a background thread (read-ahead)."""
+    """The file's bytes, inflated by ISA-L for ``.gz``."""
     raw = _open_raw(url, storage_options)
-    return igzip_threaded.open(raw, "rb", threads=1) if url.endswith(".gz") else raw
+    return igzip.GzipFile(fileobj=raw, mode="rb") if url.endswith(".gz") else raw
 
 
 def read_header(url: str, storage_options: dict | None = None) -> nib.Nifti1Header:

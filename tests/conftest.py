@@ -83,6 +83,20 @@ def make_data(
     return nib.Nifti1Image(data.astype(dtype), affine)
 
 
+def stop_processes(procs) -> None:
+    """Terminate test subprocesses (schedulers, workers), killing any that hang."""
+    import subprocess
+
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 @pytest.fixture
 def maps_img():
     return make_maps()

@@ -15,7 +15,7 @@ import pytest
 import tomllib
 import xarray as xr
 import yaml
-from conftest import make_data, make_maps
+from conftest import make_data, make_maps, stop_processes
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 IMAGE = re.search(r'ref.name="([^"]+)"', (DEPLOY / "docker" / "Dockerfile").read_text()).group(1)
@@ -152,10 +152,4 @@ def test_sbatch_recipe_end_to_end(tmp_path):
         ds = xr.open_zarr(out, group="sub-01_task-rest", consolidated=False)
         assert ds["signals"].shape == (30, maps.shape[3])
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)

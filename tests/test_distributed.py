@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import make_data, make_maps, make_mask
+from conftest import make_data, make_maps, make_mask, stop_processes
 from distributed import Client, LocalCluster
 
 from daskmasker import NiftiMapsMasker
@@ -104,14 +104,7 @@ def cluster(tmp_path):
             client.wait_for_workers(2, timeout=60)
         yield sched_file, procs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 def test_cli_on_separate_scheduler_and_workers(files, cluster, tmp_path):
