@@ -118,12 +118,12 @@ def _block_products(data: np.ndarray, maps: np.ndarray) -> np.ndarray:
 def maps_block_array(
     blocks: np.ndarray, spatial_chunks: tuple[tuple[int, ...], ...], client=None
 ) -> da.Array:
-    """A Dask object array holding one :class:`MapsBlock` per spatial block.
+    """The maps blocks as the graph will use them.
 
-    Each block is a single graph key that every task of its spatial block depends on, so the maps
-    travel once per worker rather than once per task.  With a distributed ``client`` the blocks are
-    scattered (broadcast to the workers) and the graph refers to them, so no large constant is
-    embedded in the graph.
+    Locally (threads) the numpy object array itself: tasks refer to the blocks in memory, nothing
+    is copied and no task waits for a maps key.  With a distributed ``client`` the blocks are
+    scattered (broadcast to the workers) and the graph refers to them as keys, so no large
+    constant is embedded in the graph and the maps travel once per worker.
     """
     grid = tuple(len(c) for c in spatial_chunks)
     if blocks.shape != grid:
@@ -131,7 +131,7 @@ def maps_block_array(
             f"expected {grid} maps blocks for chunks {spatial_chunks}, got {blocks.shape}"
         )
     if client is None:
-        return da.from_array(blocks, chunks=(1,) * len(grid), name=False, asarray=False)
+        return blocks
     futures = client.scatter(list(blocks.ravel()), broadcast=True)
     arrays = [
         da.from_delayed(delayed(_as_block)(f), shape=(1,) * len(grid), dtype=object)
@@ -168,19 +168,34 @@ def project(data: da.Array, maps_blocks: da.Array, n_maps: int, split_every: int
     products : dask array, shape (T, K), float64
     nonfinite : dask array, shape (T,), float64
     """
-    parts = da.blockwise(
-        _block_products,
-        "tzyxk",
-        data,
-        "tzyx",
-        maps_blocks,
-        "zyx",
-        new_axes={"k": n_maps + 1},
-        adjust_chunks={"z": 1, "y": 1, "x": 1},
-        dtype=np.float64,
-        meta=np.empty((0, 0, 0, 0, 0), dtype=np.float64),
-        align_arrays=False,
-    )
+    if isinstance(maps_blocks, np.ndarray):
+
+        def products(block, block_info=None):
+            where = tuple(block_info[0]["chunk-location"][1:])
+            return partial_products(block, maps_blocks[where])[:, None, None, None, :]
+
+        spatial = tuple((1,) * len(c) for c in data.chunks[1:])
+        parts = data.map_blocks(
+            products,
+            chunks=(data.chunks[0], *spatial, (n_maps + 1,)),
+            new_axis=4,
+            dtype=np.float64,
+            meta=np.empty((0, 0, 0, 0, 0), dtype=np.float64),
+        )
+    else:
+        parts = da.blockwise(
+            _block_products,
+            "tzyxk",
+            data,
+            "tzyx",
+            maps_blocks,
+            "zyx",
+            new_axes={"k": n_maps + 1},
+            adjust_chunks={"z": 1, "y": 1, "x": 1},
+            dtype=np.float64,
+            meta=np.empty((0, 0, 0, 0, 0), dtype=np.float64),
+            align_arrays=False,
+        )
     summed = parts.sum(axis=(1, 2, 3), split_every=split_every)
     return summed[:, :n_maps], summed[:, n_maps]
 

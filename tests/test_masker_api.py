@@ -1,0 +1,94 @@
+"""scikit-learn compatibility, outputs, laziness and bounded memory of the masker."""
+
+from __future__ import annotations
+
+import pickle
+import tracemalloc
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from conftest import make_data, make_maps
+from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from daskmasker import NiftiMapsMasker, nifti, to_zarr
+
+
+@pytest.fixture(scope="module")
+def maps():
+    return make_maps(dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def data(maps):
+    return make_data(maps, dtype=np.float64)
+
+
+def test_params_clone_pickle_pipeline(maps, data):
+    masker = NiftiMapsMasker(maps, detrend=True, standardize="zscore_sample")
+    assert masker.get_params()["detrend"] is True
+    assert clone(masker).get_params()["standardize"] == "zscore_sample"
+    masker.set_params(t_r=2.0)
+    assert masker.t_r == 2.0
+    out = masker.fit_transform(data)
+    again = pickle.loads(pickle.dumps(masker)).transform(data)
+    np.testing.assert_array_equal(out, again)
+    piped = make_pipeline(NiftiMapsMasker(maps, detrend=True), StandardScaler()).fit_transform(data)
+    assert piped.shape == out.shape
+
+
+def test_outputs(maps, data):
+    masker = NiftiMapsMasker(maps).fit(data)
+    names = masker.get_feature_names_out()
+    assert list(names) == [f"niftimapsmasker{k}" for k in range(masker.n_elements_)]
+    frame = masker.set_output(transform="pandas").transform(data)
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == list(names)
+    lazy = masker.set_output(transform="xarray").transform(data)
+    assert isinstance(lazy, xr.DataArray) and lazy.dims == ("time", "region")
+    np.testing.assert_array_equal(lazy.values, frame.to_numpy())
+    img = masker.set_output(transform="default").inverse_transform(frame.to_numpy())
+    assert img.shape == (*masker.maps_img_.shape[:3], data.shape[3])
+
+
+def test_fit_and_graph_building_read_no_voxels(tmp_path, monkeypatch, maps, data):
+    path = tmp_path / "bold.nii"
+    data.to_filename(path)
+    reads = []
+    original = nifti._read_volumes
+    monkeypatch.setattr(nifti, "_read_volumes", lambda *a: reads.append(a) or original(*a))
+    masker = NiftiMapsMasker(maps, detrend=True).fit(str(path))
+    lazy = masker.set_output(transform="xarray").transform(str(path))
+    assert reads == [], "fit and building the transform graph read no voxel data"
+    lazy.compute()
+    assert reads
+
+
+def _peak_bytes(masker, store) -> int:
+    tracemalloc.start()
+    masker.transform(store)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_memory_is_bounded_by_chunks_not_volumes(tmp_path):
+    """Four times the volumes must not need more memory: chunks of 10 volumes stream through."""
+    shape = (48, 48, 48)
+    volume_bytes = 48**3 * 4
+    stores = {}
+    for n in (150, 600):
+        rng = np.random.default_rng(n)
+        path = tmp_path / f"bold{n}.nii"
+        nib.Nifti1Image(rng.normal(size=(*shape, n)).astype(np.float32), np.eye(4)).to_filename(
+            path
+        )
+        stores[n] = to_zarr(str(path), str(tmp_path / f"bold{n}.zarr"), chunks=10)
+    maps = nib.Nifti1Image(np.abs(np.random.default_rng(0).normal(size=(*shape, 5))), np.eye(4))
+    masker = NiftiMapsMasker(maps).fit(stores[150])
+    small, big = _peak_bytes(masker, stores[150]), _peak_bytes(masker, stores[600])
+    assert big < 1.5 * small + 20 * volume_bytes
+    assert big < 120 * volume_bytes, "a few chunks of 10 volumes, never the 600-volume image"
