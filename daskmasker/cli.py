@@ -56,7 +56,9 @@ def _get_parser() -> argparse.ArgumentParser:
     extract.add_argument("--out", required=True, help="output Zarr store (path or URL)")
     extract.add_argument("--tsv-dir", default=None, help="also write BIDS *_timeseries.tsv here")
     extract.add_argument("--overwrite", action="store_true", help="start a batch store afresh")
-    extract.add_argument("--report", action="store_true", help="write report.html beside --out")
+    extract.add_argument(
+        "--no-report", action="store_true", help="do not write the job's report.html in --out"
+    )
     masker = extract.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
     masker.add_argument("--standardize", choices=sorted(_STANDARDIZE), default="none")
     masker.add_argument("--no-standardize-confounds", action="store_true")
@@ -146,7 +148,7 @@ def _extract(args: argparse.Namespace) -> int:
             client=client,
             progress=not args.no_progress,
         )
-    if args.report:
+    if not args.no_report and result.done:
         target = f"{args.out.rstrip('/')}/report.html"
         masker.generate_report().save_as_html(target, storage_options=args.storage_options)
         print(f"report: {target}")

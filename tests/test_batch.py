@@ -134,6 +134,8 @@ def test_cli_extract(dataset, tmp_path, capsys):
     )
     assert code == 0
     assert "3 extracted" in capsys.readouterr().out
+    report = (tmp_path / "cli.zarr" / "report.html").read_text()
+    assert "The masker has <b>6</b> spatial maps in total." in report
     path, conf = dataset["runs"][1]
     got = xr.open_zarr(out, group="sub-02_task-rest", consolidated=False)["signals"].values
     np.testing.assert_allclose(got, expected(dataset, path, conf), atol=1e-12)
