@@ -36,6 +36,7 @@ import zarr
 
 from daskmasker import provenance
 from daskmasker.masker import NiftiMapsMasker
+from daskmasker.retry import retry
 from daskmasker.store import Location
 
 BATCH_ATTR = "daskmasker_batch"
@@ -255,7 +256,7 @@ def run_batch(
             "parameters": params,
             "versions": provenance.versions(),
         }
-        write_item(mapper, item.name, signals, conf, attrs)
+        retry(lambda: write_item(mapper, item.name, signals, conf, attrs), f"{store}/{item.name}")
         if tsv_dir is not None:
             columns = [f"map-{k:03d}" for k in range(signals.shape[1])]
             write_tsv(tsv_dir, item.name, signals, columns, attrs, storage_options)

@@ -34,6 +34,7 @@ from nibabel.arrayproxy import ArrayProxy
 
 from daskmasker.chunks import time_chunks
 from daskmasker.image import header_from_attrs, make_image
+from daskmasker.retry import retry
 
 _READERS: dict[tuple, Any] = {}
 _READERS_LOCK = threading.Lock()
@@ -46,7 +47,7 @@ def _normalize(path_or_url: Any) -> str:
 
 def _open_raw(url: str, storage_options: dict | None):
     try:
-        return fsspec.open(url, "rb", **(storage_options or {})).open()
+        return retry(lambda: fsspec.open(url, "rb", **(storage_options or {})).open(), url)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"File not found: '{url}'") from exc
     except PermissionError as exc:
@@ -224,8 +225,12 @@ def _read_volumes(url: str, storage_options, header_blob: str, t0: int, t1: int,
             return arr[0] if ndim == 3 else arr
         chunk_spec = ((*shape[:3], t1 - t0), spec[1], 0, spec[3], spec[4])
         return _slice(io.BytesIO(blob), chunk_spec, 0, t1 - t0, ndim, url)
-    with _open_raw(url, storage_options) as f:
-        return _slice(f, spec, t0, t1, ndim, url)
+
+    def read():
+        with _open_raw(url, storage_options) as f:
+            return _slice(f, spec, t0, t1, ndim, url)
+
+    return retry(read, url)
 
 
 def _read_after(url, storage_options, header_blob, t0, t1, token):

@@ -157,8 +157,10 @@ def test_cli_reports_failures_with_nonzero_exit(dataset, tmp_path, capsys):
     assert "missing_bold.nii.gz" in capsys.readouterr().err
 
 
-def test_sigkill_then_resume_gives_identical_store(dataset, tmp_path):
-    """A batch killed with SIGKILL resumes: finished items untouched, results as uninterrupted."""
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_interrupted_batch_resumes_with_identical_store(dataset, tmp_path, signum):
+    """A batch killed (SIGKILL) or interrupted (SIGINT) resumes: finished items untouched,
+    results identical to an uninterrupted run."""
     imgs = [p for p, _ in dataset["runs"]] * 6
     ref_out = str(tmp_path / "ref.zarr")
     args = ["--maps", dataset["maps"], "--detrend", "--no-progress"]
@@ -174,7 +176,7 @@ def test_sigkill_then_resume_gives_identical_store(dataset, tmp_path):
                 if any(root[n].attrs.get(COMPLETE_ATTR) for n in root.group_keys()):
                     break
             time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(signum)
     finally:
         proc.wait()
     root = zarr.open_group(out, mode="r")

@@ -185,3 +185,27 @@ def test_bad_endpoint_names_the_url():
     )
     with pytest.raises(OSError, match="sub-01_bold.nii.gz"):
         open_nifti("s3://lab-private/sub-01_bold.nii.gz", storage_options=opts)
+
+
+def test_extraction_from_s3_zarr_on_a_cluster(s3, aws_env):
+    """Workers of a real LocalCluster read their own chunks of a Zarr store in the bucket."""
+    from distributed import Client, LocalCluster
+
+    store = "s3://lab-private/derivatives/sub-02_task-rest_bold.zarr"
+    to_zarr(f"s3://lab-private/ds/{s3['runs'][1][2]}", store, overwrite=True, chunks=7)
+    masker = NiftiMapsMasker(str(s3["files"]["maps"]), mask_img=str(s3["files"]["mask"]), **PARAMS)
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            host="127.0.0.1",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        got = masker.fit_transform(store, confounds=str(s3["runs"][1][1]))
+        executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert sum(executed.values()) > 0
+    # chunks of 7 volumes change only the order of float64 sums
+    np.testing.assert_allclose(got, local_signals(s3, s3["runs"][1]), rtol=0, atol=1e-12)
