@@ -19,7 +19,6 @@ import numpy as np
 from daskmasker.cluster import active_client
 from daskmasker.regression import (
     GramSolver,
-    MapsBlock,
     compact_maps,
     maps_block_array,
     project,
@@ -71,10 +70,6 @@ class GridMaps:
                 blocks[idx] = compact_maps(sub, self.support[sl])
             self._blocks[key] = maps_block_array(blocks, chunks, client)
         return self._blocks[key]
-
-    def compacted(self) -> MapsBlock:
-        """The kept maps compacted over the whole grid (for the Gram matrix and inverses)."""
-        return compact_maps(self.maps[self.kept], self.support)
 
 
 def prepare_grid_maps(

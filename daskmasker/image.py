@@ -52,11 +52,6 @@ def image_affine(img: xr.DataArray) -> np.ndarray:
     return np.asarray(img.attrs["affine"], dtype=np.float64).reshape(4, 4)
 
 
-def spatial_shape(img: xr.DataArray) -> tuple[int, int, int]:
-    """The NIfTI-order spatial shape ``(nx, ny, nz)``."""
-    return tuple(int(img.sizes[d]) for d in reversed(SPATIAL_DIMS))  # type: ignore[return-value]
-
-
 def n_volumes(img: xr.DataArray) -> int:
     """Number of volumes: the length of ``time``, or 1 for a 3D image."""
     return int(img.sizes[TIME_DIM]) if TIME_DIM in img.dims else 1
@@ -156,13 +151,3 @@ def make_image(
             TIME_DIM, np.arange(data.shape[0]) * float(t_r), attrs={"units": "s"}
         )
     return xr.DataArray(data, dims=dims, coords=coords, attrs=all_attrs, name=name)
-
-
-def nifti_order(array: np.ndarray) -> np.ndarray:
-    """View a daskmasker-ordered numpy array in nibabel's order ``(x, y, z[, t])``."""
-    return np.asarray(array).T
-
-
-def daskmasker_order(array: Any) -> Any:
-    """View a nibabel-ordered array ``(x, y, z[, t])`` in daskmasker's order."""
-    return array.T

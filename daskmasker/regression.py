@@ -45,10 +45,6 @@ class MapsBlock:
     index: np.ndarray
     rows: np.ndarray
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.index.nbytes + self.rows.nbytes)
-
 
 def compact_maps(maps: np.ndarray, support: np.ndarray | None = None) -> MapsBlock:
     """Compact a block of maps to its support voxels.
@@ -73,11 +69,6 @@ def compact_maps(maps: np.ndarray, support: np.ndarray | None = None) -> MapsBlo
     index = np.flatnonzero(keep)
     rows = np.ascontiguousarray(flat[:, index].T, dtype=np.float64)
     return MapsBlock(index=index, rows=rows)
-
-
-def gram_matrix(blocks: list[MapsBlock]) -> np.ndarray:
-    """The Gram matrix ``MᵀM`` (K × K, float64) summed over compacted blocks."""
-    return sum(b.rows.T @ b.rows for b in blocks)  # type: ignore[return-value]
 
 
 def partial_products(data: np.ndarray, maps: MapsBlock) -> np.ndarray:

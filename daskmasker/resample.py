@@ -29,10 +29,6 @@ from daskmasker import grid
 from daskmasker.image import image_affine, make_image
 
 ORDERS = {"continuous": 3, "linear": 1, "nearest": 0}
-BINARY_WARNING = (
-    "Resampling binary images with continuous or linear interpolation. This might lead to "
-    "unexpected results. You might consider using nearest interpolation instead."
-)
 
 
 def resampled_dtype(dtype, interpolation: str) -> np.dtype:
@@ -165,9 +161,3 @@ def resample_image(
     if img.ndim == 4 and img.dims[0] != result.dims[0]:
         result = result.rename({result.dims[0]: img.dims[0]})
     return result
-
-
-def warn_if_binary(sample: np.ndarray, interpolation: str) -> None:
-    """nilearn's warning for binary data resampled with continuous or linear interpolation."""
-    if interpolation != "nearest" and np.isin(np.unique(sample), (0, 1)).all():
-        warnings.warn(BINARY_WARNING, UserWarning, stacklevel=3)
