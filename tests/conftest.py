@@ -97,16 +97,13 @@ def stop_processes(procs) -> None:
             p.kill()
 
 
-@pytest.fixture
-def maps_img():
-    return make_maps()
+@pytest.fixture(scope="module")
+def maps():
+    """Six float64 maps on the maps grid."""
+    return make_maps(dtype=np.float64)
 
 
-@pytest.fixture
-def mask_img():
-    return make_mask()
-
-
-@pytest.fixture
-def data_img(maps_img):
-    return make_data(maps_img)
+@pytest.fixture(scope="module")
+def data(maps):
+    """A 40-volume float64 run on the data grid."""
+    return make_data(maps, dtype=np.float64)

@@ -19,16 +19,6 @@ from daskmasker.niimg import DimensionError
 
 
 @pytest.fixture(scope="module")
-def maps():
-    return make_maps(dtype=np.float64)
-
-
-@pytest.fixture(scope="module")
-def data(maps):
-    return make_data(maps, dtype=np.float64)
-
-
-@pytest.fixture(scope="module")
 def fitted(maps, data):
     return NiftiMapsMasker(maps, detrend=True).fit(data)
 

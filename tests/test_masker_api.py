@@ -8,24 +8,12 @@ import tracemalloc
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import pytest
 import xarray as xr
-from conftest import make_data, make_maps
 from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from daskmasker import NiftiMapsMasker, nifti, to_zarr
-
-
-@pytest.fixture(scope="module")
-def maps():
-    return make_maps(dtype=np.float64)
-
-
-@pytest.fixture(scope="module")
-def data(maps):
-    return make_data(maps, dtype=np.float64)
 
 
 def test_params_clone_pickle_pipeline(maps, data):

@@ -68,16 +68,6 @@ def as64(img):
     return nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float64), img.affine, img.header)
 
 
-@pytest.fixture(scope="module")
-def maps():
-    return make_maps(dtype=np.float64)
-
-
-@pytest.fixture(scope="module")
-def data(maps):
-    return make_data(maps, dtype=np.float64)
-
-
 @pytest.mark.parametrize("standardize", ["zscore_sample", "psc", True, False, None])
 @pytest.mark.parametrize("detrend", [False, True])
 def test_standardize_detrend(maps, data, standardize, detrend):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import dask
 import dask.array as da
 import numpy as np
@@ -15,7 +17,7 @@ from daskmasker.regression import GramSolver, compact_maps, maps_block_array, pr
 def _chunks(n: int, draw) -> tuple[int, ...]:
     cuts = sorted(draw(st.sets(st.integers(1, n - 1), max_size=3))) if n > 1 else []
     bounds = [0, *cuts, n]
-    return tuple(b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    return tuple(b - a for a, b in itertools.pairwise(bounds))
 
 
 @settings(max_examples=30, deadline=None)
