@@ -8,7 +8,9 @@ import tracemalloc
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 import xarray as xr
+from conftest import make_data
 from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -80,3 +82,53 @@ def test_memory_is_bounded_by_chunks_not_volumes(tmp_path):
     small, big = _peak_bytes(masker, stores[150]), _peak_bytes(masker, stores[600])
     assert big < 1.5 * small + 20 * volume_bytes
     assert big < 120 * volume_bytes, "a few chunks of 10 volumes, never the 600-volume image"
+
+
+def test_allow_overlap_false(maps, data):
+    """nilearn's overlap error; and unlike nilearn (quirk Q3) the fitted maps are not clipped."""
+    from nilearn.maskers import NiftiMapsMasker as NilearnMasker
+
+    with pytest.raises(ValueError, match="Overlap detected in the maps"):
+        NiftiMapsMasker(maps, allow_overlap=False).fit_transform(data)
+    disjoint = np.zeros((*maps.shape[:3], 2))
+    disjoint[:6, ..., 0] = np.random.default_rng(0).normal(size=(6, *maps.shape[1:3]))
+    disjoint[8:, ..., 1] = 1.0  # map 0 has negative weights, nilearn clips them in maps_img_
+    img = nib.Nifti1Image(disjoint, maps.affine)
+    data = make_data(img, dtype=np.float64, shape=maps.shape[:3], affine=maps.affine)
+    masker = NiftiMapsMasker(img, allow_overlap=False, resampling_target=None).fit(data)
+    ours = masker.transform(data)
+    np.testing.assert_array_equal(np.asarray(masker.maps_img_.dataobj), disjoint)
+    kept_negative = NiftiMapsMasker(img, resampling_target=None).fit_transform(data)
+    np.testing.assert_allclose(ours, kept_negative)
+    clipped = NilearnMasker(img, allow_overlap=False, resampling_target=None).fit(data)
+    clipped.transform(data)
+    assert np.asarray(clipped.maps_img_.dataobj).min() == 0  # nilearn's in-place clipping
+
+
+def test_dropped_maps_keep_inverse_transform_and_names_consistent(maps, data):
+    """keep_masked_maps=False drops maps empty in the mask; unlike nilearn (quirk Q5) the
+    feature names and inverse_transform follow the maps actually extracted."""
+    from conftest import make_mask
+
+    mask = make_mask(radius=5.0, centre=(12.0, 12.0, 6.0))
+    with pytest.warns(UserWarning, match="maps with the following indices were removed"):
+        masker = NiftiMapsMasker(maps, mask_img=mask).fit(data)
+        signals = masker.transform(data)
+    assert signals.shape[1] < masker.n_elements_
+    assert len(masker.get_feature_names_out()) == signals.shape[1]
+    img = masker.inverse_transform(signals)
+    assert img.shape[3] == data.shape[3]
+
+
+def test_inverse_transform_matches_nilearn(maps, data):
+    from conftest import make_mask
+    from nilearn.maskers import NiftiMapsMasker as NilearnMasker
+
+    params = dict(maps_img=maps, mask_img=make_mask(), keep_masked_maps=True)
+    with pytest.warns(FutureWarning):
+        ours = NiftiMapsMasker(**params).fit(data)
+        ref = NilearnMasker(**params).fit(data)
+        signals = ref.transform(data)
+    a, b = ours.inverse_transform(signals), ref.inverse_transform(signals)
+    np.testing.assert_allclose(np.asarray(a.dataobj), np.asarray(b.dataobj), atol=1e-10)
+    np.testing.assert_array_equal(a.affine, b.affine)
