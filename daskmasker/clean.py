@@ -1,39 +1,74 @@
-"""Temporal cleaning of region signals with nilearn 0.14.1's ``signal.clean`` semantics.
+"""Temporal cleaning of (T × K) region signals with nilearn 0.14.1's ``signal.clean`` semantics.
 
-Pure numpy/scipy on a (T × K) array: detrending, Butterworth or cosine filtering, confound
-regression, scrubbing with ``sample_mask`` and standardization, in nilearn's order:
+Pure numpy/scipy, one run.  The steps and their order are nilearn's:
 
-* no filter or cosine: censor, detrend, regress confounds, standardize;
-* Butterworth: interpolate censored volumes, detrend, filter, censor, regress, standardize.
+* without a filter or with ``filter='cosine'``: censor (``sample_mask``), detrend, regress the
+  confounds, standardize;
+* with a Butterworth filter: interpolate the censored volumes, detrend, filter, censor, regress
+  the confounds, standardize.
 
-One deliberate difference: with Butterworth filtering and a ``sample_mask``, nilearn's
-``_interpolate_volumes`` indexes with ``~`` on an integer index array (a bitwise NOT), so it
-interpolates the *mirrored* volumes ``T-1-k`` instead of the censored ones.  Here exactly the
-censored volumes are interpolated (a cubic spline through the kept ones), which is what nilearn
-documents.  The caller's arrays are never modified.
+Confounds are detrended and filtered like the signals; cosine drifts are built on the full-length
+series and then treated as confounds.  float32 signals stay float32 throughout, as in nilearn.
+
+Two deliberate differences from nilearn (both with Butterworth filtering and a ``sample_mask``):
+the censored volumes themselves are interpolated (nilearn interpolates mirrored volumes, see
+:func:`daskmasker.filters.interpolate_censored`), and the caller's ``sample_mask`` is not shifted
+in place (nilearn mutates an int32 array with ``-=``).  No function here modifies its inputs.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Any, Literal
 
 import numpy as np
 from scipy import linalg
-from scipy import signal as sp_signal
-from scipy.interpolate import CubicSpline
 
-from daskmasker.confounds import ensure_float
+from daskmasker.confounds import ensure_float, load_confounds, load_sample_mask
+from daskmasker.filters import add_cosine_drift, butterworth, interpolate_censored
+from daskmasker.params import check_params
 
 EPS64 = np.finfo(np.float64).eps
+STANDARDS = ("psc", "zscore_sample", "zscore")
 STANDARDIZE_BOOL_WARNING = (
     "boolean values for 'standardize' will be deprecated in nilearn 0.15.0.\n"
     "Use 'zscore_sample' instead of 'True' or use 'None' instead of 'False'."
 )
 
 
+def _as_float_array(signals: np.ndarray) -> np.ndarray:
+    """A float copy as sklearn's ``as_float_array`` (used by nilearn's ``_detrend``) makes it."""
+    x = np.asarray(signals)
+    if x.dtype in (np.float32, np.float64):
+        return x.copy()
+    if x.dtype.kind in "uib" and x.dtype.itemsize <= 4:
+        return x.astype(np.float32)
+    return x.astype(np.float64)
+
+
 def detrend_signals(signals: np.ndarray) -> np.ndarray:
-    """Remove each column's mean and linear trend (a new array, in the signals' float dtype)."""
-    x = ensure_float(np.array(signals, copy=True))
+    """Remove each column's mean and linear trend (nilearn's ``_detrend``).
+
+    Computed in the signals' dtype (float32 stays float32; integers ≤ 4 bytes become float32,
+    others float64).  A single volume is returned as is, with nilearn's ``UserWarning``.
+
+    Parameters
+    ----------
+    signals : ndarray, shape (T, K)
+
+    Returns
+    -------
+    ndarray
+        A new array.
+
+    Examples
+    --------
+    >>> detrend_signals(np.array([[1.0, 5.0], [2.0, 3.0], [3.0, 4.0]])).round(12) + 0.0
+    array([[ 0. ,  0.5],
+           [ 0. , -1. ],
+           [ 0. ,  0.5]])
+    """
+    x = _as_float_array(signals)
     if x.shape[0] == 1:
         warnings.warn(
             "Detrending of 3D signal has been requested but would lead to zero values. Skipping.",
@@ -41,42 +76,37 @@ def detrend_signals(signals: np.ndarray) -> np.ndarray:
             stacklevel=2,
         )
         return x
-    x -= x.mean(axis=0)
+    x -= np.mean(x, axis=0)
     ramp = np.arange(x.shape[0], dtype=x.dtype)
     ramp -= ramp.mean()
     norm = np.sqrt((ramp**2).sum())
     if not norm < EPS64:
         ramp /= norm
-    x -= np.outer(ramp, ramp @ x)
+    x -= np.dot(ramp, x) * ramp[:, np.newaxis]
     return x
 
 
-def standardize_signals(signals: np.ndarray, method: str | None) -> np.ndarray:
-    """z-score (``'zscore_sample'`` ddof 1, ``'zscore'`` ddof 0) or percent signal change."""
-    x = np.array(signals, copy=True)
-    if method is None:
-        return x
-    if method not in ("zscore_sample", "zscore", "psc"):
-        raise ValueError(
-            f"'standardize' must be one of ['psc', 'zscore_sample', 'zscore']. Got {method!r}."
-        )
-    if x.shape[0] == 1:
-        warnings.warn(
-            "Standardization of 3D signal has been requested but would lead to zero values. "
-            "Skipping.",
-            UserWarning,
-            stacklevel=2,
-        )
-        return x
-    if method in ("zscore_sample", "zscore"):
-        x = x - x.mean(axis=0)
-        std = x.std(axis=0, ddof=1 if method == "zscore_sample" else 0)
-        std[std < EPS64] = 1.0
-        x /= std
-        return x
+def zscore(signals: np.ndarray, ddof: int = 1) -> np.ndarray:
+    """Center each column and divide by its standard deviation (``ddof=1``: 'zscore_sample').
+
+    Columns whose standard deviation is below float64 eps are only centered, so a constant
+    column becomes 0 rather than NaN.
+    """
+    x = ensure_float(np.array(signals, copy=True))
+    x -= x.mean(axis=0)
+    std = x.std(axis=0, ddof=ddof)
+    std[std < EPS64] = 1.0
+    x /= std
+    return x
+
+
+def percent_signal_change(signals: np.ndarray) -> np.ndarray:
+    """``(x - mean) / |mean| * 100`` per column; columns of ~zero mean become 0 (with a warning)."""
+    x = ensure_float(np.asarray(signals))
     mean = x.mean(axis=0)
     invalid = np.abs(mean) < EPS64
-    x = (x - mean) / np.abs(mean) * 100
+    x = (x - mean) / np.abs(mean)
+    x *= 100
     if invalid.any():
         warnings.warn(
             "psc standardization strategy is meaningless for features that have a mean of 0. "
@@ -88,142 +118,65 @@ def standardize_signals(signals: np.ndarray, method: str | None) -> np.ndarray:
     return x
 
 
-def _check_wn(btype: str, freq: float, nyq: float) -> float:
-    eps = np.finfo(np.float32).eps
-    if freq >= nyq:
-        freq = nyq - (nyq * 10 * eps)
-        warnings.warn(
-            f"The frequency specified for the {btype} pass filter is too high to be handled by "
-            "a digital filter (superior to Nyquist frequency). "
-            f"It has been lowered to {freq} (Nyquist frequency).",
-            UserWarning,
-            stacklevel=3,
-        )
-    elif freq < 0.0:
-        freq = nyq * eps
-        warnings.warn(
-            f"The frequency specified for the {btype} pass filter is too low to be handled by a "
-            f"digital filter (must be non-negative). It has been set to eps: {freq}.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return freq
-
-
-def butterworth(
-    signals: np.ndarray,
-    sampling_rate: float,
-    low_pass: float | None = None,
-    high_pass: float | None = None,
-    order: int = 5,
-    padtype: str = "odd",
-    padlen: int | None = None,
+def standardize_signals(
+    signals: np.ndarray, method: Literal["zscore_sample", "zscore", "psc"] | None
 ) -> np.ndarray:
-    """Zero-phase Butterworth filtering of each column (``sosfiltfilt``), nilearn's rules."""
-    x = np.array(signals, copy=True)
-    if low_pass is None and high_pass is None:
-        return x
-    if low_pass is not None and high_pass is not None and high_pass >= low_pass:
+    """Standardize each column: 'zscore_sample' (ddof 1), 'zscore' (ddof 0), 'psc' or None.
+
+    nilearn's ``standardize_signal`` (plus 'zscore'): a single volume is returned unchanged with
+    a ``UserWarning``; any other method is a ``ValueError``.
+
+    Returns
+    -------
+    ndarray
+        A new array.
+    """
+    if method is None:
+        return np.array(signals, copy=True)
+    if method not in STANDARDS:
         raise ValueError(
-            f"High pass cutoff frequency ({high_pass}) is greater than or equal to low pass "
-            f"filter frequency ({low_pass}). This case is not handled by this function."
+            f"'standardize' must be one of {list(STANDARDS)}.\n'{method}' was provided."
         )
-    nyq = sampling_rate * 0.5
-    critical = []
-    if high_pass is not None:
-        btype = "high"
-        critical.append(_check_wn(btype, high_pass, nyq))
-    if low_pass is not None:
-        btype = "low"
-        critical.append(_check_wn(btype, low_pass, nyq))
-    if len(critical) == 2:
-        btype = "band"
-        if critical[0] == critical[1]:
-            warnings.warn(
-                "Signals are returned unfiltered because band-pass critical frequencies are "
-                "equal. Please check that inputs for sampling_rate, low_pass, and high_pass are "
-                "valid.",
-                UserWarning,
-                stacklevel=2,
-            )
-            return x
-        wn = critical
-    else:
-        wn = critical[0]
-    sos = sp_signal.butter(N=order, Wn=wn, btype=btype, output="sos", fs=sampling_rate)
-    filtered = sp_signal.sosfiltfilt(sos, x, axis=0, padtype=padtype, padlen=padlen)
-    return filtered.astype(x.dtype, copy=False)
-
-
-def cosine_drift(high_pass: float, n_scans: int, t_r: float) -> np.ndarray:
-    """DCT-II drift regressors up to ``high_pass`` Hz, without the constant (n_scans × order)."""
-    frame_times = np.arange(n_scans) * t_r
-    dt = (frame_times[-1] - frame_times[0]) / (n_scans - 1) if n_scans > 1 else t_r
-    if high_pass * dt >= 0.5:
+    if signals.shape[0] == 1:
         warnings.warn(
-            "High-pass filter will span all accessible frequencies and saturate the design "
-            f"matrix. You may want to reduce the high_pass value.The provided value is "
-            f"{high_pass} Hz",
+            "Standardization of 3D signal has been requested but would lead to zero values. "
+            "Skipping.",
             UserWarning,
             stacklevel=2,
         )
-    order = int(min(n_scans - 1, int(np.floor(2 * n_scans * high_pass * dt))))
-    k = np.arange(1, order + 1)
-    t = np.arange(n_scans)[:, None]
-    return np.sqrt(2.0 / n_scans) * np.cos((np.pi / n_scans) * (t + 0.5) * k)
-
-
-def _add_cosine_drift(confounds, high_pass, n_scans, t_r):
-    drift = cosine_drift(high_pass, n_scans, t_r)
-    if drift.shape[1] == 0:
-        warnings.warn(
-            "Cosine filter was not created. The time series might be too short or the high "
-            "pass filter is not suitable for the data.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return confounds
-    if confounds is None:
-        return drift.copy()
-    corr = np.corrcoef(drift.T, confounds.T)
-    np.fill_diagonal(corr, 0)
-    if (corr[: drift.shape[1], :].flatten() > 0.9).sum() > 0:
-        warnings.warn(
-            "Cosine filter(s) exist in user supplied confounds.Use user supplied regressors only.",
-            UserWarning,
-            stacklevel=3,
-        )
-        return confounds
-    return np.hstack((confounds, drift))
-
-
-def interpolate_censored(
-    volumes: np.ndarray, sample_mask: np.ndarray, t_r: float, extrapolate: bool
-) -> np.ndarray:
-    """Replace the censored volumes (those not in ``sample_mask``) by a cubic spline of the kept.
-
-    Outside the kept range the values are extrapolated, or NaN when ``extrapolate`` is False.
-    """
-    out = np.array(volumes, copy=True)
-    frame_times = np.arange(out.shape[0]) * t_r
-    spline = CubicSpline(frame_times[sample_mask], out[sample_mask], extrapolate=extrapolate)
-    censored = np.ones(out.shape[0], dtype=bool)
-    censored[sample_mask] = False
-    out[censored] = spline(frame_times[censored])
-    return out
+        return np.array(signals, copy=True)
+    if method == "psc":
+        return percent_signal_change(signals)
+    return zscore(signals, ddof=1 if method == "zscore_sample" else 0)
 
 
 def regress_confounds(
     signals: np.ndarray, confounds: np.ndarray, standardize_confounds: bool = True
 ) -> np.ndarray:
-    """Project the confounds out of the signals (pivoted QR, nilearn's rank threshold)."""
+    """Project the confounds out of the signals, as nilearn does.
+
+    The confounds are z-scored (``standardize_confounds``) or divided by their max |value|
+    (not centered); an orthonormal basis of their span comes from a column-pivoted QR, keeping
+    the columns with ``|R_ii| > 100 eps``, so constant or collinear confounds are dropped.
+
+    Parameters
+    ----------
+    signals : ndarray, shape (T, K)
+    confounds : ndarray, shape (T, C)
+    standardize_confounds : bool, default=True
+
+    Returns
+    -------
+    ndarray
+        A new array in the dtype of ``signals``.
+    """
     if standardize_confounds:
         conf = standardize_signals(confounds, "zscore_sample")
     else:
-        conf = np.array(confounds, dtype=np.float64 if confounds.dtype.kind != "f" else None)
+        conf = ensure_float(np.array(confounds, copy=True))
         peak = np.max(np.abs(conf), axis=0)
         peak[peak == 0] = 1
-        conf = conf / peak
+        conf /= peak
     q, r, _ = linalg.qr(conf, mode="economic", pivoting=True)
     q = q[:, np.abs(np.diag(r)) > EPS64 * 100.0]
     out = np.array(signals, copy=True)
@@ -231,8 +184,19 @@ def regress_confounds(
     return out
 
 
-def check_filter(filter, low_pass, high_pass, t_r):
-    """nilearn's filter checks; returns the effective filter ('butterworth', 'cosine', False)."""
+def check_filter(
+    filter: Any, low_pass: float | None, high_pass: float | None, t_r: float | None
+) -> Literal["butterworth", "cosine", False]:
+    """The filter that will run ('butterworth', 'cosine' or False), with nilearn's checks.
+
+    Butterworth without any cutoff means no filtering; it needs ``t_r``; 'cosine' needs ``t_r``
+    and ``high_pass``; ``False`` with a cutoff warns that nothing is filtered.
+
+    Raises
+    ------
+    ValueError
+        For an unknown filter or a missing ``t_r`` / ``high_pass`` (nilearn's messages).
+    """
     if filter not in ("butterworth", "cosine", False):
         raise ValueError(f"Filter method {filter} not implemented.")
     if filter is False:
@@ -259,50 +223,104 @@ def check_filter(filter, low_pass, high_pass, t_r):
     return "butterworth"
 
 
+def _scrub(x, conf, mask, filter_type, t_r, extrapolate):
+    """Censor (no filter, cosine) or interpolate (Butterworth) the volumes outside the mask.
+
+    Returns the signals, confounds and the mask to apply after filtering (None if done).
+    """
+    if filter_type != "butterworth":
+        return x[mask], None if conf is None else conf[mask], None
+    x = interpolate_censored(x, mask, t_r, extrapolate)
+    conf = None if conf is None else interpolate_censored(conf, mask, t_r, extrapolate)
+    if not extrapolate:
+        span = slice(mask[0], mask[-1] + 1)
+        x, conf, mask = x[span], None if conf is None else conf[span], mask - mask[0]
+    return x, conf, mask
+
+
 def clean_signals(
     signals: np.ndarray,
     *,
     detrend: bool = False,
-    standardize="zscore_sample",
+    standardize: Literal["zscore_sample", "zscore", "psc"] | bool | None = "zscore_sample",
     standardize_confounds: bool = True,
-    confounds: np.ndarray | None = None,
-    sample_mask: np.ndarray | None = None,
+    confounds: Any = None,
+    sample_mask: Any = None,
     t_r: float | None = None,
     low_pass: float | None = None,
     high_pass: float | None = None,
-    filter="butterworth",
+    filter: Literal["butterworth", "cosine", False] = "butterworth",
     extrapolate: bool = False,
-    ensure_finite: bool = False,
     butterworth_order: int = 5,
-    padtype: str = "odd",
+    padtype: str | None = "odd",
     padlen: int | None = None,
+    ensure_finite: bool = False,
 ) -> np.ndarray:
-    """Clean (T × K) signals as ``nilearn.signal.clean`` does for one run.
+    """Clean (T × K) signals exactly as ``nilearn.signal.clean`` does for one run.
 
     Parameters
     ----------
     signals : ndarray, shape (T, K)
-    detrend : bool
-    standardize : {'zscore_sample', 'zscore', 'psc', True, False, None}
-    standardize_confounds : bool
-    confounds : ndarray of shape (T, C), optional
-        Already loaded (see :func:`daskmasker.confounds.load_confounds`).
-    sample_mask : int ndarray, optional
-        Indices of the volumes to keep (see :func:`daskmasker.confounds.load_sample_mask`).
-    t_r, low_pass, high_pass : float, optional
-    filter : {'butterworth', 'cosine', False}
-    extrapolate : bool
-        With Butterworth and a sample mask, extrapolate censored volumes at the edges.
-    ensure_finite : bool
-        Replace non-finite values by 0 first.
+        Integer signals become float32 (≤ 4 bytes) or float64.
+    detrend : bool, default=False
+        Remove the mean and linear trend of the signals and confounds.
+    standardize : {'zscore_sample', 'zscore', 'psc', True, False, None}, default='zscore_sample'
+        'zscore' (ddof 0) is accepted besides nilearn 0.14.1's values; True means
+        'zscore_sample' and False None, with nilearn's ``FutureWarning``.
+    standardize_confounds : bool, default=True
+    confounds : ndarray, DataFrame, path, or a list of these, optional
+        Anything :func:`daskmasker.confounds.load_confounds` accepts.
+    sample_mask : ndarray or list, optional
+        Volumes to keep (indices or booleans), as :func:`daskmasker.confounds.load_sample_mask`.
+    t_r : float, optional
+        Repetition time in seconds; needed to filter.
+    low_pass, high_pass : float, optional
+        Cutoffs in Hz.
+    filter : {'butterworth', 'cosine', False}, default='butterworth'
+        'cosine' adds DCT drift regressors below ``high_pass`` to the confounds.
+    extrapolate : bool, default=False
+        With Butterworth and a sample mask: extrapolate the censored volumes before the first
+        (after the last) kept one, instead of dropping them.
     butterworth_order, padtype, padlen
-        Butterworth options (nilearn's ``butterworth__*`` clean_args).
+        nilearn's ``butterworth__order``, ``butterworth__padtype`` and ``butterworth__padlen``.
+    ensure_finite : bool, default=False
+        Replace NaN and infinite values of the signals by 0 first.
 
     Returns
     -------
     ndarray
-        The cleaned signals (a new array), ``len(sample_mask)`` rows when censoring.
+        A new array of shape (T, K), or (len(sample_mask), K); float32 for float32 signals.
+
+    Raises
+    ------
+    TypeError, ValueError, IndexError
+        nilearn's errors and messages for bad parameters, cutoffs, confounds and sample masks;
+        scipy's when T is too short for the Butterworth padding.
+
+    Warns
+    -----
+    UserWarning
+        Every warning ``nilearn.signal.clean`` emits, with its text, once per call.
+    FutureWarning
+        For a boolean ``standardize``, once per call as ``nilearn.signal.clean`` (nilearn's
+        masker emits a second one of its own in ``transform``).
+
+    Notes
+    -----
+    With Butterworth filtering and a sample mask the censored volumes are interpolated, where
+    nilearn interpolates their mirror images (``T - 1 - k``); results agree whenever the mirror
+    of every censored volume is kept.  Otherwise the results match nilearn to rounding.
     """
+    check_params(
+        dict(
+            detrend=detrend,
+            standardize=standardize,
+            standardize_confounds=standardize_confounds,
+            t_r=t_r,
+            low_pass=low_pass,
+            high_pass=high_pass,
+        )
+    )
     if confounds is not None and not detrend and not standardize_confounds:
         warnings.warn(
             "When confounds are provided, one must perform detrend and/or standardize "
@@ -314,54 +332,43 @@ def clean_signals(
             stacklevel=2,
         )
     filter_type = check_filter(filter, low_pass, high_pass, t_r)
-    x = ensure_float(np.array(signals, copy=True))
+    x = np.array(signals, copy=True, order="C")
+    if x.ndim != 2:
+        raise ValueError(f"signals must be a 2D (time, signal) array, got shape {x.shape}")
+    n_scans = x.shape[0]
+    conf = load_confounds(confounds, n_scans)
+    mask = load_sample_mask(sample_mask, n_scans)
     if ensure_finite:
         x[~np.isfinite(x)] = 0
-    conf = None if confounds is None else ensure_float(np.array(confounds, copy=True))
+    x = ensure_float(x)
     if isinstance(standardize, bool):
         warnings.warn(STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=2)
         standardize = "zscore_sample" if standardize else None
-    mask = None if sample_mask is None else np.asarray(sample_mask, dtype=np.int64)
 
     if filter_type == "cosine":
-        conf = _add_cosine_drift(conf, high_pass, x.shape[0], t_r)
+        conf = add_cosine_drift(conf, high_pass, n_scans, t_r)
         if low_pass is not None:
             warnings.warn(
                 "low_pass is not implemented for filter='cosine'", UserWarning, stacklevel=2
             )
     if mask is not None:
-        if filter_type == "butterworth":
-            x = interpolate_censored(x, mask, t_r, extrapolate)
-            keep_rows = ~np.isnan(x).all(axis=1)
-            x = x[keep_rows]
-            if conf is not None:
-                conf = interpolate_censored(conf, mask, t_r, extrapolate)
-                conf = conf[~np.isnan(conf).all(axis=1)]
-            if not extrapolate:
-                mask = mask - mask[0]
-        else:
-            x = x[mask]
-            conf = None if conf is None else conf[mask]
-
+        x, conf, mask = _scrub(x, conf, mask, filter_type, t_r, extrapolate)
     mean_before = x.mean(axis=0)
     if detrend:
         x = detrend_signals(x)
-        if conf is not None:
-            conf = detrend_signals(conf)
+        conf = None if conf is None else detrend_signals(conf)
     if filter_type == "butterworth":
-        kwargs = dict(order=butterworth_order, padtype=padtype, padlen=padlen)
-        x = butterworth(x, 1.0 / t_r, low_pass=low_pass, high_pass=high_pass, **kwargs)
-        if conf is not None:
-            conf = butterworth(conf, 1.0 / t_r, low_pass=low_pass, high_pass=high_pass, **kwargs)
+        options = dict(low_pass=low_pass, high_pass=high_pass, order=butterworth_order)
+        options.update(padtype=padtype, padlen=padlen)
+        x = butterworth(x, 1.0 / t_r, **options)
+        conf = None if conf is None else butterworth(conf, 1.0 / t_r, **options)
         if mask is not None:
-            x = x[mask]
-            conf = None if conf is None else conf[mask]
+            x, conf = x[mask], None if conf is None else conf[mask]
     if conf is not None:
         x = regress_confounds(x, conf, standardize_confounds)
     if not standardize:
         return x
-    if standardize == "psc":
-        mean_check = np.abs(x.mean(0)).mean() / np.abs(mean_before).mean() < 1e-1
-        if mean_check:
-            return standardize_signals(x + mean_before, "psc")
+    mean_removed = np.abs(x.mean(0)).mean() / np.abs(mean_before).mean() < 1e-1
+    if standardize == "psc" and mean_removed:
+        x = x + mean_before
     return standardize_signals(x, standardize)

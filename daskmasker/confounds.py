@@ -1,10 +1,21 @@
-"""Confounds and sample masks: loading and validation with nilearn's rules and messages.
+"""Confounds and sample masks: loading and validation with nilearn 0.14.1's rules and messages.
 
-Confound files are parsed as nilearn's ``csv_to_array`` does: whitespace first, then a sniffed
-delimiter among space, tab, comma and semicolon; a header row is skipped only when the first parsed
-value is NaN.  So, as in nilearn, a pandas index column saved with ``DataFrame.to_csv(path)``
-becomes
-a regressor; save with ``index=False`` (and non-numeric column names).
+Both loaders return new arrays: the caller's arrays, DataFrames and lists are never modified.
+
+Confound files are parsed as nilearn's ``csv_to_array`` does: ``np.genfromtxt`` with whitespace
+delimiters first, then a delimiter sniffed among space, tab, comma and semicolon.  A header row is
+skipped only when the first parsed value is NaN, so, as in nilearn, the index column written by
+``DataFrame.to_csv(path)`` becomes a regressor (save with ``index=False``), and a header of
+numeric column names is read as data.
+
+Differences from nilearn, all on inputs nilearn rejects with an obscure error or mishandles:
+
+* a single-column confounds file is one regressor (nilearn raises ``IndexError``);
+* a sample_mask index equal to the number of volumes is rejected with the same ``IndexError`` as
+  larger ones (nilearn lets it through to numpy's "index 12 is out of bounds");
+* a boolean sample_mask must have one value per volume (nilearn silently censors the volumes past
+  a shorter mask), float indices must be whole numbers (nilearn truncates them), and an empty
+  sample_mask is a clear ``ValueError`` (nilearn: "zero-size array to reduction operation").
 """
 
 from __future__ import annotations
@@ -17,18 +28,51 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+CONFOUNDS_TYPES_MESSAGE = (
+    "'confounds' must be of type(s): '<class 'list'>, <class 'tuple'>, <class 'str'>, "
+    "<class 'numpy.ndarray'>, <class 'pandas.DataFrame'>'."
+)
+SAMPLE_MASK_TYPES_MESSAGE = (
+    "'sample_masks' must be of type(s): '<class 'list'>, <class 'tuple'>, <class 'numpy.ndarray'>'."
+)
+
 
 def ensure_float(data: np.ndarray) -> np.ndarray:
-    """nilearn's ``_ensure_float``: ints of ≤4 bytes become float32, 8-byte ints float64."""
+    """nilearn's ``_ensure_float``: float arrays unchanged, 8-byte others float64, else float32.
+
+    Examples
+    --------
+    >>> ensure_float(np.arange(3, dtype=np.int16)).dtype
+    dtype('float32')
+    >>> ensure_float(np.arange(3, dtype=np.int64)).dtype
+    dtype('float64')
+    """
     if data.dtype.kind != "f":
         return data.astype(np.float64 if data.dtype.itemsize == 8 else np.float32)
     return data
 
 
 def read_confounds_file(path: str | os.PathLike) -> np.ndarray:
-    """Parse a confounds file (csv, tsv or whitespace-separated) like nilearn."""
+    """Parse a csv, tsv or whitespace-separated confounds file exactly as nilearn does.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    ndarray
+        float64, 1D for a single column or a single row (as ``np.genfromtxt`` returns it).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    TypeError
+        If no delimiter can be sniffed (nilearn's "Could not read CSV file [...]").
+    """
     path = Path(path).expanduser()
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"confounds file not found: '{path}'")
 
     def parse(**kwargs):
@@ -49,103 +93,160 @@ def read_confounds_file(path: str | os.PathLike) -> np.ndarray:
 
 
 def _one_confound(confound: Any, n_scans: int) -> np.ndarray:
+    """One element of the confounds list as a (n_scans, n) array, nilearn's checks and errors."""
     if isinstance(confound, pd.DataFrame):
         confound = confound.to_numpy()
     if isinstance(confound, str | os.PathLike):
         array = read_confounds_file(confound)
         if array.ndim == 1:
-            array = array[:, None]
+            array = array[:, np.newaxis]
         if array.shape[0] != n_scans:
             raise ValueError(
-                f"Confound signal has an incorrect length. \nSignal length: {n_scans}; "
-                f"confound length: {array.shape[0]} (file '{confound}')"
+                "Confound signal has an incorrect length. \n"
+                f"Signal length: {n_scans}; confound length: {array.shape[0]} "
+                f"(file '{confound}')"
             )
         return array
     if isinstance(confound, np.ndarray):
         if confound.ndim == 1:
-            confound = confound[:, None]
+            confound = confound[:, np.newaxis]
         elif confound.ndim != 2:
             raise ValueError(
                 f"confound array has an incorrect number of dimensions: {confound.ndim}"
             )
         if confound.shape[0] != n_scans:
             raise ValueError(
-                f"Confound signal has an incorrect length. Signal length: {n_scans}; "
-                f"confound length: {confound.shape[0]}."
+                "Confound signal has an incorrect length. "
+                f"Signal length: {n_scans}; confound length: {confound.shape[0]}."
             )
         return confound
     raise TypeError(f"confound has an unhandled type: {confound.__class__}")
 
 
 def load_confounds(confounds: Any, n_scans: int) -> np.ndarray | None:
-    """Confounds as one float (n_scans × n_confounds) array, or None.
+    """Confounds as one float (n_scans × n_confounds) array, as ``nilearn.signal.clean`` reads them.
 
     Parameters
     ----------
-    confounds : ndarray, DataFrame, str, Path, or a list/tuple of these
+    confounds : ndarray, DataFrame, str, path-like, list or tuple of these, or None
+        A 1D array is one regressor; several items are stacked side by side in order.
     n_scans : int
         Number of volumes of the image.
 
     Returns
     -------
     ndarray or None
-        A new array: the caller's objects are never modified.
+        A new array, cast as nilearn's ``_ensure_float`` (int ≤ 4 bytes → float32, else float64).
+
+    Raises
+    ------
+    TypeError
+        For an unsupported type (nilearn's messages).
+    ValueError
+        For a length that is not ``n_scans``, an array with more than 2 dimensions, or an empty
+        list.
+    FileNotFoundError
+        For a missing confounds file.
+
+    Examples
+    --------
+    >>> load_confounds([np.arange(4), np.ones((4, 2))], n_scans=4).shape
+    (4, 3)
     """
     if confounds is None:
         return None
+    if isinstance(confounds, Path):
+        confounds = str(confounds)
+    if not isinstance(confounds, list | tuple | str | np.ndarray | pd.DataFrame):
+        raise TypeError(f"{CONFOUNDS_TYPES_MESSAGE}\nGot: '{confounds.__class__.__name__}'")
     if not isinstance(confounds, list | tuple):
         confounds = [confounds]
     if len(confounds) == 0:
-        return None
-    parts = [np.array(_one_confound(c, n_scans), copy=True) for c in confounds]
-    return ensure_float(np.hstack(parts))
+        raise ValueError(
+            "confounds is an empty list: need at least one array to concatenate "
+            "(pass None for no confounds)"
+        )
+    return ensure_float(np.hstack([_one_confound(c, n_scans) for c in confounds]))
+
+
+def _mask_indices(mask: Any, n_scans: int) -> np.ndarray:
+    """One sample_mask (indices or booleans) as an int64 index array, checked."""
+    if np.ndim(mask) == 0:
+        kind = type(mask).__name__
+        raise TypeError(
+            f"'{kind}' object is not iterable: a sample_mask given as a list must hold one "
+            f"array of indices or booleans, not {kind}s (wrap a flat list in np.array or in "
+            "another list)"
+        )
+    array = np.asarray(mask)
+    if array.ndim != 1:
+        raise ValueError(f"sample_mask must be 1D, got an array of shape {array.shape}")
+    if array.dtype == bool:
+        if array.size != n_scans:
+            raise IndexError(
+                f"boolean sample_mask has {array.size} values but the signal contains "
+                f"{n_scans} time points"
+            )
+        return np.flatnonzero(array)
+    if array.size and array.dtype.kind == "f":
+        fractional = array[~np.isfinite(array) | (array != np.round(array))]
+        if fractional.size:
+            raise ValueError(f"sample_mask indices must be whole numbers, got {fractional}")
+    elif array.size and array.dtype.kind not in "iu":
+        raise TypeError(f"sample_mask must hold integer indices or booleans, got {array.dtype}")
+    if array.size and array.min() < 0:
+        raise ValueError("sample_mask should not contain negative values.")
+    return array.astype(np.int64)
 
 
 def load_sample_mask(sample_mask: Any, n_scans: int) -> np.ndarray | None:
-    """Volumes to keep as sorted-as-given int32 indices, or None.
+    """The volumes to keep as int32 indices (in the order given), or None.
 
-    Accepts indices, booleans of length ``n_scans``, or a list/tuple holding one of them (nilearn's
-    forms).  Unlike nilearn, an index equal to ``n_scans`` is rejected with the same clear error as
-    larger ones (nilearn lets it through to a numpy IndexError).
+    Parameters
+    ----------
+    sample_mask : ndarray, list or tuple, or None
+        1D indices of the volumes to keep, 1D booleans with one value per volume (True keeps),
+        or a list/tuple holding one such mask (nilearn's per-run form, one run).
+    n_scans : int
+        Number of volumes of the image.
+
+    Returns
+    -------
+    ndarray of int32 or None
+        A new array, never the caller's.
+
+    Raises
+    ------
+    TypeError
+        For an unsupported type, or a flat list of booleans or ints (nilearn's
+        "'bool' object is not iterable").
+    ValueError
+        For a list of several masks, negative or fractional indices, or a mask keeping nothing.
+    IndexError
+        For indices ≥ ``n_scans``, more indices than volumes, or booleans of the wrong length.
+
+    Examples
+    --------
+    >>> load_sample_mask(np.array([True, False, True]), n_scans=3)
+    array([0, 2], dtype=int32)
     """
     if sample_mask is None:
         return None
     if not isinstance(sample_mask, list | tuple | np.ndarray):
-        raise TypeError(
-            "'sample_masks' must be of type(s): 'list, tuple, ndarray'.\n"
-            f"Got: '{sample_mask.__class__.__name__}'"
-        )
+        raise TypeError(f"{SAMPLE_MASK_TYPES_MESSAGE}\nGot: '{sample_mask.__class__.__name__}'")
     masks = (sample_mask,) if isinstance(sample_mask, np.ndarray) else sample_mask
-    if any(isinstance(m, bool | np.bool_) for m in masks):
-        raise TypeError(
-            "'bool' object is not iterable: sample_mask as a flat list of booleans is not "
-            "accepted; pass a numpy boolean array or a list holding one"
-        )
-    if len(masks) != 1:
-        raise ValueError(f"Number of sample_mask ({len(masks)}) not matching number of runs (1).")
-    mask = np.asarray(masks[0])
-    if mask.ndim != 1:
-        raise ValueError(f"sample_mask must be 1D, got shape {mask.shape}")
-    if mask.dtype == bool:
-        if mask.size != n_scans:
-            raise IndexError(
-                f"sample_mask 1 of 1 is has more timepoints than the current run ;sample_mask "
-                f"contains {mask.size} index but the run has {n_scans} timepoints."
-                if mask.size > n_scans
-                else f"boolean sample_mask has {mask.size} values but the image has "
-                f"{n_scans} volumes"
-            )
-        mask = np.flatnonzero(mask)
-    elif mask.size and mask.dtype.kind not in "iu":
-        raise TypeError(f"sample_mask must hold integers or booleans, got dtype {mask.dtype}")
-    if mask.size == 0:
-        raise ValueError("sample_mask removes every volume: at least one volume must be kept.")
-    if mask.min() < 0:
-        raise ValueError("sample_mask should not contain negative values.")
+    indices = [_mask_indices(mask, n_scans) for mask in masks]
+    if len(indices) != 1:
+        raise ValueError(f"Number of sample_mask ({len(indices)}) not matching number of runs (1).")
+    mask = indices[0]
     if mask.size > n_scans:
         raise IndexError(
-            f"sample_mask 1 of 1 is has more timepoints than the current run ;sample_mask "
+            "sample_mask 1 of 1 is has more timepoints than the current run ;sample_mask "
             f"contains {mask.size} index but the run has {n_scans} timepoints."
+        )
+    if mask.size == 0:
+        raise ValueError(
+            f"sample_mask removes every volume (keeps none of {n_scans}): at least one must be kept"
         )
     invalid = mask[mask >= n_scans]
     if invalid.size:
