@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 DEFAULT_CHUNK_BYTES = 32 * 2**20
+DEFAULT_GEMM_BYTES = 64 * 2**20
+MAX_GEMM_VOLUMES = 32
 
 
 def time_chunks(
@@ -29,3 +31,28 @@ def time_chunks(
     n_chunks = -(-n_volumes // per_chunk)
     base, extra = divmod(n_volumes, n_chunks)
     return tuple(base + 1 if i < extra else base for i in range(n_chunks))
+
+
+def gemm_volumes(
+    n_support: int,
+    n_volumes: int,
+    target_nbytes: int = DEFAULT_GEMM_BYTES,
+    max_volumes: int = MAX_GEMM_VOLUMES,
+) -> int:
+    """Volumes per batch of the maps products.
+
+    At most ``target_nbytes`` of float64 support voxels and ``max_volumes`` volumes: past about
+    32 volumes a batch no longer speeds the product up (it is then bound by arithmetic, not by
+    reading the maps), it only holds more memory.
+
+    Examples
+    --------
+    >>> gemm_volumes(250_000, 600)
+    32
+    >>> gemm_volumes(1_000_000, 600)
+    8
+    >>> gemm_volumes(250_000, 10)
+    10
+    """
+    per_batch = max(1, target_nbytes // max(8 * n_support, 1))
+    return int(max(1, min(per_batch, max_volumes, n_volumes)))

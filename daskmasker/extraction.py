@@ -19,9 +19,11 @@ import numpy as np
 from daskmasker.cluster import active_client
 from daskmasker.regression import (
     GramSolver,
+    MapsBlock,
     compact_maps,
-    maps_block_array,
     project,
+    share_blocks,
+    split_maps,
 )
 
 NONFINITE_WARNING = "Non-finite values detected. These values will be replaced with zeros."
@@ -40,6 +42,8 @@ class GridMaps:
         Indices of the maps that enter the regression (all of them with ``keep_masked_maps``).
     support : bool ndarray, shape (z, y, x)
         Union of the kept maps' non-zero voxels inside the mask.
+    compact : MapsBlock
+        The kept maps on the support voxels of the whole grid.
     solver : GramSolver
     """
 
@@ -47,6 +51,7 @@ class GridMaps:
     mask: np.ndarray | None
     kept: np.ndarray
     support: np.ndarray
+    compact: MapsBlock
     solver: GramSolver
     _blocks: dict = field(default_factory=dict, repr=False)
 
@@ -55,20 +60,19 @@ class GridMaps:
         """Indices of maps removed because they are empty inside the mask."""
         return sorted(set(range(self.maps.shape[0])) - {int(k) for k in self.kept})
 
-    def blocks_for(self, spatial_chunks: tuple[tuple[int, ...], ...]) -> da.Array:
-        """The compacted maps blocks matching a data array's spatial chunks (cached)."""
+    def blocks_for(self, spatial_chunks: tuple[tuple[int, ...], ...]):
+        """The maps blocks matching a data array's spatial chunks, and their sizes (cached).
+
+        Blocks are split from the whole-grid compaction (no copy for whole-volume chunks) and,
+        on a distributed cluster, scattered once per client.
+        """
         chunks = tuple(tuple(int(c) for c in cs) for cs in spatial_chunks)
         client = active_client()
         key = (chunks, None if client is None else client.id)
         if key not in self._blocks:
-            grid = tuple(len(c) for c in chunks)
-            blocks = np.empty(grid, dtype=object)
-            bounds = [np.cumsum((0, *c)) for c in chunks]
-            for idx in np.ndindex(*grid):
-                sl = tuple(slice(b[i], b[i + 1]) for b, i in zip(bounds, idx, strict=True))
-                sub = self.maps[(self.kept, *sl)]
-                blocks[idx] = compact_maps(sub, self.support[sl])
-            self._blocks[key] = maps_block_array(blocks, chunks, client)
+            blocks = split_maps(self.compact, self.support.shape, chunks)
+            sizes = np.vectorize(lambda b: b.size, otypes=[np.int64])(blocks)
+            self._blocks[key] = (share_blocks(blocks, client), sizes)
         return self._blocks[key]
 
 
@@ -98,16 +102,16 @@ def prepare_grid_maps(
         support = nonzero
     else:
         mask = np.asarray(mask, dtype=bool)
-        flat_mask = np.flatnonzero(mask)
-        inside = maps.reshape(k, -1)[:, flat_mask]
-        sums = np.abs(inside).sum(axis=1)
+        sums = np.array([np.abs(m[mask]).sum() for m in maps])
         kept = np.arange(k) if keep_masked_maps else np.flatnonzero(sums > 0)
         for i in kept:
             nonzero |= maps[i] != 0
         support = nonzero & mask
-    compact = compact_maps(maps[kept], support)
+    compact = compact_maps(maps, support, kept=kept)
     solver = GramSolver(compact.rows.T @ compact.rows, n_rows=compact.index.size)
-    return GridMaps(maps=maps, mask=mask, kept=kept, support=support, solver=solver)
+    return GridMaps(
+        maps=maps, mask=mask, kept=kept, support=support, compact=compact, solver=solver
+    )
 
 
 def raw_signals(data: da.Array, grid_maps: GridMaps, split_every: int | None = None):
@@ -126,9 +130,9 @@ def raw_signals(data: da.Array, grid_maps: GridMaps, split_every: int | None = N
     signals : dask array, shape (T, K_kept), float64
     nonfinite : dask array, shape (T,), float64
     """
-    blocks = grid_maps.blocks_for(data.chunks[1:])
+    blocks, sizes = grid_maps.blocks_for(data.chunks[1:])
     n_kept = int(grid_maps.kept.size)
-    products, nonfinite = project(data, blocks, n_kept, split_every=split_every)
+    products, nonfinite = project(data, blocks, sizes, n_kept, split_every=split_every)
     return products @ grid_maps.solver.operator, nonfinite
 
 

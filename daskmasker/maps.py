@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import warnings
 
-import dask
 import dask.array as da
 import nibabel as nib
 import numpy as np
@@ -20,22 +19,56 @@ from daskmasker.image import MAP_DIM, SPATIAL_DIMS, image_affine, make_image
 NONFINITE_WARNING = "Non-finite values detected. These values will be replaced with zeros."
 
 
-def load_maps(maps_image: xr.DataArray) -> np.ndarray:
+def load_maps(maps_image: xr.DataArray, onto=None) -> np.ndarray:
     """Maps as a finite float array ``(K, z, y, x)`` (nilearn's ``clean_img(ensure_finite=True)``).
 
     Integer maps become float32 (int64 becomes float64); NaN and Inf become 0 silently.
+
+    Parameters
+    ----------
+    maps_image : xarray.DataArray
+        The (lazy) maps image.
+    onto : ``(shape_zyx, affine)``, optional
+        Resample the maps onto this grid (linear interpolation) while loading them.
+
+    Notes
+    -----
+    The maps stream chunk by chunk (a few maps at a time) into one preallocated array of the
+    target grid: the source maps are never held whole, and no chunk is copied twice.  On this
+    kind of machine a fresh page of memory costs about as much as decompressing it, so for a
+    64-map DiFuMo atlas this halves the fit.
     """
-    data = maps_image.data if maps_image.ndim == 4 else maps_image.data[None]
-    if hasattr(data, "compute"):
-        # read here, in this process, whatever the active scheduler: the maps stay local
-        (maps,) = dask.compute(data, scheduler="threads")
-    else:
-        maps = np.array(data, copy=True)
-    if maps.dtype.kind in "iub":
-        return maps.astype(np.float64 if maps.dtype.itemsize == 8 else np.float32)
-    if not np.isfinite(maps).all():
-        maps = np.where(np.isfinite(maps), maps, 0).astype(maps.dtype)
-    return maps
+    img = maps_image if maps_image.ndim == 4 else maps_image.expand_dims(MAP_DIM)
+    data = img.data
+    if not hasattr(data, "compute"):
+        data = da.from_array(np.asarray(data), chunks=(1, -1, -1, -1))
+    dtype = data.dtype
+    if dtype.kind in "iub":
+        dtype = np.dtype(np.float64 if dtype.itemsize == 8 else np.float32)
+    # cleaned before resampling, as nilearn does (a NaN must not spread through interpolation)
+    img = img.copy(data=data.map_blocks(_finite, dtype=dtype, meta=np.empty((0,) * 4, dtype)))
+    if onto is not None and not same_fov(onto, image_fov(img)):
+        from daskmasker import resample
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore",
+                message="Resampling binary images with continuous or linear interpolation",
+                category=UserWarning,
+            )
+            img = resample.resample_image(img, onto[1], tuple(onto[0][::-1]), "linear")
+    out = np.empty(img.shape, dtype=img.dtype)
+    # computed here, in this process, whatever the active scheduler: the maps stay local
+    da.store(img.data, out, lock=False, scheduler="threads")
+    return out
+
+
+def _finite(block: np.ndarray) -> np.ndarray:
+    if block.dtype.kind in "iub":
+        return block.astype(np.float64 if block.dtype.itemsize == 8 else np.float32)
+    if block.dtype.kind == "f" and not np.isfinite(np.add.reduce(block, axis=None)):
+        block = np.where(np.isfinite(block), block, 0).astype(block.dtype)
+    return block
 
 
 def binarize_mask(mask_image: xr.DataArray) -> np.ndarray:
@@ -67,21 +100,7 @@ def resample_maps(
     maps: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], target_affine: np.ndarray
 ) -> np.ndarray:
     """Maps resampled with linear interpolation onto a grid (``shape`` in z, y, x order)."""
-    from daskmasker import resample
-
-    plan = grid.integer_grid_map(maps.shape[:0:-1], affine, tuple(shape[::-1]), target_affine)
-    if plan is not None:  # whole-voxel grids: copy voxels into one new array
-        return grid.apply_integer_grid_map_reversed(maps, plan, tuple(shape[::-1]))
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore",
-            message="Resampling binary images with continuous or linear interpolation",
-            category=UserWarning,
-        )
-        out = resample.resample_image(
-            _as_maps_image(maps, affine), target_affine, tuple(shape[::-1]), "linear"
-        )
-        return np.asarray(out.data.compute())
+    return load_maps(_as_maps_image(maps, affine), onto=(tuple(shape), target_affine))
 
 
 def resample_mask(

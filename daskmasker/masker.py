@@ -236,6 +236,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         self._maps_fov = maps_fov
         self._mask = mask
         self._mask_fov = None if mask is None else mask_fov
+        # the regression's maps and Gram solver on the fitted grid (shared through the cache)
+        self._grid_maps_for(maps_fov)
         self._report_content = {"reports_at_fit_time": self.reports, "warning_message": None}
         if self.reports:
             self._reporting_data = {
@@ -257,7 +259,6 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         """Load, clean and resample the maps and mask for the resampling target (cached)."""
         resampled: list[str] = []
         maps_image = niimg.load_image(self.maps_img, atleast_4d=True)
-        maps = maps_mod.load_maps(maps_image)
         maps_fov = maps_mod.image_fov(maps_image)
         maps_header = header_from_attrs(maps_image.attrs)
 
@@ -277,21 +278,23 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         elif self.resampling_target == "maps":
             ref = maps_fov
 
-        if ref is not None:
-            if self.resampling_target != "maps" and not maps_mod.same_fov(ref, maps_fov):
-                resampled.append("Resampling regions")
-                maps = maps_mod.resample_maps(maps, maps_fov[1], *ref)
-                maps_fov = ref
-                if not maps.any():
-                    raise ValueError("No map left after resampling maps_img.")
-            if mask is not None and not maps_mod.same_fov(ref, mask_fov):
-                resampled.append("Resampling mask")
-                mask = maps_mod.resample_mask(mask, mask_fov[1], *ref)
-                mask_fov = ref
+        onto = None
+        if ref is not None and self.resampling_target != "maps":
+            onto = None if maps_mod.same_fov(ref, maps_fov) else ref
+        maps = maps_mod.load_maps(maps_image, onto=onto)
+        if onto is not None:
+            resampled.append("Resampling regions")
+            maps_fov = ref
+            if not maps.any():
+                raise ValueError("No map left after resampling maps_img.")
+        if ref is not None and mask is not None and not maps_mod.same_fov(ref, mask_fov):
+            resampled.append("Resampling mask")
+            mask = maps_mod.resample_mask(mask, mask_fov[1], *ref)
+            mask_fov = ref
 
         if not maps.any():
             raise ValueError("maps_img contains no map.")
-        if mask is not None and ref is not None and not maps[:, mask].any():
+        if mask is not None and ref is not None and not any(m[mask].any() for m in maps):
             raise ValueError("No map left after applying mask to the maps image.")
 
         return maps, maps_fov, maps_header, mask, mask_fov, {}, tuple(resampled)

@@ -2,35 +2,42 @@
 
 For every volume ``x`` (a vector over voxels) nilearn solves ``min ||M b - x||`` with
 ``scipy.linalg.lstsq`` over the voxels of the maps' support, where ``M`` (voxels × K) holds the
-maps.
-The minimum-norm solution is ``b = pinv(M) x = pinv(MᵀM) Mᵀx``, so the work splits the way flox
-splits
-a reduction:
+maps.  The minimum-norm solution is ``b = pinv(M) x = pinv(MᵀM) Mᵀx``, so the work splits the way
+flox splits a reduction:
 
-* **chunk** — each block of voxels (a spatial block of a chunk of volumes) yields its partial
-  ``XᵀM`` (T_chunk × K, accumulated in float64 whatever the input dtype) and, once per fit, its
-  partial Gram matrix ``MᵀM`` (K × K);
+* **chunk** — each spatial block of voxels yields its partial ``XᵀM`` (T × K, accumulated in
+  float64 whatever the input dtype) and, once per fit, its partial Gram matrix ``MᵀM`` (K × K);
 * **combine** — the partials are summed across spatial blocks with Dask's tree reduction;
 * **finalize** — one minimum-norm solve with the reduced Gram matrix (:class:`GramSolver`),
   reproducing ``gelsd``'s rank cutoff.
 
 Only the voxels of the support enter the products: a block is compacted once, at fit, into the flat
-indices of its support voxels and the matching rows of ``M`` (:class:`MapsBlock`); a task gathers
-those voxels from its data block, casts them to float64 and multiplies.  Non-finite data values
-become
-0 (as nilearn does) and are counted in the same pass so the caller can warn without reading twice.
+indices of its support voxels and the matching rows of ``M`` (:class:`MapsBlock`).  The graph then
+has two stages per spatial block:
+
+1. **gather** — each chunk of volumes as read keeps only its support voxels (a fifth of the
+   field of view for a brain atlas), in its own precision; non-finite values become 0 (as nilearn
+   does) and are counted over the whole chunk in the same task, so the caller can warn;
+2. **products** — the gathered volumes are rechunked into batches of about
+   :data:`~daskmasker.chunks.DEFAULT_GEMM_BYTES` and multiplied by ``M`` in float64.  A batch
+   of tens of volumes reads ``M`` (tens of MB) once instead of once per small read chunk: the
+   product of a 7-volume chunk is bound by streaming ``M`` from memory and costs three times as
+   much per volume as a 32-volume batch (``benchmarks/bench_masker.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import uuid
+from dataclasses import dataclass, field
 
 import dask.array as da
 import numpy as np
-from dask import delayed
+
+from daskmasker.chunks import gemm_volumes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MapsBlock:
     """The maps restricted to the support voxels of one spatial block.
 
@@ -39,14 +46,26 @@ class MapsBlock:
     index : ndarray of int64
         Flat (C-order) indices of the support voxels within the block.
     rows : ndarray of float64, shape (len(index), K)
-        The maps' values at those voxels.
+        The maps' values at those voxels (any memory order).
     """
 
     index: np.ndarray
     rows: np.ndarray
+    token: str = field(default_factory=lambda: uuid.uuid4().hex, repr=False)
+
+    def __dask_tokenize__(self) -> str:
+        # graphs refer to the block by identity: hashing ~100 MB of maps per graph is wasted work
+        return self.token
+
+    @property
+    def size(self) -> int:
+        """Number of support voxels."""
+        return int(self.index.size)
 
 
-def compact_maps(maps: np.ndarray, support: np.ndarray | None = None) -> MapsBlock:
+def compact_maps(
+    maps: np.ndarray, support: np.ndarray | None = None, kept: np.ndarray | None = None
+) -> MapsBlock:
     """Compact a block of maps to its support voxels.
 
     Parameters
@@ -54,141 +73,234 @@ def compact_maps(maps: np.ndarray, support: np.ndarray | None = None) -> MapsBlo
     maps : ndarray, shape (K, *block_shape)
         Maps in daskmasker order (map first, then z, y, x).
     support : bool ndarray of shape block_shape, optional
-        Voxels to keep; defaults to the union of the maps' non-zero voxels.
+        Voxels to keep; defaults to the union of the (kept) maps' non-zero voxels.
+    kept : ndarray of int, optional
+        The maps to keep (all by default); selected after compaction, so the full maps are never
+        copied.
 
     Returns
     -------
     MapsBlock
     """
-    k = maps.shape[0]
-    flat = maps.reshape(k, -1)
+    flat = maps.reshape(maps.shape[0], -1)
     if support is None:
-        keep = np.any(flat != 0, axis=0)
+        chosen = flat if kept is None else flat[kept]
+        keep = np.zeros(flat.shape[1], dtype=bool)
+        for row in chosen:
+            keep |= row != 0
     else:
         keep = np.asarray(support, dtype=bool).reshape(-1)
     index = np.flatnonzero(keep)
-    rows = np.ascontiguousarray(flat[:, index].T, dtype=np.float64)
-    return MapsBlock(index=index, rows=rows)
+    chosen = range(flat.shape[0]) if kept is None else np.asarray(kept)
+    # (K, S) filled one map at a time: no temporary of the maps' size; ``rows`` is its
+    # transpose (Fortran order), which BLAS reads without a copy
+    columns = np.empty((len(chosen), index.size), dtype=np.float64)
+    for j, k in enumerate(chosen):
+        columns[j] = flat[k, index]
+    return MapsBlock(index=index, rows=columns.T)
 
 
-def partial_products(data: np.ndarray, maps: MapsBlock) -> np.ndarray:
-    """One chunk's contribution to ``XᵀM``, plus its count of non-finite values.
+def split_maps(
+    whole: MapsBlock, shape: tuple[int, ...], spatial_chunks: tuple[tuple[int, ...], ...]
+) -> np.ndarray:
+    """Split a compacted whole-grid :class:`MapsBlock` along a spatial chunking.
 
     Parameters
     ----------
-    data : ndarray, shape (T_chunk, *block_shape)
-        A block of volumes (any real dtype).
-    maps : MapsBlock
-        The maps compacted to the same spatial block.
+    whole : MapsBlock
+        The maps compacted over the whole grid of shape ``shape`` (z, y, x).
+    spatial_chunks : tuple of tuples
+        Dask chunks of the z, y and x axes.
 
     Returns
     -------
-    ndarray of float64, shape (T_chunk, K + 1)
-        Columns ``:K`` hold ``X_block[:, support] @ M_block``; the last column counts the non-finite
-        values of each volume of the block (all voxels, as nilearn's check does).
-    """
-    t = data.shape[0]
-    flat = data.reshape(t, -1)
-    out = np.empty((t, maps.rows.shape[1] + 1), dtype=np.float64)
-    if flat.dtype.kind == "f":
-        out[:, -1] = flat.size and (~np.isfinite(flat)).sum(axis=1)
-    else:
-        out[:, -1] = 0
-    gathered = flat[:, maps.index].astype(np.float64)
-    if out[:, -1].any():
-        gathered[~np.isfinite(gathered)] = 0.0
-    np.matmul(gathered, maps.rows, out=out[:, :-1])
-    return out
-
-
-def _block_products(data: np.ndarray, maps: np.ndarray) -> np.ndarray:
-    block = maps.reshape(-1)[0]
-    return partial_products(data, block)[:, None, None, None, :]
-
-
-def maps_block_array(
-    blocks: np.ndarray, spatial_chunks: tuple[tuple[int, ...], ...], client=None
-) -> da.Array:
-    """The maps blocks as the graph will use them.
-
-    Locally (threads) the numpy object array itself: tasks refer to the blocks in memory, nothing
-    is copied and no task waits for a maps key.  With a distributed ``client`` the blocks are
-    scattered (broadcast to the workers) and the graph refers to them as keys, so no large
-    constant is embedded in the graph and the maps travel once per worker.
+    ndarray of MapsBlock, one per spatial chunk (the same object when there is one chunk).
     """
     grid = tuple(len(c) for c in spatial_chunks)
-    if blocks.shape != grid:
-        raise ValueError(
-            f"expected {grid} maps blocks for chunks {spatial_chunks}, got {blocks.shape}"
-        )
-    if client is None:
-        return blocks
-    futures = client.scatter(list(blocks.ravel()), broadcast=True)
-    arrays = [
-        da.from_delayed(delayed(_as_block)(f), shape=(1,) * len(grid), dtype=object)
-        for f in futures
-    ]
-    nested = np.empty(grid, dtype=object)
-    for idx, arr in zip(np.ndindex(*grid), arrays, strict=True):
-        nested[idx] = arr
-    return da.block(nested.tolist())
-
-
-def _as_block(block: MapsBlock) -> np.ndarray:
-    out = np.empty((1, 1, 1), dtype=object)
-    out[0, 0, 0] = block
+    out = np.empty(grid, dtype=object)
+    if grid == (1,) * len(grid):
+        out[(0,) * len(grid)] = whole
+        return out
+    coords = np.unravel_index(whole.index, shape)
+    bounds = [np.cumsum((0, *c)) for c in spatial_chunks]
+    which = [np.searchsorted(b, c, side="right") - 1 for b, c in zip(bounds, coords, strict=True)]
+    block_of = np.ravel_multi_index(which, grid)
+    order = np.argsort(block_of, kind="stable")
+    starts = np.searchsorted(block_of[order], np.arange(int(np.prod(grid)) + 1))
+    for flat_block, where in enumerate(np.ndindex(*grid)):
+        sel = order[starts[flat_block] : starts[flat_block + 1]]
+        local = tuple(c[sel] - b[i] for c, b, i in zip(coords, bounds, where, strict=True))
+        sizes = tuple(len(c) and c[i] for c, i in zip(spatial_chunks, where, strict=True))
+        index = np.ravel_multi_index(local, sizes) if sel.size else np.zeros(0, np.int64)
+        out[where] = MapsBlock(index=index, rows=whole.rows[sel])
     return out
 
 
-def project(data: da.Array, maps_blocks: da.Array, n_maps: int, split_every: int | None = None):
+def compact_dtype(dtype: np.dtype) -> np.dtype:
+    """The precision the support voxels are gathered in: exact for every input dtype.
+
+    float32 and the integers that fit its 24-bit mantissa stay float32 (half the memory traffic);
+    everything else becomes float64.
+    """
+    dtype = np.dtype(dtype)
+    if (
+        dtype == np.float32
+        or (dtype.kind in "iub" and dtype.itemsize <= 2)
+        or (dtype.kind == "f" and dtype.itemsize < 4)
+    ):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def count_nonfinite(flat: np.ndarray) -> np.ndarray:
+    """Per row of a ``(T, V)`` array, the number of non-finite values (float64)."""
+    if flat.dtype.kind not in "fc" or flat.shape[1] == 0:
+        return np.zeros(flat.shape[0])
+    # a finite sum proves every term finite; only a failed check pays for the exact count
+    if np.isfinite(np.add.reduce(flat, axis=1)).all():
+        return np.zeros(flat.shape[0])
+    return (~np.isfinite(flat)).sum(axis=1).astype(np.float64)
+
+
+def gather_support(block: np.ndarray, maps: MapsBlock) -> np.ndarray:
+    """The support voxels of a ``(T, *block_shape)`` block, and its non-finite count.
+
+    Returns
+    -------
+    ndarray, shape (T, S + 1)
+        Columns ``:S`` hold the support voxels (non-finite values set to 0, as nilearn does);
+        the last column counts the non-finite values of each volume over the whole block (all
+        voxels, as nilearn's check does).  One task does both while the block is in cache, and
+        Dask fuses it with the read of the block.
+    """
+    flat = block.reshape(block.shape[0], -1)
+    out = np.empty((flat.shape[0], maps.size + 1), dtype=compact_dtype(flat.dtype))
+    np.take(flat, maps.index, axis=1, out=out[:, :-1] if flat.dtype == out.dtype else None)
+    if flat.dtype != out.dtype:
+        out[:, :-1] = np.take(flat, maps.index, axis=1)
+    counts = count_nonfinite(flat)
+    out[:, -1] = counts
+    if counts.any():
+        values = out[:, :-1]
+        values[~np.isfinite(values)] = 0
+    return out
+
+
+def support_products(gathered: np.ndarray, maps: MapsBlock) -> np.ndarray:
+    """``[X_support @ M, count]`` for gathered volumes ``(T, S + 1)``, in float64.
+
+    BLAS runs on one thread here: the tasks already occupy the cores, and OpenBLAS threads
+    competing with them (and spinning) made the products 4× slower on two cores.
+    """
+    out = np.empty((gathered.shape[0], maps.rows.shape[1] + 1))
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        np.matmul(np.asarray(gathered[:, :-1], dtype=np.float64), maps.rows, out=out[:, :-1])
+    out[:, -1] = gathered[:, -1]
+    return out
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def share_blocks(blocks: np.ndarray, client=None) -> np.ndarray:
+    """The maps blocks as the graph will use them.
+
+    Locally (threads) the blocks themselves: tasks refer to them in memory and graphs tokenize
+    them by identity.  With a distributed ``client`` the blocks are scattered (broadcast to the
+    workers) and tasks refer to their futures, so no large constant is embedded in the graph and
+    the maps travel once per worker.
+    """
+    if client is None:
+        return blocks
+    futures = client.scatter(list(blocks.ravel()), broadcast=True, hash=False)
+    shared = np.empty(blocks.shape, dtype=object)
+    for where, future in zip(np.ndindex(*blocks.shape), futures, strict=True):
+        shared[where] = future
+    return shared
+
+
+def project(
+    data: da.Array,
+    maps_blocks: np.ndarray,
+    sizes: np.ndarray,
+    n_maps: int,
+    split_every: int | None = None,
+    batch_volumes: int | None = None,
+):
     """Lazy ``XᵀM`` and the per-volume non-finite count for a 4D Dask array.
 
     Parameters
     ----------
     data : dask array, shape (T, z, y, x)
         Volumes, chunked in any way.
-    maps_blocks : dask array of objects
-        From :func:`maps_block_array`, one block per spatial chunk of ``data``.
+    maps_blocks : ndarray of objects
+        From :func:`share_blocks`: one :class:`MapsBlock` (or its future) per spatial chunk of
+        ``data``.
+    sizes : ndarray of int
+        The number of support voxels of each block (same shape as ``maps_blocks``).
     n_maps : int
         K.
     split_every : int, optional
         Fan-in of the tree reduction across spatial blocks.
+    batch_volumes : int, optional
+        Volumes per product batch; by default about ``DEFAULT_GEMM_BYTES`` of float64 support.
 
     Returns
     -------
     products : dask array, shape (T, K), float64
     nonfinite : dask array, shape (T,), float64
     """
-    if isinstance(maps_blocks, np.ndarray):
-
-        def products(block, block_info=None):
-            where = tuple(block_info[0]["chunk-location"][1:])
-            return partial_products(block, maps_blocks[where])[:, None, None, None, :]
-
-        spatial = tuple((1,) * len(c) for c in data.chunks[1:])
-        parts = data.map_blocks(
-            products,
-            chunks=(data.chunks[0], *spatial, (n_maps + 1,)),
-            new_axis=4,
-            dtype=np.float64,
-            meta=np.empty((0, 0, 0, 0, 0), dtype=np.float64),
+    grid = tuple(len(c) for c in data.chunks[1:])
+    if maps_blocks.shape != grid or np.shape(sizes) != grid:
+        raise ValueError(
+            f"expected {grid} maps blocks for chunks {data.chunks[1:]}, got {maps_blocks.shape}"
         )
+    n_volumes = data.shape[0]
+    step = batch_volumes or gemm_volumes(int(np.sum(sizes)), n_volumes)
+    gathered_dtype = compact_dtype(data.dtype)
+    parts, counts = [], []
+    for where in np.ndindex(*grid):
+        sub = data.blocks[(slice(None), *where)]
+        size = int(sizes[where])
+        if size == 0:
+            counts.append(sub.map_blocks(_count_block, drop_axis=(1, 2, 3), dtype=np.float64))
+            continue
+        gathered = sub.map_blocks(
+            gather_support,
+            maps_blocks[where],
+            drop_axis=(2, 3),
+            chunks=(sub.chunks[0], (size + 1,)),
+            dtype=gathered_dtype,
+            meta=np.empty((0, 0), dtype=gathered_dtype),
+        )
+        batches = gathered.rechunk({0: step})
+        parts.append(
+            batches.map_blocks(
+                support_products,
+                maps_blocks[where],
+                chunks=(batches.chunks[0], (n_maps + 1,)),
+                dtype=np.float64,
+                meta=np.empty((0, 0), dtype=np.float64),
+            )
+        )
+    if not parts:
+        summed = da.zeros((n_volumes, n_maps + 1), chunks=(step, n_maps + 1))
+    elif len(parts) == 1:
+        summed = parts[0]
     else:
-        parts = da.blockwise(
-            _block_products,
-            "tzyxk",
-            data,
-            "tzyx",
-            maps_blocks,
-            "zyx",
-            new_axes={"k": n_maps + 1},
-            adjust_chunks={"z": 1, "y": 1, "x": 1},
-            dtype=np.float64,
-            meta=np.empty((0, 0, 0, 0, 0), dtype=np.float64),
-            align_arrays=False,
-        )
-    summed = parts.sum(axis=(1, 2, 3), split_every=split_every)
-    return summed[:, :n_maps], summed[:, n_maps]
+        summed = da.stack(parts).sum(axis=0, split_every=split_every)
+    nonfinite = summed[:, n_maps]
+    if counts:
+        nonfinite = nonfinite + da.stack(counts).sum(axis=0).rechunk(nonfinite.chunks)
+    return summed[:, :n_maps], nonfinite
+
+
+def _count_block(block: np.ndarray) -> np.ndarray:
+    return count_nonfinite(block.reshape(block.shape[0], -1))
 
 
 class GramSolver:

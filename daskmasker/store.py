@@ -19,6 +19,7 @@ paths are replaced only with ``overwrite=True`` and only when they are daskmaske
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import dask
@@ -31,6 +32,7 @@ from zarr.codecs import BloscCodec
 
 from daskmasker.chunks import time_chunks
 from daskmasker.image import image_affine, make_image
+from daskmasker.retry import retry
 
 ARRAY = "0"
 ATTR = "daskmasker"
@@ -188,6 +190,88 @@ def to_zarr(
     return str(store)
 
 
+class ChunkReader:
+    """Whole chunks of a Zarr v3 array read and decoded in one step each.
+
+    zarr-python's general read path (async pipeline, selection machinery, a copy into the
+    output) costs about 7 ms per 32 MiB chunk on top of the 4 ms that fetching and decoding
+    take; for the plain layouts :func:`to_zarr` writes (``bytes`` then optionally ``blosc`` or
+    ``zstd``, regular chunks, no sharding), this reader fetches the chunk's object with fsspec
+    and decodes it with numcodecs straight into the chunk buffer.  :meth:`of` returns None for
+    any other layout, which is then read by ``dask.array.from_zarr``.  Dask slices this object
+    along chunk boundaries only (``dask.array.from_array`` with the array's chunks).
+    """
+
+    def __init__(self, fs, root: str, metadata, codec, url: str):
+        self.fs, self.root, self.url, self.codec = fs, root, url, codec
+        self.metadata = metadata
+        self.shape = tuple(metadata.shape)
+        self.chunk_shape = tuple(metadata.chunk_grid.chunk_shape)
+        self.dtype = np.dtype(metadata.data_type.to_native_dtype())
+        self.ndim = len(self.shape)
+        fill = metadata.fill_value
+        self.fill = 0 if fill is None else np.asarray(fill, dtype=self.dtype)
+        self._token = f"{url}:{metadata.to_dict()}"
+
+    @classmethod
+    def of(cls, array, location: Location, storage_options=None) -> ChunkReader | None:
+        """A reader for ``array`` if its layout is one this class decodes, else None."""
+        import numcodecs
+        from zarr.codecs import BytesCodec, ZstdCodec
+        from zarr.core.chunk_grids import RegularChunkGrid
+
+        meta = array.metadata
+        if getattr(meta, "zarr_format", None) != 3 or not isinstance(
+            meta.chunk_grid, RegularChunkGrid
+        ):
+            return None
+        codecs = list(meta.codecs)
+        if not codecs or not isinstance(codecs[0], BytesCodec):
+            return None
+        dtype = np.dtype(meta.data_type.to_native_dtype())
+        if dtype.itemsize > 1 and (codecs[0].endian is None or codecs[0].endian.value != "little"):
+            return None
+        if len(codecs) == 1:
+            codec = None
+        elif len(codecs) == 2 and isinstance(codecs[1], BloscCodec):
+            codec = numcodecs.Blosc(
+                cname=codecs[1].cname.value,
+                clevel=codecs[1].clevel,
+                shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[codecs[1].shuffle.value],
+            )
+        elif len(codecs) == 2 and isinstance(codecs[1], ZstdCodec):
+            codec = numcodecs.Zstd(level=codecs[1].level)
+        else:
+            return None
+        if sys.byteorder != "little":  # let zarr byteswap
+            return None
+        root = location.root.rstrip("/") + "/" + array.path.split("/")[-1]
+        return cls(location.fs, root, meta, codec, f"{location.url}/{array.path}")
+
+    def __dask_tokenize__(self):
+        return self._token
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        starts = [s.start or 0 for s in index]
+        where = tuple(a // c for a, c in zip(starts, self.chunk_shape, strict=True))
+        full = np.empty(self.chunk_shape, dtype=self.dtype)
+        key = f"{self.root}/{self.metadata.encode_chunk_key(where)}"
+        try:
+            blob = retry(lambda: self.fs.cat_file(key), key)
+        except FileNotFoundError:
+            full[...] = self.fill
+        else:
+            if self.codec is None:
+                full.reshape(-1).view(np.uint8)[:] = np.frombuffer(blob, dtype=np.uint8)
+            else:
+                self.codec.decode(blob, out=full)
+        inner = tuple(
+            slice(s.start - w * c, s.stop - w * c)
+            for s, w, c in zip(index, where, self.chunk_shape, strict=True)
+        )
+        return full[inner]
+
+
 def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> xr.DataArray:
     """Open an image store written by :func:`to_zarr` (or a NIfTI-Zarr store) lazily.
 
@@ -218,7 +302,11 @@ def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> x
     if ARRAY not in group:
         raise ValueError(f"'{store}' has no image array '{ARRAY}'")
     array = group[ARRAY]
-    data = da.from_zarr(array, chunks=chunks if chunks is not None else array.chunks)
+    reader = ChunkReader.of(array, mapper, storage_options) if chunks is None else None
+    if reader is not None:
+        data = da.from_array(reader, chunks=array.chunks, asarray=False, fancy=False)
+    else:
+        data = da.from_zarr(array, chunks=chunks if chunks is not None else array.chunks)
     while data.ndim > 4 and data.shape[1] == 1:
         data = data[:, 0]
     if meta is not None:

@@ -34,6 +34,7 @@ MNI_NILEARN_SHAPE = (99, 117, 95)
 MNI_NILEARN_AFFINE = np.array([[2.0, 0, 0, -98], [0, 2, 0, -134], [0, 0, 2, -72], [0, 0, 0, 1]])
 BRAIN_CENTRE = np.array([0.0, -17.0, 12.0])
 BRAIN_RADII = np.array([68.0, 86.0, 64.0])
+BACKGROUNDS = ("masked", "noise")
 CONFOUND_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 
 
@@ -113,11 +114,20 @@ def _maps_on_grid(maps_img, shape, affine) -> np.ndarray:
 class _Generator:
     """The signal model, evaluated chunk by chunk (deterministic per volume)."""
 
-    def __init__(self, maps_img, n_volumes, shape, affine, t_r, seed, noise, amplitude):
+    def __init__(self, maps_img, n_volumes, shape, affine, t_r, seed, noise, amplitude, background):
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
         self.shape, self.t_r, self.seed, self.noise = tuple(shape), t_r, seed, noise
         rng = np.random.default_rng(seed)
         xyz = _world(shape, affine)
         inside = brain_inside(xyz)
+        # HCP-style preprocessed runs are brain-masked (exact zeros outside a slightly dilated
+        # brain); fMRIPrep-style runs keep the noisy background of the whole field of view.
+        self.keep = (
+            np.flatnonzero(brain_inside(xyz, scale=1.08).reshape(-1))
+            if background == "masked"
+            else None
+        )
         maps = _maps_on_grid(maps_img, shape, affine)
         self.support = np.flatnonzero(maps.reshape(-1, maps.shape[-1]).any(axis=1))
         self.maps = maps.reshape(-1, maps.shape[-1])[self.support] * amplitude
@@ -150,7 +160,11 @@ class _Generator:
             vol = vol + self.confounds.to_numpy()[t] @ self.motion_patterns
             vol[self.support] += self.maps @ self.latent[t]
             vol += rng.standard_normal(vol.size).astype(np.float32) * self.noise
-            out[i] = vol
+            if self.keep is None:
+                out[i] = vol
+            else:
+                out[i] = 0
+                out[i, self.keep] = vol[self.keep]
         return out
 
 
@@ -163,9 +177,14 @@ def make_fmri(
     seed: int = 0,
     noise: float = 10.0,
     amplitude: float = 3000.0,
+    background: str = "masked",
 ):
-    """A synthetic run in memory: ``(img, confounds DataFrame, latent signals T × K)``."""
-    gen = _Generator(maps_img, n_volumes, shape, affine, t_r, seed, noise, amplitude)
+    """A synthetic run in memory: ``(img, confounds DataFrame, latent signals T × K)``.
+
+    ``background`` is ``"masked"`` (zeros outside the brain, as HCP's preprocessed runs) or
+    ``"noise"`` (the whole field of view noisy, as fMRIPrep's); see :func:`write_fmri`.
+    """
+    gen = _Generator(maps_img, n_volumes, shape, affine, t_r, seed, noise, amplitude, background)
     data = np.moveaxis(gen.volumes(0, n_volumes).reshape((n_volumes, *shape)), 0, -1)
     img = nib.Nifti1Image(data, np.asarray(affine, float))
     img.header.set_xyzt_units("mm", "sec")
@@ -184,8 +203,15 @@ def write_fmri(
     noise: float = 10.0,
     amplitude: float = 3000.0,
     chunk_volumes: int = 32,
+    background: str = "masked",
 ) -> dict:
     """Write a synthetic run to ``.nii``/``.nii.gz`` slab by slab, with its confounds TSV.
+
+    ``background="masked"`` zeroes the voxels outside a slightly dilated brain, as HCP's
+    minimally preprocessed runs are (they gzip about 3.5:1); ``"noise"`` keeps a noisy background
+    over the whole field of view, as fMRIPrep's unmasked outputs (float32 noise barely
+    compresses, so gunzip takes about twice as long).  ``.nii.gz`` is written at compression
+    level 1, nibabel's default.
 
     Returns
     -------
@@ -193,7 +219,7 @@ def write_fmri(
         ``{"bold": path, "confounds": tsv path, "latent": T × K array}``.
     """
     path = Path(path)
-    gen = _Generator(maps_img, n_volumes, shape, affine, t_r, seed, noise, amplitude)
+    gen = _Generator(maps_img, n_volumes, shape, affine, t_r, seed, noise, amplitude, background)
     header = nib.Nifti1Header()
     header.set_data_shape((*shape, n_volumes))
     header.set_data_dtype(np.float32)

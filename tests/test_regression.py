@@ -11,7 +11,11 @@ import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daskmasker.regression import GramSolver, compact_maps, maps_block_array, project
+from daskmasker.regression import GramSolver, compact_maps, project, split_maps
+
+
+def whole_support(maps: np.ndarray) -> np.ndarray:
+    return maps.any(axis=0)
 
 
 def _chunks(n: int, draw) -> tuple[int, ...]:
@@ -30,17 +34,24 @@ def test_chunked_products_and_solve_equal_lstsq(data, seed, empty_map):
         maps[1] = 0
     volumes = rng.normal(size=(t, *shape)).astype(np.float32)
     chunks = tuple(_chunks(n, data.draw) for n in (t, *shape))
-    grid = tuple(len(c) for c in chunks[1:])
-    blocks = np.empty(grid, dtype=object)
+    whole = compact_maps(maps)
+    blocks = split_maps(whole, shape, chunks[1:])
+    sizes = np.vectorize(lambda b: b.size, otypes=[int])(blocks)
+    # each split block is the compaction of the maps cut to that block
     bounds = [np.cumsum((0, *c)) for c in chunks[1:]]
-    for idx in np.ndindex(*grid):
+    for idx in np.ndindex(*blocks.shape):
         sl = tuple(slice(b[i], b[i + 1]) for b, i in zip(bounds, idx, strict=True))
-        blocks[idx] = compact_maps(maps[(slice(None), *sl)])
+        direct = compact_maps(maps[(slice(None), *sl)], whole_support(maps)[sl])
+        np.testing.assert_array_equal(blocks[idx].index, direct.index)
+        np.testing.assert_array_equal(blocks[idx].rows, direct.rows)
     products, nonfinite = project(
-        da.from_array(volumes, chunks=chunks), maps_block_array(blocks, chunks[1:]), k
+        da.from_array(volumes, chunks=chunks),
+        blocks,
+        sizes,
+        k,
+        batch_volumes=data.draw(st.integers(1, t)),
     )
     assert dask.is_dask_collection(products)  # a lazy graph until computed
-    whole = compact_maps(maps)
     solver = GramSolver(whole.rows.T @ whole.rows, whole.index.size)
     coefs = solver.solve(products.compute())
     a = maps.reshape(k, -1).T
