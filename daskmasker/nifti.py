@@ -328,6 +328,45 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
     return make_image(data, header.get_best_affine(), header=header, attrs={"source": url})
 
 
+class _OrderedWriter:
+    """A ``dask.array.store`` target writing slabs of volumes to a stream in volume order.
+
+    Slabs that arrive early wait in memory until the ones before them are written (with a
+    sequential source such as a ``.nii.gz`` they arrive in order).
+    """
+
+    def __init__(self, stream, n_volumes: int, scaling: tuple[float, float], out_dtype):
+        self.stream, self.n_volumes, self.scaling, self.out_dtype = (
+            stream,
+            n_volumes,
+            scaling,
+            np.dtype(out_dtype),
+        )
+        self.next = 0
+        self.pending: dict[int, tuple[int, np.ndarray]] = {}
+
+    def __setitem__(self, key, value) -> None:
+        first = key[0] if isinstance(key, tuple) else key
+        start, stop = first.start or 0, first.stop
+        self.pending[start] = (stop, np.asarray(value))
+        while self.next in self.pending:
+            stop, chunk = self.pending.pop(self.next)
+            self.stream.write(self._encode(chunk).tobytes())
+            self.next = stop
+
+    def _encode(self, chunk: np.ndarray) -> np.ndarray:
+        s, i = self.scaling
+        if self.out_dtype.kind in "iu" and (s, i) != (1.0, 0.0):
+            chunk = np.round((chunk.astype(np.float64) - i) / s)
+        elif (s, i) != (1.0, 0.0):
+            chunk = (chunk.astype(np.float64) - i) / s
+        return np.ascontiguousarray(chunk.astype(self.out_dtype, copy=False))
+
+    def check_complete(self) -> None:
+        if self.next != self.n_volumes or self.pending:
+            raise OSError(f"wrote {self.next} of {self.n_volumes} volumes")
+
+
 def _as_sizes(chunks, n: int) -> tuple[int, ...]:
     if isinstance(chunks, dict):
         chunks = chunks.get("time", next(iter(chunks.values())))
@@ -363,6 +402,17 @@ def to_nifti(image, path, *, overwrite: bool = False, storage_options: dict | No
     offset = _data_offset(header)
     header.set_data_offset(offset)
     tmp = f"{target}.partial"
+    try:
+        _write_nifti(fs, tmp, url, header, offset, data, slope, inter, out_dtype)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+    fs.mv(tmp, target)
+    return url
+
+
+def _write_nifti(fs, tmp, url, header, offset, data, slope, inter, out_dtype) -> None:
     with fs.open(tmp, "wb") as raw:
         stream = (
             igzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) if url.endswith(".gz") else raw
@@ -371,22 +421,16 @@ def to_nifti(image, path, *, overwrite: bool = False, storage_options: dict | No
             block = header.binaryblock
             stream.write(block + b"\x00" * (offset - len(block)))
             volumes = data if data.ndim == 4 else data[None]
-            for start in range(
-                0,
-                volumes.shape[0],
-                max(1, volumes.chunks[0][0] if hasattr(volumes, "chunks") else 1),
-            ):
-                stop = start + (volumes.chunks[0][0] if hasattr(volumes, "chunks") else 1)
-                chunk = np.asarray(volumes[start:stop])
-                s = 1.0 if slope is None else slope
-                i = 0.0 if inter is None else inter
-                if np.dtype(out_dtype).kind in "iu" and (s, i) != (1.0, 0.0):
-                    chunk = np.round((chunk.astype(np.float64) - i) / s)
-                elif (s, i) != (1.0, 0.0):
-                    chunk = (chunk.astype(np.float64) - i) / s
-                stream.write(np.ascontiguousarray(chunk.astype(out_dtype)).tobytes())
+            s = 1.0 if slope is None else slope
+            i = 0.0 if inter is None else inter
+            writer = _OrderedWriter(stream, volumes.shape[0], (s, i), out_dtype)
+            if isinstance(volumes, da.Array):
+                # one pass over the graph (a gzip source is read once); chunks arrive roughly
+                # in order and are written in order
+                da.store(volumes, writer, lock=True, scheduler="threads")
+            else:
+                writer[0 : volumes.shape[0]] = np.asarray(volumes)
+            writer.check_complete()
         finally:
             if stream is not raw:
                 stream.close()
-    fs.mv(tmp, target)
-    return url

@@ -220,3 +220,26 @@ def test_conversion_chunks_align_with_zarr_chunks(tmp_path):
         img = open_zarr(store)
         assert set(img.data.chunks[0][:-1]) == {7}
         np.testing.assert_array_equal(img.values, ref)
+
+
+def test_gzip_to_nifti_reads_the_source_once_and_leaves_nothing_on_failure(tmp_path, monkeypatch):
+    """Writing a .nii.gz-backed image streams it in one pass (the gzip stream never restarts);
+    a failed write leaves neither the target nor a partial file."""
+    src = tmp_path / "a.nii.gz"
+    _image((10, 10, 10, 60), np.float32).to_filename(src)
+    restarts = []
+    original = nifti._GzipCursor._restart
+    monkeypatch.setattr(
+        nifti._GzipCursor, "_restart", lambda self: (restarts.append(1), original(self))[1]
+    )
+    out = to_nifti(open_nifti(src, chunks=4), str(tmp_path / "b.nii"))
+    assert len(restarts) == 1, "15 chunks, one pass over the gzip stream"
+    np.testing.assert_array_equal(nib.load(out).get_fdata(), nib.load(src).get_fdata())
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nifti._OrderedWriter, "_encode", fail)
+    with pytest.raises(OSError, match="disk full"):
+        to_nifti(open_nifti(src, chunks=4), str(tmp_path / "c.nii"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "b.nii"]
