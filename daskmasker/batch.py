@@ -35,6 +35,7 @@ import xarray as xr
 import zarr
 
 from daskmasker import provenance
+from daskmasker.cluster import compute_per_worker
 from daskmasker.masker import NiftiMapsMasker
 from daskmasker.retry import retry
 from daskmasker.store import Location
@@ -279,24 +280,16 @@ def run_batch(
         for item, (signals, conf) in lazy.values():
             _guarded(result, bar, item, finish, lambda s=signals, c=conf: dask.compute(s.data, c))
     else:
-        from distributed import as_completed
-
-        futures = {}
-        for item, (signals, conf) in lazy.values():
-            signals_future = client.compute(signals.data)
-            conf_future = None if conf is None else client.compute(conf)
-            futures[signals_future] = (item, conf_future)
-        for future in as_completed(list(futures)):
-            item, conf_future = futures[future]
-            _guarded(
-                result,
-                bar,
-                item,
-                finish,
-                lambda f=future, c=conf_future: (f.result(), None if c is None else c.result()),
-            )
+        jobs = list(lazy.values())
+        pairs = [dask.delayed(_pair)(signals.data, conf) for _, (signals, conf) in jobs]
+        for index, future in compute_per_worker(client, pairs):
+            _guarded(result, bar, jobs[index][0], finish, future.result)
     bar.close()
     return result
+
+
+def _pair(signals: np.ndarray, conf: np.ndarray | None) -> tuple:
+    return signals, conf
 
 
 def _guarded(result: BatchResult, bar, item: Item, finish, compute) -> None:

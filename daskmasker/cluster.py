@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 from distributed import Client, LocalCluster
 
@@ -77,3 +78,51 @@ def active_client() -> Client | None:
         return default_client()
     except ValueError:
         return None
+
+
+def compute_per_worker(
+    client: Client, jobs: list, per_worker: int = 2
+) -> Iterator[tuple[int, Any]]:
+    """Compute independent jobs on a cluster, each job's tasks on one worker; yield as they end.
+
+    A ``.nii.gz`` is read as one sequential stream per process, so a job whose tasks were spread
+    over several workers would inflate its file again on each of them.  Each job is pinned to
+    one worker (loosely: ``allow_other_workers`` lets the scheduler move it if that worker is
+    lost), and a worker gets its next job when one of its own finishes, ``per_worker`` jobs at
+    a time so its pipeline never runs dry.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    jobs : list
+        Each job is what ``client.compute`` accepts (a collection or a list of them).
+
+    Yields
+    ------
+    (index, future)
+        The job's position in ``jobs`` and its finished future (``future.result()`` gives the
+        value or raises the job's error), in completion order.
+    """
+    from distributed import as_completed
+
+    workers = sorted(client.scheduler_info()["workers"]) or [None]
+    pending = list(enumerate(jobs))[::-1]
+    running = {}
+
+    def submit(worker) -> None:
+        if not pending:
+            return
+        index, job = pending.pop()
+        where = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+        future = client.compute(job, **where)
+        running[future] = (index, worker)
+        completed.add(future)
+
+    completed = as_completed()
+    for _ in range(per_worker):
+        for worker in workers:
+            submit(worker)
+    for future in completed:
+        index, worker = running.pop(future)
+        submit(worker)
+        yield index, future

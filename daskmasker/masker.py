@@ -39,6 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 from daskmasker import clean, niimg, params
 from daskmasker import confounds as confounds_mod
 from daskmasker import maps as maps_mod
+from daskmasker.cluster import active_client, compute_per_worker
 from daskmasker.extraction import GridMaps, prepare_grid_maps, raw_signals, warn_nonfinite
 from daskmasker.image import REGION_DIM, TIME_DIM, header_from_attrs
 
@@ -457,7 +458,11 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             dims=(TIME_DIM, REGION_DIM),
             coords=coords,
             name="signals",
-            attrs={"is_3d": int(is_3d), **self._attrs_params()},
+            attrs={
+                "is_3d": int(is_3d),
+                "sequential_source": int(str(raw.attrs.get("source", "")).endswith(".gz")),
+                **self._attrs_params(),
+            },
         )
         return signals_da, conf
 
@@ -465,7 +470,13 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         output = getattr(self, "_output", "default")
         if output == "xarray":
             return lazy
-        values = lazy.data.compute()
+        client = active_client()
+        if client is not None and lazy.attrs.get("sequential_source"):
+            # a .nii.gz is one sequential stream: keep its tasks on one worker
+            ((_, future),) = compute_per_worker(client, [lazy.data])
+            values = future.result()
+        else:
+            values = lazy.data.compute()
         if output == "default":
             return values.squeeze() if lazy.attrs["is_3d"] else values
         columns = self.get_feature_names_out()
