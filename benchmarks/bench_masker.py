@@ -13,6 +13,7 @@ seed report's (``resampling_target='data'``, ``standardize='zscore_sample'``) pl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -24,8 +25,14 @@ from measure import run_measured
 PARAMS = dict(resampling_target="data", standardize="zscore_sample")
 
 
-def prepare(data_dir: Path, volumes: int, subject: int = 0, background: str = "masked") -> dict:
-    """Generate (once) the maps, mask and one run in each format."""
+def prepare(
+    data_dir: Path,
+    volumes: int,
+    subject: int = 0,
+    background: str = "masked",
+    formats=("nii.gz", "nii", "zarr"),
+) -> dict:
+    """Generate (once) the maps, mask and one run in each of ``formats`` (.nii.gz always)."""
     from daskmasker import synthetic
     from daskmasker.store import to_zarr
 
@@ -45,12 +52,12 @@ def prepare(data_dir: Path, volumes: int, subject: int = 0, background: str = "m
     if not gz.exists():
         synthetic.write_fmri(gz, nib.load(maps_path), volumes, seed=subject, background=background)
     nii = Path(f"{stem}_bold.nii")
-    if not nii.exists():
+    if "nii" in formats and not nii.exists():
         from daskmasker.nifti import open_nifti, to_nifti
 
         to_nifti(open_nifti(str(gz)), str(nii))
     zarr_path = Path(f"{stem}_bold.zarr")
-    if not zarr_path.exists():
+    if "zarr" in formats and not zarr_path.exists():
         to_zarr(str(gz), str(zarr_path))
     confounds = sorted(data_dir.glob(f"sub-{subject:02d}_vols-{volumes}*confounds*.tsv"))
     return {
@@ -83,21 +90,26 @@ def worker(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     timings = {}
     if spec.get("batch"):
+        # throughput: a warm-up image first (worker imports, maps shared with the workers,
+        # nilearn's joblib workers started), then the batch is timed
         imgs = spec["imgs"]
-        if spec["tool"] == "daskmasker" and spec.get("workers"):
-            from daskmasker import dask_client
+        confs = [confounds] * len(imgs)
+        with contextlib.ExitStack() as stack:
+            if spec["tool"] == "daskmasker" and spec.get("workers"):
+                from daskmasker import dask_client
 
-            with dask_client(workers=spec["workers"]):
-                start = time.perf_counter()  # the cluster is up: time the batch itself
+                stack.enter_context(dask_client(workers=spec["workers"]))
                 masker = MultiNiftiMapsMasker(spec["maps"], mask_img=spec["mask"], **PARAMS)
-                masker.fit(imgs[0])
-                masker.transform(imgs, confounds=[confounds] * len(imgs))
-        else:
-            masker = MultiNiftiMapsMasker(
-                spec["maps"], mask_img=spec["mask"], n_jobs=spec.get("n_jobs", 1), **PARAMS
-            )
+            else:
+                masker = MultiNiftiMapsMasker(
+                    spec["maps"], mask_img=spec["mask"], n_jobs=spec.get("n_jobs", 1), **PARAMS
+                )
+            warm = time.perf_counter()
             masker.fit(imgs[0])
-            masker.transform(imgs, confounds=[confounds] * len(imgs))
+            masker.transform(imgs[:1], confounds=confs[:1])
+            timings["warm_up"] = time.perf_counter() - warm
+            start = time.perf_counter()
+            masker.transform(imgs, confounds=confs)
     else:
         masker = NiftiMapsMasker(spec["maps"], mask_img=spec["mask"], **PARAMS)
         masker.fit(spec["img"])
@@ -141,8 +153,15 @@ def main(argv=None) -> None:
     parser.add_argument("--volumes", type=int, nargs="+", default=[200, 600, 1200])
     parser.add_argument("--formats", nargs="+", default=["nii.gz", "nii", "zarr"])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--tools",
+        nargs="+",
+        default=["daskmasker", "nilearn"],
+        help="daskmasker alone for runs larger than RAM (nilearn loads the whole image)",
+    )
     parser.add_argument("--batch", type=int, default=0, help="subjects in the batch comparison")
     parser.add_argument("--batch-volumes", type=int, default=200, help="volumes per batch subject")
+    parser.add_argument("--batch-only", action="store_true", help="skip the single-run table")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/daskmasker-bench"))
     parser.add_argument(
         "--background",
@@ -156,8 +175,10 @@ def main(argv=None) -> None:
         worker(args)
         return
     if args.prepare:
-        prepare(root, args.prepare, background=args.background)
+        prepare(root, args.prepare, background=args.background, formats=args.formats)
         return
+    if args.batch_only:
+        args.volumes = []
     print(f"runs: {args.background} background; times are medians of {args.repeat}")
     print(
         "| volumes | format | daskmasker fit+transform (process) | peak RSS "
@@ -175,12 +196,14 @@ def main(argv=None) -> None:
                 str(args.data_dir),
                 "--background",
                 args.background,
+                "--formats",
+                *args.formats,
             ]
         )
-        files = prepare(root, volumes, background=args.background)
+        files = prepare(root, volumes, background=args.background, formats=args.formats)
         results = {}
         for fmt in args.formats:
-            tools = ["daskmasker"] + (["nilearn"] if fmt != "zarr" else [])
+            tools = [t for t in args.tools if t == "daskmasker" or fmt != "zarr"]
             res = {}
             for tool in tools:
                 runs = [
@@ -200,6 +223,7 @@ def main(argv=None) -> None:
                     key: statistics.median(r.get(name, float("nan")) for r in runs)
                     for key, name in (
                         ("wall", "wall"),
+                        ("fit", "fit"),
                         ("process", "process_wall"),
                         ("rss", "peak_rss_gb"),
                         ("second_fit", "second_fit"),
@@ -246,15 +270,17 @@ def _batch(args, files, root) -> None:
         runs = [measure(job) for _ in range(args.repeat)]
         return {
             key: statistics.median(r[key] for r in runs)
-            for key in ("wall", "process_wall", "peak_rss_gb")
+            for key in ("wall", "process_wall", "peak_rss_gb", "warm_up")
         }
 
     one = median({**base, "tool": "daskmasker", "workers": 1})
     two = median({**base, "tool": "daskmasker", "workers": 2})
     nl = median({**base, "tool": "nilearn", "n_jobs": 2})
     print(
-        f"batch of {len(imgs)} × {volumes} volumes (.nii.gz), extraction time once the cluster "
-        f"is up (process time in brackets): daskmasker 1 worker {one['wall']:.1f} s "
+        f"batch of {len(imgs)} × {volumes} volumes (.nii.gz), after a warm-up image "
+        f"(daskmasker {one['warm_up']:.1f} s / {two['warm_up']:.1f} s, nilearn "
+        f"{nl['warm_up']:.1f} s; process time in brackets): daskmasker 1 worker "
+        f"{one['wall']:.1f} s "
         f"({one['process_wall']:.1f} s), 2 workers {two['wall']:.1f} s "
         f"({two['process_wall']:.1f} s): speed-up {one['wall'] / two['wall']:.2f}×; "
         f"nilearn n_jobs=2 {nl['wall']:.1f} s ({nl['process_wall']:.1f} s): ratio "
