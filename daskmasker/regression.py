@@ -18,11 +18,12 @@ has two stages per spatial block:
 1. **gather** — each chunk of volumes as read keeps only its support voxels (a fifth of the
    field of view for a brain atlas), in its own precision; non-finite values become 0 (as nilearn
    does) and are counted over the whole chunk in the same task, so the caller can warn;
-2. **products** — the gathered volumes are rechunked into batches of about
-   :data:`~daskmasker.chunks.DEFAULT_GEMM_BYTES` and multiplied by ``M`` in float64.  A batch
-   of tens of volumes reads ``M`` (tens of MB) once instead of once per small read chunk: the
-   product of a 7-volume chunk is bound by streaming ``M`` from memory and costs three times as
-   much per volume as a 32-volume batch (``benchmarks/bench_masker.py``).
+2. **products** — the gathered volumes are rechunked into batches of up to 32 volumes (and
+   :data:`~daskmasker.chunks.DEFAULT_GEMM_BYTES` of float64, see
+   :func:`~daskmasker.chunks.gemm_volumes`) and multiplied by ``M`` in float64.  A batch reads
+   ``M`` (tens of MB) once instead of once per small read chunk: the product of a 7-volume chunk
+   is bound by streaming ``M`` from memory and costs 2.8 times as much per volume as a 32-volume
+   batch (1.24 against 0.45 ms for 184 000 support voxels and 64 maps).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def split_maps(
     for flat_block, where in enumerate(np.ndindex(*grid)):
         sel = order[starts[flat_block] : starts[flat_block + 1]]
         local = tuple(c[sel] - b[i] for c, b, i in zip(coords, bounds, where, strict=True))
-        sizes = tuple(len(c) and c[i] for c, i in zip(spatial_chunks, where, strict=True))
+        sizes = tuple(c[i] for c, i in zip(spatial_chunks, where, strict=True))
         index = np.ravel_multi_index(local, sizes) if sel.size else np.zeros(0, np.int64)
         out[where] = MapsBlock(index=index, rows=whole.rows[sel])
     return out
@@ -175,13 +176,14 @@ def gather_support(block: np.ndarray, maps: MapsBlock) -> np.ndarray:
     """
     flat = block.reshape(block.shape[0], -1)
     out = np.empty((flat.shape[0], maps.size + 1), dtype=compact_dtype(flat.dtype))
-    np.take(flat, maps.index, axis=1, out=out[:, :-1] if flat.dtype == out.dtype else None)
-    if flat.dtype != out.dtype:
-        out[:, :-1] = np.take(flat, maps.index, axis=1)
+    values = out[:, :-1]
+    if flat.dtype == out.dtype:  # the indices are valid: "clip" spares numpy a buffer
+        np.take(flat, maps.index, axis=1, out=values, mode="clip")
+    else:
+        values[...] = np.take(flat, maps.index, axis=1)
     counts = count_nonfinite(flat)
     out[:, -1] = counts
     if counts.any():
-        values = out[:, :-1]
         values[~np.isfinite(values)] = 0
     return out
 

@@ -214,7 +214,7 @@ class ChunkReader:
         self._token = f"{url}:{metadata.to_dict()}"
 
     @classmethod
-    def of(cls, array, location: Location, storage_options=None) -> ChunkReader | None:
+    def of(cls, array, location: Location) -> ChunkReader | None:
         """A reader for ``array`` if its layout is one this class decodes, else None."""
         import numcodecs
         from zarr.codecs import BytesCodec, ZstdCodec
@@ -302,7 +302,7 @@ def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> x
     if ARRAY not in group:
         raise ValueError(f"'{store}' has no image array '{ARRAY}'")
     array = group[ARRAY]
-    reader = ChunkReader.of(array, mapper, storage_options) if chunks is None else None
+    reader = ChunkReader.of(array, mapper) if chunks is None else None
     if reader is not None:
         data = da.from_array(reader, chunks=array.chunks, asarray=False, fancy=False)
     else:

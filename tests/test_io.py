@@ -243,3 +243,50 @@ def test_gzip_to_nifti_reads_the_source_once_and_leaves_nothing_on_failure(tmp_p
     with pytest.raises(OSError, match="disk full"):
         to_nifti(open_nifti(src, chunks=4), str(tmp_path / "c.nii"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "b.nii"]
+
+
+@pytest.mark.parametrize(
+    "codecs",
+    [
+        {"compressors": None},
+        {"compressors": "blosc"},
+        {"compressors": "zstd"},
+        {"compressors": None, "shards": (6, 8, 8, 8)},
+    ],
+    ids=["raw", "blosc", "zstd", "sharded"],
+)
+def test_chunk_reader_equals_zarr_or_steps_aside(tmp_path, codecs):
+    """The direct chunk decoder gives zarr's values (edge chunks, missing chunks as fill) for the
+    layouts it knows, and declines the others (which ``da.from_zarr`` then reads)."""
+    import dask.array as da
+    import zarr
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    from daskmasker.store import ChunkReader, Location
+
+    compressors = {"blosc": BloscCodec(cname="lz4", shuffle="shuffle"), "zstd": ZstdCodec()}.get(
+        codecs["compressors"]
+    )
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    kwargs = {"shards": codecs["shards"]} if "shards" in codecs else {}
+    array = group.create_array(
+        "0",
+        shape=(11, 8, 8, 8),
+        chunks=(3, 8, 8, 4),
+        dtype="f4",
+        fill_value=-1.0,
+        compressors=compressors,
+        **kwargs,
+    )
+    values = np.random.default_rng(0).normal(size=array.shape).astype("f4")
+    array[:] = values
+    reader = ChunkReader.of(array, Location(str(tmp_path / "s.zarr")))
+    if "shards" in codecs:
+        assert reader is None
+        return
+    assert reader is not None
+    (tmp_path / "s.zarr" / "0" / "c" / "1" / "0" / "0" / "1").unlink()  # a missing chunk
+    expected = array[:]
+    assert np.all(expected[3:6, :, :, 4:] == -1.0)
+    got = da.from_array(reader, chunks=array.chunks, asarray=False, fancy=False).compute()
+    np.testing.assert_array_equal(got, expected)
