@@ -80,6 +80,20 @@ def active_client() -> Client | None:
         return None
 
 
+def compute_images(arrays: list, num_workers: int | None = None) -> list:
+    """Compute independent per-image arrays: locally in one Dask computation, on a cluster each
+    image on one worker (:func:`compute_per_worker`)."""
+    import dask
+
+    client = active_client()
+    if client is None:
+        return list(dask.compute(*arrays, num_workers=num_workers))
+    values: list = [None] * len(arrays)
+    for index, future in compute_per_worker(client, arrays):
+        values[index] = future.result()
+    return values
+
+
 def compute_per_worker(
     client: Client, jobs: list, per_worker: int = 2
 ) -> Iterator[tuple[int, Any]]:

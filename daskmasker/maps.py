@@ -42,9 +42,7 @@ def load_maps(maps_image: xr.DataArray, onto=None) -> np.ndarray:
     data = img.data
     if not hasattr(data, "compute"):
         data = da.from_array(np.asarray(data), chunks=(1, -1, -1, -1))
-    dtype = data.dtype
-    if dtype.kind in "iub":
-        dtype = np.dtype(np.float64 if dtype.itemsize == 8 else np.float32)
+    dtype = _float_dtype(data.dtype)
     # cleaned before resampling, as nilearn does (a NaN must not spread through interpolation)
     img = img.copy(data=data.map_blocks(_finite, dtype=dtype, meta=np.empty((0,) * 4, dtype)))
     if onto is not None and not same_fov(onto, image_fov(img)):
@@ -63,9 +61,16 @@ def load_maps(maps_image: xr.DataArray, onto=None) -> np.ndarray:
     return out
 
 
+def _float_dtype(dtype: np.dtype) -> np.dtype:
+    """Integer maps become float32 (int64 becomes float64); floats stay as they are."""
+    if dtype.kind in "iub":
+        return np.dtype(np.float64 if dtype.itemsize == 8 else np.float32)
+    return np.dtype(dtype)
+
+
 def _finite(block: np.ndarray) -> np.ndarray:
     if block.dtype.kind in "iub":
-        return block.astype(np.float64 if block.dtype.itemsize == 8 else np.float32)
+        return block.astype(_float_dtype(block.dtype))
     if block.dtype.kind == "f" and not np.isfinite(np.add.reduce(block, axis=None)):
         block = np.where(np.isfinite(block), block, 0).astype(block.dtype)
     return block

@@ -39,7 +39,7 @@ from sklearn.utils.validation import check_is_fitted
 from daskmasker import clean, niimg, params
 from daskmasker import confounds as confounds_mod
 from daskmasker import maps as maps_mod
-from daskmasker.cluster import active_client, compute_per_worker
+from daskmasker.cluster import compute_images
 from daskmasker.extraction import GridMaps, prepare_grid_maps, raw_signals, warn_nonfinite
 from daskmasker.image import REGION_DIM, TIME_DIM, header_from_attrs
 
@@ -283,17 +283,18 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         if ref is not None and self.resampling_target != "maps":
             onto = None if maps_mod.same_fov(ref, maps_fov) else ref
         maps = maps_mod.load_maps(maps_image, onto=onto)
+        any_map = bool(maps.any())
         if onto is not None:
             resampled.append("Resampling regions")
             maps_fov = ref
-            if not maps.any():
+            if not any_map:
                 raise ValueError("No map left after resampling maps_img.")
         if ref is not None and mask is not None and not maps_mod.same_fov(ref, mask_fov):
             resampled.append("Resampling mask")
             mask = maps_mod.resample_mask(mask, mask_fov[1], *ref)
             mask_fov = ref
 
-        if not maps.any():
+        if not any_map:
             raise ValueError("maps_img contains no map.")
         if mask is not None and ref is not None and not any(m[mask].any() for m in maps):
             raise ValueError("No map left after applying mask to the maps image.")
@@ -458,23 +459,18 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             dims=(TIME_DIM, REGION_DIM),
             coords=coords,
             name="signals",
-            attrs={
-                "is_3d": int(is_3d),
-                "sequential_source": int(str(raw.attrs.get("source", "")).endswith(".gz")),
-                **self._attrs_params(),
-            },
+            attrs={"is_3d": int(is_3d), **self._attrs_params()},
         )
+        signals_da.encoding["source"] = raw.attrs.get("source")
         return signals_da, conf
 
     def _finalize_output(self, lazy: xr.DataArray):
         output = getattr(self, "_output", "default")
         if output == "xarray":
             return lazy
-        client = active_client()
-        if client is not None and lazy.attrs.get("sequential_source"):
-            # a .nii.gz is one sequential stream: keep its tasks on one worker
-            ((_, future),) = compute_per_worker(client, [lazy.data])
-            values = future.result()
+        if str(lazy.encoding.get("source", "")).endswith(".gz"):
+            # a .nii.gz is one sequential stream: on a cluster its tasks stay on one worker
+            (values,) = compute_images([lazy.data])
         else:
             values = lazy.data.compute()
         if output == "default":

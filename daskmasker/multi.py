@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dask
 import nibabel as nib
 
-from daskmasker.cluster import active_client, compute_per_worker
+from daskmasker.cluster import compute_images
 from daskmasker.masker import NiftiMapsMasker, _HighVariance
 
 
@@ -127,14 +126,8 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
                 ]
             sm = None if sample_mask is None else sample_mask[i]
             lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))
-        client = active_client()
-        if client is None:
-            workers = None if n_jobs in (None, -1) else max(1, int(n_jobs))
-            values = dask.compute(*[lazy.data for lazy in lazies], num_workers=workers)
-        else:  # each image on one worker (a .nii.gz is one sequential stream)
-            values = [None] * n
-            for index, future in compute_per_worker(client, [lazy.data for lazy in lazies]):
-                values[index] = future.result()
+        workers = None if n_jobs in (None, -1) else max(1, int(n_jobs))
+        values = compute_images([lazy.data for lazy in lazies], num_workers=workers)
         return [
             v.squeeze() if lazy.attrs["is_3d"] else v
             for v, lazy in zip(values, lazies, strict=True)

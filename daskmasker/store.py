@@ -203,7 +203,7 @@ class ChunkReader:
     """
 
     def __init__(self, fs, root: str, metadata, codec, url: str):
-        self.fs, self.root, self.url, self.codec = fs, root, url, codec
+        self.fs, self.root, self.codec = fs, root, codec
         self.metadata = metadata
         self.shape = tuple(metadata.shape)
         self.chunk_shape = tuple(metadata.chunk_grid.chunk_shape)

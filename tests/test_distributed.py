@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import xarray as xr
 from conftest import make_data, make_maps, make_mask, stop_processes
-from distributed import Client, LocalCluster
+from distributed import Client
 
-from daskmasker import NiftiMapsMasker
+from daskmasker import NiftiMapsMasker, dask_client
 from daskmasker.cli import main
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)
@@ -42,16 +42,7 @@ def local_result(files, run):
 
 
 def test_local_cluster_of_processes_gives_same_numbers(files):
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            host="127.0.0.1",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with dask_client(workers=2) as client:  # 2 single-threaded processes on 127.0.0.1
         masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS)
         out = masker.fit_transform(files["runs"][0])
         executed = client.run(lambda dask_worker: dask_worker.state.executed_count)

@@ -9,7 +9,7 @@ import xarray as xr
 from conftest import make_data, make_maps, make_mask
 from s3server import CREDENTIALS, s3_server, storage_options
 
-from daskmasker import NiftiMapsMasker, open_nifti, open_zarr, run_batch, to_zarr
+from daskmasker import NiftiMapsMasker, dask_client, open_nifti, open_zarr, run_batch, to_zarr
 from daskmasker.cli import main
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)
@@ -189,21 +189,11 @@ def test_bad_endpoint_names_the_url():
 
 def test_extraction_from_s3_zarr_on_a_cluster(s3, aws_env):
     """Workers of a real LocalCluster read their own chunks of a Zarr store in the bucket."""
-    from distributed import Client, LocalCluster
 
     store = "s3://lab-private/derivatives/sub-02_task-rest_bold.zarr"
     to_zarr(f"s3://lab-private/ds/{s3['runs'][1][2]}", store, overwrite=True, chunks=7)
     masker = NiftiMapsMasker(str(s3["files"]["maps"]), mask_img=str(s3["files"]["mask"]), **PARAMS)
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            host="127.0.0.1",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with dask_client(workers=2) as client:  # 2 single-threaded processes on 127.0.0.1
         got = masker.fit_transform(store, confounds=str(s3["runs"][1][1]))
         executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
     assert sum(executed.values()) > 0
