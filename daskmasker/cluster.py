@@ -5,12 +5,20 @@ starts a :class:`distributed.LocalCluster` of N single-threaded worker processes
 address such as ``tcp://10.0.0.5:8786``) or ``scheduler_file`` (as written by
 ``dask scheduler --scheduler-file``) connects to an existing deployment (SLURM, Kubernetes...).
 A client that is already active in the process is used as Dask always does.
+
+Warnings that tasks emit on a distributed worker would stay in the worker's log;
+:func:`forward_warnings` sends them to the scheduler's event log and the computes here emit them
+again in the client, so that a cluster warns as the local scheduler does.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+import importlib
+import threading
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from distributed import Client, LocalCluster
@@ -80,17 +88,80 @@ def active_client() -> Client | None:
         return None
 
 
-def compute_images(arrays: list, num_workers: int | None = None) -> list:
-    """Compute independent per-image arrays: locally in one Dask computation, on a cluster each
-    image on one worker (:func:`compute_per_worker`)."""
+WARNINGS_TOPIC = "daskmasker-warnings"
+_RECORDING = threading.Lock()  # catch_warnings is process-wide: one recording task at a time
+
+
+def forward_warnings(func: Callable) -> Callable:
+    """Decorate a task function so that its warnings reach the client on a distributed cluster.
+
+    The decorated function takes one more keyword, ``collection``: the name of the Dask
+    collection whose only block it computes.  On a worker, the warnings the task emits are
+    recorded and logged to the scheduler under :data:`WARNINGS_TOPIC` with that name (an empty
+    list too, so that a rerun supersedes an earlier one), and :func:`reemit_warnings` emits them
+    in the client.  Elsewhere (the local threaded scheduler) the task runs as is and its
+    warnings are emitted directly.
+    """
+
+    @functools.wraps(func)
+    def task(*args, collection: str, **kwargs):
+        from distributed import get_worker
+
+        try:
+            worker = get_worker()
+        except ValueError:
+            return func(*args, **kwargs)
+        with _RECORDING, warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always")
+            result = func(*args, **kwargs)
+        emitted = [
+            [w.category.__module__, w.category.__qualname__, str(w.message)] for w in records
+        ]
+        worker.log_event(WARNINGS_TOPIC, {"collection": collection, "warnings": emitted})
+        return result
+
+    return task
+
+
+def reemit_warnings(client: Client, names: set[str], stacklevel: int = 2) -> None:
+    """Emit in the client the warnings that the :func:`forward_warnings` tasks of the Dask
+    collections named ``names`` logged, each collection's latest run."""
+    latest = {}
+    for _, message in client.get_events(WARNINGS_TOPIC):
+        if message["collection"] in names:
+            latest[message["collection"]] = message["warnings"]
+    for records in latest.values():
+        for module, qualname, text in records:
+            warnings.warn(text, _warning_category(module, qualname), stacklevel=stacklevel + 1)
+
+
+def _warning_category(module: str, qualname: str) -> type[Warning]:
+    try:
+        category = functools.reduce(getattr, qualname.split("."), importlib.import_module(module))
+    except (ImportError, AttributeError):
+        return UserWarning
+    return category if isinstance(category, type) and issubclass(category, Warning) else UserWarning
+
+
+def compute_images(arrays: list, num_workers: int | None = None, pin: bool = True) -> list:
+    """Compute independent per-image Dask arrays, emitting their tasks' warnings here.
+
+    Locally they run in one Dask computation.  On a cluster each image runs on one worker
+    (:func:`compute_per_worker`) when ``pin`` (a ``.nii.gz`` is one sequential stream), or
+    wherever the scheduler places its tasks otherwise.
+    """
     import dask
 
     client = active_client()
     if client is None:
         return list(dask.compute(*arrays, num_workers=num_workers))
-    values: list = [None] * len(arrays)
-    for index, future in compute_per_worker(client, arrays):
-        values[index] = future.result()
+    if pin:
+        values: list = [None] * len(arrays)
+        for index, future in compute_per_worker(client, arrays):
+            values[index] = future.result()
+    else:
+        values = client.gather(client.compute(arrays))
+    reemit_warnings(client, {array.name for array in arrays}, stacklevel=3)
     return values
 
 

@@ -33,13 +33,14 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.base import tokenize
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from daskmasker import clean, niimg, params
 from daskmasker import confounds as confounds_mod
 from daskmasker import maps as maps_mod
-from daskmasker.cluster import compute_images
+from daskmasker.cluster import compute_images, forward_warnings
 from daskmasker.extraction import GridMaps, prepare_grid_maps, raw_signals, warn_nonfinite
 from daskmasker.image import REGION_DIM, TIME_DIM, header_from_attrs
 
@@ -48,10 +49,6 @@ _RESAMPLE_TRANSFORM_HINT = (
     "To avoid this warning, make sure to pass the images "
     "you want to transform to fit() first, "
     "or directly use fit_transform()."
-)
-_STANDARDIZE_BOOL_WARNING = (
-    "boolean values for 'standardize' will be deprecated in nilearn 0.15.0.\n"
-    "Use 'zscore_sample' instead of 'True' or use 'None' instead of 'False'."
 )
 _KEEP_MASKED_MAPS_WARNING = (
     'Applying "mask_img" before signal extraction may result in empty region signals in the '
@@ -330,8 +327,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             with ``set_output(transform="xarray")`` a lazy ``DataArray`` with dims time and region.
         """
         check_is_fitted(self)
-        if isinstance(self.standardize, bool):
-            warnings.warn(_STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=2)
+        if self.standardize in [True, False]:  # nilearn's test: 1, 0 and np.True_ warn too
+            warnings.warn(clean.STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=2)
         all_confounds = None
         if confounds is not None or self.high_variance_confounds:
             all_confounds = []
@@ -431,20 +428,23 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         self._log(method, "Cleaning extracted signals")
         out_dtype = _output_dtype(pipeline_dtype, source_dtype, self.dtype)
         n_out = n_scans if mask_idx is None else int(mask_idx.size)
-        args = [signals.rechunk({0: -1}), "tk", nonfinite.rechunk(-1), "t"]
+        # one block, named up front: a cluster's compute forwards its warnings by this name
+        args = [signals.rechunk(-1), "tk", nonfinite.rechunk(-1), "t"]
         if conf is not None:
             args += [conf.rechunk(-1), "tc"]
+        options = dict(mask_idx=mask_idx, kwargs=self._clean_kwargs(), out_dtype=out_dtype)
+        name = f"clean_block-{tokenize(*args, options)}"
         cleaned = da.blockwise(
             _clean_block,
             "tk",
             *args,
+            name=name,
             concatenate=True,
             adjust_chunks={"t": (n_out,)},
             dtype=out_dtype,
             meta=np.empty((0, 0), dtype=out_dtype),
-            mask_idx=mask_idx,
-            kwargs=self._clean_kwargs(),
-            out_dtype=out_dtype,
+            collection=name,
+            **options,
         )
         t_r = self.t_r or img.attrs.get("t_r")
         frames = np.arange(n_scans) if mask_idx is None else np.asarray(mask_idx)
@@ -468,11 +468,9 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         output = getattr(self, "_output", "default")
         if output == "xarray":
             return lazy
-        if str(lazy.encoding.get("source", "")).endswith(".gz"):
-            # a .nii.gz is one sequential stream: on a cluster its tasks stay on one worker
-            (values,) = compute_images([lazy.data])
-        else:
-            values = lazy.data.compute()
+        # a .nii.gz is one sequential stream: on a cluster its tasks stay on one worker
+        gzip = str(lazy.encoding.get("source", "")).endswith(".gz")
+        (values,) = compute_images([lazy.data], pin=gzip)
         if output == "default":
             return values.squeeze() if lazy.attrs["is_3d"] else values
         columns = self.get_feature_names_out()
@@ -655,6 +653,7 @@ def _check_inverse_input(signals) -> np.ndarray:
     return signals
 
 
+@forward_warnings
 def _clean_block(signals, nonfinite, conf=None, *, mask_idx, kwargs, out_dtype):
     warn_nonfinite(float(np.sum(nonfinite)))
     cleaned = clean.clean_signals(signals, confounds=conf, sample_mask=mask_idx, **kwargs)

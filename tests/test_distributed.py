@@ -8,14 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
+import nibabel as nib
 import numpy as np
 import pytest
 import xarray as xr
 from conftest import make_data, make_maps, make_mask, stop_processes
 from distributed import Client
 
-from daskmasker import NiftiMapsMasker, dask_client
+from daskmasker import MultiNiftiMapsMasker, NiftiMapsMasker, dask_client
 from daskmasker.cli import main
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)
@@ -143,3 +145,41 @@ def test_worker_killed_mid_run_gives_identical_output(files, cluster):
         results = client.gather(futures)
     for got, want in zip(results, expected, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def _warnings_of(run, **kwargs) -> list[tuple[str, str]]:
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        run(**kwargs)
+    return sorted((w.category.__name__, str(w.message)) for w in records)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_task_warnings_reach_the_client_as_locally(files, tmp_path, suffix):
+    """Warnings raised in the cleaning tasks (non-finite data, boolean standardize, confounds
+    without detrending) are emitted in the client on a cluster, as by the local scheduler and
+    by nilearn, for the masker and the multi-image masker."""
+    from nilearn.maskers import NiftiMapsMasker as NilearnMasker
+
+    img = nib.load(files["runs"][0])
+    data = np.asarray(img.dataobj).copy()
+    data[6, 6, 6, 5] = np.nan
+    path = str(tmp_path / f"nan{suffix}")
+    nib.Nifti1Image(data, img.affine).to_filename(path)
+    conf = np.random.default_rng(0).normal(size=(data.shape[-1], 2))
+    options = dict(standardize=True, standardize_confounds=False)
+
+    def single(cls=NiftiMapsMasker):
+        cls(files["maps"], **options).fit_transform(path, confounds=conf)
+
+    def multi():
+        MultiNiftiMapsMasker(files["maps"], **options).fit_transform([path], confounds=[conf])
+
+    expected = _warnings_of(single, cls=NilearnMasker)
+    assert {c for c, _ in expected} == {"FutureWarning", "UserWarning"}
+    assert _warnings_of(single) == expected
+    local_multi = _warnings_of(multi)
+    with dask_client(workers=2):
+        assert _warnings_of(single) == expected
+        assert _warnings_of(multi) == local_multi
+        assert _warnings_of(single) == expected, "a rerun of the same graph warns once again"

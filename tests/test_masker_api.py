@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import tracemalloc
+import warnings
 
 import dask
 import nibabel as nib
@@ -139,3 +140,33 @@ def test_inverse_transform_matches_nilearn(maps, data):
     a, b = ours.inverse_transform(signals), ref.inverse_transform(signals)
     np.testing.assert_allclose(np.asarray(a.dataobj), np.asarray(b.dataobj), atol=1e-10)
     np.testing.assert_array_equal(a.affine, b.affine)
+
+
+@pytest.mark.parametrize("standardize", [True, False, 1, 0, np.True_])
+def test_boolean_like_standardize_warns_as_nilearn(maps, data, standardize):
+    """nilearn's masker warns for ``standardize in [True, False]`` (so 1, 0 and np.True_ too),
+    then ``signal.clean`` again for Python bools; 1 and np.True_ then fail in both."""
+    from nilearn.maskers import NiftiMapsMasker as NilearnMasker
+
+    def run(cls):
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always")
+            try:
+                out = cls(maps, standardize=standardize).fit_transform(data)
+            except ValueError as error:
+                out = type(error)
+        return out, [str(w.message) for w in records if w.category is FutureWarning]
+
+    (ours, our_warnings), (ref, ref_warnings) = run(NiftiMapsMasker), run(NilearnMasker)
+    assert our_warnings == ref_warnings
+    assert our_warnings[0].startswith("boolean values for 'standardize'")
+    if isinstance(ref, type):
+        assert ours is ref
+    else:
+        np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+
+
+def test_empty_confounds_list_means_no_confounds(maps, data):
+    """nilearn fails on ``confounds=[]`` (np.hstack of nothing); an empty list means none."""
+    masker = NiftiMapsMasker(maps, detrend=True).fit(data)
+    np.testing.assert_array_equal(masker.transform(data, confounds=[]), masker.transform(data))
