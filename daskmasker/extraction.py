@@ -114,7 +114,7 @@ def prepare_grid_maps(
     )
 
 
-def raw_signals(data: da.Array, grid_maps: GridMaps, split_every: int | None = None):
+def raw_signals(data: da.Array, grid_maps: GridMaps, split_every: int | None = None, reader=None):
     """Lazy uncleaned region signals and per-volume non-finite counts.
 
     Parameters
@@ -124,6 +124,8 @@ def raw_signals(data: da.Array, grid_maps: GridMaps, split_every: int | None = N
     grid_maps : GridMaps
     split_every : int, optional
         Fan-in of the tree reduction across spatial chunks.
+    reader : daskmasker.store.ChunkReader, optional
+        The reader ``data`` comes from unchanged (see :func:`daskmasker.regression.project`).
 
     Returns
     -------
@@ -132,7 +134,9 @@ def raw_signals(data: da.Array, grid_maps: GridMaps, split_every: int | None = N
     """
     blocks, sizes = grid_maps.blocks_for(data.chunks[1:])
     n_kept = int(grid_maps.kept.size)
-    products, nonfinite = project(data, blocks, sizes, n_kept, split_every=split_every)
+    products, nonfinite = project(
+        data, blocks, sizes, n_kept, split_every=split_every, reader=reader
+    )
     return products @ grid_maps.solver.operator, nonfinite
 
 

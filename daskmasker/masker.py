@@ -43,6 +43,7 @@ from daskmasker import maps as maps_mod
 from daskmasker.cluster import compute_images, forward_warnings
 from daskmasker.extraction import GridMaps, prepare_grid_maps, raw_signals, warn_nonfinite
 from daskmasker.image import REGION_DIM, TIME_DIM, header_from_attrs
+from daskmasker.store import READER_ENCODING
 
 _OUTPUTS = ("default", "pandas", "polars", "xarray")
 _RESAMPLE_TRANSFORM_HINT = (
@@ -421,7 +422,9 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
                 UserWarning,
                 stacklevel=4,
             )
-        signals, nonfinite = raw_signals(data, grid_maps)
+        # data read straight from a Zarr store is decoded and gathered in one task per chunk
+        reader = raw.encoding.get(READER_ENCODING) if img is raw else None
+        signals, nonfinite = raw_signals(data, grid_maps, reader=reader)
 
         conf = self._confounds(confounds, raw, n_scans)
         mask_idx = confounds_mod.load_sample_mask(sample_mask, n_scans)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -290,3 +292,12 @@ def test_chunk_reader_equals_zarr_or_steps_aside(tmp_path, codecs):
     assert np.all(expected[3:6, :, :, 4:] == -1.0)
     got = da.from_array(reader, chunks=array.chunks, asarray=False, fancy=False).compute()
     np.testing.assert_array_equal(got, expected)
+    # scratch reads: the same chunks, trimmed at the edges, in one reused buffer per thread
+    grid = [range(-(-n // c)) for n, c in zip(array.shape, array.chunks, strict=True)]
+    buffers = set()
+    for where in itertools.product(*grid):
+        block = reader.read_scratch(where)
+        region = tuple(slice(w * c, (w + 1) * c) for w, c in zip(where, array.chunks, strict=True))
+        np.testing.assert_array_equal(block, expected[region])
+        buffers.add(block.base.ctypes.data if block.base is not None else block.ctypes.data)
+    assert len(buffers) == 1

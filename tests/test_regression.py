@@ -7,6 +7,7 @@ import itertools
 import dask
 import dask.array as da
 import numpy as np
+import pytest
 import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,3 +73,53 @@ def test_rank_deficient_set_gives_minimum_norm():
     assert solver.rank == 3
     coefs = solver.solve((a.T @ x).T)
     np.testing.assert_allclose(coefs, scipy.linalg.lstsq(a, x)[0].T, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunks", [(3, 6, 7, 8), (4, 3, 7, 5)], ids=["whole", "split"])
+def test_read_and_gather_in_one_task_equals_the_generic_path(tmp_path, chunks):
+    """Products computed from a Zarr store's chunks decoded into scratch buffers (and gathered
+    in the same task) equal those of the generic map_blocks path, non-finite counts included."""
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    from daskmasker.store import ChunkReader, Location
+
+    rng = np.random.default_rng(0)
+    k, shape, t = 3, (6, 7, 8), 11
+    maps = np.clip(rng.normal(size=(k, *shape)), 0, None)
+    volumes = rng.normal(size=(t, *shape)).astype(np.float32)
+    volumes[4, 1, 2, 3] = np.nan
+    volumes[9, 5, 6, 7] = np.inf
+    array = zarr.open_group(str(tmp_path / "s.zarr"), mode="w").create_array(
+        "0", shape=volumes.shape, chunks=chunks, dtype="f4", compressors=BloscCodec(cname="lz4")
+    )
+    array[:] = volumes
+    reader = ChunkReader.of(array, Location(str(tmp_path / "s.zarr")))
+    data = da.from_array(reader, chunks=array.chunks, asarray=False, fancy=False)
+    whole = compact_maps(maps)
+    blocks = split_maps(whole, shape, data.chunks[1:])
+    sizes = np.vectorize(lambda b: b.size, otypes=[int])(blocks)
+    fused = project(data, blocks, sizes, k, batch_volumes=5, reader=reader)
+    generic = project(da.from_array(volumes, chunks=chunks), blocks, sizes, k, batch_volumes=5)
+    assert any(n.startswith("read-gather") for n in fused[0].dask.layers)
+    for a, b in zip(dask.compute(*fused), dask.compute(*generic), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(fused[1].compute(), [0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0])
+
+
+@pytest.mark.parametrize(
+    ("chunks", "step", "expected"),
+    [
+        ((7,) * 6 + (5,), 14, [[0, 1], [2, 3], [4, 5, 6]]),  # a 5-volume straggler joins
+        ((7,) * 5, 14, [[0, 1], [2, 3], [4]]),  # 7 ≥ 14 / 2 stays its own batch
+        ((100,), 32, [[0]]),
+        ((40, 40, 3), 32, [[0], [1, 2]]),
+        ((), 5, []),
+    ],
+)
+def test_batch_chunks_groups_consecutive_chunks(chunks, step, expected):
+    from daskmasker.regression import batch_chunks
+
+    batches = batch_chunks(chunks, step)
+    assert batches == expected
+    assert [i for b in batches for i in b] == list(range(len(chunks)))
