@@ -114,8 +114,14 @@ def prepare_grid_maps(
     )
 
 
-def raw_signals(data: da.Array, grid_maps: GridMaps, split_every: int | None = None, reader=None):
-    """Lazy uncleaned region signals and per-volume non-finite counts.
+def raw_signals(
+    data: da.Array, grid_maps: GridMaps, split_every: int | None = None, reader=None
+) -> da.Array:
+    """Lazy ``[XᵀM, count]``: the products with the maps and the per-volume non-finite count.
+
+    The region signals are ``products[:, :-1] @ grid_maps.solver.operator`` (see
+    :func:`region_signals`); the solve runs in the task that consumes them, as the products are
+    one small ``(T, K + 1)`` array.
 
     Parameters
     ----------
@@ -129,15 +135,17 @@ def raw_signals(data: da.Array, grid_maps: GridMaps, split_every: int | None = N
 
     Returns
     -------
-    signals : dask array, shape (T, K_kept), float64
-    nonfinite : dask array, shape (T,), float64
+    dask array, shape (T, K_kept + 1), float64
     """
     blocks, sizes = grid_maps.blocks_for(data.chunks[1:])
     n_kept = int(grid_maps.kept.size)
-    products, nonfinite = project(
-        data, blocks, sizes, n_kept, split_every=split_every, reader=reader
-    )
-    return products @ grid_maps.solver.operator, nonfinite
+    return project(data, blocks, sizes, n_kept, split_every=split_every, reader=reader)
+
+
+def region_signals(products: np.ndarray, operator: np.ndarray) -> tuple[np.ndarray, float]:
+    """The region signals ``(T, K)`` and the total non-finite count from computed
+    :func:`raw_signals`."""
+    return products[:, :-1] @ operator, float(products[:, -1].sum())
 
 
 def warn_nonfinite(count: float) -> None:

@@ -41,7 +41,13 @@ from daskmasker import clean, niimg, params
 from daskmasker import confounds as confounds_mod
 from daskmasker import maps as maps_mod
 from daskmasker.cluster import compute_images, forward_warnings
-from daskmasker.extraction import GridMaps, prepare_grid_maps, raw_signals, warn_nonfinite
+from daskmasker.extraction import (
+    GridMaps,
+    prepare_grid_maps,
+    raw_signals,
+    region_signals,
+    warn_nonfinite,
+)
 from daskmasker.image import REGION_DIM, TIME_DIM, header_from_attrs
 from daskmasker.store import READER_ENCODING
 
@@ -424,7 +430,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             )
         # data read straight from a Zarr store is decoded and gathered in one task per chunk
         reader = raw.encoding.get(READER_ENCODING) if img is raw else None
-        signals, nonfinite = raw_signals(data, grid_maps, reader=reader)
+        products = raw_signals(data, grid_maps, reader=reader)
 
         conf = self._confounds(confounds, raw, n_scans)
         mask_idx = confounds_mod.load_sample_mask(sample_mask, n_scans)
@@ -432,10 +438,14 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         out_dtype = _output_dtype(pipeline_dtype, source_dtype, self.dtype)
         n_out = n_scans if mask_idx is None else int(mask_idx.size)
         # one block, named up front: a cluster's compute forwards its warnings by this name
-        args = [signals.rechunk(-1), "tk", nonfinite.rechunk(-1), "t"]
-        if conf is not None:
-            args += [conf.rechunk(-1), "tc"]
-        options = dict(mask_idx=mask_idx, kwargs=self._clean_kwargs(), out_dtype=out_dtype)
+        n_kept = int(grid_maps.kept.size)
+        args = [products.rechunk(-1), "tk"] + ([conf.rechunk(-1), "tc"] if conf is not None else [])
+        options = dict(
+            operator=grid_maps.solver.operator,
+            mask_idx=mask_idx,
+            kwargs=self._clean_kwargs(),
+            out_dtype=out_dtype,
+        )
         name = f"clean_block-{tokenize(*args, options)}"
         cleaned = da.blockwise(
             _clean_block,
@@ -443,7 +453,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             *args,
             name=name,
             concatenate=True,
-            adjust_chunks={"t": (n_out,)},
+            adjust_chunks={"t": (n_out,), "k": (n_kept,)},
             dtype=out_dtype,
             meta=np.empty((0, 0), dtype=out_dtype),
             collection=name,
@@ -657,8 +667,9 @@ def _check_inverse_input(signals) -> np.ndarray:
 
 
 @forward_warnings
-def _clean_block(signals, nonfinite, conf=None, *, mask_idx, kwargs, out_dtype):
-    warn_nonfinite(float(np.sum(nonfinite)))
+def _clean_block(products, conf=None, *, operator, mask_idx, kwargs, out_dtype):
+    signals, nonfinite = region_signals(products, operator)
+    warn_nonfinite(nonfinite)
     cleaned = clean.clean_signals(signals, confounds=conf, sample_mask=mask_idx, **kwargs)
     return np.asarray(cleaned).astype(out_dtype, copy=False)
 
