@@ -325,7 +325,43 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
                 )
             pieces.append(da.from_delayed(piece, shape=shape_ab, dtype=dtype))
         data = da.concatenate(pieces, axis=0)
-    return make_image(data, header.get_best_affine(), header=header, attrs={"source": url})
+    image = make_image(data, header.get_best_affine(), header=header, attrs={"source": url})
+    if len(shape) == 4 and url.endswith(".gz"):
+        from daskmasker.store import READER_ENCODING
+
+        chunk_reader = GzipChunks(url, storage_options, blob, tuple(int(b) for b in bounds))
+        image.encoding[READER_ENCODING] = chunk_reader
+    return image
+
+
+class GzipChunks:
+    """The time chunks of a 4D ``.nii.gz`` for a consumer that reduces each one as it is read
+    (see :func:`daskmasker.regression.project`): read in order, one per task, each task after
+    the previous one, as the chunks of :func:`open_nifti` are.
+    """
+
+    sequential = True
+
+    def __init__(self, url: str, storage_options, header_blob: str, bounds: tuple[int, ...]):
+        self.url, self.storage_options, self.header_blob = url, storage_options, header_blob
+        self.bounds = bounds
+
+    def __dask_tokenize__(self):
+        return ("GzipChunks", self.url, self.header_blob, self.bounds)
+
+    def chunks_of(self, data) -> bool:
+        """Whether the Dask array ``data`` is this file chunk for chunk."""
+        sizes = tuple(int(b - a) for a, b in itertools.pairwise(self.bounds))
+        return (
+            data.ndim == 4 and data.chunks[0] == sizes and all(len(c) == 1 for c in data.chunks[1:])
+        )
+
+    def read_chunk(self, where: tuple[int, ...]) -> np.ndarray:
+        """Volumes ``bounds[i]:bounds[i + 1]`` (``where = (i, 0, 0, 0)``)."""
+        i = where[0]
+        return _read_volumes(
+            self.url, self.storage_options, self.header_blob, self.bounds[i], self.bounds[i + 1], 4
+        )
 
 
 class _OrderedWriter:

@@ -317,9 +317,13 @@ def project(
         Fan-in of the tree reduction across spatial blocks.
     batch_volumes : int, optional
         Volumes per product batch; by default about ``DEFAULT_GEMM_BYTES`` of float64 support.
-    reader : daskmasker.store.ChunkReader, optional
-        The reader ``data`` was made from, block for block: each block is then decoded into a
-        per-thread scratch buffer and gathered in the same task.
+    reader : optional
+        The source ``data`` was made from, block for block (a Zarr
+        :class:`~daskmasker.store.ChunkReader` or a ``.nii.gz``'s
+        :class:`~daskmasker.nifti.GzipChunks`): each block is then read and gathered in the
+        same task, so the raw volumes never travel between tasks.  It has ``read_chunk(where)``
+        (the chunk at that grid position, possibly in a per-thread scratch buffer) and
+        ``sequential`` (read the chunks in order, each task after the previous one).
 
     Returns
     -------
@@ -371,22 +375,24 @@ def _gather_block(block: np.ndarray, maps: MapsBlock) -> np.ndarray:
 
 def _read_gathered(reader, sub: da.Array, where: tuple[int, ...], maps, size: int) -> da.Array:
     """The gathered blocks of ``sub`` (the spatial block ``where`` of the reader's array), each
-    read into scratch memory and gathered by one task."""
+    read and gathered by one task; a sequential reader's tasks wait for the previous one."""
     name = f"read-gather-{tokenize(reader, where, maps)}"
     reader_key = f"chunk-reader-{tokenize(reader)}"
     layer = {reader_key: DataNode(reader_key, reader)}
     maps_arg = parse_input(maps)
     for i in range(len(sub.chunks[0])):
         key = (name, i, 0, 0, 0)
-        layer[key] = Task(key, _read_gather, TaskRef(reader_key), (i, *where), maps_arg)
+        after = (TaskRef((name, i - 1, 0, 0, 0)),) if reader.sequential and i else ()
+        layer[key] = Task(key, _read_gather, TaskRef(reader_key), (i, *where), maps_arg, *after)
     graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
     dtype = compact_dtype(sub.dtype)
     chunks = (sub.chunks[0], (1,), (1,), (size + 1,))
     return da.Array(graph, name, chunks, meta=np.empty((0, 0, 0, 0), dtype=dtype))
 
 
-def _read_gather(reader, where: tuple[int, ...], maps: MapsBlock) -> np.ndarray:
-    return _gather_block(reader.read_scratch(where), maps)
+def _read_gather(reader, where: tuple[int, ...], maps: MapsBlock, *after) -> np.ndarray:
+    del after  # the previous chunk of a sequential reader: only an ordering
+    return _gather_block(reader.read_chunk(where), maps)
 
 
 def _count_block(block: np.ndarray, n_maps: int) -> np.ndarray:

@@ -265,9 +265,19 @@ class ChunkReader:
         )
         return full[inner]
 
-    def read_scratch(self, where: tuple[int, ...]) -> np.ndarray:
+    def chunks_of(self, data) -> bool:
+        """Whether the Dask array ``data`` is this array chunk for chunk (same shape and grid)."""
+        from dask.array.core import normalize_chunks
+
+        return tuple(data.shape) == self.shape and tuple(data.chunks) == normalize_chunks(
+            self.chunk_shape, self.shape
+        )
+
+    sequential = False  # chunks are independent
+
+    def read_chunk(self, where: tuple[int, ...]) -> np.ndarray:
         """The chunk at grid position ``where`` (trimmed at the array's edges), decoded into this
-        thread's scratch buffer: valid until the thread's next ``read_scratch``.
+        thread's scratch buffer: valid until the thread's next ``read_chunk``.
 
         A consumer that reduces the chunk at once (the maps regression gathers its support
         voxels) spares a fresh chunk-sized allocation per read; on this kind of machine the

@@ -43,13 +43,22 @@ def local_result(files, run):
     return masker.fit_transform(run)
 
 
-def test_local_cluster_of_processes_gives_same_numbers(files):
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_local_cluster_of_processes_gives_same_numbers(files, tmp_path, suffix):
+    """The same numbers on a cluster; there a .nii.gz is read and gathered in one task per
+    chunk, in order (locally the gather is a task of its own)."""
+    run = files["runs"][0]
+    if suffix == ".nii.gz":
+        run = str(tmp_path / "run.nii.gz")
+        nib.load(files["runs"][0]).to_filename(run)
     with dask_client(workers=2) as client:  # 2 single-threaded processes on 127.0.0.1
         masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS)
-        out = masker.fit_transform(files["runs"][0])
+        out = masker.fit_transform(run)
         executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
-    np.testing.assert_allclose(out, local_result(files, files["runs"][0]), atol=1e-12)
+        layers = masker.set_output(transform="xarray").transform(run).data.dask.layers
+    np.testing.assert_allclose(out, local_result(files, run), atol=1e-12)
     assert sum(executed.values()) > 0, "the graph should have run on the cluster's workers"
+    assert any(name.startswith("read-gather") for name in layers) == (suffix == ".nii.gz")
 
 
 def _start(cmd):

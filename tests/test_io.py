@@ -296,7 +296,7 @@ def test_chunk_reader_equals_zarr_or_steps_aside(tmp_path, codecs):
     grid = [range(-(-n // c)) for n, c in zip(array.shape, array.chunks, strict=True)]
     buffers = set()
     for where in itertools.product(*grid):
-        block = reader.read_scratch(where)
+        block = reader.read_chunk(where)
         region = tuple(slice(w * c, (w + 1) * c) for w, c in zip(where, array.chunks, strict=True))
         np.testing.assert_array_equal(block, expected[region])
         buffers.add(block.base.ctypes.data if block.base is not None else block.ctypes.data)

@@ -86,9 +86,9 @@ def test_memory_is_bounded_by_chunks_not_volumes(tmp_path):
         small, big = _peak_bytes(masker, stores[150]), _peak_bytes(masker, stores[600])
     assert big < 1.5 * small + 20 * volume_bytes
     # a few read chunks of 10 volumes, plus a batch of the maps products per thread: the
-    # support voxels of gemm_volumes() volumes gathered (float32), merged (float32) and cast
-    # (float64); never the image
-    batch_bytes = gemm_volumes(48**3, 600) * 48**3 * (4 + 4 + 8)
+    # support voxels of gemm_volumes() volumes gathered (float32, multiplied a slab at a time
+    # without a merged or float64 copy; the same again as slack); never the image
+    batch_bytes = gemm_volumes(48**3, 600) * 48**3 * (4 + 4)
     assert big < 40 * volume_bytes + 2 * batch_bytes < 600 * volume_bytes / 2
 
 
@@ -170,3 +170,17 @@ def test_empty_confounds_list_means_no_confounds(maps, data):
     """nilearn fails on ``confounds=[]`` (np.hstack of nothing); an empty list means none."""
     masker = NiftiMapsMasker(maps, detrend=True).fit(data)
     np.testing.assert_array_equal(masker.transform(data, confounds=[]), masker.transform(data))
+
+
+def test_zarr_volumes_read_and_gathered_in_one_task(maps, data, tmp_path):
+    """A 4D Zarr store is read and gathered by one task per chunk, a 3D store (seen as one
+    volume) through the generic path; both give the numbers of the NIfTI image."""
+    masker = NiftiMapsMasker(maps, detrend=True).fit(data)
+    store4 = to_zarr(data, str(tmp_path / "run.zarr"), chunks=7)
+    layers = masker.set_output(transform="xarray").transform(store4).data.dask.layers
+    assert any(name.startswith("read-gather") for name in layers)
+    masker.set_output(transform="default")
+    np.testing.assert_allclose(masker.transform(store4), masker.transform(data), atol=1e-10)
+    volume = nib.Nifti1Image(np.asarray(data.dataobj)[..., 3], data.affine)
+    store3 = to_zarr(volume, str(tmp_path / "volume.zarr"))
+    np.testing.assert_allclose(masker.transform(store3), masker.transform(volume), atol=1e-10)
