@@ -59,7 +59,7 @@ def prepare(
     zarr_path = Path(f"{stem}_bold.zarr")
     if "zarr" in formats and not zarr_path.exists():
         to_zarr(str(gz), str(zarr_path))
-    confounds = sorted(data_dir.glob(f"sub-{subject:02d}_vols-{volumes}*confounds*.tsv"))
+    confounds = sorted(data_dir.glob(f"sub-{subject:02d}_vols-{volumes}_*confounds*.tsv"))
     return {
         "maps": str(maps_path),
         "mask": str(mask_path),
