@@ -4,7 +4,7 @@ from __future__ import annotations
 
 DEFAULT_CHUNK_BYTES = 32 * 2**20
 DEFAULT_GEMM_BYTES = 64 * 2**20
-MAX_GEMM_VOLUMES = 32
+MAX_GEMM_VOLUMES = 64
 
 
 def time_chunks(
@@ -38,21 +38,25 @@ def gemm_volumes(
     n_volumes: int,
     target_nbytes: int = DEFAULT_GEMM_BYTES,
     max_volumes: int = MAX_GEMM_VOLUMES,
+    itemsize: int = 8,
 ) -> int:
     """Volumes per batch of the maps products.
 
-    At most ``target_nbytes`` of float64 support voxels and ``max_volumes`` volumes: past about
-    32 volumes a batch no longer speeds the product up (it is then bound by arithmetic, not by
-    reading the maps), it only holds more memory.
+    At most ``target_nbytes`` of gathered support voxels (of ``itemsize`` bytes) and
+    ``max_volumes`` volumes: a batch reads the maps once, so larger batches are cheaper per
+    volume (0.55 ms per volume at 35 volumes, 0.45 at 70, 0.41 at 140 for 184 000 support
+    voxels and 64 maps, on one core), but they hold more memory while they wait for their chunks.
 
     Examples
     --------
     >>> gemm_volumes(250_000, 600)
-    32
+    33
+    >>> gemm_volumes(250_000, 600, itemsize=4)
+    64
     >>> gemm_volumes(1_000_000, 600)
     8
     >>> gemm_volumes(250_000, 10)
     10
     """
-    per_batch = max(1, target_nbytes // max(8 * n_support, 1))
+    per_batch = max(1, target_nbytes // max(itemsize * n_support, 1))
     return int(max(1, min(per_batch, max_volumes, n_volumes)))
