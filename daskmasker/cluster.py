@@ -97,10 +97,11 @@ def forward_warnings(func: Callable) -> Callable:
 
     The decorated function takes one more keyword, ``collection``: the name of the Dask
     collection whose only block it computes.  On a worker, the warnings the task emits are
-    recorded and logged to the scheduler under :data:`WARNINGS_TOPIC` with that name (an empty
-    list too, so that a rerun supersedes an earlier one), and :func:`reemit_warnings` emits them
-    in the client.  Elsewhere (the local threaded scheduler) the task runs as is and its
-    warnings are emitted directly.
+    recorded and, if there are any, logged to the scheduler under :data:`WARNINGS_TOPIC` with
+    that name, and :func:`reemit_warnings` emits them in the client.  The name is a token of the
+    task's inputs, so a rerun logs the same warnings again (the latest is emitted, once).
+    Elsewhere (the local threaded scheduler) the task runs as is and its warnings are emitted
+    directly.
     """
 
     @functools.wraps(func)
@@ -117,7 +118,8 @@ def forward_warnings(func: Callable) -> Callable:
         emitted = [
             [w.category.__module__, w.category.__qualname__, str(w.message)] for w in records
         ]
-        worker.log_event(WARNINGS_TOPIC, {"collection": collection, "warnings": emitted})
+        if emitted:  # most tasks warn nothing: the scheduler's event log stays small
+            worker.log_event(WARNINGS_TOPIC, {"collection": collection, "warnings": emitted})
         return result
 
     return task
