@@ -90,8 +90,9 @@ def worker(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     timings = {}
     if spec.get("batch"):
-        # throughput: a warm-up image first (worker imports, maps shared with the workers,
-        # nilearn's joblib workers started), then the batch is timed
+        # throughput: warm-up images first, one per worker process (imports, the maps shared
+        # with the workers, nilearn's joblib workers started, each process's first memory),
+        # then the batch is timed
         imgs = spec["imgs"]
         confs = [confounds] * len(imgs)
         with contextlib.ExitStack() as stack:
@@ -105,8 +106,9 @@ def worker(args: argparse.Namespace) -> None:
                     spec["maps"], mask_img=spec["mask"], n_jobs=spec.get("n_jobs", 1), **PARAMS
                 )
             warm = time.perf_counter()
+            warm_n = max(1, int(spec.get("workers") or spec.get("n_jobs") or 1))
             masker.fit(imgs[0])
-            masker.transform(imgs[:1], confounds=confs[:1])
+            masker.transform(imgs[:warm_n], confounds=confs[:warm_n])
             timings["warm_up"] = time.perf_counter() - warm
             start = time.perf_counter()
             masker.transform(imgs, confounds=confs)
@@ -277,7 +279,7 @@ def _batch(args, files, root) -> None:
     two = median({**base, "tool": "daskmasker", "workers": 2})
     nl = median({**base, "tool": "nilearn", "n_jobs": 2})
     print(
-        f"batch of {len(imgs)} × {volumes} volumes (.nii.gz), after a warm-up image "
+        f"batch of {len(imgs)} × {volumes} volumes (.nii.gz), after warm-up images "
         f"(daskmasker {one['warm_up']:.1f} s / {two['warm_up']:.1f} s, nilearn "
         f"{nl['warm_up']:.1f} s; process time in brackets): daskmasker 1 worker "
         f"{one['wall']:.1f} s "

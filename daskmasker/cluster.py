@@ -168,21 +168,24 @@ def compute_images(arrays: list, num_workers: int | None = None, pin: bool = Tru
 
 
 def compute_per_worker(
-    client: Client, jobs: list, per_worker: int = 2
+    client: Client, jobs: list, per_worker: int | None = None
 ) -> Iterator[tuple[int, Any]]:
     """Compute independent jobs on a cluster, each job's tasks on one worker; yield as they end.
 
     A ``.nii.gz`` is read as one sequential stream per process, so a job whose tasks were spread
     over several workers would inflate its file again on each of them.  Each job is pinned to
     one worker (loosely: ``allow_other_workers`` lets the scheduler move it if that worker is
-    lost), and a worker gets its next job when one of its own finishes, ``per_worker`` jobs at
-    a time so its pipeline never runs dry.
+    lost), and a worker gets its next job when one of its own finishes.
 
     Parameters
     ----------
     client : distributed.Client
     jobs : list
         Each job is what ``client.compute`` accepts (a collection or a list of them).
+    per_worker : int, optional
+        Jobs running at a time on a worker; by default its number of threads.  A single-threaded
+        worker interleaving two images ran them 4–8 % slower than one after the other (the
+        caches and memory bandwidth are shared; the next job's submission costs milliseconds).
 
     Yields
     ------
@@ -192,7 +195,9 @@ def compute_per_worker(
     """
     from distributed import as_completed
 
-    workers = sorted(client.scheduler_info()["workers"]) or [None]
+    info = client.scheduler_info(n_workers=-1)["workers"]  # all of them, not the first 5
+    workers = sorted(info) or [None]
+    slots = {w: per_worker or (info[w].get("nthreads", 1) if w else 1) for w in workers}
     pending = list(enumerate(jobs))[::-1]
     running = {}
 
@@ -206,9 +211,11 @@ def compute_per_worker(
         completed.add(future)
 
     completed = as_completed()
-    for _ in range(per_worker):
+    for _ in range(max(slots.values())):
         for worker in workers:
-            submit(worker)
+            if slots[worker] > 0:
+                slots[worker] -= 1
+                submit(worker)
     for future in completed:
         index, worker = running.pop(future)
         submit(worker)
