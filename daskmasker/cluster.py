@@ -211,10 +211,9 @@ def compute_per_worker(
         completed.add(future)
 
     completed = as_completed()
-    for _ in range(max(slots.values())):
+    for rank in range(max(slots.values())):  # round robin: the first jobs go to every worker
         for worker in workers:
-            if slots[worker] > 0:
-                slots[worker] -= 1
+            if rank < slots[worker]:
                 submit(worker)
     for future in completed:
         index, worker = running.pop(future)

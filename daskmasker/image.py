@@ -35,6 +35,9 @@ DIMS_3D = SPATIAL_DIMS
 DIMS_4D = (TIME_DIM, *SPATIAL_DIMS)
 REGION_DIM = "region"
 MAP_DIM = "map"
+# encoding key of the chunk reader an image was opened with (Zarr chunks, .nii.gz chunks): lets
+# the maps regression read and reduce each chunk in one task (see regression.project)
+READER_ENCODING = "chunk_reader"
 
 
 def is_image(obj: Any) -> bool:

@@ -48,8 +48,7 @@ from daskmasker.extraction import (
     region_signals,
     warn_nonfinite,
 )
-from daskmasker.image import REGION_DIM, TIME_DIM, header_from_attrs
-from daskmasker.store import READER_ENCODING
+from daskmasker.image import READER_ENCODING, REGION_DIM, TIME_DIM, header_from_attrs
 
 _OUTPUTS = ("default", "pandas", "polars", "xarray")
 _RESAMPLE_TRANSFORM_HINT = (

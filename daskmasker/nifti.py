@@ -33,7 +33,7 @@ from isal import igzip
 from nibabel.arrayproxy import ArrayProxy
 
 from daskmasker.chunks import time_chunks
-from daskmasker.image import header_from_attrs, make_image
+from daskmasker.image import READER_ENCODING, header_from_attrs, make_image
 from daskmasker.retry import retry
 
 _READERS: dict[tuple, Any] = {}
@@ -327,8 +327,6 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
         data = da.concatenate(pieces, axis=0)
     image = make_image(data, header.get_best_affine(), header=header, attrs={"source": url})
     if len(shape) == 4 and url.endswith(".gz"):
-        from daskmasker.store import READER_ENCODING
-
         chunk_reader = GzipChunks(url, storage_options, blob, tuple(int(b) for b in bounds))
         image.encoding[READER_ENCODING] = chunk_reader
     return image

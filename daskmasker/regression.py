@@ -221,10 +221,7 @@ def support_products(parts: list[np.ndarray], maps: MapsBlock) -> np.ndarray:
                 slab[row : row + part.shape[0], : stop - start] = part[:, start:stop]
                 row += part.shape[0]
             out[:, :-1] += slab[:, : stop - start] @ maps.rows[start:stop]
-    row = 0
-    for part in parts:
-        out[row : row + part.shape[0], -1] = part[:, -1]
-        row += part.shape[0]
+    out[:, -1] = np.concatenate([part[:, -1] for part in parts])
     return out
 
 
@@ -262,9 +259,14 @@ def _batched_products(gathered: da.Array, maps, step: int, n_maps: int) -> da.Ar
         key = (name, b, 0)
         parts = List(*(TaskRef((gathered.name, i, 0, 0, 0)) for i in batch))
         layer[key] = Task(key, support_products, parts, maps_arg)
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[gathered])
     sizes = tuple(sum(gathered.chunks[0][i] for i in batch) for batch in batches)
-    return da.Array(graph, name, (sizes, (n_maps + 1,)), meta=np.empty((0, 0)))
+    return _task_array(name, layer, (sizes, (n_maps + 1,)), np.float64, [gathered])
+
+
+def _task_array(name: str, layer: dict, chunks, dtype, dependencies) -> da.Array:
+    """A Dask array from a layer of hand-built tasks keyed ``(name, *block)``."""
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
+    return da.Array(graph, name, chunks, meta=np.empty((0,) * len(chunks), dtype=dtype))
 
 
 @functools.cache
@@ -341,18 +343,19 @@ def project(
     step = batch_volumes or gemm_volumes(
         int(np.sum(sizes)), n_volumes, itemsize=gathered_dtype.itemsize
     )
-    parts = []
+    parts, counts = [], []
     for where in np.ndindex(*grid):
         sub = data.blocks[(slice(None), *where)]
         size = int(sizes[where])
-        if size == 0:  # no support voxel here: only the count
-            counts = sub.map_blocks(
-                _count_block, n_maps, drop_axis=(2, 3), chunks=(sub.chunks[0], (n_maps + 1,))
+        if size == 0:  # no support voxel here: only the count, in the same (T, K + 1) layout
+            counts.append(
+                sub.map_blocks(
+                    _count_block, n_maps, drop_axis=(2, 3), chunks=(sub.chunks[0], (n_maps + 1,))
+                )
             )
-            parts.append(counts.rechunk({0: step}))
             continue
         if reader is not None:
-            gathered = _read_gathered(reader, sub, where, maps_blocks[where], size)
+            gathered = _read_gathered(reader, sub, where, maps_blocks[where], size, gathered_dtype)
         else:
             # 4D out, (t, 1, 1, S + 1): dropping axes would make Dask copy every read chunk
             # (its concatenation of the dropped axes copies even a single block)
@@ -364,10 +367,11 @@ def project(
                 meta=np.empty((0, 0, 0, 0), dtype=gathered_dtype),
             )
         parts.append(_batched_products(gathered, maps_blocks[where], step, n_maps))
+    if parts:  # the count-only parts follow the products' batches
+        counts = [part.rechunk(parts[0].chunks) for part in counts]
+    parts += counts
     if len(parts) == 1:
         return parts[0]
-    chunks = parts[0].chunks  # the count-only parts may be batched differently
-    parts = [part.rechunk(chunks) for part in parts]
     return da.stack(parts).sum(axis=0, split_every=split_every)
 
 
@@ -376,7 +380,9 @@ def _gather_block(block: np.ndarray, maps: MapsBlock) -> np.ndarray:
     return gathered.reshape(gathered.shape[0], 1, 1, -1)
 
 
-def _read_gathered(reader, sub: da.Array, where: tuple[int, ...], maps, size: int) -> da.Array:
+def _read_gathered(
+    reader, sub: da.Array, where: tuple[int, ...], maps, size: int, dtype: np.dtype
+) -> da.Array:
     """The gathered blocks of ``sub`` (the spatial block ``where`` of the reader's array), each
     read and gathered by one task; a sequential reader's tasks wait for the previous one."""
     name = f"read-gather-{tokenize(reader, where, maps)}"
@@ -387,10 +393,7 @@ def _read_gathered(reader, sub: da.Array, where: tuple[int, ...], maps, size: in
         key = (name, i, 0, 0, 0)
         after = (TaskRef((name, i - 1, 0, 0, 0)),) if reader.sequential and i else ()
         layer[key] = Task(key, _read_gather, TaskRef(reader_key), (i, *where), maps_arg, *after)
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[])
-    dtype = compact_dtype(sub.dtype)
-    chunks = (sub.chunks[0], (1,), (1,), (size + 1,))
-    return da.Array(graph, name, chunks, meta=np.empty((0, 0, 0, 0), dtype=dtype))
+    return _task_array(name, layer, (sub.chunks[0], (1,), (1,), (size + 1,)), dtype, [])
 
 
 def _read_gather(reader, where: tuple[int, ...], maps: MapsBlock, *after) -> np.ndarray:

@@ -32,7 +32,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from daskmasker.chunks import time_chunks
-from daskmasker.image import image_affine, make_image
+from daskmasker.image import READER_ENCODING, image_affine, make_image
 from daskmasker.retry import retry
 
 ARRAY = "0"
@@ -189,9 +189,6 @@ def to_zarr(
     meta["complete"] = True
     group.attrs[ATTR] = meta
     return str(store)
-
-
-READER_ENCODING = "chunk_reader"
 
 
 class ChunkReader:
