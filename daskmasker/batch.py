@@ -264,26 +264,29 @@ def run_batch(
         result.done.append(item.name)
         bar.update(1)
 
-    lazy = {}
-    for item in todo:
-        try:
-            lazy[item.name] = (
-                item,
-                masker._lazy_outputs(
+    built: list[Item] = []
+
+    def graphs():
+        """Each item's graph, built when it is its turn to run; a failure to build (a bad
+        input) is recorded and the batch goes on."""
+        for item in todo:
+            try:
+                signals, conf = masker._lazy_outputs(
                     _source(item.image, storage_options), *_item_confounds(masker, item)
-                ),
-            )
-        except Exception as exc:
-            result.failed[item.name] = f"{type(exc).__name__}: {exc}"
-            bar.update(1)
+                )
+            except Exception as exc:
+                result.failed[item.name] = f"{type(exc).__name__}: {exc}"
+                bar.update(1)
+                continue
+            built.append(item)
+            yield dask.delayed(_pair)(signals.data, conf)
+
     if client is None:
-        for item, (signals, conf) in lazy.values():
-            _guarded(result, bar, item, finish, lambda s=signals, c=conf: dask.compute(s.data, c))
+        for job in graphs():
+            _guarded(result, bar, built[-1], finish, lambda job=job: job.compute())
     else:
-        jobs = list(lazy.values())
-        pairs = [dask.delayed(_pair)(signals.data, conf) for _, (signals, conf) in jobs]
-        for index, future in compute_per_worker(client, pairs):
-            _guarded(result, bar, jobs[index][0], finish, future.result)
+        for index, future in compute_per_worker(client, graphs()):
+            _guarded(result, bar, built[index], finish, future.result)
     bar.close()
     return result
 

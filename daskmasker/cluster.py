@@ -18,10 +18,20 @@ import functools
 import importlib
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster
+
+WORKER_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
+"""Environment of the worker processes daskmasker starts (a deployment sets it too, see
+``deploy/``).  Dask's nannies set ``MALLOC_TRIM_THRESHOLD_``, which freezes glibc's mmap threshold
+at 128 KiB: every chunk (up to 32 MiB) is then a fresh ``mmap`` whose pages fault in on first
+touch.  Pinning the threshold at glibc's largest, 32 MiB, serves chunks from the heap, reused:
+system time of a 4 × 200-volume batch fell from ~0.95 s to ~0.15 s per worker and the batch ran
+1.35× faster (3.5 s → 2.6 s on 2 workers).  A value in Dask's
+``distributed.nanny.pre-spawn-environ`` config wins, and an exported one over both."""
 
 
 @contextlib.contextmanager
@@ -63,7 +73,11 @@ def dask_client(
     elif workers is not None:
         if int(workers) < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        # set before each worker process starts (glibc reads it once, at its first malloc)
+        configured = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
+        environ = {**WORKER_ENVIRON, **configured}
         with (
+            dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
             LocalCluster(
                 n_workers=int(workers),
                 threads_per_worker=threads_per_worker,
@@ -145,30 +159,35 @@ def _warning_category(module: str, qualname: str) -> type[Warning]:
     return category if isinstance(category, type) and issubclass(category, Warning) else UserWarning
 
 
-def compute_images(arrays: list, num_workers: int | None = None, pin: bool = True) -> list:
+def compute_images(arrays: Iterable, num_workers: int | None = None, pin: bool = True) -> list:
     """Compute independent per-image Dask arrays, emitting their tasks' warnings here.
 
     Locally they run in one Dask computation.  On a cluster each image runs on one worker
     (:func:`compute_per_worker`) when ``pin`` (a ``.nii.gz`` is one sequential stream), or
-    wherever the scheduler places its tasks otherwise.
+    wherever the scheduler places its tasks otherwise.  ``arrays`` may be a generator: pinned
+    images are then built as workers free up.
     """
-    import dask
-
     client = active_client()
     if client is None:
         return list(dask.compute(*arrays, num_workers=num_workers))
+    names = set()
+
+    def named():
+        for array in arrays:
+            names.add(array.name)
+            yield array
+
     if pin:
-        values: list = [None] * len(arrays)
-        for index, future in compute_per_worker(client, arrays):
-            values[index] = future.result()
+        done = {index: future.result() for index, future in compute_per_worker(client, named())}
+        values = [done[index] for index in range(len(done))]
     else:
-        values = client.gather(client.compute(arrays))
-    reemit_warnings(client, {array.name for array in arrays}, stacklevel=3)
+        values = client.gather(client.compute(list(named())))
+    reemit_warnings(client, names, stacklevel=3)
     return values
 
 
 def compute_per_worker(
-    client: Client, jobs: list, per_worker: int | None = None
+    client: Client, jobs: Iterable, per_worker: int | None = None
 ) -> Iterator[tuple[int, Any]]:
     """Compute independent jobs on a cluster, each job's tasks on one worker; yield as they end.
 
@@ -180,8 +199,12 @@ def compute_per_worker(
     Parameters
     ----------
     client : distributed.Client
-    jobs : list
-        Each job is what ``client.compute`` accepts (a collection or a list of them).
+    jobs : iterable
+        Each job is what ``client.compute`` accepts (a collection or a list of them).  Jobs are
+        taken from the iterable as workers free up, one ahead: a generator builds each graph
+        while the jobs before it run, so a batch of many images starts with its first graph, not
+        after all of them, a worker's next job is ready when it frees up, and the client holds
+        only a few.
     per_worker : int, optional
         Jobs running at a time on a worker; by default its number of threads.  A single-threaded
         worker interleaving two images ran them 4–8 % slower than one after the other (the
@@ -198,24 +221,31 @@ def compute_per_worker(
     info = client.scheduler_info(n_workers=-1)["workers"]  # all of them, not the first 5
     workers = sorted(info) or [None]
     slots = {w: per_worker or (info[w].get("nthreads", 1) if w else 1) for w in workers}
-    pending = list(enumerate(jobs))[::-1]
+    pending = enumerate(jobs)
+    ahead = None  # the next job, built while the workers run
     running = {}
+    completed = as_completed()
 
     def submit(worker) -> None:
-        if not pending:
+        nonlocal ahead
+        taken, ahead = ahead or next(pending, None), None
+        if taken is None:
             return
-        index, job = pending.pop()
+        index, job = taken
         where = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
         future = client.compute(job, **where)
         running[future] = (index, worker)
         completed.add(future)
 
-    completed = as_completed()
     for rank in range(max(slots.values())):  # round robin: the first jobs go to every worker
         for worker in workers:
             if rank < slots[worker]:
                 submit(worker)
+    ahead = next(pending, None)
     for future in completed:
         index, worker = running.pop(future)
         submit(worker)
         yield index, future
+        # built once the scheduler has dispatched the job just submitted (it shares this
+        # process, and a graph built meanwhile delayed that job's start by ~0.1 s)
+        ahead = ahead or next(pending, None)

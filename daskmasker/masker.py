@@ -445,7 +445,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         n_out = n_scans if mask_idx is None else int(mask_idx.size)
         # one block, named up front: a cluster's compute forwards its warnings by this name
         n_kept = int(grid_maps.kept.size)
-        args = [products.rechunk(-1), "tk"] + ([conf.rechunk(-1), "tc"] if conf is not None else [])
+        # t and c are contracted: the task concatenates the blocks itself (no rechunk task)
+        args = [products, "tk"] + ([conf, "tc"] if conf is not None else [])
         options = dict(
             operator=grid_maps.solver.operator,
             mask_idx=mask_idx,
@@ -455,11 +456,12 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         name = f"clean_block-{tokenize(*args, options)}"
         cleaned = da.blockwise(
             _clean_block,
-            "tk",
+            "jk",
             *args,
             name=name,
             concatenate=True,
-            adjust_chunks={"t": (n_out,), "k": (n_kept,)},
+            new_axes={"j": n_out},
+            adjust_chunks={"k": (n_kept,)},
             dtype=out_dtype,
             meta=np.empty((0, 0), dtype=out_dtype),
             collection=name,

@@ -117,17 +117,21 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
                     f"number of {label} ({len(values)}) unequal to number of images ({n})."
                 )
         lazies = []
-        for i, img in enumerate(imgs_list):
-            conf = None if confounds is None else confounds[i]
-            if self.high_variance_confounds:
-                conf = [
-                    *(conf if isinstance(conf, list) else [] if conf is None else [conf]),
-                    _HighVariance(),
-                ]
-            sm = None if sample_mask is None else sample_mask[i]
-            lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))
+
+        def graphs():  # on a cluster each image's graph is built when a worker is free for it
+            for i, img in enumerate(imgs_list):
+                conf = None if confounds is None else confounds[i]
+                if self.high_variance_confounds:
+                    conf = [
+                        *(conf if isinstance(conf, list) else [] if conf is None else [conf]),
+                        _HighVariance(),
+                    ]
+                sm = None if sample_mask is None else sample_mask[i]
+                lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))
+                yield lazies[-1].data
+
         workers = None if n_jobs in (None, -1) else max(1, int(n_jobs))
-        values = compute_images([lazy.data for lazy in lazies], num_workers=workers)
+        values = compute_images(graphs(), num_workers=workers)
         return [
             v.squeeze() if lazy.attrs["is_3d"] else v
             for v, lazy in zip(values, lazies, strict=True)

@@ -29,10 +29,13 @@ import dask.array as da
 import fsspec
 import nibabel as nib
 import numpy as np
+from dask._task_spec import Task, TaskRef
+from dask.base import tokenize
 from isal import igzip
 from nibabel.arrayproxy import ArrayProxy
 
 from daskmasker.chunks import time_chunks
+from daskmasker.graph import task_array
 from daskmasker.image import READER_ENCODING, header_from_attrs, make_image
 from daskmasker.retry import retry
 
@@ -233,10 +236,16 @@ def _read_volumes(url: str, storage_options, header_blob: str, t0: int, t1: int,
     return retry(read, url)
 
 
-def _read_after(url, storage_options, header_blob, t0, t1, token):
-    """Read volumes t0:t1 once the previous chunk's read is done; return (data, token)."""
-    del token
-    return _read_volumes(url, storage_options, header_blob, t0, t1, 4), t1
+def _read_after(url, storage_options, header_blob, t0, t1, *done):
+    """Read volumes t0:t1 once the previous chunk's read is ``done`` (only an ordering)."""
+    del done
+    return _read_volumes(url, storage_options, header_blob, t0, t1, 4)
+
+
+def _done(chunk: np.ndarray) -> bool:
+    """A token that a chunk was read: the next read waits for it, not for the chunk's data."""
+    del chunk
+    return True
 
 
 def _slice(fileobj, spec, t0, t1, ndim, url):
@@ -295,36 +304,30 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
     dtype = _scaled_dtype(spec)
     blob = __import__("base64").b64encode(header.binaryblock).decode("ascii")
     zyx = shape[2::-1]
+    name = f"nifti-{tokenize(url, storage_options, blob)}"
     if len(shape) == 3:
-        task = da.from_delayed(
-            __import__("dask").delayed(_read_volumes)(url, storage_options, blob, 0, 1, 3),
-            shape=zyx,
-            dtype=dtype,
-        )
-        data = task
+        key = (name, 0, 0, 0)
+        layer = {key: Task(key, _read_volumes, url, storage_options, blob, 0, 1, 3)}
+        data = task_array(name, layer, tuple((n,) for n in zyx), dtype)
     else:
         volume_nbytes = int(np.prod(zyx)) * np.dtype(dtype).itemsize
         sizes = (
             time_chunks(shape[3], volume_nbytes) if chunks is None else _as_sizes(chunks, shape[3])
         )
         bounds = np.cumsum((0, *sizes))
-        import dask
-
-        pieces, token = [], None
-        for a, b in itertools.pairwise(bounds):
-            shape_ab = (int(b - a), *zyx)
+        name = f"{name}-{tokenize(sizes)}"
+        layer = {}
+        for i, (a, b) in enumerate(itertools.pairwise(bounds.tolist())):
+            key = (name, i, 0, 0, 0)
             if url.endswith(".gz"):
                 # gzip is sequential: each chunk's read waits for the previous one (a tiny
-                # token), so the per-process decompressor streams through the file once.
-                piece, token = dask.delayed(_read_after, nout=2, pure=True)(
-                    url, storage_options, blob, int(a), int(b), token
-                )
+                # token), so the per-process decompressor streams through the file once
+                done = (TaskRef((f"{name}-read", i - 1)),) if i else ()
+                layer[key] = Task(key, _read_after, url, storage_options, blob, a, b, *done)
+                layer[(f"{name}-read", i)] = Task((f"{name}-read", i), _done, TaskRef(key))
             else:
-                piece = dask.delayed(_read_volumes, pure=True)(
-                    url, storage_options, blob, int(a), int(b), 4
-                )
-            pieces.append(da.from_delayed(piece, shape=shape_ab, dtype=dtype))
-        data = da.concatenate(pieces, axis=0)
+                layer[key] = Task(key, _read_volumes, url, storage_options, blob, a, b, 4)
+        data = task_array(name, layer, (tuple(sizes), *((n,) for n in zyx)), dtype)
     image = make_image(data, header.get_best_affine(), header=header, attrs={"source": url})
     if len(shape) == 4 and url.endswith(".gz"):
         chunk_reader = GzipChunks(url, storage_options, blob, tuple(int(b) for b in bounds))

@@ -209,3 +209,25 @@ def test_interrupted_batch_resumes_with_identical_store(dataset, tmp_path, signu
         a = xr.open_zarr(out, group=name, consolidated=False)["signals"].values
         b = xr.open_zarr(ref_out, group=name, consolidated=False)["signals"].values
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_a_bad_item_is_recorded_and_the_batch_goes_on(dataset, tmp_path, workers):
+    """An item whose graph cannot be built (a missing file) fails alone, locally and on a
+    LocalCluster (where each graph is built when a worker is free for it)."""
+    from daskmasker import dask_client
+
+    imgs = [p for p, _ in dataset["runs"]]
+    missing = str(tmp_path / "sub-09_task-rest_bold.nii.gz")
+    imgs.insert(1, missing)
+    masker = NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS).fit(imgs[0])
+    out = str(tmp_path / "out.zarr")
+    with dask_client(workers=workers) as client:
+        result = run_batch(masker, imgs, out, client=client)
+    assert sorted(result.done) == ["sub-01_task-rest", "sub-02_task-rest", "sub-03_task-rest"]
+    assert list(result.failed) == ["sub-09_task-rest"]
+    assert "sub-09_task-rest_bold.nii.gz" in result.failed["sub-09_task-rest"]
+    for path, _ in dataset["runs"]:
+        got = xr.open_zarr(out, group=item_name(path, 0), consolidated=False)["signals"].values
+        np.testing.assert_allclose(got, expected(dataset, path, None), atol=1e-12)
+    assert "sub-09_task-rest" not in zarr.open_group(out, mode="r")

@@ -93,6 +93,33 @@ def test_dockerfile_installs_existing_extras():
     assert "EXPOSE 8786 8787" in text
 
 
+def test_every_recipe_sets_the_worker_environment():
+    """The workers of each deployment get daskmasker's WORKER_ENVIRON, at its value: the
+    image, both Kubernetes manifests, the sbatch script and the jobqueue job scripts."""
+    import dask
+    from dask_jobqueue import PBSCluster, SLURMCluster
+
+    from daskmasker.cluster import WORKER_ENVIRON
+
+    ((name, value),) = WORKER_ENVIRON.items()
+    assert f"ENV {name}={value}" in (DEPLOY / "docker" / "Dockerfile").read_text()
+    assert f"export {name}={value}" in (DEPLOY / "slurm" / "extract.sbatch").read_text()
+    for manifest in ("daskcluster.yaml", "daskjob.yaml"):
+        doc = yaml.safe_load((DEPLOY / "kubernetes" / manifest).read_text())
+        workers = [c for c in _containers(doc) if "worker" in c["args"]]
+        assert workers and all({"name": name, "value": value} in c["env"] for c in workers)
+    config = yaml.safe_load((DEPLOY / "slurm" / "jobqueue.yaml").read_text())
+    flat = {
+        f"jobqueue.{system}.{key}": v
+        for system, section in config["jobqueue"].items()
+        for key, v in section.items()
+    }
+    with dask.config.set(flat):
+        for klass in (SLURMCluster, PBSCluster):
+            script = klass(scheduler_options={"host": "127.0.0.1"}).job_script()
+            assert f"export {name}={value}" in script
+
+
 def _sbatch_commands():
     text = (DEPLOY / "slurm" / "extract.sbatch").read_text()
     scheduler = re.search(r"srun [^\n]*?(dask scheduler [^&\n]*)&", text).group(1)

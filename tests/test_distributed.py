@@ -45,8 +45,8 @@ def local_result(files, run):
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
 def test_local_cluster_of_processes_gives_same_numbers(files, tmp_path, suffix):
-    """The same numbers on a cluster; there a .nii.gz is read and gathered in one task per
-    chunk, in order (locally the gather is a task of its own)."""
+    """The same numbers on a cluster; there a .nii.gz is read, gathered and multiplied in one
+    task per product batch, in order (locally the gather is a task of its own)."""
     run = files["runs"][0]
     if suffix == ".nii.gz":
         run = str(tmp_path / "run.nii.gz")
@@ -58,7 +58,59 @@ def test_local_cluster_of_processes_gives_same_numbers(files, tmp_path, suffix):
         layers = masker.set_output(transform="xarray").transform(run).data.dask.layers
     np.testing.assert_allclose(out, local_result(files, run), atol=1e-12)
     assert sum(executed.values()) > 0, "the graph should have run on the cluster's workers"
-    assert any(name.startswith("read-gather") for name in layers) == (suffix == ".nii.gz")
+    assert any(name.startswith("read-products") for name in layers) == (suffix == ".nii.gz")
+
+
+def test_jobs_are_taken_as_workers_free_up():
+    """compute_per_worker pulls a job from its iterable only when a worker has a free slot: a
+    batch's graphs are built as it runs, not all before the first one starts."""
+    import operator
+
+    import dask
+
+    from daskmasker.cluster import compute_per_worker
+
+    pulled = []
+
+    def jobs():
+        for i in range(6):
+            pulled.append(i)
+            yield dask.delayed(operator.add)(i, 1)
+
+    with dask_client(workers=2) as client:  # one thread each: two slots
+        seen = [
+            (len(pulled), i, future.result()) for i, future in compute_per_worker(client, jobs())
+        ]
+    assert seen[0][0] <= 3  # the two first jobs and one built ahead
+    assert sorted(value for _, _, value in seen) == [1, 2, 3, 4, 5, 6]
+    assert all(value == index + 1 for _, index, value in seen)
+
+
+def test_local_cluster_workers_get_the_worker_environment(monkeypatch):
+    """dask_client's worker processes start with WORKER_ENVIRON (glibc reads it at start); a
+    value in Dask's pre-spawn-environ config wins over it, and an exported one over both (Dask's
+    precedence: the nanny also exports its pre-spawn values into this process)."""
+    import dask
+
+    from daskmasker.cluster import WORKER_ENVIRON
+
+    ((name, value),) = WORKER_ENVIRON.items()
+
+    def environ():
+        return os.environ.get(name)
+
+    monkeypatch.delenv(name, raising=False)
+    with dask_client(workers=1) as client:
+        assert list(client.run(environ).values()) == [value]
+    monkeypatch.delenv(name, raising=False)
+    with (
+        dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": "2097152"}),
+        dask_client(workers=1) as client,
+    ):
+        assert list(client.run(environ).values()) == ["2097152"]
+    monkeypatch.setenv(name, "1048576")
+    with dask_client(workers=1) as client:
+        assert list(client.run(environ).values()) == ["1048576"]
 
 
 def _start(cmd):

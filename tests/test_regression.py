@@ -108,6 +108,39 @@ def test_read_and_gather_in_one_task_equals_the_generic_path(tmp_path, chunks):
     np.testing.assert_array_equal(fused[:, -1], [0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0])
 
 
+def test_gzip_read_products_chain_equals_the_generic_path(tmp_path):
+    """A .nii.gz read by batch tasks (read, gather and multiply, each batch after the previous
+    one) gives the generic path's products and non-finite counts, across batches."""
+    import nibabel as nib
+
+    from daskmasker.image import READER_ENCODING
+    from daskmasker.nifti import open_nifti
+
+    rng = np.random.default_rng(1)
+    k, shape, t = 3, (6, 7, 8), 23
+    maps = np.clip(rng.normal(size=(k, *shape)), 0, None)
+    volumes = rng.normal(size=(t, *shape)).astype(np.float32)
+    volumes[4, 1, 2, 3] = np.nan
+    volumes[20, 5, 6, 7] = -np.inf
+    path = str(tmp_path / "run.nii.gz")
+    nib.Nifti1Image(volumes.T, np.eye(4)).to_filename(path)
+    image = open_nifti(path, chunks=4)
+    reader = image.encoding[READER_ENCODING]
+    assert reader.sequential and reader.chunks_of(image.data)
+    blocks = split_maps(compact_maps(maps), shape, image.data.chunks[1:])
+    sizes = np.vectorize(lambda b: b.size, otypes=[int])(blocks)
+    chained = project(image.data, blocks, sizes, k, batch_volumes=8, reader=reader)
+    generic = da.from_array(volumes, chunks=(5, -1, -1, -1))
+    generic = project(generic, blocks, sizes, k, batch_volumes=8)
+    (layer,) = [n for n in chained.dask.layers if n.startswith("read-products")]
+    assert len(chained.dask.layers[layer]) == 3  # batches of 8, 8 and 7 volumes
+    chained, generic = dask.compute(chained, generic)
+    np.testing.assert_allclose(chained, generic, rtol=1e-12)
+    expected = np.zeros(t)
+    expected[[4, 20]] = 1
+    np.testing.assert_array_equal(chained[:, -1], expected)
+
+
 @pytest.mark.parametrize(
     ("chunks", "step", "expected"),
     [
