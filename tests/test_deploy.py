@@ -64,7 +64,8 @@ def test_kubernetes_manifests(name):
                     assert option in help_text, f"{cmd} has no option {option}"
 
 
-def test_jobqueue_config_generates_job_scripts():
+def _jobqueue_scripts() -> dict[str, str]:
+    """The job scripts dask-jobqueue writes from deploy/slurm/jobqueue.yaml, by directive."""
     import dask
     from dask_jobqueue import PBSCluster, SLURMCluster
 
@@ -75,11 +76,17 @@ def test_jobqueue_config_generates_job_scripts():
         for key, value in section.items()
     }
     with dask.config.set(flat):
-        for klass, directive in ((SLURMCluster, "#SBATCH"), (PBSCluster, "#PBS")):
-            script = klass(scheduler_options={"host": "127.0.0.1"}).job_script()
-            assert directive in script
-            assert "--memory-limit 4GB" in script or "--memory-limit 4.00GiB" in script
-            assert "source ~/venvs/daskmasker/bin/activate" in script
+        return {
+            directive: klass(scheduler_options={"host": "127.0.0.1"}).job_script()
+            for klass, directive in ((SLURMCluster, "#SBATCH"), (PBSCluster, "#PBS"))
+        }
+
+
+def test_jobqueue_config_generates_job_scripts():
+    for directive, script in _jobqueue_scripts().items():
+        assert directive in script
+        assert "--memory-limit 4GB" in script or "--memory-limit 4.00GiB" in script
+        assert "source ~/venvs/daskmasker/bin/activate" in script
 
 
 def test_dockerfile_installs_existing_extras():
@@ -96,9 +103,6 @@ def test_dockerfile_installs_existing_extras():
 def test_every_recipe_sets_the_worker_environment():
     """The workers of each deployment get daskmasker's WORKER_ENVIRON, at its value: the
     image, both Kubernetes manifests, the sbatch script and the jobqueue job scripts."""
-    import dask
-    from dask_jobqueue import PBSCluster, SLURMCluster
-
     from daskmasker.cluster import WORKER_ENVIRON
 
     ((name, value),) = WORKER_ENVIRON.items()
@@ -108,16 +112,8 @@ def test_every_recipe_sets_the_worker_environment():
         doc = yaml.safe_load((DEPLOY / "kubernetes" / manifest).read_text())
         workers = [c for c in _containers(doc) if "worker" in c["args"]]
         assert workers and all({"name": name, "value": value} in c["env"] for c in workers)
-    config = yaml.safe_load((DEPLOY / "slurm" / "jobqueue.yaml").read_text())
-    flat = {
-        f"jobqueue.{system}.{key}": v
-        for system, section in config["jobqueue"].items()
-        for key, v in section.items()
-    }
-    with dask.config.set(flat):
-        for klass in (SLURMCluster, PBSCluster):
-            script = klass(scheduler_options={"host": "127.0.0.1"}).job_script()
-            assert f"export {name}={value}" in script
+    for script in _jobqueue_scripts().values():
+        assert f"export {name}={value}" in script
 
 
 def _sbatch_commands():
