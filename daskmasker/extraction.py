@@ -130,7 +130,7 @@ def raw_signals(
     grid_maps : GridMaps
     split_every : int, optional
         Fan-in of the tree reduction across spatial chunks.
-    reader : daskmasker.store.ChunkReader, optional
+    reader : ChunkReader or GzipChunks, optional
         The reader ``data`` comes from unchanged (see :func:`daskmasker.regression.project`).
 
     Returns

@@ -428,7 +428,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
                 stacklevel=4,
             )
         # data used as read (not resampled, smoothed, or also read for high-variance
-        # confounds) is read and gathered in one task per chunk
+        # confounds) is reduced in the task that reads it (see regression.project)
         reader = raw.encoding.get(READER_ENCODING) if img is raw else None
         if reader is not None and (self.high_variance_confounds or not reader.chunks_of(data)):
             reader = None

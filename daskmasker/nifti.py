@@ -337,8 +337,8 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
 
 class GzipChunks:
     """The time chunks of a 4D ``.nii.gz`` for a consumer that reduces each one as it is read
-    (see :func:`daskmasker.regression.project`): read in order, one per task, each task after
-    the previous one, as the chunks of :func:`open_nifti` are.
+    (see :func:`daskmasker.regression.project`): ``sequential``, so they are read in order,
+    each task after the previous one, as the chunks of :func:`open_nifti` are.
     """
 
     sequential = True

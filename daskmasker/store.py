@@ -203,6 +203,8 @@ class ChunkReader:
     along chunk boundaries only (``dask.array.from_array`` with the array's chunks).
     """
 
+    sequential = False  # chunks are independent (see daskmasker.regression.project)
+
     def __init__(self, fs, root: str, metadata, codec, url: str):
         self.fs, self.root, self.codec = fs, root, codec
         self.metadata = metadata
@@ -269,8 +271,6 @@ class ChunkReader:
         return tuple(data.shape) == self.shape and tuple(data.chunks) == normalize_chunks(
             self.chunk_shape, self.shape
         )
-
-    sequential = False  # chunks are independent
 
     def read_chunk(self, where: tuple[int, ...]) -> np.ndarray:
         """The chunk at grid position ``where`` (trimmed at the array's edges), decoded into this
