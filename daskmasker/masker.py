@@ -445,8 +445,9 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         n_out = n_scans if mask_idx is None else int(mask_idx.size)
         # one block, named up front: a cluster's compute forwards its warnings by this name
         n_kept = int(grid_maps.kept.size)
-        # t and c are contracted: the task concatenates the blocks itself (no rechunk task)
-        args = [products, "tk"] + ([conf, "tc"] if conf is not None else [])
+        # t, s and c are contracted: the task concatenates the blocks itself, and the confounds keep
+        # their own time chunks (a shared index would rechunk them to the products' batches)
+        args = [products, "tk"] + ([conf, "sc"] if conf is not None else [])
         options = dict(
             operator=grid_maps.solver.operator,
             mask_idx=mask_idx,
@@ -517,7 +518,11 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             elif item is user[0]:
                 loaded = confounds_mod.load_confounds(user, n_scans)
                 if loaded is not None:
-                    parts.append(da.from_array(np.atleast_2d(loaded.T).T))
+                    values = np.atleast_2d(loaded.T).T
+                    # named after the image too: images given the same confounds must not
+                    # share a key, which would tie each image's job to another's on a cluster
+                    name = f"confounds-{tokenize(values, getattr(raw.data, 'name', None))}"
+                    parts.append(da.from_array(values, name=name))
         if not parts:
             return None
         return da.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]

@@ -75,11 +75,13 @@ def _jobqueue_scripts() -> dict[str, str]:
         for system, section in config["jobqueue"].items()
         for key, value in section.items()
     }
+    scripts = {}
     with dask.config.set(flat):
-        return {
-            directive: klass(scheduler_options={"host": "127.0.0.1"}).job_script()
-            for klass, directive in ((SLURMCluster, "#SBATCH"), (PBSCluster, "#PBS"))
-        }
+        for klass, directive in ((SLURMCluster, "#SBATCH"), (PBSCluster, "#PBS")):
+            # closed here, under the config: closed at exit, it fails without it
+            with klass(scheduler_options={"host": "127.0.0.1"}) as cluster:
+                scripts[directive] = cluster.job_script()
+    return scripts
 
 
 def test_jobqueue_config_generates_job_scripts():
@@ -101,19 +103,33 @@ def test_dockerfile_installs_existing_extras():
 
 
 def test_every_recipe_sets_the_worker_environment():
-    """The workers of each deployment get daskmasker's WORKER_ENVIRON, at its value: the
+    """The workers of each deployment get daskmasker's WORKER_ENVIRON, at its values: the
     image, both Kubernetes manifests, the sbatch script and the jobqueue job scripts."""
     from daskmasker.cluster import WORKER_ENVIRON
 
-    ((name, value),) = WORKER_ENVIRON.items()
-    assert f"ENV {name}={value}" in (DEPLOY / "docker" / "Dockerfile").read_text()
-    assert f"export {name}={value}" in (DEPLOY / "slurm" / "extract.sbatch").read_text()
+    def assigned(text: str, keyword: str) -> dict[str, str]:
+        """``NAME=value`` pairs of the lines starting with ``keyword`` (ENV, export)."""
+        pairs = [
+            word.split("=", 1)
+            for line in text.splitlines()
+            if line.strip().startswith(keyword + " ")
+            for word in shlex.split(line.strip())[1:]
+        ]
+        return dict(pairs)
+
+    dockerfile = (DEPLOY / "docker" / "Dockerfile").read_text()
+    assert assigned(dockerfile, "ENV").items() >= WORKER_ENVIRON.items()
+    sbatch = (DEPLOY / "slurm" / "extract.sbatch").read_text()
+    assert assigned(sbatch, "export").items() >= WORKER_ENVIRON.items()
     for manifest in ("daskcluster.yaml", "daskjob.yaml"):
         doc = yaml.safe_load((DEPLOY / "kubernetes" / manifest).read_text())
         workers = [c for c in _containers(doc) if "worker" in c["args"]]
-        assert workers and all({"name": name, "value": value} in c["env"] for c in workers)
+        assert workers
+        for container in workers:
+            env = {item["name"]: item["value"] for item in container["env"]}
+            assert env.items() >= WORKER_ENVIRON.items()
     for script in _jobqueue_scripts().values():
-        assert f"export {name}={value}" in script
+        assert assigned(script, "export").items() >= WORKER_ENVIRON.items()
 
 
 def _sbatch_commands():

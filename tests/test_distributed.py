@@ -61,6 +61,37 @@ def test_local_cluster_of_processes_gives_same_numbers(files, tmp_path, suffix):
     assert any(name.startswith("read-products") for name in layers) == (suffix == ".nii.gz")
 
 
+def test_images_given_the_same_confounds_share_no_task(files):
+    """Each image's graph is its own: with a key in common (the confounds, when every image
+    is given the same array), an image's job on one worker waited for a task pinned with
+    another image's job on the other worker."""
+    masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS)
+    masker.set_output(transform="xarray").fit(files["runs"][0])
+    conf = np.random.default_rng(0).standard_normal((60, 3))
+    graphs = [set(masker.transform(run, confounds=conf).data.dask) for run in files["runs"][:2]]
+    assert graphs[0] & graphs[1] == set()
+    again = set(masker.transform(files["runs"][0], confounds=conf.copy()).data.dask)
+    assert again == graphs[0]  # deterministic names: the same image and confounds, the same keys
+
+
+def test_confounds_are_not_rechunked_to_the_product_batches(files, monkeypatch):
+    """The cleaning task takes the products' batches and the confounds each in their own time
+    chunks (no rechunk tasks between them), with the same numbers."""
+    from daskmasker import open_nifti, regression
+
+    masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS)
+    masker.set_output(transform="xarray").fit(files["runs"][0])
+    conf = np.random.default_rng(0).standard_normal((60, 3))
+    whole = masker.transform(files["runs"][0], confounds=conf)
+    monkeypatch.setattr(regression, "gemm_volumes", lambda *args, **kwargs: 16)
+    batched = masker.transform(open_nifti(files["runs"][0], chunks=10), confounds=conf)
+    layers = batched.data.dask.layers
+    (products,) = [layer for name, layer in layers.items() if name.startswith("support-products")]
+    assert len(products) == 3  # 6 chunks of 10 volumes in batches of 2
+    assert not [name for name in layers if name.startswith("rechunk")]
+    np.testing.assert_allclose(batched.values, whole.values, atol=1e-10)
+
+
 def test_jobs_are_taken_as_workers_free_up():
     """compute_per_worker pulls a job from its iterable only when a worker has a free slot: a
     batch's graphs are built as it runs, not all before the first one starts."""
@@ -87,30 +118,39 @@ def test_jobs_are_taken_as_workers_free_up():
 
 
 def test_local_cluster_workers_get_the_worker_environment(monkeypatch):
-    """dask_client's worker processes start with WORKER_ENVIRON (glibc reads it at start); a
-    value in Dask's pre-spawn-environ config wins over it, and an exported one over both (Dask's
-    precedence: the nanny also exports its pre-spawn values into this process)."""
+    """dask_client's worker processes start with WORKER_ENVIRON (glibc reads it at start) and
+    Dask's own pre-spawn variables; a value in Dask's pre-spawn-environ config wins over ours,
+    and an exported one over both (Dask's precedence: the nanny also exports its pre-spawn
+    values into this process)."""
     import dask
 
     from daskmasker.cluster import WORKER_ENVIRON
 
-    ((name, value),) = WORKER_ENVIRON.items()
+    names = [*WORKER_ENVIRON, "MALLOC_TRIM_THRESHOLD_"]
 
     def environ():
-        return os.environ.get(name)
+        return {name: os.environ.get(name) for name in names}
 
-    monkeypatch.delenv(name, raising=False)
+    def clear():
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
+
+    dasks = dask.config.get("distributed.nanny.pre-spawn-environ")
+    expected = {**WORKER_ENVIRON, "MALLOC_TRIM_THRESHOLD_": str(dasks["MALLOC_TRIM_THRESHOLD_"])}
+    clear()
     with dask_client(workers=1) as client:
-        assert list(client.run(environ).values()) == [value]
-    monkeypatch.delenv(name, raising=False)
+        assert list(client.run(environ).values()) == [expected]
+    first, *_ = WORKER_ENVIRON
+    clear()
     with (
-        dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": "2097152"}),
+        dask.config.set({f"distributed.nanny.pre-spawn-environ.{first}": "2097152"}),
         dask_client(workers=1) as client,
     ):
-        assert list(client.run(environ).values()) == ["2097152"]
-    monkeypatch.setenv(name, "1048576")
+        assert list(client.run(environ).values()) == [{**expected, first: "2097152"}]
+    clear()
+    monkeypatch.setenv(first, "1048576")
     with dask_client(workers=1) as client:
-        assert list(client.run(environ).values()) == ["1048576"]
+        assert list(client.run(environ).values()) == [{**expected, first: "1048576"}]
 
 
 def _start(cmd):
