@@ -263,8 +263,13 @@ def _batched_products(gathered: da.Array, maps, step: int, n_maps: int) -> da.Ar
         key = (name, b, 0)
         parts = List(*(TaskRef((gathered.name, i, 0, 0, 0)) for i in batch))
         layer[key] = Task(key, support_products, parts, maps_arg)
-    sizes = tuple(sum(gathered.chunks[0][i] for i in batch) for batch in batches)
+    sizes = _batch_sizes(gathered.chunks[0], batches)
     return task_array(name, layer, (sizes, (n_maps + 1,)), np.float64, [gathered])
+
+
+def _batch_sizes(chunks: tuple[int, ...], batches: list[list[int]]) -> tuple[int, ...]:
+    """Volumes in each batch of :func:`batch_chunks`."""
+    return tuple(sum(chunks[i] for i in batch) for batch in batches)
 
 
 @functools.cache
@@ -423,7 +428,7 @@ def _read_products(
         positions = [(i, *where) for i in batch]
         # the reader (a path and a header) travels in each task: the first one is ready at once
         layer[key] = Task(key, _read_batch_products, reader, positions, maps_arg, *after)
-    sizes = tuple(sum(sub.chunks[0][i] for i in batch) for batch in batches)
+    sizes = _batch_sizes(sub.chunks[0], batches)
     return task_array(name, layer, (sizes, (n_maps + 1,)), np.float64)
 
 

@@ -61,13 +61,20 @@ def test_local_cluster_of_processes_gives_same_numbers(files, tmp_path, suffix):
     assert any(name.startswith("read-products") for name in layers) == (suffix == ".nii.gz")
 
 
+def _xarray_masker(files) -> NiftiMapsMasker:
+    masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS)
+    return masker.set_output(transform="xarray").fit(files["runs"][0])
+
+
+def _confounds() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((60, 3))
+
+
 def test_images_given_the_same_confounds_share_no_task(files):
     """Each image's graph is its own: with a key in common (the confounds, when every image
     is given the same array), an image's job on one worker waited for a task pinned with
     another image's job on the other worker."""
-    masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS)
-    masker.set_output(transform="xarray").fit(files["runs"][0])
-    conf = np.random.default_rng(0).standard_normal((60, 3))
+    masker, conf = _xarray_masker(files), _confounds()
     graphs = [set(masker.transform(run, confounds=conf).data.dask) for run in files["runs"][:2]]
     assert graphs[0] & graphs[1] == set()
     again = set(masker.transform(files["runs"][0], confounds=conf.copy()).data.dask)
@@ -79,9 +86,7 @@ def test_confounds_are_not_rechunked_to_the_product_batches(files, monkeypatch):
     chunks (no rechunk tasks between them), with the same numbers."""
     from daskmasker import open_nifti, regression
 
-    masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS)
-    masker.set_output(transform="xarray").fit(files["runs"][0])
-    conf = np.random.default_rng(0).standard_normal((60, 3))
+    masker, conf = _xarray_masker(files), _confounds()
     whole = masker.transform(files["runs"][0], confounds=conf)
     monkeypatch.setattr(regression, "gemm_volumes", lambda *args, **kwargs: 16)
     batched = masker.transform(open_nifti(files["runs"][0], chunks=10), confounds=conf)
