@@ -34,7 +34,7 @@ def prepare(
 ) -> dict:
     """Generate (once) the maps, mask and one run in each of ``formats`` (.nii.gz always)."""
     from daskmasker import synthetic
-    from daskmasker.store import to_zarr
+    from daskmasker.io.convert import to_zarr
 
     data_dir.mkdir(parents=True, exist_ok=True)
     maps_path = data_dir / "maps.nii.gz"
@@ -53,7 +53,7 @@ def prepare(
         synthetic.write_fmri(gz, nib.load(maps_path), volumes, seed=subject, background=background)
     nii = Path(f"{stem}_bold.nii")
     if "nii" in formats and not nii.exists():
-        from daskmasker.nifti import open_nifti, to_nifti
+        from daskmasker.io.nifti import open_nifti, to_nifti
 
         to_nifti(open_nifti(str(gz)), str(nii))
     zarr_path = Path(f"{stem}_bold.zarr")

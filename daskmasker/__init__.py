@@ -5,12 +5,13 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from daskmasker.batch import run_batch
-from daskmasker.cluster import dask_client
-from daskmasker.masker import NiftiMapsMasker
-from daskmasker.multi import MultiNiftiMapsMasker
-from daskmasker.nifti import open_nifti, to_nifti
-from daskmasker.store import open_zarr, to_zarr
+from daskmasker.batch.run import run_batch
+from daskmasker.io.convert import to_zarr
+from daskmasker.io.nifti import open_nifti, to_nifti
+from daskmasker.io.zarr import open_zarr
+from daskmasker.masker.estimator import NiftiMapsMasker
+from daskmasker.masker.multi import MultiNiftiMapsMasker
+from daskmasker.runtime.client import dask_client
 
 try:
     __version__ = version("daskmasker")

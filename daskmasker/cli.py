@@ -85,7 +85,7 @@ def _get_parser() -> argparse.ArgumentParser:
 
 
 def _masker_from_args(args: argparse.Namespace):
-    from daskmasker.masker import NiftiMapsMasker
+    from daskmasker.masker.estimator import NiftiMapsMasker
 
     return NiftiMapsMasker(
         maps_img=args.maps,
@@ -107,7 +107,7 @@ def _masker_from_args(args: argparse.Namespace):
 
 
 def _client(args: argparse.Namespace):
-    from daskmasker.cluster import dask_client
+    from daskmasker.runtime.client import dask_client
 
     return dask_client(
         scheduler=args.scheduler, scheduler_file=args.scheduler_file, workers=args.workers
@@ -115,7 +115,7 @@ def _client(args: argparse.Namespace):
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from daskmasker.store import to_zarr
+    from daskmasker.io.convert import to_zarr
 
     start = time.perf_counter()
     with _client(args):
@@ -132,7 +132,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from daskmasker.batch import run_batch
+    from daskmasker.batch.run import run_batch
 
     masker = _masker_from_args(args)
     start = time.perf_counter()

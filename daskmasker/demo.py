@@ -54,9 +54,9 @@ def run_demo(
     import nibabel as nib
 
     from daskmasker import synthetic
-    from daskmasker.batch import run_batch
-    from daskmasker.masker import NiftiMapsMasker
-    from daskmasker.store import to_zarr
+    from daskmasker.batch.run import run_batch
+    from daskmasker.io.convert import to_zarr
+    from daskmasker.masker.estimator import NiftiMapsMasker
 
     out = Path(out)
     (out / "sub-01" / "func").mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from isal import igzip
 from scipy import ndimage
 from scipy import signal as sp_signal
 
-from daskmasker import grid
+from daskmasker.compute import grid
 
 DIFUMO_SHAPE = (104, 123, 104)
 DIFUMO_AFFINE = np.array([[2.0, 0, 0, -96], [0, 2, 0, -132], [0, 0, 2, -78], [0, 0, 0, 1]])

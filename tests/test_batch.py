@@ -16,7 +16,8 @@ import zarr
 from conftest import make_data, make_maps, make_mask
 
 from daskmasker import NiftiMapsMasker
-from daskmasker.batch import COMPLETE_ATTR, item_name, run_batch
+from daskmasker.batch.run import item_name, run_batch
+from daskmasker.batch.store import COMPLETE_ATTR
 from daskmasker.cli import main
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)

@@ -17,14 +17,14 @@ import pytest
 from nilearn import signal as nilearn_signal
 from scipy.interpolate import make_interp_spline
 
-from daskmasker.clean import (
+from daskmasker.compute.clean import (
     STANDARDIZE_BOOL_WARNING,
-    clean_signals,
     detrend_signals,
     regress_confounds,
     standardize_signals,
 )
-from daskmasker.filters import butterworth, cosine_drift, interpolate_censored
+from daskmasker.compute.filters import butterworth, cosine_drift, interpolate_censored
+from daskmasker.masker.cleaning import clean_signals
 
 TOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 K = 4

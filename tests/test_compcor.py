@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nilearn.signal import high_variance_confounds as nilearn_high_variance_confounds
 
-from daskmasker.clean import detrend_signals
-from daskmasker.compcor import (
+from daskmasker.compute.clean import detrend_signals
+from daskmasker.compute.variance import (
     detrended_variance,
     high_variance_components,
     high_variance_confounds,

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nilearn.signal import _sanitize_sample_mask, clean, sanitize_confounds
 
-from daskmasker.confounds import ensure_float, load_confounds, load_sample_mask
+from daskmasker.masker.confounds import ensure_float, load_confounds, load_sample_mask
 
 N = 12
 RNG = np.random.default_rng(0)

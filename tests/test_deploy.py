@@ -105,7 +105,7 @@ def test_dockerfile_installs_existing_extras():
 def test_every_recipe_sets_the_worker_environment():
     """The workers of each deployment get daskmasker's WORKER_ENVIRON, at its values: the
     image, both Kubernetes manifests, the sbatch script and the jobqueue job scripts."""
-    from daskmasker.cluster import WORKER_ENVIRON
+    from daskmasker.runtime.client import WORKER_ENVIRON
 
     def assigned(text: str, keyword: str) -> dict[str, str]:
         """``NAME=value`` pairs of the lines starting with ``keyword`` (ENV, export)."""

@@ -84,11 +84,12 @@ def test_images_given_the_same_confounds_share_no_task(files):
 def test_confounds_are_not_rechunked_to_the_product_batches(files, monkeypatch):
     """The cleaning task takes the products' batches and the confounds each in their own time
     chunks (no rechunk tasks between them), with the same numbers."""
-    from daskmasker import open_nifti, regression
+    from daskmasker import open_nifti
+    from daskmasker.compute import projection
 
     masker, conf = _xarray_masker(files), _confounds()
     whole = masker.transform(files["runs"][0], confounds=conf)
-    monkeypatch.setattr(regression, "gemm_volumes", lambda *args, **kwargs: 16)
+    monkeypatch.setattr(projection, "gemm_volumes", lambda *args, **kwargs: 16)
     batched = masker.transform(open_nifti(files["runs"][0], chunks=10), confounds=conf)
     layers = batched.data.dask.layers
     (products,) = [layer for name, layer in layers.items() if name.startswith("support-products")]
@@ -104,7 +105,7 @@ def test_jobs_are_taken_as_workers_free_up():
 
     import dask
 
-    from daskmasker.cluster import compute_per_worker
+    from daskmasker.runtime.scheduling import compute_per_worker
 
     pulled = []
 
@@ -129,7 +130,7 @@ def test_local_cluster_workers_get_the_worker_environment(monkeypatch):
     values into this process)."""
     import dask
 
-    from daskmasker.cluster import WORKER_ENVIRON
+    from daskmasker.runtime.client import WORKER_ENVIRON
 
     names = [*WORKER_ENVIRON, "MALLOC_TRIM_THRESHOLD_"]
 

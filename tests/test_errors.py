@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daskmasker import NiftiMapsMasker, open_nifti, open_zarr, run_batch
-from daskmasker.niimg import DimensionError
+from daskmasker.io.load import DimensionError
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from daskmasker import nifti, open_nifti, open_zarr, to_nifti, to_zarr
-from daskmasker.chunks import time_chunks
+from daskmasker import open_nifti, open_zarr, to_nifti, to_zarr
+from daskmasker.compute.chunks import time_chunks
+from daskmasker.io import fs, nifti
 
 OBLIQUE = np.array(
     [[1.9, 0.3, 0.0, -90.0], [-0.2, 2.1, 0.4, -120.0], [0.1, -0.3, 2.5, -60.0], [0, 0, 0, 1]]
@@ -116,7 +117,7 @@ class CountingOpen:
 
     def __init__(self, monkeypatch):
         self.bytes = 0
-        original = nifti._open_raw
+        original = nifti.open_raw
 
         def counting(url, storage_options):
             f = original(url, storage_options)
@@ -135,7 +136,8 @@ class CountingOpen:
             f.read, f.readinto = counted, counted_into
             return f
 
-        monkeypatch.setattr(nifti, "_open_raw", counting)
+        monkeypatch.setattr(fs, "open_raw", counting)
+        monkeypatch.setattr(nifti, "open_raw", counting)
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
@@ -264,7 +266,8 @@ def test_chunk_reader_equals_zarr_or_steps_aside(tmp_path, codecs):
     import zarr
     from zarr.codecs import BloscCodec, ZstdCodec
 
-    from daskmasker.store import ChunkReader, Location
+    from daskmasker.io.fs import Location
+    from daskmasker.io.zarr import ChunkReader
 
     compressors = {"blosc": BloscCodec(cname="lz4", shuffle="shuffle"), "zstd": ZstdCodec()}.get(
         codecs["compressors"]

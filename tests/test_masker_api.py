@@ -17,8 +17,9 @@ from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from daskmasker import NiftiMapsMasker, nifti, to_zarr
-from daskmasker.chunks import gemm_volumes
+from daskmasker import NiftiMapsMasker, to_zarr
+from daskmasker.compute.chunks import gemm_volumes
+from daskmasker.io import nifti
 
 
 def test_params_clone_pickle_pipeline(maps, data):

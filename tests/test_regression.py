@@ -12,7 +12,8 @@ import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daskmasker.regression import GramSolver, compact_maps, project, split_maps
+from daskmasker.compute.projection import project
+from daskmasker.compute.regression import GramSolver, compact_maps, split_maps
 
 
 def whole_support(maps: np.ndarray) -> np.ndarray:
@@ -83,7 +84,8 @@ def test_read_and_gather_in_one_task_equals_the_generic_path(tmp_path, chunks):
     import zarr
     from zarr.codecs import BloscCodec
 
-    from daskmasker.store import ChunkReader, Location
+    from daskmasker.io.fs import Location
+    from daskmasker.io.zarr import ChunkReader
 
     rng = np.random.default_rng(0)
     k, shape, t = 3, (6, 7, 8), 11
@@ -113,8 +115,8 @@ def test_gzip_read_products_chain_equals_the_generic_path(tmp_path):
     one) gives the generic path's products and non-finite counts, across batches."""
     import nibabel as nib
 
-    from daskmasker.image import READER_ENCODING
-    from daskmasker.nifti import open_nifti
+    from daskmasker.io.image import READER_ENCODING
+    from daskmasker.io.nifti import open_nifti
 
     rng = np.random.default_rng(1)
     k, shape, t = 3, (6, 7, 8), 23
@@ -152,7 +154,7 @@ def test_gzip_read_products_chain_equals_the_generic_path(tmp_path):
     ],
 )
 def test_batch_chunks_groups_consecutive_chunks(chunks, step, expected):
-    from daskmasker.regression import batch_chunks
+    from daskmasker.compute.regression import batch_chunks
 
     batches = batch_chunks(chunks, step)
     assert batches == expected

@@ -9,7 +9,7 @@ every chunk, so chunked results equal nilearn's.
 
 When the two grids differ by a signed axis permutation and whole-voxel shifts (the DiFuMo and MNI
 2 mm grids do), linear and nearest interpolation only copy voxels: that case is done by slicing
-(:func:`daskmasker.grid.integer_grid_map`), exactly and about 100× faster.
+(:func:`daskmasker.compute.grid.integer_grid_map`), exactly and about 100× faster.
 
 Non-finite values: nilearn fills them by ``extrapolate_out_mask`` before resampling; here they are
 set to 0 before resampling (the difference is confined to the non-finite voxels' neighbourhood), and
@@ -22,11 +22,9 @@ import warnings
 
 import dask.array as da
 import numpy as np
-import xarray as xr
 from scipy import ndimage
 
-from daskmasker import grid
-from daskmasker.image import image_affine, make_image
+from daskmasker.compute import grid
 
 ORDERS = {"continuous": 3, "linear": 1, "nearest": 0}
 
@@ -90,38 +88,37 @@ def _range(data: da.Array):
     return low, high
 
 
-def resample_image(
-    img: xr.DataArray,
-    target_affine: np.ndarray,
-    target_shape: tuple[int, int, int],
+def resample_array(
+    data: da.Array,
+    source_affine: np.ndarray,
+    target: grid.Grid,
     interpolation: str = "continuous",
-) -> xr.DataArray:
-    """Resample a 3D or 4D image onto a grid, lazily.
+) -> da.Array:
+    """Resample a 3D ``(z, y, x)`` or 4D ``(n, z, y, x)`` array onto a grid, lazily.
 
     Parameters
     ----------
-    img : xarray.DataArray
-        A daskmasker image; its leading dim (time, map...) is kept.
-    target_affine : ndarray (4, 4)
-    target_shape : tuple
-        NIfTI-order shape ``(nx, ny, nz)``.
+    data : dask array
+        Volumes on the grid of ``source_affine``; the leading axis (time, maps...) is kept.
+    source_affine : ndarray (4, 4)
+    target : Grid
     interpolation : {'continuous', 'linear', 'nearest'}
 
     Returns
     -------
-    xarray.DataArray
+    dask array
+        ``data`` itself when the grids are the same (nilearn's test).
     """
     if interpolation not in ORDERS:
         raise ValueError(f"interpolation must be one of {tuple(ORDERS)}, got {interpolation!r}")
-    source_affine = image_affine(img)
-    target_affine = np.asarray(target_affine, dtype=np.float64)
-    shape_xyz = tuple(int(s) for s in target_shape)
-    data = img.data if isinstance(img.data, da.Array) else da.from_array(np.asarray(img.data))
+    source_affine = np.asarray(source_affine, dtype=np.float64)
+    target_affine = target.affine
+    shape_xyz = target.shape_xyz
     squeeze = data.ndim == 3
     if squeeze:
         data = data[None]
     if grid.same_fov(tuple(data.shape[:0:-1]), source_affine, shape_xyz, target_affine):
-        return img
+        return data[0] if squeeze else data
     order = ORDERS[interpolation]
     out_dtype = resampled_dtype(data.dtype, interpolation)
     if np.all(target_affine == source_affine):
@@ -150,14 +147,8 @@ def resample_image(
         vmin,
         vmax,
         plan,
-        chunks=(data.chunks[0], *((s,) for s in shape_xyz[::-1])),
+        chunks=(data.chunks[0], *((s,) for s in target.shape)),
         dtype=out_dtype,
         meta=np.empty((0, 0, 0, 0), dtype=out_dtype),
     )
-    if squeeze:
-        out = out[0]
-    attrs = {k: v for k, v in img.attrs.items() if k not in ("affine", "nifti_header")}
-    result = make_image(out, target_affine, attrs=attrs)
-    if img.ndim == 4 and img.dims[0] != result.dims[0]:
-        result = result.rename({result.dims[0]: img.dims[0]})
-    return result
+    return out[0] if squeeze else out

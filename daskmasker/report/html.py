@@ -10,10 +10,13 @@ matplotlib (three orthogonal slices through the map's peak); building a report r
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
+import string
 import uuid
 import warnings
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -160,25 +163,6 @@ class Report:
         return f.name
 
 
-_CSS = """
-body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222}
-h1{font-size:22px} .panel{display:flex;gap:24px;flex-wrap:wrap}
-.carousel img{max-width:720px;border:1px solid #ccc} .hidden{display:none}
-table{border-collapse:collapse;font-size:12px;max-width:100%} td,th{border:1px solid #ddd;
-padding:4px;vertical-align:top;word-break:break-word} td:first-child{white-space:nowrap}
-button{margin:6px;padding:6px 12px}
-.warning{background:#fff3cd;border:1px solid #e0c36c;padding:8px;margin:8px 0}
-"""
-
-_JS = """
-function step(uid, delta){var imgs=document.querySelectorAll('#carousel-'+uid+' img');
-var cur=0;for(var i=0;i<imgs.length;i++){if(!imgs[i].classList.contains('hidden')){cur=i;}}
-imgs[cur].classList.add('hidden');var nxt=(cur+delta+imgs.length)%imgs.length;
-imgs[nxt].classList.remove('hidden');document.getElementById('label-'+uid).textContent=
-imgs[nxt].getAttribute('data-label');}
-"""
-
-
 def generate_report(masker, displayed_maps: Any = 10, title: str | None = None) -> Report:
     """The report of ``masker`` (see the module docstring)."""
     title = title or type(masker).__name__
@@ -237,15 +221,21 @@ def generate_report(masker, displayed_maps: Any = 10, title: str | None = None) 
             f'<span id="label-{uid}">{figures[0][0]}</span>'
             f'<button id="next-{uid}" onclick="step(\'{uid}\',1)">Next Map</button></div>'
         )
-    body = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{_CSS}</style><script>{_JS}</script></head><body>
-<h1 title="{html.escape(description)}">{html.escape(title)}</h1>
-<p>{html.escape(description)}</p>
-<div class="panel"><div>{carousel}</div><div><h2>Component</h2>
-<p>This report shows the spatial maps provided to the mask.</p>{counts}</div></div>
-<h2>Parameters</h2><table><tr><th>Parameter</th><th>Value</th></tr>{rows}</table>
-<p>This report was generated based on information provided at instantiation and fit time.
-Note that the masker can potentially perform resampling at transform time.</p>
-<h2>Warnings</h2>{warn_html or "<p>None</p>"}
-</body></html>"""
+    body = _template("report.html").substitute(
+        title=html.escape(title),
+        css=_template("report.css").template,
+        js=_template("report.js").template,
+        description=html.escape(description),
+        carousel=carousel,
+        counts=counts,
+        rows=rows,
+        warnings=warn_html or "<p>None</p>",
+    )
     return Report(body, title)
+
+
+@functools.cache
+def _template(name: str) -> string.Template:
+    """A template of the package's ``templates/`` folder (package data)."""
+    text = resources.files("daskmasker.report").joinpath("templates", name).read_text("utf-8")
+    return string.Template(text)

@@ -29,6 +29,8 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from daskmasker.compute.grid import Grid
+
 TIME_DIM = "time"
 SPATIAL_DIMS = ("z", "y", "x")
 DIMS_3D = SPATIAL_DIMS
@@ -36,7 +38,7 @@ DIMS_4D = (TIME_DIM, *SPATIAL_DIMS)
 REGION_DIM = "region"
 MAP_DIM = "map"
 # encoding key of the chunk reader an image was opened with (Zarr chunks, .nii.gz chunks): lets
-# the maps regression read and reduce each chunk in one task (see regression.project)
+# the maps regression read and reduce each chunk in one task (see compute.projection.project)
 READER_ENCODING = "chunk_reader"
 
 
@@ -53,6 +55,16 @@ def is_image(obj: Any) -> bool:
 def image_affine(img: xr.DataArray) -> np.ndarray:
     """The 4x4 voxel-to-mm affine of an image, as a float64 array."""
     return np.asarray(img.attrs["affine"], dtype=np.float64).reshape(4, 4)
+
+
+def image_grid(img: xr.DataArray) -> Grid:
+    """The :class:`~daskmasker.compute.grid.Grid` of an image, from metadata only."""
+    return Grid(tuple(int(img.sizes[d]) for d in SPATIAL_DIMS), image_affine(img))
+
+
+def as_nibabel(array: np.ndarray, affine: np.ndarray, header=None) -> nib.Nifti1Image:
+    """A nibabel image (x, y, z[, k] order) of a daskmasker-ordered array, keeping the header."""
+    return nib.Nifti1Image(np.asarray(array).T, np.asarray(affine, dtype=np.float64), header=header)
 
 
 def n_volumes(img: xr.DataArray) -> int:
@@ -154,3 +166,22 @@ def make_image(
             TIME_DIM, np.arange(data.shape[0]) * float(t_r), attrs={"units": "s"}
         )
     return xr.DataArray(data, dims=dims, coords=coords, attrs=all_attrs, name=name)
+
+
+_DOC_URL = "https://nilearn.github.io/stable/manipulating_images/input_output.html"
+
+
+class DimensionError(TypeError):
+    """nilearn's error for images of the wrong dimensionality (a TypeError, as there)."""
+
+    def __init__(self, file_dimension: int, required_dimension: int, what: str = "image"):
+        self.file_dimension = file_dimension
+        self.required_dimension = required_dimension
+        super().__init__(
+            "Input data has incompatible dimensionality: Expected dimension is "
+            f"{required_dimension}D and you provided a {what if what != 'image' else ''}"
+            f"{file_dimension}D image. See {_DOC_URL}"
+            if what == "image"
+            else "Input data has incompatible dimensionality: Expected dimension is "
+            f"{required_dimension}D and you provided {what} ({file_dimension}D). See {_DOC_URL}"
+        )

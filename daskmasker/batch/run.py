@@ -1,27 +1,12 @@
-"""Many subjects and runs into one resumable Zarr store.
+"""Many subjects and runs into one resumable Zarr store (see :mod:`daskmasker.batch.store`).
 
-Layout of the output store (a Zarr v3 group, local path or fsspec URL)::
-
-    out.zarr/                      attrs: daskmasker_batch (masker parameters, versions)
-      sub-01_task-rest/            an xarray Dataset: signals (time, region), confounds
-                                   attrs: source, checksum, parameters, versions, complete
-      sub-02_task-rest/
-      ...
-
-An item's group is written whole and only then marked ``complete`` (one small attribute write,
-atomic
-on file systems and object stores alike).  A rerun skips complete items and rewrites the others, so
-a
-batch killed at any point resumes without losing finished work, and a half-written group is never
-taken for a finished one.  Optional BIDS-derivatives ``*_timeseries.tsv`` files (with a JSON
-sidecar)
-are written beside it, each atomically.
+A rerun skips complete runs and rewrites the others, so a batch killed at any point resumes
+without losing finished work.  Optional BIDS-derivatives ``*_timeseries.tsv`` files (with a JSON
+sidecar, :mod:`daskmasker.batch.bids`) are written beside it, each atomically.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,19 +14,20 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import dask
-import fsspec
 import numpy as np
-import xarray as xr
-import zarr
 
-from daskmasker import provenance
-from daskmasker.cluster import compute_per_worker
-from daskmasker.masker import NiftiMapsMasker
-from daskmasker.retry import retry
-from daskmasker.store import Location
+from daskmasker.batch import provenance
+from daskmasker.batch.bids import write_tsv
+from daskmasker.batch.store import (
+    checksum,
+    is_complete,
+    open_output,
+    write_item,
+)
+from daskmasker.io.retry import retry
+from daskmasker.masker.estimator import NiftiMapsMasker
+from daskmasker.runtime.scheduling import compute_per_worker
 
-BATCH_ATTR = "daskmasker_batch"
-COMPLETE_ATTR = "complete"
 _NIFTI_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr)$")
 
 
@@ -107,92 +93,6 @@ def make_items(imgs: Sequence, confounds=None, sample_masks=None, names=None) ->
         )
         for i, img in enumerate(imgs)
     ]
-
-
-def checksum(source: Any, storage_options: dict | None = None) -> str | None:
-    """sha256 of an input file's bytes (streamed), or None for in-memory images."""
-    if not isinstance(source, str | PurePosixPath) and not hasattr(source, "__fspath__"):
-        return None
-    path = str(source)
-    fs, _, paths = fsspec.get_fs_token_paths(path, storage_options=storage_options or {})
-    if fs.isdir(paths[0]):
-        return None
-    digest = hashlib.sha256()
-    with fs.open(paths[0], "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
-
-
-def open_output(store: str, params: dict, overwrite: bool, storage_options: dict | None):
-    """Open (or create) a batch store; refuse a path that exists and is not ours."""
-    location = Location(store, storage_options)
-    fs, root = location.fs, location.root
-    if fs.exists(root):
-        try:
-            group = zarr.open_group(location.store, mode="r")
-            ours = BATCH_ATTR in group.attrs
-        except Exception:
-            ours = False
-        if not ours:
-            has_content = fs.isfile(root) or bool(fs.ls(root))
-            if has_content:
-                raise FileExistsError(
-                    f"output {store!r} exists and is not a daskmasker batch store; "
-                    "choose another path or remove it yourself"
-                )
-        elif overwrite:
-            fs.rm(root, recursive=True)
-    group = zarr.open_group(location.store, mode="a", zarr_format=3)
-    if BATCH_ATTR not in group.attrs:
-        group.attrs[BATCH_ATTR] = {"parameters": params, "versions": provenance.versions()}
-    return group, location.store
-
-
-def is_complete(group: zarr.Group, name: str) -> bool:
-    """Whether an item's group exists and was marked complete."""
-    try:
-        return bool(group[name].attrs.get(COMPLETE_ATTR, False))
-    except KeyError:
-        return False
-
-
-def write_item(
-    mapper, name: str, signals: np.ndarray, confounds: np.ndarray | None, attrs: dict
-) -> None:
-    """Write one item's Dataset, then mark it complete (the last write)."""
-    data = {"signals": (("time", "region"), signals)}
-    if confounds is not None:
-        data["confounds"] = (("volume", "confound"), np.asarray(confounds, dtype=np.float64))
-    ds = xr.Dataset(data, coords={"region": np.arange(signals.shape[1])})
-    ds.attrs.update(attrs)
-    ds.to_zarr(mapper, group=name, mode="w", zarr_format=3, consolidated=False)
-    zarr.open_group(mapper, path=name, mode="a").attrs[COMPLETE_ATTR] = True
-
-
-def write_tsv(
-    directory: str,
-    name: str,
-    signals: np.ndarray,
-    columns: Sequence[str],
-    sidecar: dict,
-    storage_options: dict | None = None,
-) -> str:
-    """A BIDS-derivatives ``<name>_desc-daskmasker_timeseries.tsv`` and its JSON sidecar."""
-    fs, _, (root,) = fsspec.get_fs_token_paths(directory, storage_options=storage_options or {})
-    fs.makedirs(root, exist_ok=True)
-    stem = f"{root.rstrip('/')}/{name}_desc-daskmasker_timeseries"
-    header = "\t".join(columns)
-    lines = [header] + ["\t".join(repr(float(v)) for v in row) for row in signals]
-    for path, text in (
-        (f"{stem}.tsv", "\n".join(lines) + "\n"),
-        (f"{stem}.json", json.dumps(sidecar, indent=2)),
-    ):
-        tmp = f"{path}.partial"
-        with fs.open(tmp, "w") as f:
-            f.write(text)
-        fs.mv(tmp, path)
-    return f"{stem}.tsv"
 
 
 def run_batch(
@@ -308,7 +208,7 @@ def _guarded(result: BatchResult, bar, item: Item, finish, compute) -> None:
 def _source(image: Any, storage_options: dict | None):
     """URLs are opened with the batch's storage options; anything else goes to the masker."""
     if storage_options and isinstance(image, str) and "://" in image:
-        from daskmasker.niimg import load_image
+        from daskmasker.io.load import load_image
 
         return load_image(image, storage_options=storage_options)
     return image
@@ -317,9 +217,9 @@ def _source(image: Any, storage_options: dict | None):
 def _item_confounds(masker: NiftiMapsMasker, item: Item) -> tuple:
     conf = item.confounds
     if masker.high_variance_confounds or conf is not None:
-        from daskmasker.masker import _HighVariance
+        from daskmasker.masker.transform import HighVariance
 
-        parts = [_HighVariance()] if masker.high_variance_confounds else []
+        parts = [HighVariance()] if masker.high_variance_confounds else []
         if conf is not None:
             parts += conf if isinstance(conf, list) else [conf]
         conf = parts

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import nibabel as nib
 
-from daskmasker.cluster import compute_images
-from daskmasker.masker import NiftiMapsMasker, _HighVariance
+from daskmasker.masker.estimator import NiftiMapsMasker
+from daskmasker.masker.transform import HighVariance
+from daskmasker.runtime.scheduling import compute_images
 
 
 def _is_single(imgs) -> bool:
@@ -124,7 +125,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
                 if self.high_variance_confounds:
                     conf = [
                         *(conf if isinstance(conf, list) else [] if conf is None else [conf]),
-                        _HighVariance(),
+                        HighVariance(),
                     ]
                 sm = None if sample_mask is None else sample_mask[i]
                 lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))

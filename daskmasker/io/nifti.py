@@ -1,9 +1,9 @@
 """Lazy NIfTI images (.nii, .nii.gz; local paths and fsspec URLs) and streaming writes.
 
-``open_nifti`` reads the header only and returns a Dask-backed image (see :mod:`daskmasker.image`)
-whose chunks are slabs of whole volumes.  Each chunk is read through nibabel's ``ArrayProxy``, so
-the
-values, the dtype and the ``scl_slope``/``scl_inter`` scaling are exactly nibabel's.
+``open_nifti`` reads the header only and returns a Dask-backed image (see
+:mod:`daskmasker.io.image`) whose chunks are slabs of whole volumes.  Each chunk is read through
+nibabel's ``ArrayProxy``, so the values, the dtype and the ``scl_slope``/``scl_inter`` scaling are
+exactly nibabel's.
 
 * ``.nii``: a chunk is one ranged read of its bytes (local file or object store).
 * ``.nii.gz``: gzip cannot seek, and decompression bounds the reading speed.  Each process keeps
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import threading
 import zlib
 from typing import Any
@@ -34,35 +33,15 @@ from dask.base import tokenize
 from isal import igzip
 from nibabel.arrayproxy import ArrayProxy
 
-from daskmasker.chunks import time_chunks
-from daskmasker.graph import task_array
-from daskmasker.image import READER_ENCODING, header_from_attrs, make_image
-from daskmasker.retry import retry
+from daskmasker import config
+from daskmasker.compute.chunks import time_chunks
+from daskmasker.compute.graph import task_array
+from daskmasker.io.fs import normalize, open_raw, open_stream
+from daskmasker.io.image import READER_ENCODING, header_from_attrs, make_image
+from daskmasker.io.retry import retry
 
 _READERS: dict[tuple, Any] = {}
 _READERS_LOCK = threading.Lock()
-
-
-def _normalize(path_or_url: Any) -> str:
-    path = os.fspath(path_or_url)
-    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
-
-
-def _open_raw(url: str, storage_options: dict | None):
-    try:
-        return retry(lambda: fsspec.open(url, "rb", **(storage_options or {})).open(), url)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"File not found: '{url}'") from exc
-    except PermissionError as exc:
-        raise PermissionError(f"access denied to '{url}': {exc}") from exc
-    except Exception as exc:
-        raise OSError(f"could not open '{url}': {exc}") from exc
-
-
-def _open_stream(url: str, storage_options: dict | None):
-    """The file's bytes, inflated by ISA-L for ``.gz``."""
-    raw = _open_raw(url, storage_options)
-    return igzip.GzipFile(fileobj=raw, mode="rb") if url.endswith(".gz") else raw
 
 
 def read_header(url: str, storage_options: dict | None = None) -> nib.Nifti1Header:
@@ -83,7 +62,7 @@ def read_header(url: str, storage_options: dict | None = None) -> nib.Nifti1Head
 
 def _read_head(url: str, storage_options, size: int) -> bytes:
     """The first ``size`` bytes of the (decompressed) file, reading a few KB at most."""
-    with _open_raw(url, storage_options) as raw:
+    with open_raw(url, storage_options) as raw:
         if not url.endswith(".gz"):
             return raw.read(size)
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -141,8 +120,11 @@ class _GzipCursor:
     A request behind everything decoded restarts the stream.
     """
 
-    def __init__(self, url: str, storage_options, stash_limit: int = 256 * 2**20):
-        self.url, self.storage_options, self.stash_limit = url, storage_options, stash_limit
+    def __init__(self, url: str, storage_options, stash_limit: int | None = None):
+        self.url, self.storage_options = url, storage_options
+        if stash_limit is None:
+            stash_limit = int(config.get("gzip-stash-bytes"))
+        self.stash_limit = stash_limit
         self.lock = threading.Lock()
         self.stream = None
         self.position = 0
@@ -151,7 +133,7 @@ class _GzipCursor:
     def _restart(self) -> None:
         if self.stream is not None:
             self.stream.close()
-        self.stream = _open_stream(self.url, self.storage_options)
+        self.stream = open_stream(self.url, self.storage_options)
         self.position = 0
 
     def _read(self, n: int) -> bytes:
@@ -230,7 +212,7 @@ def _read_volumes(url: str, storage_options, header_blob: str, t0: int, t1: int,
         return _slice(io.BytesIO(blob), chunk_spec, 0, t1 - t0, ndim, url)
 
     def read():
-        with _open_raw(url, storage_options) as f:
+        with open_raw(url, storage_options) as f:
             return _slice(f, spec, t0, t1, ndim, url)
 
     return retry(read, url)
@@ -291,7 +273,7 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
     xarray.DataArray
         Dims ``(time, z, y, x)`` or ``(z, y, x)``; the data equals nibabel's ``dataobj``.
     """
-    url = _normalize(path_or_url)
+    url = normalize(path_or_url)
     header = read_header(url, storage_options)
     spec = _proxy_spec(header)
     shape = tuple(int(s) for s in spec[0])
@@ -337,7 +319,7 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
 
 class GzipChunks:
     """The time chunks of a 4D ``.nii.gz`` for a consumer that reduces each one as it is read
-    (see :func:`daskmasker.regression.project`): ``sequential``, so they are read in order,
+    (see :func:`daskmasker.compute.projection.project`): ``sequential``, so they are read in order,
     each task after the previous one, as the chunks of :func:`open_nifti` are.
     """
 
@@ -419,7 +401,7 @@ def to_nifti(image, path, *, overwrite: bool = False, storage_options: dict | No
     The header stored in ``attrs`` is reused when present (exact round trips); otherwise one is
     built from the affine and dtype.  Written to a temporary name and renamed at the end.
     """
-    url = _normalize(path)
+    url = normalize(path)
     fs, _, (target,) = fsspec.get_fs_token_paths(url, storage_options=storage_options or {})
     if fs.exists(target) and not overwrite:
         raise FileExistsError(f"'{url}' exists; pass overwrite=True to replace it")

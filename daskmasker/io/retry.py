@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from daskmasker import config
+
 T = TypeVar("T")
 PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
@@ -31,7 +33,9 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
-def retry(fn: Callable[[], T], what: str, attempts: int = 4, backoff: float = 0.25) -> T:
+def retry(
+    fn: Callable[[], T], what: str, attempts: int | None = None, backoff: float | None = None
+) -> T:
     """Call ``fn``; on a transient error wait (``backoff``, doubling) and try again.
 
     Raises
@@ -39,6 +43,10 @@ def retry(fn: Callable[[], T], what: str, attempts: int = 4, backoff: float = 0.
     OSError
         Naming ``what`` and the number of attempts, when every attempt failed.
     """
+    if attempts is None:
+        attempts = int(config.get("retry.attempts"))
+    if backoff is None:
+        backoff = float(config.get("retry.backoff"))
     for attempt in range(1, attempts + 1):
         try:
             return fn()

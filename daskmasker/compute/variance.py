@@ -1,4 +1,4 @@
-"""High-variance confounds (nilearn's CompCor-like ``high_variance_confounds``), in numpy.
+"""High-variance confounds (nilearn's CompCor-like ``high_variance_confounds``): numpy and Dask.
 
 nilearn detrends every voxel's series, keeps the voxels whose mean of squares is strictly above
 its ``100 - percentile`` percentile, and returns the leading eigenvectors of ``X Xᵀ / T`` of
@@ -11,14 +11,22 @@ volumes, for an out-of-core version:
 2. :func:`detrended_variance` from the total, and :func:`select_high_variance` (nilearn's
    threshold and strict selection);
 3. :func:`high_variance_components` on the selected voxels' (T × n_kept) series.
+
+:func:`lazy_high_variance_confounds` strings these steps into a lazy Dask graph over chunks of
+whole volumes: two passes (the partial sums, tree-summed; then the selected voxels, 2 % of the
+image, gathered), the second bound to the selection (``dask.graph_manipulation.bind``) and
+reading its own copy of the chunks (``clone``), so no chunk is held in memory between them.
 """
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
+from dask import delayed
+from dask.graph_manipulation import bind, clone
 from scipy import linalg
 
-from daskmasker.clean import detrend_signals
+from daskmasker.compute.clean import detrend_signals
 
 
 def _ramp(n_scans: int) -> np.ndarray:
@@ -174,3 +182,51 @@ def high_variance_confounds(
     variance = (x**2).mean(axis=0).astype(np.float64)
     kept = x[:, select_high_variance(variance, percentile)]
     return high_variance_components(kept, n_confounds, detrend=False)
+
+
+def _gather(block: np.ndarray, selected: np.ndarray) -> np.ndarray:
+    return block.reshape(block.shape[0], -1)[:, selected].astype(np.float64)
+
+
+def _components(parts: list, n_confounds: int, detrend: bool) -> np.ndarray:
+    return high_variance_components(np.concatenate(parts, axis=0), n_confounds, detrend)
+
+
+def lazy_high_variance_confounds(
+    data: da.Array, n_confounds: int = 5, percentile: float = 2.0, detrend: bool = True
+) -> da.Array:
+    """Lazy high-variance confounds (T × n_confounds) of 4D volumes, nilearn's semantics.
+
+    Parameters
+    ----------
+    data : dask array, shape (T, z, y, x)
+        The raw image (not resampled, not smoothed, all voxels).
+    n_confounds : int, default=5
+    percentile : float, default=2.0
+        Percentage of voxels (highest variance) kept.
+    detrend : bool, default=True
+
+    Returns
+    -------
+    dask array, shape (T, n_confounds), float64
+    """
+    data = data.rechunk({1: -1, 2: -1, 3: -1})
+    n = int(data.shape[0])
+    n_vox = int(np.prod(data.shape[1:]))
+    offsets = np.cumsum((0, *data.chunks[0]))
+    first = clone(data, seed=1).to_delayed().ravel()
+    parts = [
+        da.from_delayed(
+            delayed(variance_partial_sums)(block, int(offsets[i]), n),
+            shape=(3, n_vox),
+            dtype=np.float64,
+        )
+        for i, block in enumerate(first)
+    ]
+    sums = da.stack(parts).sum(axis=0)
+    variance = delayed(detrended_variance)(sums, n, detrend)
+    selected = delayed(select_high_variance)(variance, percentile)
+    second = bind(data, selected).to_delayed().ravel()
+    gathered = [delayed(_gather)(block, selected) for block in second]
+    result = delayed(_components)(gathered, n_confounds, detrend)
+    return da.from_delayed(result, shape=(n, n_confounds), dtype=np.float64)

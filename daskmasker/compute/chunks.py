@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-DEFAULT_CHUNK_BYTES = 32 * 2**20
-DEFAULT_GEMM_BYTES = 64 * 2**20
-MAX_GEMM_VOLUMES = 64
+from daskmasker import config
 
 
 def time_chunks(
-    n_volumes: int, volume_nbytes: int, target_nbytes: int = DEFAULT_CHUNK_BYTES
+    n_volumes: int, volume_nbytes: int, target_nbytes: int | None = None
 ) -> tuple[int, ...]:
     """Split ``n_volumes`` whole volumes into chunks of about ``target_nbytes`` each.
+
+    ``target_nbytes`` defaults to the ``daskmasker.chunk-bytes`` setting (32 MiB).
 
     Every chunk holds at least one volume; the chunks are as even as possible and none exceeds
     the budget unless a single volume does.
@@ -20,6 +20,8 @@ def time_chunks(
     >>> time_chunks(10, 30, target_nbytes=100)
     (3, 3, 2, 2)
     """
+    if target_nbytes is None:
+        target_nbytes = int(config.get("chunk-bytes"))
     if n_volumes < 0 or volume_nbytes < 0 or target_nbytes <= 0:
         raise ValueError(
             f"invalid chunk plan: n_volumes={n_volumes}, volume_nbytes={volume_nbytes}, "
@@ -36,11 +38,14 @@ def time_chunks(
 def gemm_volumes(
     n_support: int,
     n_volumes: int,
-    target_nbytes: int = DEFAULT_GEMM_BYTES,
-    max_volumes: int = MAX_GEMM_VOLUMES,
+    target_nbytes: int | None = None,
+    max_volumes: int | None = None,
     itemsize: int = 8,
 ) -> int:
     """Volumes per batch of the maps products.
+
+    ``target_nbytes`` and ``max_volumes`` default to the ``daskmasker.gemm-bytes`` (64 MiB) and
+    ``daskmasker.gemm-max-volumes`` (64) settings.
 
     At most ``target_nbytes`` of gathered support voxels (of ``itemsize`` bytes) and
     ``max_volumes`` volumes: a batch reads the maps once, so larger batches are cheaper per
@@ -58,5 +63,9 @@ def gemm_volumes(
     >>> gemm_volumes(250_000, 10)
     10
     """
+    if target_nbytes is None:
+        target_nbytes = int(config.get("gemm-bytes"))
+    if max_volumes is None:
+        max_volumes = int(config.get("gemm-max-volumes"))
     per_batch = max(1, target_nbytes // max(itemsize * n_support, 1))
     return int(max(1, min(per_batch, max_volumes, n_volumes)))

@@ -25,15 +25,15 @@ from typing import Any
 
 import dask
 import dask.array as da
-import fsspec
 import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from daskmasker.chunks import time_chunks
-from daskmasker.image import READER_ENCODING, image_affine, make_image
-from daskmasker.retry import retry
+from daskmasker.compute.chunks import time_chunks
+from daskmasker.io.fs import Location
+from daskmasker.io.image import READER_ENCODING, image_affine, make_image
+from daskmasker.io.retry import retry
 
 ARRAY = "0"
 ATTR = "daskmasker"
@@ -48,26 +48,6 @@ _HEADER_KEYS = (
     "scl_inter",
     "source",
 )
-
-
-class Location:
-    """A Zarr store location: the zarr store object and the fsspec file system behind it."""
-
-    def __init__(self, url: str, storage_options: dict | None = None):
-        self.url = str(url)
-        self.fs, _, (self.root,) = fsspec.get_fs_token_paths(
-            self.url, storage_options=storage_options or {}
-        )
-        if "://" in self.url and not self.url.startswith("file://"):
-            self.store = zarr.storage.FsspecStore.from_url(
-                self.url, storage_options=storage_options or {}
-            )
-        else:
-            self.store = zarr.storage.LocalStore(self.root)
-
-
-def _mapper(store: str, storage_options: dict | None) -> Location:
-    return Location(store, storage_options)
 
 
 def _ome_multiscales(img: xr.DataArray) -> list[dict]:
@@ -110,8 +90,8 @@ def _check_target(mapper, store: str, overwrite: bool) -> None:
     fs.rm(root, recursive=True)
 
 
-def to_zarr(
-    source: Any,
+def write_image(
+    img: xr.DataArray,
     store: str,
     chunks: int | None = None,
     *,
@@ -120,13 +100,14 @@ def to_zarr(
     storage_options: dict | None = None,
     compressor: Any = "default",
 ) -> str:
-    """Convert a NIfTI file (path or URL) or a lazy image into a Zarr v3 store, streaming.
+    """Write a lazy image into a new Zarr v3 store, streaming (see ``daskmasker.to_zarr``).
 
     Peak memory is a few chunks: volumes are read, compressed and written one chunk at a time.
 
     Parameters
     ----------
-    source : str, path or xarray.DataArray
+    img : xarray.DataArray
+        A daskmasker image.
     store : str
         Local path or fsspec URL of the new store.
     chunks : int, optional
@@ -136,7 +117,7 @@ def to_zarr(
     progress : bool, default=False
         Show a progress bar.
     storage_options : dict, optional
-        fsspec options, for both the source URL and the store.
+        fsspec options for the store.
     compressor : codec, None or "default"
         Default: Blosc LZ4 with byte shuffle (fast to write and read; see the README).
 
@@ -145,9 +126,6 @@ def to_zarr(
     str
         The store's path or URL.
     """
-    from daskmasker.niimg import load_image
-
-    img = load_image(source, storage_options=storage_options)
     data = img.data if isinstance(img.data, da.Array) else da.from_array(np.asarray(img.data))
     if data.ndim == 4:
         volume_nbytes = int(np.prod(data.shape[1:])) * data.dtype.itemsize
@@ -156,7 +134,7 @@ def to_zarr(
         data = data.rechunk((step, -1, -1, -1))
     else:
         data = data.rechunk(-1)
-    mapper = _mapper(store, storage_options)
+    mapper = Location(store, storage_options)
     _check_target(mapper, str(store), overwrite)
     codec = (
         BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
@@ -203,7 +181,7 @@ class ChunkReader:
     along chunk boundaries only (``dask.array.from_array`` with the array's chunks).
     """
 
-    sequential = False  # chunks are independent (see daskmasker.regression.project)
+    sequential = False  # chunks are independent (see daskmasker.compute.projection.project)
 
     def __init__(self, fs, root: str, metadata, codec, url: str):
         self.fs, self.root, self.codec = fs, root, codec
@@ -320,7 +298,7 @@ def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> x
     ValueError
         If the store is not an image store, or its conversion never completed.
     """
-    mapper = _mapper(store, storage_options)
+    mapper = Location(store, storage_options)
     try:
         group = zarr.open_group(mapper.store, mode="r")
     except Exception as exc:
@@ -353,7 +331,7 @@ def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> x
         affine = np.asarray(meta["affine"])
         extra = {k: meta[k] for k in _HEADER_KEYS if k in meta}
     else:
-        from daskmasker.image import header_from_attrs
+        from daskmasker.io.image import header_from_attrs
 
         hdr = header_from_attrs({"nifti_header": header})
         affine = hdr.get_best_affine()
@@ -362,7 +340,7 @@ def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> x
     if header is not None:
         extra["nifti_header"] = header
     if "nifti_header" in extra:
-        from daskmasker.image import header_attrs, header_from_attrs
+        from daskmasker.io.image import header_attrs, header_from_attrs
 
         extra = {**header_attrs(header_from_attrs(extra)), **extra}
     image = make_image(data, affine, attrs=extra)

@@ -19,19 +19,20 @@ has two stages per spatial block:
    field of view for a brain atlas), in its own precision; non-finite values become 0 (as nilearn
    does) and are counted over the whole chunk in the same task, so the caller can warn;
 2. **products** — consecutive gathered chunks are grouped into batches of up to 64 volumes (at
-   most :data:`~daskmasker.chunks.DEFAULT_GEMM_BYTES` gathered, see
-   :func:`~daskmasker.chunks.gemm_volumes`) and each batch is multiplied by ``M`` in float64, a
-   slab of support voxels at a time (:func:`support_products`).  A batch reads ``M`` (tens of
-   MB) once instead of once per small read chunk: the product of a 7-volume chunk is bound by
-   streaming ``M`` from memory and costs 2.5 times as much per volume as a 70-volume batch.  The
-   slabs are cast to float64 in a cache-sized buffer, so a batch is never concatenated or cast
-   whole (which made the products 1.5× slower: 1.01 against 0.68 s for 600 volumes of 240 000
-   support voxels and 64 maps, on one core).  The batches are plain tasks on lists of chunks
-   (Dask's task spec: ``Task``/``TaskRef``), not a rechunk, which would concatenate them.
+   most ``daskmasker.gemm-bytes`` gathered, see :func:`~daskmasker.compute.chunks.gemm_volumes`) and
+   each batch is multiplied by ``M`` in float64, a slab of support voxels at a time
+   (:func:`support_products`).  A batch reads ``M`` (tens of MB) once instead of once per small read
+   chunk: the product of a 7-volume chunk is bound by streaming ``M`` from memory and costs 2.5
+   times as much per volume as a 70-volume batch.  The slabs are cast to float64 in a cache-sized
+   buffer, so a batch is never concatenated or cast whole (which made the products 1.5× slower: 1.01
+   against 0.68 s for 600 volumes of 240 000 support voxels and 64 maps, on one core).  The batches
+   are plain tasks on lists of chunks (Dask's task spec: ``Task``/``TaskRef``), not a rechunk, which
+   would concatenate them.
 
-A reader of the source's chunks (see :func:`project`) fuses the stages: a Zarr chunk is decoded
-and gathered by one task; a ``.nii.gz`` on a cluster is read, gathered and multiplied by one task
-per batch, each after the previous one.
+The graph that strings these kernels together is :mod:`daskmasker.compute.projection`; a reader of
+the source's chunks (see :func:`~daskmasker.compute.projection.project`) fuses the stages: a Zarr
+chunk is decoded and gathered by one task; a ``.nii.gz`` on a cluster is read, gathered and
+multiplied by one task per batch, each after the previous one.
 """
 
 from __future__ import annotations
@@ -40,13 +41,9 @@ import functools
 import uuid
 from dataclasses import dataclass, field
 
-import dask.array as da
 import numpy as np
-from dask._task_spec import DataNode, List, Task, TaskRef, parse_input
-from dask.base import tokenize
 
-from daskmasker.chunks import gemm_volumes
-from daskmasker.graph import task_array
+from daskmasker import config
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,9 +196,6 @@ def gather_support(block: np.ndarray, maps: MapsBlock) -> np.ndarray:
     return out
 
 
-SLAB_BYTES = 2**20  # float64 support values cast per product step: fits in L2
-
-
 def support_products(parts: list[np.ndarray], maps: MapsBlock) -> np.ndarray:
     """``[X_support @ M, count]`` for consecutive gathered chunks ``(t_i, ..., S + 1)``, in
     float64.
@@ -215,7 +209,8 @@ def support_products(parts: list[np.ndarray], maps: MapsBlock) -> np.ndarray:
     n_volumes = sum(part.shape[0] for part in parts)
     n_support, n_maps = maps.rows.shape
     out = np.zeros((n_volumes, n_maps + 1))
-    width = max(256, SLAB_BYTES // (8 * max(n_volumes, 1)))
+    # float64 support values cast per step: a slab that fits in L2
+    width = max(256, int(config.get("slab-bytes")) // (8 * max(n_volumes, 1)))
     slab = np.empty((n_volumes, min(width, n_support)))
     with _blas_controller().limit(limits=1, user_api="blas"):
         for start in range(0, n_support, width):
@@ -252,21 +247,6 @@ def batch_chunks(chunks: tuple[int, ...], step: int) -> list[list[int]]:
     return batches
 
 
-def _batched_products(gathered: da.Array, maps, step: int, n_maps: int) -> da.Array:
-    """:func:`support_products` of batches of consecutive chunks of ``gathered``
-    ``(T, 1, 1, S + 1)``; ``(T, K + 1)`` out."""
-    batches = batch_chunks(gathered.chunks[0], step)
-    name = f"support-products-{tokenize(gathered.name, maps, batches)}"
-    maps_arg = parse_input(maps)  # a scattered future becomes a reference to its key
-    layer = {}
-    for b, batch in enumerate(batches):
-        key = (name, b, 0)
-        parts = List(*(TaskRef((gathered.name, i, 0, 0, 0)) for i in batch))
-        layer[key] = Task(key, support_products, parts, maps_arg)
-    sizes = _batch_sizes(gathered.chunks[0], batches)
-    return task_array(name, layer, (sizes, (n_maps + 1,)), np.float64, [gathered])
-
-
 def _batch_sizes(chunks: tuple[int, ...], batches: list[list[int]]) -> tuple[int, ...]:
     """Volumes in each batch of :func:`batch_chunks`."""
     return tuple(sum(chunks[i] for i in batch) for batch in batches)
@@ -277,170 +257,6 @@ def _blas_controller():
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
-
-
-def share_blocks(blocks: np.ndarray, client=None) -> np.ndarray:
-    """The maps blocks as the graph will use them.
-
-    Locally (threads) the blocks themselves: tasks refer to them in memory and graphs tokenize
-    them by identity.  With a distributed ``client`` the blocks are scattered (broadcast to the
-    workers) and tasks refer to their futures, so no large constant is embedded in the graph and
-    the maps travel once per worker.
-    """
-    if client is None:
-        return blocks
-    futures = client.scatter(list(blocks.ravel()), broadcast=True, hash=False)
-    shared = np.empty(blocks.shape, dtype=object)
-    for where, future in zip(np.ndindex(*blocks.shape), futures, strict=True):
-        shared[where] = future
-    return shared
-
-
-def project(
-    data: da.Array,
-    maps_blocks: np.ndarray,
-    sizes: np.ndarray,
-    n_maps: int,
-    split_every: int | None = None,
-    batch_volumes: int | None = None,
-    reader=None,
-):
-    """Lazy ``[XᵀM, count]``: the products and the per-volume non-finite count of a 4D Dask
-    array in one ``(T, K + 1)`` array (one task per batch: the scheduler's cost is per task).
-
-    Parameters
-    ----------
-    data : dask array, shape (T, z, y, x)
-        Volumes, chunked in any way.
-    maps_blocks : ndarray of objects
-        From :func:`share_blocks`: one :class:`MapsBlock` (or its future) per spatial chunk of
-        ``data``.
-    sizes : ndarray of int
-        The number of support voxels of each block (same shape as ``maps_blocks``).
-    n_maps : int
-        K.
-    split_every : int, optional
-        Fan-in of the tree reduction across spatial blocks.
-    batch_volumes : int, optional
-        Volumes per product batch; by default ``DEFAULT_GEMM_BYTES`` of gathered support.
-    reader : optional
-        The source ``data`` was made from, block for block (a Zarr
-        :class:`~daskmasker.store.ChunkReader` or a ``.nii.gz``'s
-        :class:`~daskmasker.nifti.GzipChunks`): each block is then read and gathered in the
-        same task, so the raw volumes never travel between tasks.  It has ``read_chunk(where)``
-        (the chunk at that grid position, possibly in a per-thread scratch buffer) and
-        ``sequential``: read the chunks in order, a product batch per task, each task after the
-        previous one.
-
-    Returns
-    -------
-    dask array, shape (T, K + 1), float64
-        Columns ``:K`` hold ``XᵀM``, the last one the non-finite count of each volume.
-    """
-    grid = tuple(len(c) for c in data.chunks[1:])
-    if maps_blocks.shape != grid or np.shape(sizes) != grid:
-        raise ValueError(
-            f"expected {grid} maps blocks for chunks {data.chunks[1:]}, got {maps_blocks.shape}"
-        )
-    n_volumes = data.shape[0]
-    gathered_dtype = compact_dtype(data.dtype)
-    step = batch_volumes or gemm_volumes(
-        int(np.sum(sizes)), n_volumes, itemsize=gathered_dtype.itemsize
-    )
-    parts, counts = [], []
-    for where in np.ndindex(*grid):
-        sub = data.blocks[(slice(None), *where)]
-        size = int(sizes[where])
-        if size == 0:  # no support voxel here: only the count, in the same (T, K + 1) layout
-            counts.append(
-                sub.map_blocks(
-                    _count_block, n_maps, drop_axis=(2, 3), chunks=(sub.chunks[0], (n_maps + 1,))
-                )
-            )
-            continue
-        if reader is not None and reader.sequential:
-            parts.append(_read_products(reader, sub, where, maps_blocks[where], step, n_maps))
-            continue
-        if reader is not None:
-            gathered = _read_gathered(reader, sub, where, maps_blocks[where], size, gathered_dtype)
-        else:
-            # 4D out, (t, 1, 1, S + 1): dropping axes would make Dask copy every read chunk
-            # (its concatenation of the dropped axes copies even a single block)
-            gathered = sub.map_blocks(
-                _gather_block,
-                maps_blocks[where],
-                chunks=(sub.chunks[0], (1,), (1,), (size + 1,)),
-                dtype=gathered_dtype,
-                meta=np.empty((0, 0, 0, 0), dtype=gathered_dtype),
-            )
-        parts.append(_batched_products(gathered, maps_blocks[where], step, n_maps))
-    if parts:  # the count-only parts follow the products' batches
-        counts = [part.rechunk(parts[0].chunks) for part in counts]
-    parts += counts
-    if len(parts) == 1:
-        return parts[0]
-    return da.stack(parts).sum(axis=0, split_every=split_every)
-
-
-def _gather_block(block: np.ndarray, maps: MapsBlock) -> np.ndarray:
-    gathered = gather_support(block, maps)
-    return gathered.reshape(gathered.shape[0], 1, 1, -1)
-
-
-def _read_gathered(
-    reader, sub: da.Array, where: tuple[int, ...], maps, size: int, dtype: np.dtype
-) -> da.Array:
-    """The gathered blocks of ``sub`` (the spatial block ``where`` of the reader's array), each
-    read and gathered by one task."""
-    name = f"read-gather-{tokenize(reader, where, maps)}"
-    reader_key = f"chunk-reader-{tokenize(reader)}"
-    layer = {reader_key: DataNode(reader_key, reader)}  # one reader object for all threads
-    reader_ref = TaskRef(reader_key)
-    maps_arg = parse_input(maps)
-    for i in range(len(sub.chunks[0])):
-        key = (name, i, 0, 0, 0)
-        layer[key] = Task(key, _read_gather, reader_ref, (i, *where), maps_arg)
-    return task_array(name, layer, (sub.chunks[0], (1,), (1,), (size + 1,)), dtype)
-
-
-def _read_gather(reader, where: tuple[int, ...], maps: MapsBlock) -> np.ndarray:
-    return _gather_block(reader.read_chunk(where), maps)
-
-
-def _read_products(
-    reader, sub: da.Array, where: tuple[int, ...], maps, step: int, n_maps: int
-) -> da.Array:
-    """``[XᵀM, count]`` of ``sub`` from a sequential reader (a ``.nii.gz``, on a cluster): one
-    task per product batch reads, gathers and multiplies its chunks, each batch after the
-    previous one.
-
-    The chain keeps an image's stream on one worker and in order.  Each task of a chain waits
-    for a scheduler round trip: a batch per task (3 tasks for 200 volumes instead of 29 reads
-    and 3 products) took 4 images on one worker from 7.1 to 6.4 s.
-    """
-    batches = batch_chunks(sub.chunks[0], step)
-    name = f"read-products-{tokenize(reader, where, maps, batches)}"
-    maps_arg = parse_input(maps)
-    layer = {}
-    for b, batch in enumerate(batches):
-        key = (name, b, 0)
-        after = (TaskRef((name, b - 1, 0)),) if b else ()
-        positions = [(i, *where) for i in batch]
-        # the reader (a path and a header) travels in each task: the first one is ready at once
-        layer[key] = Task(key, _read_batch_products, reader, positions, maps_arg, *after)
-    sizes = _batch_sizes(sub.chunks[0], batches)
-    return task_array(name, layer, (sizes, (n_maps + 1,)), np.float64)
-
-
-def _read_batch_products(reader, positions: list, maps: MapsBlock, *after) -> np.ndarray:
-    del after  # the previous batch: only an ordering
-    return support_products([_read_gather(reader, where, maps) for where in positions], maps)
-
-
-def _count_block(block: np.ndarray, n_maps: int) -> np.ndarray:
-    out = np.zeros((block.shape[0], n_maps + 1))
-    out[:, -1] = count_nonfinite(block.reshape(block.shape[0], -1))
-    return out
 
 
 class GramSolver:

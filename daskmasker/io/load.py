@@ -1,4 +1,4 @@
-"""Anything the masker accepts → a lazy image (see :mod:`daskmasker.image`).
+"""Anything the masker accepts → a lazy image (see :mod:`daskmasker.io.image`).
 
 Accepted: daskmasker images; nibabel images (wrapped lazily, never copied or modified); paths (``~``
 expanded, glob patterns expanded to a sorted list, as nilearn does) and fsspec URLs of NIfTI files
@@ -18,26 +18,10 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from daskmasker.chunks import time_chunks
-from daskmasker.image import TIME_DIM, image_affine, is_image, make_image
-
-_DOC_URL = "https://nilearn.github.io/stable/manipulating_images/input_output.html"
-
-
-class DimensionError(TypeError):
-    """nilearn's error for images of the wrong dimensionality (a TypeError, as there)."""
-
-    def __init__(self, file_dimension: int, required_dimension: int, what: str = "image"):
-        self.file_dimension = file_dimension
-        self.required_dimension = required_dimension
-        super().__init__(
-            "Input data has incompatible dimensionality: Expected dimension is "
-            f"{required_dimension}D and you provided a {what if what != 'image' else ''}"
-            f"{file_dimension}D image. See {_DOC_URL}"
-            if what == "image"
-            else "Input data has incompatible dimensionality: Expected dimension is "
-            f"{required_dimension}D and you provided {what} ({file_dimension}D). See {_DOC_URL}"
-        )
+from daskmasker.io.image import TIME_DIM, DimensionError, image_affine, is_image, make_image
+from daskmasker.io.nibabel import from_nibabel
+from daskmasker.io.nifti import open_nifti
+from daskmasker.io.zarr import open_zarr
 
 
 def _not_niimg(obj: Any) -> TypeError:
@@ -54,62 +38,6 @@ def _is_zarr(path: str) -> bool:
     if "://" in path:
         return False
     return os.path.isdir(path) and os.path.exists(os.path.join(path, "zarr.json"))
-
-
-def _from_nibabel(img: nib.spatialimages.SpatialImage, chunks=None) -> xr.DataArray:
-    proxy = img.dataobj
-    shape = tuple(int(s) for s in img.shape)
-    while len(shape) > 4 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) not in (3, 4):
-        raise DimensionError(len(shape), 4)
-    if 0 in shape:
-        raise ValueError("The image is empty.")
-    dtype = _nibabel_dtype(img)
-    if len(shape) == 3:
-        data = da.from_array(_Reversed(proxy, shape, dtype), chunks=-1, asarray=False)
-    else:
-        volume = int(np.prod(shape[:3])) * dtype.itemsize
-        sizes = time_chunks(shape[3], volume) if chunks is None else chunks
-        data = da.from_array(
-            _Reversed(proxy, shape, dtype), chunks=(sizes, -1, -1, -1), asarray=False
-        )
-    header = img.header if isinstance(img.header, nib.Nifti1Header) else None
-    attrs = {} if header is not None else {"t_r": None}
-    return make_image(data, img.affine, header=header, attrs=attrs)
-
-
-def _nibabel_dtype(img) -> np.dtype:
-    proxy = img.dataobj
-    if isinstance(proxy, np.ndarray):
-        return proxy.dtype
-    from nibabel.volumeutils import apply_read_scaling
-
-    slope = getattr(proxy, "slope", 1.0)
-    inter = getattr(proxy, "inter", 0.0)
-    raw = np.dtype(proxy.dtype)
-    if slope == 1.0 and inter == 0.0:
-        return raw
-    return apply_read_scaling(np.zeros(1, dtype=raw), slope, inter).dtype
-
-
-class _Reversed:
-    """A nibabel array proxy seen in daskmasker order (reversed axes), read lazily by slices."""
-
-    def __init__(self, proxy, shape, dtype):
-        self.proxy = proxy
-        self.shape = tuple(reversed(shape))
-        self.dtype = np.dtype(dtype)
-        self.ndim = len(shape)
-
-    def __getitem__(self, key):
-        key = key if isinstance(key, tuple) else (key,)
-        key = key + (slice(None),) * (self.ndim - len(key))
-        nib_key = tuple(reversed(key))
-        if len(self.proxy.shape) > self.ndim:
-            nib_key = nib_key + (0,) * (len(self.proxy.shape) - self.ndim)
-        arr = np.asanyarray(self.proxy[nib_key])
-        return np.array(arr.T, dtype=self.dtype, copy=True)
 
 
 def _expand(path: str) -> list[str] | str:
@@ -136,17 +64,13 @@ def _load_one(obj: Any, storage_options=None, chunks=None) -> xr.DataArray:
             )
         return _load_one(next(iter(obj.data_vars.values())), storage_options, chunks)
     if isinstance(obj, nib.spatialimages.SpatialImage):
-        return _from_nibabel(obj, chunks)
+        return from_nibabel(obj, chunks)
     if isinstance(obj, str | os.PathLike):
         path = _expand(os.fspath(obj))
         if isinstance(path, list):
             return _stack([_load_one(p, storage_options, chunks) for p in path])
         if _is_zarr(path):
-            from daskmasker.store import open_zarr
-
             return open_zarr(path, storage_options=storage_options)
-        from daskmasker.nifti import open_nifti
-
         try:
             return open_nifti(path, chunks=chunks, storage_options=storage_options)
         except FileNotFoundError as exc:

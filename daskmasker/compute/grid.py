@@ -2,12 +2,72 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """A voxel grid (a field of view): the spatial shape in daskmasker order and the affine.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        ``(z, y, x)``: NIfTI's ``(x, y, z)`` reversed, as daskmasker arrays are laid out.
+    affine : ndarray, shape (4, 4)
+        Voxel ``(i, j, k)`` (NIfTI order) to millimetres.
+
+    Examples
+    --------
+    >>> a = Grid((2, 3, 4), np.eye(4))
+    >>> a.shape_xyz
+    (4, 3, 2)
+    >>> a.same_as(Grid((2, 3, 4), np.eye(4) + 1e-9))
+    True
+    """
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        affine = np.array(self.affine, dtype=np.float64)
+        affine.setflags(write=False)
+        object.__setattr__(self, "affine", affine)
+
+    @property
+    def shape_xyz(self) -> tuple[int, int, int]:
+        """The shape in NIfTI order."""
+        return self.shape[::-1]  # type: ignore[return-value]
+
+    @property
+    def key(self) -> tuple:
+        """A hashable identity (exact shape and affine bytes), for caches."""
+        return self.shape, self.affine.tobytes()
+
+    def same_as(self, other: Grid) -> bool:
+        """nilearn's field-of-view test: equal shapes and ``np.allclose`` affines."""
+        return same_fov(self.shape, self.affine, other.shape, other.affine)
 
 
 def same_fov(shape_a, affine_a, shape_b, affine_b) -> bool:
     """nilearn's test: equal spatial shapes and ``np.allclose`` affines."""
     return tuple(shape_a)[:3] == tuple(shape_b)[:3] and bool(np.allclose(affine_a, affine_b))
+
+
+def check_same_grids(grids: dict[str, Grid]) -> None:
+    """Raise nilearn's error listing every pair of ``{name: Grid}`` that differs."""
+    names = list(grids)
+    errors = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if grids[a].shape != grids[b].shape:
+                errors.append(f"- {a} and {b} do not have the same shape")
+            if not np.allclose(grids[a].affine, grids[b].affine):
+                errors.append(f"- {a} and {b} do not have the same affine")
+    if errors:
+        raise ValueError("Following field of view errors were detected:\n" + "\n".join(errors))
 
 
 def integer_grid_map(src_shape, src_affine, tgt_shape, tgt_affine, atol: float = 1e-6):

@@ -10,10 +10,11 @@ Pure numpy/scipy, one run.  The steps and their order are nilearn's:
 Confounds are detrended and filtered like the signals; cosine drifts are built on the full-length
 series and then treated as confounds.  float32 signals stay float32 throughout, as in nilearn.
 
-Two deliberate differences from nilearn (both with Butterworth filtering and a ``sample_mask``):
-the censored volumes themselves are interpolated (nilearn interpolates mirrored volumes, see
-:func:`daskmasker.filters.interpolate_censored`), and the caller's ``sample_mask`` is not shifted
-in place (nilearn mutates an int32 array with ``-=``).  No function here modifies its inputs.
+Two deliberate differences from nilearn (both with Butterworth filtering and a ``sample_mask``): the
+censored volumes themselves are interpolated (nilearn interpolates mirrored volumes, see
+:func:`daskmasker.compute.filters.interpolate_censored`), and the caller's ``sample_mask`` is not
+shifted in place (nilearn mutates an int32 array with ``-=``).  No function here modifies its
+inputs.
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import linalg
 
-from daskmasker.confounds import ensure_float, load_confounds, load_sample_mask
-from daskmasker.filters import add_cosine_drift, butterworth, interpolate_censored
-from daskmasker.params import check_params
+from daskmasker.compute.filters import add_cosine_drift, butterworth, interpolate_censored
 
 EPS64 = np.finfo(np.float64).eps
 STANDARDS = ("psc", "zscore_sample", "zscore")
@@ -34,6 +33,21 @@ STANDARDIZE_BOOL_WARNING = (
     "boolean values for 'standardize' will be deprecated in nilearn 0.15.0.\n"
     "Use 'zscore_sample' instead of 'True' or use 'None' instead of 'False'."
 )
+
+
+def ensure_float(data: np.ndarray) -> np.ndarray:
+    """nilearn's ``_ensure_float``: float arrays unchanged, 8-byte others float64, else float32.
+
+    Examples
+    --------
+    >>> ensure_float(np.arange(3, dtype=np.int16)).dtype
+    dtype('float32')
+    >>> ensure_float(np.arange(3, dtype=np.int64)).dtype
+    dtype('float64')
+    """
+    if data.dtype.kind != "f":
+        return data.astype(np.float64 if data.dtype.itemsize == 8 else np.float32)
+    return data
 
 
 def _as_float_array(signals: np.ndarray) -> np.ndarray:
@@ -238,14 +252,14 @@ def _scrub(x, conf, mask, filter_type, t_r, extrapolate):
     return x, conf, mask
 
 
-def clean_signals(
+def clean_arrays(
     signals: np.ndarray,
     *,
     detrend: bool = False,
     standardize: Literal["zscore_sample", "zscore", "psc"] | bool | None = "zscore_sample",
     standardize_confounds: bool = True,
-    confounds: Any = None,
-    sample_mask: Any = None,
+    confounds: np.ndarray | None = None,
+    sample_mask: np.ndarray | None = None,
     t_r: float | None = None,
     low_pass: float | None = None,
     high_pass: float | None = None,
@@ -256,7 +270,7 @@ def clean_signals(
     padlen: int | None = None,
     ensure_finite: bool = False,
 ) -> np.ndarray:
-    """Clean (T × K) signals exactly as ``nilearn.signal.clean`` does for one run.
+    """Clean (T × K) signals exactly as ``nilearn.signal.clean`` does for one run, from arrays.
 
     Parameters
     ----------
@@ -268,10 +282,12 @@ def clean_signals(
         'zscore' (ddof 0) is accepted besides nilearn 0.14.1's values; True means
         'zscore_sample' and False None, with nilearn's ``FutureWarning``.
     standardize_confounds : bool, default=True
-    confounds : ndarray, DataFrame, path, or a list of these, optional
-        Anything :func:`daskmasker.confounds.load_confounds` accepts.
-    sample_mask : ndarray or list, optional
-        Volumes to keep (indices or booleans), as :func:`daskmasker.confounds.load_sample_mask`.
+    confounds : ndarray, shape (T, n_confounds), optional
+        Loaded confounds (see :func:`daskmasker.masker.cleaning.clean_signals` for files,
+        DataFrames and lists).
+    sample_mask : ndarray of int, optional
+        Sorted indices of the volumes to keep, as
+        :func:`daskmasker.masker.confounds.load_sample_mask` returns them.
     t_r : float, optional
         Repetition time in seconds; needed to filter.
     low_pass, high_pass : float, optional
@@ -311,16 +327,6 @@ def clean_signals(
     nilearn interpolates their mirror images (``T - 1 - k``); results agree whenever the mirror
     of every censored volume is kept.  Otherwise the results match nilearn to rounding.
     """
-    check_params(
-        dict(
-            detrend=detrend,
-            standardize=standardize,
-            standardize_confounds=standardize_confounds,
-            t_r=t_r,
-            low_pass=low_pass,
-            high_pass=high_pass,
-        )
-    )
     if confounds is not None and not detrend and not standardize_confounds:
         warnings.warn(
             "When confounds are provided, one must perform detrend and/or standardize "
@@ -336,8 +342,10 @@ def clean_signals(
     if x.ndim != 2:
         raise ValueError(f"signals must be a 2D (time, signal) array, got shape {x.shape}")
     n_scans = x.shape[0]
-    conf = load_confounds(confounds, n_scans)
-    mask = load_sample_mask(sample_mask, n_scans)
+    conf = None if confounds is None else np.asarray(confounds)
+    mask = None if sample_mask is None else np.asarray(sample_mask)
+    if conf is not None and conf.shape[0] != n_scans:
+        raise ValueError(f"confounds have {conf.shape[0]} rows but the signals {n_scans}")
     if ensure_finite:
         x[~np.isfinite(x)] = 0
     x = ensure_float(x)

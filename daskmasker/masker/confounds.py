@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from daskmasker.compute.clean import ensure_float
+
 CONFOUNDS_TYPES_MESSAGE = (
     "'confounds' must be of type(s): '<class 'list'>, <class 'tuple'>, <class 'str'>, "
     "<class 'numpy.ndarray'>, <class 'pandas.DataFrame'>'."
@@ -35,21 +37,6 @@ CONFOUNDS_TYPES_MESSAGE = (
 SAMPLE_MASK_TYPES_MESSAGE = (
     "'sample_masks' must be of type(s): '<class 'list'>, <class 'tuple'>, <class 'numpy.ndarray'>'."
 )
-
-
-def ensure_float(data: np.ndarray) -> np.ndarray:
-    """nilearn's ``_ensure_float``: float arrays unchanged, 8-byte others float64, else float32.
-
-    Examples
-    --------
-    >>> ensure_float(np.arange(3, dtype=np.int16)).dtype
-    dtype('float32')
-    >>> ensure_float(np.arange(3, dtype=np.int64)).dtype
-    dtype('float64')
-    """
-    if data.dtype.kind != "f":
-        return data.astype(np.float64 if data.dtype.itemsize == 8 else np.float32)
-    return data
 
 
 def read_confounds_file(path: str | os.PathLike) -> np.ndarray:

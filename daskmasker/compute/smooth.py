@@ -6,11 +6,9 @@ import warnings
 
 import dask.array as da
 import numpy as np
-import xarray as xr
 from scipy.ndimage import gaussian_filter1d
 
-from daskmasker.grid import fwhm_to_sigma
-from daskmasker.image import image_affine
+from daskmasker.compute.grid import fwhm_to_sigma
 
 
 def smoothed_dtype(dtype) -> np.dtype:
@@ -38,13 +36,14 @@ def _smooth_block(block: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     return out
 
 
-def smooth_image(img: xr.DataArray, fwhm) -> xr.DataArray:
-    """Smooth a 3D or 4D image with a Gaussian of ``fwhm`` mm (per axis), lazily.
+def smooth_array(data: da.Array, affine: np.ndarray, fwhm) -> da.Array:
+    """Smooth 3D ``(z, y, x)`` or 4D ``(t, z, y, x)`` volumes with a Gaussian of ``fwhm`` mm.
 
-    ``fwhm=None`` returns the image; ``0`` warns as nilearn does and returns it unsmoothed.
+    ``fwhm=None`` returns the data; ``0`` warns as nilearn does and returns it unsmoothed.  Lazy:
+    one task per chunk of whole volumes.
     """
     if fwhm is None:
-        return img
+        return data
     if isinstance(fwhm, int | float) and fwhm == 0.0:
         warnings.warn(
             f"The parameter 'fwhm' for smoothing is specified as {fwhm}. "
@@ -52,15 +51,13 @@ def smooth_image(img: xr.DataArray, fwhm) -> xr.DataArray:
             UserWarning,
             stacklevel=3,
         )
-        return img
-    sigma = fwhm_to_sigma(np.ravel([fwhm]), image_affine(img))
+        return data
+    sigma = fwhm_to_sigma(np.ravel([fwhm]), affine)
     if sigma.size == 1:
         sigma = np.repeat(sigma, 3)
-    data = img.data if isinstance(img.data, da.Array) else da.from_array(np.asarray(img.data))
     squeeze = data.ndim == 3
     if squeeze:
         data = data[None]
     data = data.rechunk({1: -1, 2: -1, 3: -1})
-    out_dtype = smoothed_dtype(data.dtype)
-    out = data.map_blocks(_smooth_block, sigma, dtype=out_dtype)
-    return img.copy(data=out[0] if squeeze else out)
+    out = data.map_blocks(_smooth_block, sigma, dtype=smoothed_dtype(data.dtype))
+    return out[0] if squeeze else out

@@ -1,0 +1,55 @@
+"""Conversion of anything daskmasker opens into a Zarr image store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daskmasker.io.load import load_image
+from daskmasker.io.zarr import write_image
+
+
+def to_zarr(
+    source: Any,
+    store: str,
+    chunks: int | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+    storage_options: dict | None = None,
+    compressor: Any = "default",
+) -> str:
+    """Convert a NIfTI file (path or URL) or a lazy image into a Zarr v3 store, streaming.
+
+    Peak memory is a few chunks: volumes are read, compressed and written one chunk at a time.
+
+    Parameters
+    ----------
+    source : str, path or xarray.DataArray
+    store : str
+        Local path or fsspec URL of the new store.
+    chunks : int, optional
+        Volumes per chunk (default about 64 MiB).
+    overwrite : bool, default=False
+        Replace an existing daskmasker store.
+    progress : bool, default=False
+        Show a progress bar.
+    storage_options : dict, optional
+        fsspec options, for both the source URL and the store.
+    compressor : codec, None or "default"
+        Default: Blosc LZ4 with byte shuffle (fast to write and read; see the README).
+
+    Returns
+    -------
+    str
+        The store's path or URL.
+    """
+    img = load_image(source, storage_options=storage_options)
+    return write_image(
+        img,
+        store,
+        chunks,
+        overwrite=overwrite,
+        progress=progress,
+        storage_options=storage_options,
+        compressor=compressor,
+    )

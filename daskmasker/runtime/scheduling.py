@@ -1,0 +1,129 @@
+"""Computing many independent images: locally in one computation, on a cluster one per worker."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import dask
+import numpy as np
+
+from daskmasker.runtime.client import active_client
+from daskmasker.runtime.forwarding import reemit_warnings
+
+
+def compute_images(arrays: Iterable, num_workers: int | None = None, pin: bool = True) -> list:
+    """Compute independent per-image Dask arrays, emitting their tasks' warnings here.
+
+    Locally they run in one Dask computation.  On a cluster each image runs on one worker
+    (:func:`compute_per_worker`) when ``pin`` (a ``.nii.gz`` is one sequential stream), or
+    wherever the scheduler places its tasks otherwise.  ``arrays`` may be a generator: pinned
+    images are then built as workers free up.
+    """
+    client = active_client()
+    if client is None:
+        return list(dask.compute(*arrays, num_workers=num_workers))
+    names = set()
+
+    def named():
+        for array in arrays:
+            names.add(array.name)
+            yield array
+
+    if pin:
+        done = {index: future.result() for index, future in compute_per_worker(client, named())}
+        values = [done[index] for index in range(len(done))]
+    else:
+        values = client.gather(client.compute(list(named())))
+    reemit_warnings(client, names, stacklevel=3)
+    return values
+
+
+def compute_per_worker(
+    client: Any, jobs: Iterable, per_worker: int | None = None
+) -> Iterator[tuple[int, Any]]:
+    """Compute independent jobs on a cluster, each job's tasks on one worker; yield as they end.
+
+    A ``.nii.gz`` is read as one sequential stream per process, so a job whose tasks were spread
+    over several workers would inflate its file again on each of them.  Each job is pinned to
+    one worker (loosely: ``allow_other_workers`` lets the scheduler move it if that worker is
+    lost), and a worker gets its next job when one of its own finishes.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    jobs : iterable
+        Each job is what ``client.compute`` accepts (a collection or a list of them).  Jobs are
+        taken from the iterable as workers free up, one ahead: a generator builds each graph
+        while the jobs before it run, so a batch of many images starts with its first graph, not
+        after all of them, a worker's next job is ready when it frees up, and the client holds
+        only a few.
+    per_worker : int, optional
+        Jobs running at a time on a worker; by default its number of threads.  A single-threaded
+        worker interleaving two images ran them 4–8 % slower than one after the other (the
+        caches and memory bandwidth are shared; the next job's submission costs milliseconds).
+
+    Yields
+    ------
+    (index, future)
+        The job's position in ``jobs`` and its finished future (``future.result()`` gives the
+        value or raises the job's error), in completion order.
+    """
+    from distributed import as_completed
+
+    info = client.scheduler_info(n_workers=-1)["workers"]  # all of them, not the first 5
+    workers = sorted(info) or [None]
+    slots = {w: per_worker or (info[w].get("nthreads", 1) if w else 1) for w in workers}
+    pending = enumerate(jobs)
+    ahead = None  # the next job, built while the workers run
+    running = {}
+    completed = as_completed()
+
+    def submit(worker) -> None:
+        nonlocal ahead
+        taken, ahead = ahead or next(pending, None), None
+        if taken is None:
+            return
+        index, job = taken
+        where = {} if worker is None else {"workers": [worker], "allow_other_workers": True}
+        future = client.compute(job, **where)
+        running[future] = (index, worker)
+        completed.add(future)
+
+    for rank in range(max(slots.values())):  # round robin: the first jobs go to every worker
+        for worker in workers:
+            if rank < slots[worker]:
+                submit(worker)
+    ahead = next(pending, None)
+    for future in completed:
+        index, worker = running.pop(future)
+        submit(worker)
+        yield index, future
+        # built once the scheduler has dispatched the job just submitted (it shares this
+        # process, and a graph built meanwhile delayed that job's start by ~0.1 s)
+        ahead = ahead or next(pending, None)
+
+
+def share_blocks(blocks: np.ndarray, client: Any) -> np.ndarray:
+    """The maps blocks scattered to a distributed ``client``'s workers, as futures.
+
+    Locally (threads) tasks refer to the blocks in memory and graphs tokenize them by identity.
+    With a distributed client the blocks are scattered (broadcast to the workers) and tasks
+    refer to their futures, so no large constant is embedded in the graph and the maps travel
+    once per worker.
+    """
+    futures = client.scatter(list(blocks.ravel()), broadcast=True, hash=False)
+    shared = np.empty(blocks.shape, dtype=object)
+    for where, future in zip(np.ndindex(*blocks.shape), futures, strict=True):
+        shared[where] = future
+    return shared
+
+
+def maps_sharing(client: Any | None = None):
+    """The :data:`~daskmasker.compute.projection.Share` of the active (or given) client: None
+    locally, a broadcast scatter on a distributed cluster."""
+    client = client if client is not None else active_client()
+    if client is None:
+        return None
+    return client.id, functools.partial(share_blocks, client=client)
