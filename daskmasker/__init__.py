@@ -1,6 +1,8 @@
 """daskmasker: nilearn's NiftiMapsMasker, out of core and on Dask clusters.
 
->>> from daskmasker import NiftiMapsMasker, open_nifti, to_zarr, open_zarr  # doctest: +SKIP
+>>> from daskmasker import NiftiMapsMasker
+>>> NiftiMapsMasker("difumo64.nii.gz", standardize="zscore_sample").standardize
+'zscore_sample'
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -15,7 +15,8 @@ import pytest
 import tomllib
 import xarray as xr
 import yaml
-from conftest import make_data, make_maps, stop_processes
+
+from helpers import make_data, make_maps, stop_processes
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 IMAGE = re.search(r'ref.name="([^"]+)"', (DEPLOY / "docker" / "Dockerfile").read_text()).group(1)

@@ -61,8 +61,10 @@ def dask_client(
 
     Examples
     --------
-    >>> with dask_client(workers=2) as client:  # doctest: +SKIP
-    ...     masker.fit_transform(img)
+    .. code-block:: python
+
+        with dask_client(workers=2) as client:  # a local cluster, closed on exit
+            masker.fit_transform(img)
     """
     chosen = [x is not None for x in (scheduler, scheduler_file, workers)]
     if sum(chosen) > 1:

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from conftest import make_data
 from sklearn.base import clone
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -20,6 +19,8 @@ from sklearn.preprocessing import StandardScaler
 from daskmasker import NiftiMapsMasker, to_zarr
 from daskmasker.compute.chunks import gemm_volumes
 from daskmasker.io import nifti
+
+from helpers import make_data
 
 
 def test_params_clone_pickle_pipeline(maps, data):
@@ -117,7 +118,7 @@ def test_allow_overlap_false(maps, data):
 def test_dropped_maps_keep_inverse_transform_and_names_consistent(maps, data):
     """keep_masked_maps=False drops maps empty in the mask; unlike nilearn (quirk Q5) the
     feature names and inverse_transform follow the maps actually extracted."""
-    from conftest import make_mask
+    from helpers import make_mask
 
     mask = make_mask(radius=5.0, centre=(12.0, 12.0, 6.0))
     with pytest.warns(UserWarning, match="maps with the following indices were removed"):
@@ -130,8 +131,9 @@ def test_dropped_maps_keep_inverse_transform_and_names_consistent(maps, data):
 
 
 def test_inverse_transform_matches_nilearn(maps, data):
-    from conftest import make_mask
     from nilearn.maskers import NiftiMapsMasker as NilearnMasker
+
+    from helpers import make_mask
 
     params = dict(maps_img=maps, mask_img=make_mask(), keep_masked_maps=True)
     with pytest.warns(FutureWarning):

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import s3fs
 import xarray as xr
-from conftest import make_data, make_maps, make_mask
-from s3server import CREDENTIALS, s3_server, storage_options
 
 from daskmasker import NiftiMapsMasker, dask_client, open_nifti, open_zarr, run_batch, to_zarr
 from daskmasker.cli import main
+
+from helpers import make_data, make_maps, make_mask
+from s3server import CREDENTIALS, s3_server, storage_options
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)
 

@@ -14,11 +14,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import make_data, make_maps, make_mask, stop_processes
 from distributed import Client
 
 from daskmasker import MultiNiftiMapsMasker, NiftiMapsMasker, dask_client
 from daskmasker.cli import main
+
+from helpers import make_data, make_maps, make_mask, stop_processes
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)
 

@@ -16,7 +16,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import (
+from nilearn.maskers import NiftiMapsMasker as NilearnMasker
+
+from daskmasker import NiftiMapsMasker
+
+from helpers import (
     COARSE_AFFINE,
     COARSE_SHAPE,
     MAPS_AFFINE,
@@ -25,9 +29,6 @@ from conftest import (
     make_maps,
     make_mask,
 )
-from nilearn.maskers import NiftiMapsMasker as NilearnMasker
-
-from daskmasker import NiftiMapsMasker
 
 TOL64 = 1e-5
 TOL32 = 1e-4

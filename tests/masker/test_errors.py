@@ -10,12 +10,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import MAPS_AFFINE, MAPS_SHAPE, make_data, make_maps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daskmasker import NiftiMapsMasker, open_nifti, open_zarr, run_batch
 from daskmasker.io.load import DimensionError
+
+from helpers import MAPS_AFFINE, MAPS_SHAPE, make_data, make_maps
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import make_data, make_maps
 from fsspec import register_implementation
 from fsspec.implementations.local import LocalFileSystem
 
 from daskmasker import NiftiMapsMasker, open_nifti, run_batch
+
+from helpers import make_data, make_maps
 
 
 class FlakyFileSystem(LocalFileSystem):

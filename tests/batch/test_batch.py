@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import make_data, make_maps, make_mask
 
 from daskmasker import NiftiMapsMasker
 from daskmasker.batch.run import item_name, run_batch
 from daskmasker.batch.store import COMPLETE_ATTR
 from daskmasker.cli import main
+
+from helpers import make_data, make_maps, make_mask
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)
 

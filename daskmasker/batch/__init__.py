@@ -1,0 +1,1 @@
+"""Many runs at once: batches into a resumable store, BIDS derivatives and provenance."""

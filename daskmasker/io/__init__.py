@@ -1,0 +1,1 @@
+"""Reading and writing images: one dispatcher (``load``) above independent backends."""

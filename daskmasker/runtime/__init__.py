@@ -1,0 +1,1 @@
+"""The Dask runtime: clients, scheduling hints and forwarding of worker warnings."""

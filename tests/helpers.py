@@ -1,0 +1,95 @@
+"""Test data builders: small images on grids that relate the way real ones do.
+
+The maps grid, the data grid and the mask grid differ by whole-voxel shifts and an x flip (as the
+DiFuMo 2 mm, nilearn MNI 2 mm and FSL MNI 2 mm grids do), and an "oblique" data grid with another
+voxel size exercises the general resampling path.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+MAPS_SHAPE = (14, 16, 12)
+MAPS_AFFINE = np.array([[3.0, 0, 0, -21], [0, 3, 0, -24], [0, 0, 3, -15], [0, 0, 0, 1]])
+DATA_SHAPE = (12, 15, 11)
+DATA_AFFINE = np.array([[3.0, 0, 0, -18], [0, 3, 0, -21], [0, 0, 3, -12], [0, 0, 0, 1]])
+MASK_SHAPE = (13, 15, 11)
+MASK_AFFINE = np.array([[-3.0, 0, 0, 18], [0, 3, 0, -21], [0, 0, 3, -12], [0, 0, 0, 1]])
+COARSE_SHAPE = (9, 11, 8)
+COARSE_AFFINE = np.array([[4.0, 0, 0, -18], [0, 4, 0, -21], [0, 0, 4, -12], [0, 0, 0, 1]])
+
+
+def world_grid(shape, affine):
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+def make_maps(
+    n_maps=6, seed=0, dtype=np.float32, negative=False, shape=MAPS_SHAPE, affine=MAPS_AFFINE
+):
+    """Smooth, overlapping, mostly non-negative maps (a DiFuMo in miniature)."""
+    rng = np.random.default_rng(seed)
+    xyz = world_grid(shape, affine)
+    maps = np.zeros((*shape, n_maps))
+    for k in range(n_maps):
+        centre = rng.uniform(-9, 9, size=3)
+        width = rng.uniform(4, 8)
+        blob = np.exp(-((xyz - centre) ** 2).sum(-1) / (2 * width**2))
+        blob[blob < 0.05] = 0
+        maps[..., k] = blob
+    if negative:
+        maps[..., 0] -= 0.3 * maps[..., 1]
+    return nib.Nifti1Image(maps.astype(dtype), affine)
+
+
+def make_mask(shape=MASK_SHAPE, affine=MASK_AFFINE, radius=13.0, centre=(0.0, 0.0, 0.0)):
+    """A ball-shaped brain mask (uint8)."""
+    xyz = world_grid(shape, affine)
+    inside = ((xyz - np.asarray(centre)) ** 2).sum(-1) < radius**2
+    return nib.Nifti1Image(inside.astype(np.uint8), affine)
+
+
+def make_data(
+    maps_img, n_scans=40, seed=1, dtype=np.float32, shape=DATA_SHAPE, affine=DATA_AFFINE, scale=None
+):
+    """fMRI-like 4D data: baseline + latent signals through the maps + drift + noise."""
+    rng = np.random.default_rng(seed)
+    xyz = world_grid(shape, affine)
+    maps_aff = maps_img.affine
+    ijk = (xyz - maps_aff[:3, 3]) @ np.linalg.inv(maps_aff[:3, :3]).T
+    maps = np.stack(
+        [
+            ndimage.map_coordinates(
+                np.asarray(maps_img.dataobj)[..., k], ijk.reshape(-1, 3).T, order=1
+            ).reshape(shape)
+            for k in range(maps_img.shape[3])
+        ],
+        -1,
+    )
+    t = np.arange(n_scans)
+    latent = ndimage.gaussian_filter1d(rng.normal(size=(n_scans, maps.shape[-1])), 2, axis=0)
+    baseline = 100 + 20 * np.exp(-(xyz**2).sum(-1) / 400)
+    data = baseline[..., None] + (maps @ latent.T) * 10
+    data += 0.02 * t * rng.normal(size=shape)[..., None]
+    data += rng.normal(scale=0.5, size=data.shape)
+    if scale is not None:
+        data = data / scale
+    if np.dtype(dtype).kind in "iu":
+        data = np.round(data)
+    return nib.Nifti1Image(data.astype(dtype), affine)
+
+
+def stop_processes(procs) -> None:
+    """Terminate test subprocesses (schedulers, workers), killing any that hang."""
+    import subprocess
+
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
