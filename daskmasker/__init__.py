@@ -1,29 +1,39 @@
 """daskmasker: nilearn's NiftiMapsMasker, out of core and on Dask clusters.
 
+The public names are imported on first use (PEP 562), so ``import daskmasker`` and the CLI's
+``--help`` stay fast and a module deep in the package does not pull in the whole package.
+
 >>> from daskmasker import NiftiMapsMasker
 >>> NiftiMapsMasker("difumo64.nii.gz", standardize="zscore_sample").standardize
 'zscore_sample'
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from daskmasker.batch.run import run_batch
-from daskmasker.io.convert import to_zarr
-from daskmasker.io.nifti import open_nifti, to_nifti
-from daskmasker.io.zarr import open_zarr
-from daskmasker.masker.estimator import NiftiMapsMasker
-from daskmasker.masker.multi import MultiNiftiMapsMasker
-from daskmasker.runtime.client import dask_client
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("daskmasker")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = [
+_EXPORTS = {
+    "MultiNiftiMapsMasker": "daskmasker.masker.multi",
+    "NiftiMapsMasker": "daskmasker.masker.estimator",
+    "dask_client": "daskmasker.runtime.client",
+    "open_nifti": "daskmasker.io.nifti",
+    "open_zarr": "daskmasker.io.zarr",
+    "run_batch": "daskmasker.batch.run",
+    "to_nifti": "daskmasker.io.nifti",
+    "to_zarr": "daskmasker.io.convert",
+}
+
+__all__ = [  # noqa: RUF022 - __version__ first, then the exports in _EXPORTS' order
+    "__version__",
     "MultiNiftiMapsMasker",
     "NiftiMapsMasker",
-    "__version__",
     "dask_client",
     "open_nifti",
     "open_zarr",
@@ -31,3 +41,24 @@ __all__ = [
     "to_nifti",
     "to_zarr",
 ]
+
+if TYPE_CHECKING:
+    from daskmasker.batch.run import run_batch
+    from daskmasker.io.convert import to_zarr
+    from daskmasker.io.nifti import open_nifti, to_nifti
+    from daskmasker.io.zarr import open_zarr
+    from daskmasker.masker.estimator import NiftiMapsMasker
+    from daskmasker.masker.multi import MultiNiftiMapsMasker
+    from daskmasker.runtime.client import dask_client
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'daskmasker' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

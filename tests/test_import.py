@@ -1,0 +1,34 @@
+"""``import daskmasker`` is cheap: public names load on first use (PEP 562)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import daskmasker
+
+HEAVY = ("distributed", "sklearn", "matplotlib", "pandas", "xarray", "zarr", "nibabel")
+
+
+def test_import_pulls_in_no_heavy_dependency():
+    code = "import sys, daskmasker; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert "daskmasker" in loaded  # negative control: the probe sees what it imports
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+@pytest.mark.parametrize("name", daskmasker.__all__)
+def test_every_public_name_resolves(name):
+    assert getattr(daskmasker, name) is not None
+    assert name in dir(daskmasker)
+
+
+def test_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'NiftiLabelsMasker'"):
+        daskmasker.NiftiLabelsMasker  # noqa: B018
