@@ -470,7 +470,8 @@ def _extract(args: argparse.Namespace) -> int:
         )
     if not args.no_report and result.done:
         target = f"{args.out.rstrip('/')}/report.html"
-        masker.generate_report().save_as_html(target, storage_options=args.storage_options)
+        report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
+        report.save_as_html(target, storage_options=args.storage_options)
         logger.info("report: %s", target)
     logger.info("%s in %.1f s", result, time.perf_counter() - start)
     for name, error in result.failed.items():
