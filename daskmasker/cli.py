@@ -239,6 +239,8 @@ def _client(args: argparse.Namespace):
 def _progress(args: argparse.Namespace, label: str, client):
     from daskmasker.runtime.progress import task_progress
 
+    where = "the local threaded scheduler" if client is None else client.scheduler.address
+    logger.debug("%s: running on %s", label, where)
     return task_progress(label, client, enabled=not (args.quiet or args.no_progress))
 
 
@@ -456,6 +458,7 @@ def _extract(args: argparse.Namespace) -> int:
     from daskmasker.batch.run import run_batch
 
     masker = _masker_from_args(args)
+    logger.debug("masker: %r", masker)
     start = time.perf_counter()
     with _client(args) as client, _progress(args, "extract", client):
         result = run_batch(

@@ -391,3 +391,14 @@ def test_extract_on_a_scheduler_address(files, tmp_path, capsys, scheduler_addre
         executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
     assert sum(executed.values()) > 0, "the graph should have run on the cluster's worker"
     check_outputs(files, out, tsv, detrend=True, low_pass=0.1, t_r=2.0)
+
+
+def test_verbose_shows_the_masker_and_where_it_runs(files, tmp_path, capsys):
+    argv = extract_args(files, files["runs"][0], str(tmp_path / "o.zarr"), "--no-progress")
+    assert main(["-v", *argv, "--detrend"]) == 0
+    err = capsys.readouterr().err
+    assert "extract: running on the local threaded scheduler" in err
+    assert re.search(r"masker: NiftiMapsMasker\(.*detrend=True", err, re.S)
+    assert main([*argv, "--overwrite"]) == 0  # without -v: info, no debug
+    err = capsys.readouterr().err
+    assert "1 extracted" in err and "masker:" not in err
