@@ -10,7 +10,6 @@ argparse does, ``daskmasker extract: error: ...`` with exit code 2, naming the f
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import glob
 import json
 import logging
@@ -341,54 +340,21 @@ def _confound_files(args: argparse.Namespace) -> list[str] | None:
 
 
 def _read_confounds(path: str, columns: str | None, n_scans: int):
-    """A confounds table: its selected columns, leading n/a filled; a file without a header row
+    """The chosen columns of a confounds file, leading n/a filled; a file without a header row
     (plain numbers, as nilearn reads them) is passed on as it is."""
-    import pandas as pd
+    from daskmasker.masker.fmriprep import ColumnNotFoundError, confounds_table, has_header
 
-    sep = "\t" if path.endswith(".tsv") else "," if path.endswith(".csv") else None
-    table = pd.read_csv(path, sep=sep, engine="python", na_values=["n/a"])
-    try:
-        [float(c) for c in table.columns]
-        headerless = True
-    except ValueError:
-        headerless = False
-    if headerless:
+    if not has_header(path):
         if columns:
             raise CommandError(f"--confounds-columns: '{path}' has no header row of column names")
         return path
-    if columns:
-        patterns = [c.strip() for c in columns.split(",") if c.strip()]
-        chosen = []
-        for pattern in patterns:
-            matched = [c for c in table.columns if fnmatch.fnmatchcase(c, pattern)]
-            if not matched:
-                listed = ", ".join(table.columns[:12]) + (", ..." if table.shape[1] > 12 else "")
-                raise CommandError(
-                    f"--confounds-columns: no column of '{path}' matches {pattern!r} "
-                    f"(columns: {listed})"
-                )
-            chosen += [c for c in matched if c not in chosen]
-        table = table[chosen]
-    if len(table) != n_scans:
-        raise CommandError(
-            f"--confounds: '{path}' has {len(table)} rows but its image has {n_scans} volumes"
-        )
-    for column in table.columns:
-        values = table[column]
-        known = values.notna()
-        if not known.any():
-            raise CommandError(f"--confounds: column {column!r} of '{path}' is all n/a")
-        first = int(known.to_numpy().argmax())
-        gaps = (~known).to_numpy().nonzero()[0]
-        if (gaps > first).any():
-            row = int(gaps[gaps > first][0]) + 2  # 1-based, after the header line
-            raise CommandError(
-                f"--confounds: column {column!r} of '{path}' has n/a at line {row}, after "
-                "its first value; only leading n/a are filled (leave the column out with "
-                "--confounds-columns)"
-            )
-        table[column] = values.fillna(values.iloc[first])
-    return table.astype("float64")
+    names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    try:
+        return confounds_table(path, names, n_scans)
+    except ColumnNotFoundError as exc:
+        raise CommandError(f"--confounds-columns: {exc}") from None
+    except ValueError as exc:
+        raise CommandError(f"--confounds: {exc}") from None
 
 
 def _check_extract(args: argparse.Namespace) -> tuple[float | None, list | None]:
