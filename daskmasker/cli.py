@@ -118,7 +118,9 @@ def _add_execution(parser: argparse.ArgumentParser) -> None:
         help="fsspec options for URLs, e.g. '{\"anon\": true}' or an endpoint_url",
     )
     parser.add_argument(
-        "--no-progress", action="store_true", help="no progress line on stderr (as -q)"
+        "--no-progress",
+        action="store_true",
+        help="no progress line on stderr (-q hides the messages too)",
     )
     _add_verbosity(parser, argparse.SUPPRESS)
 
@@ -167,7 +169,11 @@ def _get_parser() -> argparse.ArgumentParser:
         "derivative columns) takes the column's first value, as nilearn's load_confounds "
         "does; any other n/a is an error",
     )
-    extract.add_argument("--out", required=True, help="output Zarr store (path or URL)")
+    extract.add_argument(
+        "--out",
+        required=True,
+        help="output Zarr store (path or URL); an existing batch store is resumed",
+    )
     extract.add_argument("--tsv-dir", default=None, help="also write BIDS *_timeseries.tsv here")
     extract.add_argument("--overwrite", action="store_true", help="start a batch store afresh")
     extract.add_argument(
