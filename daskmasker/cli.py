@@ -1,18 +1,103 @@
 """The ``daskmasker`` command: ``convert``, ``extract`` and ``demo``.
 
 ``main(argv=None)`` returns the exit code (nibabel's pattern), so tests call it directly.
+Only the standard library is imported here: ``--help`` and ``--version`` load neither Dask nor
+xarray; each command imports what it uses.  A command checks its parameters (values, input files,
+the output path, then the images' headers) before any voxel is read, and reports a wrong one as
+argparse does, ``daskmasker extract: error: ...`` with exit code 2, naming the flag.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import logging
+import os
+import re
 import sys
 import time
 from collections.abc import Sequence
 
+from daskmasker import __version__
+
+logger = logging.getLogger("daskmasker")
+
 _STANDARDIZE = {"zscore_sample": "zscore_sample", "zscore": "zscore", "psc": "psc", "none": None}
 _TARGETS = {"data": "data", "mask": "mask", "maps": "maps", "none": None}
+# Python parameter names in messages from the library, as the flags that set them
+_FLAGS = {
+    r"overwrite=True": "--overwrite",
+    r"'?\bt_r\b'?": "--t-r",
+    r"'?\blow_pass\b'?": "--low-pass",
+    r"'?\bhigh_pass\b'?": "--high-pass",
+    r"'?\bsmoothing_fwhm\b'?": "--smoothing-fwhm",
+    r"'?\bresampling_target\b'?": "--resampling-target",
+    r"'?\bstorage_options\b'?": "--storage-options",
+}
+_ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
+
+
+class CommandError(Exception):
+    """A wrong command-line value: reported as argparse does, with exit code 2."""
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object {{...}}, got {text!r}")
+    return value
+
+
+def _dtype(text: str) -> str:
+    if text == "auto":
+        return text
+    import numpy as np
+
+    try:
+        dtype = np.dtype(text)
+    except TypeError:
+        raise argparse.ArgumentTypeError(f"not a numpy dtype: {text!r}") from None
+    if dtype == np.bool_:
+        raise argparse.ArgumentTypeError("cannot be bool")
+    return text
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    """-v/-q on the command and on each subcommand (``default=SUPPRESS`` there, so a flag given
+    before the subcommand is not reset by the subcommand's default)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if default is None else default,
+        help="more messages (debug level)",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=False if default is None else default,
+        help="only warnings and errors: no progress, no summary",
+    )
 
 
 def _add_execution(parser: argparse.ArgumentParser) -> None:
@@ -20,16 +105,24 @@ def _add_execution(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--scheduler", metavar="ADDRESS", help="address of a running Dask scheduler")
     where.add_argument("--scheduler-file", metavar="PATH", help="a Dask scheduler file")
     where.add_argument(
-        "--workers", type=int, metavar="N", help="start a local cluster of N worker processes"
+        "--workers",
+        type=_positive(int),
+        metavar="N",
+        help="start a local cluster of N worker processes",
     )
     parser.add_argument(
         "--storage-options",
-        type=json.loads,
+        type=_json_object,
         default=None,
         metavar="JSON",
         help="fsspec options for URLs, e.g. '{\"anon\": true}' or an endpoint_url",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress line on stderr (-q hides the messages too)",
+    )
+    _add_verbosity(parser, argparse.SUPPRESS)
 
 
 def _get_parser() -> argparse.ArgumentParser:
@@ -37,23 +130,50 @@ def _get_parser() -> argparse.ArgumentParser:
         prog="daskmasker",
         description="Extract time series of overlapping maps from fMRI, out of core, on Dask.",
     )
+    parser.add_argument("--version", action="version", version=f"daskmasker {__version__}")
+    _add_verbosity(parser, None)
     sub = parser.add_subparsers(dest="command", required=True)
 
     convert = sub.add_parser("convert", help="convert a NIfTI image into a Zarr store")
     convert.add_argument("source", help="NIfTI file (.nii, .nii.gz), local path or URL")
     convert.add_argument("store", help="output Zarr store, local path or URL")
-    convert.add_argument("--chunk-volumes", type=int, default=None, help="volumes per chunk")
+    convert.add_argument(
+        "--chunk-volumes", type=_positive(int), default=None, help="volumes per chunk"
+    )
     convert.add_argument("--overwrite", action="store_true", help="replace an existing store")
     _add_execution(convert)
 
-    extract = sub.add_parser("extract", help="extract region time series into a Zarr store")
+    extract = sub.add_parser(
+        "extract",
+        help="extract region time series into a Zarr store",
+        description="Extract the maps' time series of each image into one resumable Zarr store.",
+    )
     extract.add_argument("imgs", nargs="+", help="4D images: NIfTI files, Zarr stores or URLs")
     extract.add_argument("--maps", required=True, help="4D maps image")
     extract.add_argument("--mask", default=None, help="3D mask image")
     extract.add_argument(
-        "--confounds", nargs="+", default=None, help="one confounds file (csv/tsv) per image"
+        "--confounds",
+        nargs="+",
+        default=None,
+        metavar="TSV",
+        help="one confounds file (tsv/csv, e.g. fMRIPrep's *_desc-confounds_timeseries.tsv) per "
+        "image, in the images' order (a quoted glob pattern is expanded, sorted); with BIDS "
+        "names a file's sub/ses/task/run must match its image's",
     )
-    extract.add_argument("--out", required=True, help="output Zarr store (path or URL)")
+    extract.add_argument(
+        "--confounds-columns",
+        default=None,
+        metavar="A,B,...",
+        help="columns of the confounds files to use, by name or glob pattern "
+        "(e.g. 'trans_*,rot_*,csf'); default all.  n/a at the start of a column (fMRIPrep's "
+        "derivative columns) takes the column's first value, as nilearn's load_confounds "
+        "does; any other n/a is an error",
+    )
+    extract.add_argument(
+        "--out",
+        required=True,
+        help="output Zarr store (path or URL); an existing batch store is resumed",
+    )
     extract.add_argument("--tsv-dir", default=None, help="also write BIDS *_timeseries.tsv here")
     extract.add_argument("--overwrite", action="store_true", help="start a batch store afresh")
     extract.add_argument(
@@ -64,21 +184,28 @@ def _get_parser() -> argparse.ArgumentParser:
     masker.add_argument("--no-standardize-confounds", action="store_true")
     masker.add_argument("--high-variance-confounds", action="store_true")
     masker.add_argument("--detrend", action="store_true")
-    masker.add_argument("--low-pass", type=float, default=None, help="Hz")
-    masker.add_argument("--high-pass", type=float, default=None, help="Hz")
-    masker.add_argument("--t-r", type=float, default=None, help="repetition time (s)")
-    masker.add_argument("--smoothing-fwhm", type=float, default=None, help="mm")
+    masker.add_argument("--low-pass", type=_positive(float), default=None, help="Hz")
+    masker.add_argument("--high-pass", type=_positive(float), default=None, help="Hz")
+    masker.add_argument(
+        "--t-r",
+        type=_positive(float),
+        default=None,
+        help="repetition time (s); default: the images' headers",
+    )
+    masker.add_argument("--smoothing-fwhm", type=_positive(float), default=None, help="mm")
     masker.add_argument("--resampling-target", choices=sorted(_TARGETS), default="data")
     masker.add_argument("--no-allow-overlap", action="store_true")
     masker.add_argument("--keep-masked-maps", action="store_true")
-    masker.add_argument("--dtype", default=None)
+    masker.add_argument("--dtype", type=_dtype, default=None)
     masker.add_argument("--filter", choices=["butterworth", "cosine"], default=None)
     _add_execution(extract)
 
     demo = sub.add_parser("demo", help="generate synthetic data, convert it and extract")
     demo.add_argument("--out", default="daskmasker-demo", help="folder to write into")
-    demo.add_argument("--volumes", type=int, default=120, help="volumes of the synthetic run")
-    demo.add_argument("--maps", type=int, default=64, help="number of DiFuMo-like maps")
+    demo.add_argument(
+        "--volumes", type=_positive(int), default=120, help="volumes of the synthetic run"
+    )
+    demo.add_argument("--maps", type=_positive(int), default=64, help="number of DiFuMo-like maps")
     demo.add_argument("--seed", type=int, default=0)
     _add_execution(demo)
     return parser
@@ -114,47 +241,216 @@ def _client(args: argparse.Namespace):
     )
 
 
+def _progress(args: argparse.Namespace, label: str, client):
+    from daskmasker.runtime.progress import task_progress
+
+    where = "the local threaded scheduler" if client is None else client.scheduler.address
+    logger.debug("%s: running on %s", label, where)
+    return task_progress(label, client, enabled=not (args.quiet or args.no_progress))
+
+
+def _is_url(path: str) -> bool:
+    return "://" in str(path)
+
+
+def _check_exists(flag: str, paths: Sequence[str]) -> None:
+    """Local inputs (URLs are checked when opened): a glob pattern must match something."""
+    for path in paths:
+        if path is None or _is_url(path):
+            continue
+        local = os.path.expanduser(path)
+        found = glob.glob(local) if glob.has_magic(local) else os.path.exists(local)
+        if not found:
+            raise CommandError(f"{flag}: no such file or directory: '{path}'")
+
+
+def _output(path: str, storage_options: dict | None):
+    """The output's location if the path exists, else None."""
+    from daskmasker.io.fs import Location
+
+    location = Location(path, storage_options)
+    return location if location.fs.exists(location.root) else None
+
+
+def _check_filters(args: argparse.Namespace, t_r: float | None, source: str) -> None:
+    """The band against the TR: nilearn needs a TR to filter; the CLI refuses cut-offs at or
+    above Nyquist (nilearn lowers a low-pass there with a warning) and an empty band."""
+    if args.low_pass and args.high_pass and args.high_pass >= args.low_pass:
+        raise CommandError(
+            f"--high-pass {args.high_pass} Hz must be lower than --low-pass {args.low_pass} Hz"
+        )
+    flags = [f for f in ("low_pass", "high_pass") if getattr(args, f)]
+    if not flags:
+        return
+    names = " and ".join(f"--{f.replace('_', '-')}" for f in flags)
+    if t_r is None:
+        raise CommandError(f"{names} need the repetition time: pass --t-r ({source})")
+    nyquist = 0.5 / t_r
+    for flag in flags:
+        value = getattr(args, flag)
+        if value >= nyquist:
+            raise CommandError(
+                f"--{flag.replace('_', '-')} {value} Hz is not below the Nyquist frequency "
+                f"{nyquist:g} Hz of TR={t_r:g} s ({source})"
+            )
+
+
+def _header_t_r(images: dict) -> tuple[float | None, str]:
+    """The images' common TR from their headers, and where it comes from."""
+    found = {path: image.attrs.get("t_r") for path, image in images.items()}
+    values = set(found.values())
+    if len(values) > 1:
+        listed = ", ".join(f"{p}: {'none' if v is None else f'{v:g} s'}" for p, v in found.items())
+        raise CommandError(
+            f"the images' headers give different TRs ({listed}): run them separately, or pass "
+            "--t-r if one TR is right for all"
+        )
+    t_r = values.pop()
+    first = next(iter(found))
+    more = f" and {len(found) - 1} other image(s)" if len(found) > 1 else ""
+    where = f"the header of {first}{more}"
+    return t_r, (f"no TR in {where}" if t_r is None else f"from {where}")
+
+
+def _entities(path: str) -> dict[str, str]:
+    name = os.path.basename(str(path).rstrip("/"))
+    return dict(re.findall(rf"(?:^|_)({'|'.join(_ENTITIES)})-([a-zA-Z0-9]+)", name))
+
+
+def _confound_files(args: argparse.Namespace) -> list[str] | None:
+    """One confounds file per image, paired in order, checked against BIDS entities."""
+    if args.confounds is None:
+        if args.confounds_columns:
+            raise CommandError("--confounds-columns needs --confounds")
+        return None
+    files = []
+    for value in args.confounds:
+        local = os.path.expanduser(value)
+        files += sorted(glob.glob(local)) if glob.has_magic(local) else [value]
+    if len(files) != len(args.imgs):
+        raise CommandError(
+            f"--confounds: {len(files)} file(s) for {len(args.imgs)} image(s); give one per "
+            "image, in the images' order"
+        )
+    for img, conf in zip(args.imgs, files, strict=True):
+        a, b = _entities(img), _entities(conf)
+        differ = {k for k in a.keys() & b.keys() if a[k] != b[k]}
+        if differ:
+            raise CommandError(
+                f"--confounds: '{conf}' is not for image '{img}' ("
+                + ", ".join(f"{k}-{b[k]} vs {k}-{a[k]}" for k in sorted(differ))
+                + "); give them in the images' order"
+            )
+    _check_exists("--confounds", files)
+    return files
+
+
+def _read_confounds(path: str, columns: str | None, n_scans: int):
+    """The chosen columns of a confounds file, leading n/a filled; a file without a header row
+    (plain numbers, as nilearn reads them) is passed on as it is."""
+    from daskmasker.masker.fmriprep import ColumnNotFoundError, confounds_table, has_header
+
+    if not has_header(path):
+        if columns:
+            raise CommandError(f"--confounds-columns: '{path}' has no header row of column names")
+        return path
+    names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    try:
+        return confounds_table(path, names, n_scans)
+    except ColumnNotFoundError as exc:
+        raise CommandError(f"--confounds-columns: {exc}") from None
+    except ValueError as exc:
+        raise CommandError(f"--confounds: {exc}") from None
+
+
+def _check_extract(args: argparse.Namespace) -> tuple[float | None, list | None]:
+    """Everything that can be checked before voxels are read; returns the TR and confounds."""
+    _check_exists("input image", args.imgs)
+    _check_exists("--maps", [args.maps] if isinstance(args.maps, str) else args.maps)
+    _check_exists("--mask", [args.mask])
+    files = _confound_files(args)
+    if args.t_r is not None:
+        _check_filters(args, args.t_r, "--t-r")
+    location = _output(args.out, args.storage_options)
+    if location is not None and not args.overwrite:
+        import zarr
+
+        from daskmasker.batch.store import BATCH_ATTR
+
+        try:
+            ours = BATCH_ATTR in zarr.open_group(location.store, mode="r").attrs
+        except Exception:  # not a Zarr group at all
+            ours = False
+        if not ours:
+            raise CommandError(
+                f"--out '{args.out}' exists and is not a daskmasker batch store; choose "
+                "another --out (--overwrite only replaces daskmasker batch stores)"
+            )
+        logger.info("resuming into %s: runs already complete there are skipped", args.out)
+    from daskmasker.io.load import load_image
+
+    # opened lazily: only headers are read
+    images = {p: load_image(p, storage_options=args.storage_options) for p in args.imgs}
+    t_r = args.t_r
+    if t_r is None:
+        t_r, source = _header_t_r(images)
+        _check_filters(args, t_r, source)
+        if t_r is not None:
+            logger.info("using TR=%g s %s (pass --t-r to override)", t_r, source)
+    confounds = None
+    if files is not None:
+        confounds = [
+            _read_confounds(path, args.confounds_columns, images[img].shape[0])
+            for img, path in zip(args.imgs, files, strict=True)
+        ]
+    return t_r, confounds
+
+
 def _convert(args: argparse.Namespace) -> int:
+    _check_exists("source", [args.source])
+    if not args.overwrite and _output(args.store, args.storage_options) is not None:
+        raise CommandError(f"'{args.store}' exists; pass --overwrite to replace it")
     from daskmasker.io.convert import to_zarr
 
     start = time.perf_counter()
-    with _client(args):
+    with _client(args) as client, _progress(args, "convert", client):
         out = to_zarr(
             args.source,
             args.store,
             chunks=args.chunk_volumes,
             overwrite=args.overwrite,
-            progress=not args.no_progress,
             storage_options=args.storage_options,
         )
-    print(f"converted {args.source} -> {out} in {time.perf_counter() - start:.1f} s")
+    logger.info("converted %s -> %s in %.1f s", args.source, out, time.perf_counter() - start)
     return 0
 
 
 def _extract(args: argparse.Namespace) -> int:
+    args.t_r, confounds = _check_extract(args)
     from daskmasker.batch.run import run_batch
 
     masker = _masker_from_args(args)
+    logger.debug("masker: %r", masker)
     start = time.perf_counter()
-    with _client(args) as client:
+    with _client(args) as client, _progress(args, "extract", client):
         result = run_batch(
             masker,
             args.imgs,
             args.out,
-            confounds=args.confounds,
+            confounds=confounds,
             overwrite=args.overwrite,
             storage_options=args.storage_options,
             tsv_dir=args.tsv_dir,
             client=client,
-            progress=not args.no_progress,
         )
     if not args.no_report and result.done:
         target = f"{args.out.rstrip('/')}/report.html"
-        masker.generate_report().save_as_html(target, storage_options=args.storage_options)
-        print(f"report: {target}")
-    print(f"{result} in {time.perf_counter() - start:.1f} s")
+        report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
+        report.save_as_html(target, storage_options=args.storage_options)
+        logger.info("report: %s", target)
+    logger.info("%s in %.1f s", result, time.perf_counter() - start)
     for name, error in result.failed.items():
-        print(f"FAILED {name}: {error}", file=sys.stderr)
+        logger.error("FAILED %s: %s", name, _flag_names(error))
     return 1 if result.failed else 0
 
 
@@ -168,20 +464,43 @@ def _demo(args: argparse.Namespace) -> int:
             n_maps=args.maps,
             seed=args.seed,
             client=client,
-            progress=not args.no_progress,
+            progress=not (args.quiet or args.no_progress),
+            verbose=not args.quiet,
         )
     return 0
+
+
+def _flag_names(message: str) -> str:
+    for pattern, flag in _FLAGS.items():
+        message = re.sub(pattern, flag, message)
+    return message
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _get_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
     commands = {"convert": _convert, "extract": _extract, "demo": _demo}
     try:
         return commands[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, OSError) as exc:
-        print(f"daskmasker {args.command}: error: {exc}", file=sys.stderr)
+    except (
+        CommandError,
+        ValueError,
+        TypeError,
+        FileNotFoundError,
+        FileExistsError,
+        OSError,
+    ) as exc:
+        print(f"daskmasker {args.command}: error: {_flag_names(str(exc))}", file=sys.stderr)
         return 2
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,10 +2,8 @@
 
 Generates DiFuMo-like maps, a brain mask and a synthetic fMRI run whose latent network signals are
 known, converts the run to Zarr, extracts the maps' time series through the lazy Dask graph,
-measures
-how well they recover the latent signals, and writes the outputs (a batch Zarr store, BIDS-style
-TSV,
-the HTML report).
+measures how well they recover the latent signals, and writes the outputs (a batch Zarr store,
+BIDS-style TSV, the HTML report).  Messages go to stdout, the progress of each step to stderr.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ def run_demo(
     seed: int = 0,
     client=None,
     progress: bool = True,
+    verbose: bool = True,
 ) -> dict:
     """Run the demo into ``out``; returns what it wrote and measured.
 
@@ -45,6 +44,9 @@ def run_demo(
     client : distributed.Client, optional
         Cluster to run on; None uses the local threaded scheduler.
     progress : bool, default=True
+        Show the progress of the conversion and of the extraction on stderr, task by task.
+    verbose : bool, default=True
+        Print what was generated, measured and written.
 
     Returns
     -------
@@ -57,10 +59,11 @@ def run_demo(
     from daskmasker.batch.run import run_batch
     from daskmasker.io.convert import to_zarr
     from daskmasker.masker.estimator import NiftiMapsMasker
+    from daskmasker.runtime.progress import task_progress
 
     out = Path(out)
     (out / "sub-01" / "func").mkdir(parents=True, exist_ok=True)
-    say = print
+    say = print if verbose else lambda *_: None
     t0 = time.perf_counter()
     maps_path = out / "maps.nii.gz"
     mask_path = out / "mask.nii.gz"
@@ -79,9 +82,8 @@ def run_demo(
     )
 
     t1 = time.perf_counter()
-    store = to_zarr(
-        str(bold), str(out / "sub-01_task-rest_bold.zarr"), overwrite=True, progress=progress
-    )
+    with task_progress("convert", client, enabled=progress):
+        store = to_zarr(str(bold), str(out / "sub-01_task-rest_bold.zarr"), overwrite=True)
     say(f"converted to Zarr: {store} in {time.perf_counter() - t1:.1f} s")
 
     t2 = time.perf_counter()
@@ -93,17 +95,17 @@ def run_demo(
         detrend=True,
         t_r=2.0,
     )
-    result = run_batch(
-        masker,
-        [store],
-        str(out / "timeseries.zarr"),
-        confounds=[str(confounds_path)],
-        names=["sub-01_task-rest"],
-        overwrite=True,
-        tsv_dir=str(out / "derivatives"),
-        client=client,
-        progress=progress,
-    )
+    with task_progress("extract", client, enabled=progress):
+        result = run_batch(
+            masker,
+            [store],
+            str(out / "timeseries.zarr"),
+            confounds=[str(confounds_path)],
+            names=["sub-01_task-rest"],
+            overwrite=True,
+            tsv_dir=str(out / "derivatives"),
+            client=client,
+        )
     if result.failed:
         raise RuntimeError(f"extraction failed: {result.failed}")
     import xarray as xr
@@ -119,7 +121,7 @@ def run_demo(
     say(f"recovery of the latent signals: median r = {np.median(r):.3f}, min r = {r.min():.3f}")
 
     report_path = out / "report.html"
-    masker.generate_report().save_as_html(str(report_path))
+    masker.generate_report(displayed_maps=min(10, signals.shape[1])).save_as_html(str(report_path))
     say(
         f"wrote:\n  {out / 'timeseries.zarr'} "
         "(xarray: xr.open_zarr(path, group='sub-01_task-rest'))"

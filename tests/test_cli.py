@@ -1,0 +1,404 @@
+"""The ``daskmasker`` command end to end: fast help, checks before reading, the header's TR,
+fMRIPrep confounds, progress on stderr, and every command (demo, convert, extract locally, on
+``--workers`` and on a separately started ``--scheduler``)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from distributed import Client
+from nilearn.maskers import NiftiMapsMasker as NilearnMasker
+
+import daskmasker
+from daskmasker import NiftiMapsMasker
+from daskmasker.batch.run import item_name
+from daskmasker.cli import main
+
+from helpers import make_data, make_maps, make_mask, stop_processes
+
+HEAVY = ("dask", "distributed", "sklearn", "matplotlib", "pandas", "xarray", "nibabel", "zarr")
+N_SCANS = 60
+# fMRIPrep's layout: derivative and power columns start with n/a
+CONFOUND_COLUMNS = ("trans_x", "trans_x_derivative1", "rot_y", "rot_y_power2", "csf")
+
+
+def with_tr(img: nib.Nifti1Image, t_r: float) -> nib.Nifti1Image:
+    out = nib.Nifti1Image(np.asarray(img.dataobj), img.affine)
+    out.header.set_zooms((*out.header.get_zooms()[:3], t_r))
+    out.header.set_xyzt_units("mm", "sec")
+    return out
+
+
+def write_confounds(path, seed: int, n_scans: int = N_SCANS, interior_na: bool = False) -> None:
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(
+        rng.normal(size=(n_scans, len(CONFOUND_COLUMNS))), columns=CONFOUND_COLUMNS
+    )
+    table.loc[0, ["trans_x_derivative1", "rot_y_power2"]] = np.nan
+    if interior_na:
+        table.loc[7, "csf"] = np.nan
+    table.to_csv(path, sep="\t", index=False, na_rep="n/a")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    maps = make_maps(dtype=np.float64)
+    paths = {"maps": str(root / "maps.nii.gz"), "mask": str(root / "mask.nii.gz")}
+    maps.to_filename(paths["maps"])
+    make_mask().to_filename(paths["mask"])
+    paths["runs"], paths["confounds"] = [], []
+    for i in range(2):
+        run = str(root / f"sub-{i:02d}_task-rest_bold.nii")
+        with_tr(make_data(maps, n_scans=N_SCANS, seed=i, dtype=np.float64), 2.0).to_filename(run)
+        paths["runs"].append(run)
+        conf = str(root / f"sub-{i:02d}_task-rest_desc-confounds_timeseries.tsv")
+        write_confounds(conf, seed=10 + i)
+        paths["confounds"].append(conf)
+    paths["no_tr"] = str(root / "sub-09_task-rest_bold.nii")
+    with_tr(nib.load(paths["runs"][0]), 0.0).to_filename(paths["no_tr"])
+    paths["corrupt"] = str(root / "sub-00_task-rest_bold.nii.gz")
+    with open(paths["corrupt"], "wb") as f:
+        f.write(b"this is not a NIfTI file" * 20)
+    return paths
+
+
+def api_signals(files, run, **params) -> np.ndarray:
+    """The Python API's numbers (``standardize=None``: the CLI's default ``--standardize none``)."""
+    params = {"standardize": None, **params}
+    return NiftiMapsMasker(files["maps"], mask_img=files["mask"], **params).fit_transform(run)
+
+
+def stored(out, run) -> np.ndarray:
+    return xr.open_zarr(out, group=item_name(run, 0), consolidated=False)["signals"].values
+
+
+def progress_lines(stderr: str, label: str) -> list[int]:
+    return [int(p) for p in re.findall(rf"^{label}: +(\d+)% \(", stderr, flags=re.M)]
+
+
+# --- fast --help and --version ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["extract", "--help"]])
+def test_help_and_version_import_no_heavy_module(argv):
+    """``python -X importtime`` lists every module imported: none of the heavy ones."""
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "daskmasker", *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)", run.stderr, re.M))
+    assert "daskmasker.cli" in imported  # negative control: the probe sees the CLI's imports
+    top = {name.split(".")[0] for name in imported}
+    assert not top & set(HEAVY), sorted(top & set(HEAVY))
+    if argv == ["--version"]:
+        assert run.stdout == f"daskmasker {daskmasker.__version__}\n"
+    else:
+        assert "usage: daskmasker" in run.stdout
+
+
+def test_console_script_matches_python_m():
+    script = os.path.join(os.path.dirname(sys.executable), "daskmasker")
+    got = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
+    assert got.stdout == f"daskmasker {daskmasker.__version__}\n"
+
+
+# --- parameters checked before any image is read ----------------------------------------------
+
+
+def extract_args(files, img, out, *extra):
+    return ["extract", img, "--maps", files["maps"], "--mask", files["mask"], "--out", out, *extra]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--low-pass", "0.3", "--t-r", "2"], "--low-pass 0.3 Hz is not below the Nyquist"),
+        (["--high-pass", "0.3", "--t-r", "2"], "--high-pass 0.3 Hz is not below the Nyquist"),
+        (
+            ["--high-pass", "0.1", "--low-pass", "0.05", "--t-r", "2"],
+            "--high-pass 0.1 Hz must be lower than --low-pass 0.05 Hz",
+        ),
+        (["--confounds", "a.tsv", "b.tsv"], "--confounds: 2 file(s) for 1 image(s)"),
+        (["--confounds-columns", "csf"], "--confounds-columns needs --confounds"),
+        (["--confounds", "{missing}"], "--confounds: no such file or directory"),
+        (["--mask", "{missing}"], "--mask: no such file or directory"),
+        (
+            ["--out", "{not_ours}"],
+            "--out '{not_ours}' exists and is not a daskmasker batch store; choose another",
+        ),
+    ],
+)
+def test_wrong_parameters_fail_before_the_image_is_read(files, tmp_path, capsys, extra, message):
+    """The image is not a NIfTI file, yet the parameter's error comes first, naming its flag."""
+    not_ours = tmp_path / "not-ours"
+    not_ours.mkdir()
+    (not_ours / "data.txt").write_text("keep me")
+    subs = {"missing": str(tmp_path / "missing.nii.gz"), "not_ours": str(not_ours)}
+    extra = [e.format(**subs) for e in extra]
+    code = main(extract_args(files, files["corrupt"], str(tmp_path / "o.zarr"), *extra))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"daskmasker extract: error: {message.format(**subs)}" in err
+    assert (not_ours / "data.txt").read_text() == "keep me"
+
+
+def test_the_corrupt_image_does_fail_when_read(files, tmp_path, capsys):
+    """Negative control of the test above: with right parameters its image is read, and fails."""
+    code = main(extract_args(files, files["corrupt"], str(tmp_path / "o.zarr"), "--t-r", "2"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "daskmasker extract: error:" in err
+    assert files["corrupt"] in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--standardize", "bad"], "argument --standardize: invalid choice: 'bad'"),
+        (["--workers", "0"], "argument --workers: must be > 0, got 0"),
+        (["--t-r", "-2"], "argument --t-r: must be > 0, got -2"),
+        (["--storage-options", "[1]"], "argument --storage-options: must be a JSON object"),
+        (["--dtype", "bool"], "argument --dtype: cannot be bool"),
+        (["-v", "-q"], "argument -q/--quiet: not allowed with argument -v/--verbose"),
+    ],
+)
+def test_wrong_values_are_argparse_errors(files, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(extract_args(files, files["corrupt"], str(tmp_path / "o.zarr"), *argv))
+    assert exit_.value.code == 2
+    assert f"daskmasker extract: error: {message}" in capsys.readouterr().err
+
+
+def test_missing_image_and_existing_store_name_the_flag(files, tmp_path, capsys):
+    missing = str(tmp_path / "sub-05_bold.nii.gz")
+    assert main(extract_args(files, missing, str(tmp_path / "o.zarr"))) == 2
+    assert f"error: input image: no such file or directory: '{missing}'" in capsys.readouterr().err
+    store = tmp_path / "run.zarr"
+    assert main(["convert", files["runs"][0], str(store), "-q"]) == 0
+    assert main(["convert", files["corrupt"], str(store)]) == 2
+    assert f"'{store}' exists; pass --overwrite to replace it" in capsys.readouterr().err
+
+
+# --- the header's TR ----------------------------------------------------------------------------
+
+
+def test_header_tr_is_used_and_said(files, tmp_path, capsys):
+    out = str(tmp_path / "o.zarr")
+    run = files["runs"][0]
+    assert main(extract_args(files, run, out, "--low-pass", "0.1", "--no-progress")) == 0
+    err = capsys.readouterr().err
+    assert f"using TR=2 s from the header of {run}" in err
+    want = api_signals(files, run, low_pass=0.1, t_r=2.0)
+    np.testing.assert_allclose(stored(out, run), want, rtol=1e-10, atol=1e-12)
+    # negative control: another TR gives other numbers, so the header's 2 s was the one used
+    other = api_signals(files, run, low_pass=0.1, t_r=2.5)
+    assert np.abs(other - want).max() > 1e-3
+
+
+def test_no_tr_anywhere_names_t_r(files, tmp_path, capsys):
+    code = main(
+        extract_args(files, files["no_tr"], str(tmp_path / "o.zarr"), "--high-pass", "0.01")
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error: --high-pass need the repetition time: pass --t-r (no TR in the header" in err
+
+
+def test_images_with_different_trs_are_refused(files, tmp_path, capsys):
+    other = str(tmp_path / "sub-07_task-rest_bold.nii")
+    with_tr(nib.load(files["runs"][0]), 0.8).to_filename(other)
+    argv = extract_args(files, files["runs"][0], str(tmp_path / "o.zarr"))
+    code = main([*argv[:2], other, *argv[2:]])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "the images' headers give different TRs" in err
+    assert f"{other}: 0.8 s" in err
+
+
+# --- fMRIPrep confounds ------------------------------------------------------------------------
+
+
+def filled_like_nilearn(path, columns) -> np.ndarray:
+    """nilearn.interfaces.fmriprep's rule: the first row's n/a take the second row's values."""
+    table = pd.read_csv(path, sep="\t", na_values="n/a")[list(columns)]
+    first = table.iloc[0].isna().to_numpy()
+    table.iloc[0, first] = table.iloc[1, first]
+    return table.to_numpy()
+
+
+def test_confounds_columns_and_leading_na_as_nilearn(files, tmp_path, capsys):
+    out, tsv = str(tmp_path / "o.zarr"), str(tmp_path / "tsv")
+    argv = ["extract", *files["runs"], "--maps", files["maps"], "--mask", files["mask"]]
+    argv += ["--out", out, "--tsv-dir", tsv, "--confounds", *files["confounds"]]
+    argv += ["--confounds-columns", "trans_*,rot_y_power2", "--detrend", "-q"]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""  # -q: neither progress nor messages
+    for run, conf in zip(files["runs"], files["confounds"], strict=True):
+        selected = filled_like_nilearn(conf, ["trans_x", "trans_x_derivative1", "rot_y_power2"])
+        nilearn = NilearnMasker(
+            files["maps"], mask_img=files["mask"], detrend=True, t_r=2.0, standardize=None
+        )
+        want = nilearn.fit_transform(run, confounds=selected)
+        np.testing.assert_allclose(stored(out, run), want, rtol=1e-10, atol=1e-12)
+        table = pd.read_csv(conf, sep="\t", na_values="n/a")
+        zeros = table[["trans_x", "trans_x_derivative1", "rot_y_power2"]].fillna(0).to_numpy()
+        control = nilearn.fit_transform(run, confounds=zeros)  # n/a read as 0 instead
+        assert np.abs(control - want).max() > 1e-6
+
+
+def test_python_api_raises_on_na_as_nilearn(files):
+    run, conf = files["runs"][0], files["confounds"][0]
+    with pytest.raises(ValueError, match="array must not contain infs or NaNs"):
+        NilearnMasker(files["maps"], standardize=None).fit_transform(run, confounds=conf)
+    with pytest.raises(ValueError, match="array must not contain infs or NaNs"):
+        NiftiMapsMasker(files["maps"], standardize=None).fit_transform(run, confounds=conf)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("interior", "column 'csf' of '{conf}' has n/a at line 9, after its first value"),
+        ("pattern", "--confounds-columns: no column of '{conf}' matches 'motion_*'"),
+        ("pairing", "--confounds: '{conf}' is not for image '{run}' (sub-01 vs sub-00)"),
+        ("rows", "--confounds: '{conf}' has 50 rows but its image has 60 volumes"),
+    ],
+)
+def test_confounds_errors(files, tmp_path, capsys, case, message):
+    run = files["runs"][0]
+    conf = str(tmp_path / "sub-00_task-rest_desc-confounds_timeseries.tsv")
+    columns = "trans_*,csf"
+    if case == "interior":
+        write_confounds(conf, seed=3, interior_na=True)
+    elif case == "rows":
+        write_confounds(conf, seed=3, n_scans=50)
+    elif case == "pairing":
+        conf = files["confounds"][1]
+    else:
+        write_confounds(conf, seed=3)
+        columns = "motion_*"
+    argv = extract_args(files, run, str(tmp_path / "o.zarr"), "--confounds", conf)
+    assert main([*argv, "--confounds-columns", columns]) == 2
+    assert message.format(conf=conf, run=run) in capsys.readouterr().err
+
+
+# --- progress on stderr ------------------------------------------------------------------------
+
+
+def test_progress_advances_per_chunk_and_quiet_silences_it(files, tmp_path, capsys):
+    store = str(tmp_path / "run.zarr")
+    assert main(["convert", files["runs"][0], store, "--chunk-volumes", "6"]) == 0  # 10 chunks
+    err = capsys.readouterr().err
+    steps = progress_lines(err, "convert")
+    assert len(steps) >= 5 and steps == sorted(steps) and steps[-1] == 100, err
+    assert re.search(r"^convert: \d+ tasks done in", err, re.M)
+    assert f"converted {files['runs'][0]} -> {store}" in err
+
+    out = str(tmp_path / "o.zarr")
+    assert main(extract_args(files, store, out, "--detrend")) == 0
+    err = capsys.readouterr().err
+    assert len(set(progress_lines(err, "extract"))) >= 5, err
+    assert "1 extracted, 0 already complete, 0 failed" in err
+
+    assert main(extract_args(files, store, str(tmp_path / "q.zarr"), "--detrend", "-q")) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["-q", *extract_args(files, store, str(tmp_path / "p.zarr"), "--no-report")]) == 0
+    assert capsys.readouterr().err == ""
+    np.testing.assert_array_equal(stored(out, store), stored(str(tmp_path / "q.zarr"), store))
+
+
+# --- every command -----------------------------------------------------------------------------
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--volumes", "30", "--maps", "4"]) == 0
+    captured = capsys.readouterr()
+    r = re.search(r"median r = ([\d.]+), min r = ([-\d.]+)", captured.out)
+    assert r and float(r.group(1)) > 0.5, captured.out
+    assert progress_lines(captured.err, "convert") and progress_lines(captured.err, "extract")
+    group = xr.open_zarr(out / "timeseries.zarr", group="sub-01_task-rest", consolidated=False)
+    signals = group["signals"].values
+    assert signals.shape == (30, 4)
+    (tsv,) = glob.glob(str(out / "derivatives" / "**" / "*_timeseries.tsv"), recursive=True)
+    np.testing.assert_array_equal(pd.read_csv(tsv, sep="\t").to_numpy(), signals)
+    assert (out / "report.html").stat().st_size > 10_000
+
+
+def check_outputs(files, out, tsv_dir, **params) -> None:
+    """The store and the BIDS TSV files hold the Python API's numbers."""
+    tsvs = sorted(glob.glob(os.path.join(tsv_dir, "**", "*_timeseries.tsv"), recursive=True))
+    assert len(tsvs) == len(files["runs"])
+    for run, tsv in zip(files["runs"], tsvs, strict=True):
+        want = api_signals(files, run, **params)
+        assert os.path.basename(run).replace("_bold.nii", "") in os.path.basename(tsv)
+        np.testing.assert_allclose(stored(out, run), want, rtol=1e-10, atol=1e-12)
+        table = pd.read_csv(tsv, sep="\t")
+        assert table.shape == want.shape
+        np.testing.assert_allclose(table.to_numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_extract_on_local_workers_writes_the_api_numbers(files, tmp_path, capsys):
+    out, tsv = str(tmp_path / "o.zarr"), str(tmp_path / "tsv")
+    argv = ["extract", *files["runs"], "--maps", files["maps"], "--mask", files["mask"]]
+    argv += ["--out", out, "--tsv-dir", tsv, "--standardize", "zscore_sample", "--detrend"]
+    assert main([*argv, "--workers", "2"]) == 0
+    err = capsys.readouterr().err
+    assert len(set(progress_lines(err, "extract"))) >= 3, err
+    check_outputs(files, out, tsv, standardize="zscore_sample", detrend=True)
+
+
+@pytest.fixture
+def scheduler_address(tmp_path):
+    """`dask scheduler` and one `dask worker` started as a deployment would; its tcp address."""
+    sched_file = str(tmp_path / "scheduler.json")
+    python = [sys.executable, "-m"]
+    scheduler = [*python, "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0"]
+    scheduler += ["--dashboard-address", ":0", "--scheduler-file", sched_file]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen(scheduler, **quiet)]
+    try:
+        with Client(scheduler_file=sched_file, timeout=60) as client:
+            address = client.scheduler.address
+            worker = [*python, "distributed.cli.dask_worker", address, "--host", "127.0.0.1"]
+            procs.append(subprocess.Popen([*worker, "--nthreads", "1", "--no-dashboard"], **quiet))
+            client.wait_for_workers(1, timeout=60)
+        yield address
+    finally:
+        stop_processes(procs)
+
+
+def test_extract_on_a_scheduler_address(files, tmp_path, capsys, scheduler_address):
+    assert scheduler_address.startswith("tcp://127.0.0.1:")
+    out, tsv = str(tmp_path / "o.zarr"), str(tmp_path / "tsv")
+    argv = ["extract", *files["runs"], "--maps", files["maps"], "--mask", files["mask"]]
+    argv += ["--out", out, "--tsv-dir", tsv, "--detrend", "--low-pass", "0.1"]
+    assert main([*argv, "--scheduler", scheduler_address]) == 0
+    err = capsys.readouterr().err
+    assert len(set(progress_lines(err, "extract"))) >= 3, err
+    with Client(scheduler_address) as client:
+        executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert sum(executed.values()) > 0, "the graph should have run on the cluster's worker"
+    check_outputs(files, out, tsv, detrend=True, low_pass=0.1, t_r=2.0)
+
+
+def test_verbose_shows_the_masker_and_where_it_runs(files, tmp_path, capsys):
+    argv = extract_args(files, files["runs"][0], str(tmp_path / "o.zarr"), "--no-progress")
+    assert main(["-v", *argv, "--detrend"]) == 0
+    err = capsys.readouterr().err
+    assert "extract: running on the local threaded scheduler" in err
+    assert re.search(r"masker: NiftiMapsMasker\(.*detrend=True", err, re.S)
+    assert main([*argv, "--overwrite"]) == 0  # without -v: info, no debug
+    err = capsys.readouterr().err
+    assert "1 extracted" in err and "masker:" not in err
