@@ -24,6 +24,7 @@ returns.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import nibabel as nib
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import InputTags, Tags
 from sklearn.utils.validation import check_is_fitted
 
 from daskmasker.compute.clean import STANDARDIZE_BOOL_WARNING
@@ -40,8 +42,21 @@ from daskmasker.masker import params
 from daskmasker.masker.fitting import fit_maps
 from daskmasker.masker.transform import HighVariance, json_params, lazy_signals
 from daskmasker.runtime.scheduling import compute_images
+from daskmasker.stacklevel import find_stack_level, reemits_warnings
 
 _OUTPUTS = ("default", "pandas", "polars", "xarray")
+
+
+@dataclass
+class ImageInputTags(InputTags):
+    """scikit-learn's input tags plus nilearn's: images in (``niimg_like``), no surfaces.
+
+    The fields and defaults of ``nilearn._utils.tags.InputTags`` (nilearn 0.14.1), which nilearn's
+    tools read by name (``getattr(tags.input_tags, "niimg_like", False)``).
+    """
+
+    niimg_like: bool = True
+    surf_img: bool = False
 
 
 class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
@@ -156,6 +171,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             self._log(method, f"Loading {what} from {load.describe(obj)}")
 
     # ------------------------------------------------------------------ fit
+    @reemits_warnings
     def fit(self, imgs=None, y=None):
         """Load, clean and resample the maps (and mask) onto the reference grid.
 
@@ -226,10 +242,20 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "maps_img_") and hasattr(self, "n_elements_")
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
+        """scikit-learn tags as nilearn 0.14.1's maskers declare them: a "masker" taking images.
+
+        nilearn's estimator checks (``nilearn._utils.estimator_checks``) select their checks by
+        these tags (``estimator_type == "masker"``, ``input_tags.niimg_like``).
+        """
         tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
+        tags.input_tags = ImageInputTags()
+        tags.estimator_type = "masker"
         return tags
+
+    def _more_tags(self) -> Tags:
+        """The tags again, under the name nilearn's checks compare them with (``check_tags``)."""
+        return self.__sklearn_tags__()
 
     # ------------------------------------------------------------------ transform
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None):
@@ -253,7 +279,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         """
         check_is_fitted(self)
         if self.standardize in [True, False]:  # nilearn's test: 1, 0 and np.True_ warn too
-            warnings.warn(STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=2)
+            warnings.warn(STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=find_stack_level())
         all_confounds = None
         if confounds is not None or self.high_variance_confounds:
             all_confounds = []
@@ -263,6 +289,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
                 all_confounds += confounds if isinstance(confounds, list) else [confounds]
         return self.transform_single_imgs(imgs, confounds=all_confounds, sample_mask=sample_mask)
 
+    @reemits_warnings
     def transform_single_imgs(self, imgs, confounds=None, sample_mask=None):
         """Extract the signals of one 3D or 4D image (the worker behind :meth:`transform`)."""
         check_is_fitted(self)
@@ -401,7 +428,7 @@ def _check_inverse_input(signals) -> np.ndarray:
     if signals.ndim > 2:
         raise ValueError(f"Found array with dim {signals.ndim}. None expected <= 2.")
     if signals.dtype.kind == "b":
-        warnings.warn("Casting boolean input to int32", UserWarning, stacklevel=3)
+        warnings.warn("Casting boolean input to int32", UserWarning, stacklevel=find_stack_level())
         signals = signals.astype(np.int32)
     if signals.dtype.kind in "fc" and not np.isfinite(signals).all():
         raise ValueError("Input contains NaN.")

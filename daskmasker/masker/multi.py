@@ -7,6 +7,7 @@ import nibabel as nib
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.masker.transform import HighVariance
 from daskmasker.runtime.scheduling import compute_images
+from daskmasker.stacklevel import reemits_warnings
 
 
 def _is_single(imgs) -> bool:
@@ -17,7 +18,16 @@ def _is_single(imgs) -> bool:
     return isinstance(imgs, nib.spatialimages.SpatialImage | str | os.PathLike | xr.DataArray)
 
 
-class MultiNiftiMapsMasker(NiftiMapsMasker):
+def _confounds_list(confounds) -> list | None:
+    """One image's confounds as the list the transform graph takes: None stays None; an array,
+    DataFrame or csv/tsv path becomes a one-item list; a list or tuple is copied (never the
+    caller's list, which nilearn extends in place with the high-variance confounds)."""
+    if confounds is None:
+        return None
+    return list(confounds) if isinstance(confounds, list | tuple) else [confounds]
+
+
+class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
     """Maps masker for lists of 4D images, as ``nilearn.maskers.MultiNiftiMapsMasker``.
 
     ``transform`` of a list returns a list of arrays.  The images' graphs are computed together, so
@@ -109,6 +119,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
             )
         return self.transform_imgs(imgs, confounds, n_jobs=self.n_jobs, sample_mask=sample_mask)
 
+    @reemits_warnings
     def transform_imgs(self, imgs_list, confounds=None, n_jobs=1, sample_mask=None):
         """Signals of each image of a list, computed in one Dask computation."""
         n = len(imgs_list)
@@ -121,12 +132,9 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
 
         def graphs():  # on a cluster each image's graph is built when a worker is free for it
             for i, img in enumerate(imgs_list):
-                conf = None if confounds is None else confounds[i]
+                conf = _confounds_list(None if confounds is None else confounds[i])
                 if self.high_variance_confounds:
-                    conf = [
-                        *(conf if isinstance(conf, list) else [] if conf is None else [conf]),
-                        HighVariance(),
-                    ]
+                    conf = [*(conf or []), HighVariance()]
                 sm = None if sample_mask is None else sample_mask[i]
                 lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))
                 yield lazies[-1].data
