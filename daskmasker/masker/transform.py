@@ -42,6 +42,8 @@ KEEP_MASKED_MAPS_WARNING = (
     '0.15. Set "keep_masked_maps=False" to silence this warning.'
 )
 
+NO_MAP_LEFT = "No map left after applying mask to the maps image."
+
 
 class HighVariance:
     """Marks where the high-variance confounds of the raw image go in the confounds list."""
@@ -120,6 +122,10 @@ def lazy_signals(
     log("Extracting region signals")
     if params["keep_masked_maps"] and fitted.mask is not None:
         warn(KEEP_MASKED_MAPS_WARNING, FutureWarning)
+    elif grid_maps.kept.size == 0:
+        # fitted without an image, the mask resampled onto this grid covers no map (nilearn
+        # checks this at fit when it knows the grid, and at extraction otherwise)
+        raise ValueError(NO_MAP_LEFT)
     elif grid_maps.dropped:
         warn(
             "After applying mask to the maps image, maps with the following indices were "
