@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import nibabel as nib
+from sklearn.utils.validation import check_is_fitted
 
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.masker.transform import HighVariance
@@ -18,6 +19,27 @@ def _is_single(imgs) -> bool:
     return isinstance(imgs, nib.spatialimages.SpatialImage | str | os.PathLike | xr.DataArray)
 
 
+def _multi_docstring(single: str) -> str:
+    """NiftiMapsMasker's docstring with this class's summary and ``n_jobs`` inserted before
+    ``clean_args``, in ``__init__``'s order (nilearn's check_doc_attributes wants that order)."""
+    body = single[single.index("    Parameters\n") :]
+    n_jobs = (
+        "    n_jobs : int, default=1\n"
+        "        Threads of the local scheduler (-1: all cores); ignored on a distributed "
+        "cluster.\n"
+    )
+    body = body.replace("    clean_args : dict", n_jobs + "    clean_args : dict", 1)
+    summary = (
+        "Maps masker for lists of 4D images, as ``nilearn.maskers.MultiNiftiMapsMasker``.\n\n"
+        "    ``transform`` of a list returns a list of arrays.  The images' graphs are computed\n"
+        "    together, so their chunks run concurrently: ``n_jobs`` threads on the local\n"
+        "    scheduler, or every worker of an active ``distributed.Client``.  Each image's\n"
+        "    confounds may be an array, a DataFrame, a csv/tsv path, a list of these, or None;\n"
+        "    high-variance confounds are appended *after* them, as nilearn's multi masker does.\n\n"
+    )
+    return summary + body
+
+
 def _confounds_list(confounds) -> list | None:
     """One image's confounds as the list the transform graph takes: None stays None; an array,
     DataFrame or csv/tsv path becomes a one-item list; a list or tuple is copied (never the
@@ -28,21 +50,7 @@ def _confounds_list(confounds) -> list | None:
 
 
 class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
-    """Maps masker for lists of 4D images, as ``nilearn.maskers.MultiNiftiMapsMasker``.
-
-    ``transform`` of a list returns a list of arrays.  The images' graphs are computed together, so
-    their chunks run concurrently: ``n_jobs`` threads on the local scheduler, or every worker of an
-    active ``distributed.Client``.  High-variance confounds are appended *after* the user's
-    confounds,
-    as nilearn's multi masker does.
-
-    Parameters
-    ----------
-    n_jobs : int, default=1
-        Threads of the local scheduler (-1: all cores); ignored on a distributed cluster.
-    **kwargs
-        The parameters of :class:`daskmasker.NiftiMapsMasker`.
-    """
+    # the docstring is NiftiMapsMasker's with n_jobs before clean_args (see _multi_docstring)
 
     def __init__(
         self,
@@ -92,6 +100,8 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
         )
         self.n_jobs = n_jobs
 
+    __doc__ = _multi_docstring(NiftiMapsMasker.__doc__)
+
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
         """Fit on ``imgs`` (the first image gives the grid), then transform them."""
         return self.fit(imgs, y=y, **fit_params).transform(
@@ -106,6 +116,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
 
     def transform(self, imgs, confounds=None, sample_mask=None):
         """Signals of one image (an array) or of a list of images (a list of arrays)."""
+        check_is_fitted(self)
         for name, value in (("confounds", confounds), ("sample_mask", sample_mask)):
             if not (value is None or isinstance(value, list)):
                 raise TypeError(
@@ -122,6 +133,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
     @reemits_warnings
     def transform_imgs(self, imgs_list, confounds=None, n_jobs=1, sample_mask=None):
         """Signals of each image of a list, computed in one Dask computation."""
+        check_is_fitted(self)
         n = len(imgs_list)
         for label, values in (("confounds", confounds), ("sample_mask", sample_mask)):
             if values is not None and len(values) != n:
