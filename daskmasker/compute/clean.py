@@ -26,6 +26,7 @@ import numpy as np
 from scipy import linalg
 
 from daskmasker.compute.filters import add_cosine_drift, butterworth, interpolate_censored
+from daskmasker.stacklevel import find_stack_level
 
 EPS64 = np.finfo(np.float64).eps
 STANDARDS = ("psc", "zscore_sample", "zscore")
@@ -87,7 +88,7 @@ def detrend_signals(signals: np.ndarray) -> np.ndarray:
         warnings.warn(
             "Detrending of 3D signal has been requested but would lead to zero values. Skipping.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
         return x
     x -= np.mean(x, axis=0)
@@ -126,7 +127,7 @@ def percent_signal_change(signals: np.ndarray) -> np.ndarray:
             "psc standardization strategy is meaningless for features that have a mean of 0. "
             "These time series are set to 0.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
         x[:, invalid] = 0
     return x
@@ -156,7 +157,7 @@ def standardize_signals(
             "Standardization of 3D signal has been requested but would lead to zero values. "
             "Skipping.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
         return np.array(signals, copy=True)
     if method == "psc":
@@ -218,7 +219,7 @@ def check_filter(
             warnings.warn(
                 "No filter type selected but cutoff frequency provided.Will not perform filtering.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=find_stack_level(),
             )
         return False
     if filter == "cosine":
@@ -335,7 +336,7 @@ def clean_arrays(
             "standardized or demeaned before passing to signal.clean signal will not be "
             "correctly cleaned. ",
             UserWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
     filter_type = check_filter(filter, low_pass, high_pass, t_r)
     x = np.array(signals, copy=True, order="C")
@@ -350,14 +351,16 @@ def clean_arrays(
         x[~np.isfinite(x)] = 0
     x = ensure_float(x)
     if isinstance(standardize, bool):
-        warnings.warn(STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=2)
+        warnings.warn(STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=find_stack_level())
         standardize = "zscore_sample" if standardize else None
 
     if filter_type == "cosine":
         conf = add_cosine_drift(conf, high_pass, n_scans, t_r)
         if low_pass is not None:
             warnings.warn(
-                "low_pass is not implemented for filter='cosine'", UserWarning, stacklevel=2
+                "low_pass is not implemented for filter='cosine'",
+                UserWarning,
+                stacklevel=find_stack_level(),
             )
     if mask is not None:
         x, conf, mask = _scrub(x, conf, mask, filter_type, t_r, extrapolate)

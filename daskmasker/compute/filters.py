@@ -14,6 +14,8 @@ import numpy as np
 from scipy import signal as sp_signal
 from scipy.interpolate import CubicSpline
 
+from daskmasker.stacklevel import find_stack_level
+
 
 def _check_cutoff(btype: str, freq: float, nyq: float) -> float:
     """nilearn's ``_check_wn``: keep a critical frequency inside (0, Nyquist), with a warning."""
@@ -25,7 +27,7 @@ def _check_cutoff(btype: str, freq: float, nyq: float) -> float:
             "a digital filter (superior to Nyquist frequency). "
             f"It has been lowered to {freq} (Nyquist frequency).",
             UserWarning,
-            stacklevel=3,
+            stacklevel=find_stack_level(),
         )
     elif freq < 0.0:
         freq = nyq * eps
@@ -33,7 +35,7 @@ def _check_cutoff(btype: str, freq: float, nyq: float) -> float:
             f"The frequency specified for the {btype} pass filter is too low to be handled by a "
             f"digital filter (must be non-negative). It has been set to eps: {freq}.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=find_stack_level(),
         )
     return freq
 
@@ -102,7 +104,7 @@ def butterworth(
                 "equal. Please check that inputs for sampling_rate, low_pass, and high_pass are "
                 "valid.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=find_stack_level(),
             )
             return x
         wn = critical
@@ -134,7 +136,7 @@ def cosine_drift(high_pass: float, n_scans: int, t_r: float) -> np.ndarray:
             "matrix. You may want to reduce the high_pass value.The provided value is "
             f"{high_pass} Hz",
             UserWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
     order = min(n_scans - 1, int(np.floor(2 * n_scans * high_pass * dt)))
     times = np.arange(n_scans)[:, np.newaxis]
@@ -162,7 +164,7 @@ def add_cosine_drift(
             "Cosine filter was not created. The time series might be too short or the high "
             "pass filter is not suitable for the data.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
         return confounds
     if confounds is None:
@@ -173,7 +175,7 @@ def add_cosine_drift(
         warnings.warn(
             "Cosine filter(s) exist in user supplied confounds.Use user supplied regressors only.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=find_stack_level(),
         )
         return confounds
     return np.hstack((confounds, drift))

@@ -11,6 +11,8 @@ import warnings
 
 import numpy as np
 
+from daskmasker.stacklevel import find_stack_level
+
 NONFINITE_WARNING = "Non-finite values detected. These values will be replaced with zeros."
 
 
@@ -50,7 +52,7 @@ def binarize_mask(data: np.ndarray) -> np.ndarray:
     if data.ndim == 3:
         data = data[None]
     if data.dtype.kind == "f" and not np.isfinite(data).all():
-        warnings.warn(NONFINITE_WARNING, UserWarning, stacklevel=3)
+        warnings.warn(NONFINITE_WARNING, UserWarning, stacklevel=find_stack_level())
         data = np.where(np.isfinite(data), data, 0)
     mask = data.astype(bool).all(axis=0)
     check_mask(mask)

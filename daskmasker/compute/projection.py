@@ -33,6 +33,7 @@ from daskmasker.compute.regression import (
     support_products,
 )
 from daskmasker.compute.source import ChunkSource
+from daskmasker.stacklevel import find_stack_level
 
 Share = tuple[Hashable, Callable[[np.ndarray], np.ndarray]]
 """How the maps blocks reach the tasks: a key (e.g. a client's id) and a function that turns the
@@ -169,7 +170,7 @@ def region_signals(products: np.ndarray, operator: np.ndarray) -> tuple[np.ndarr
 def warn_nonfinite(count: float) -> None:
     """Emit nilearn's warning when the data held NaN or Inf."""
     if count:
-        warnings.warn(NONFINITE_WARNING, UserWarning, stacklevel=3)
+        warnings.warn(NONFINITE_WARNING, UserWarning, stacklevel=find_stack_level())
 
 
 def _batched_products(gathered: da.Array, maps, step: int, n_maps: int) -> da.Array:

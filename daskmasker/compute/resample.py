@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from daskmasker.compute import grid
+from daskmasker.stacklevel import find_stack_level
 
 ORDERS = {"continuous": 3, "linear": 1, "nearest": 0}
 
@@ -35,7 +36,11 @@ def resampled_dtype(dtype, interpolation: str) -> np.dtype:
     if interpolation == "continuous" and dtype.kind == "i":
         name = dtype.name.replace("int", "float")
         target = np.dtype("float32" if name in ("float8", "float16") else name)
-        warnings.warn(f"Casting data from {dtype.name} to {target.name}", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"Casting data from {dtype.name} to {target.name}",
+            UserWarning,
+            stacklevel=find_stack_level(),
+        )
         return target
     return dtype
 

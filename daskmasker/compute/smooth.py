@@ -9,6 +9,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from daskmasker.compute.grid import fwhm_to_sigma
+from daskmasker.stacklevel import find_stack_level
 
 
 def smoothed_dtype(dtype) -> np.dtype:
@@ -49,7 +50,7 @@ def smooth_array(data: da.Array, affine: np.ndarray, fwhm) -> da.Array:
             f"The parameter 'fwhm' for smoothing is specified as {fwhm}. "
             "Setting it to None (no smoothing will be performed)",
             UserWarning,
-            stacklevel=3,
+            stacklevel=find_stack_level(),
         )
         return data
     sigma = fwhm_to_sigma(np.ravel([fwhm]), affine)

@@ -24,6 +24,7 @@ returns.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import nibabel as nib
@@ -31,17 +32,31 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import InputTags, Tags
 from sklearn.utils.validation import check_is_fitted
 
 from daskmasker.compute.clean import STANDARDIZE_BOOL_WARNING
 from daskmasker.io import load
 from daskmasker.io.image import as_nibabel
-from daskmasker.masker import params
+from daskmasker.masker import inverse, params
 from daskmasker.masker.fitting import fit_maps
 from daskmasker.masker.transform import HighVariance, json_params, lazy_signals
 from daskmasker.runtime.scheduling import compute_images
+from daskmasker.stacklevel import find_stack_level, reemits_warnings
 
 _OUTPUTS = ("default", "pandas", "polars", "xarray")
+
+
+@dataclass
+class ImageInputTags(InputTags):
+    """scikit-learn's input tags plus nilearn's: images in (``niimg_like``), no surfaces.
+
+    The fields and defaults of ``nilearn._utils.tags.InputTags`` (nilearn 0.14.1), which nilearn's
+    tools read by name (``getattr(tags.input_tags, "niimg_like", False)``).
+    """
+
+    niimg_like: bool = True
+    surf_img: bool = False
 
 
 class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
@@ -50,8 +65,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
     A drop-in replacement for ``nilearn.maskers.NiftiMapsMasker`` (nilearn 0.14.1): same parameters,
     defaults, methods, fitted attributes, warnings and errors, and the same numbers. Images may be
     anything nilearn accepts plus daskmasker images, Zarr stores and fsspec URLs; the computation
-    is a
-    Dask graph over chunks of whole volumes, so memory stays bounded whatever the number of volumes.
+    is a Dask graph over chunks of whole volumes, so memory stays bounded whatever the number of
+    volumes.
 
     Parameters
     ----------
@@ -70,8 +85,11 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
     high_variance_confounds : bool, default=False
         Prepend the 5 high-variance confounds of the raw data (computed chunk by chunk).
     detrend : bool, default=False
-    low_pass, high_pass : float, optional
-        Butterworth (or cosine with ``clean_args={'filter': 'cosine'}``) cut-offs in Hz.
+    low_pass : float, optional
+        Low-pass cut-off of the Butterworth filter, in Hz.
+    high_pass : float, optional
+        High-pass cut-off in Hz: Butterworth, or cosine drifts with
+        ``clean_args={'filter': 'cosine'}``.
     t_r : float, optional
         Repetition time in seconds.
     dtype : dtype-like or 'auto', optional
@@ -91,14 +109,15 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
 
     Attributes
     ----------
+    clean_args_ : dict
+        ``clean_args``, or an empty dict.
     maps_img_ : nibabel.Nifti1Image
         The maps as fitted (cleaned of non-finite values, resampled for the resampling target).
     mask_img_ : nibabel.Nifti1Image or None
         The binary mask on the fitted grid.
+    memory_ : joblib.Memory
     n_elements_ : int
         Number of maps.
-    clean_args_ : dict
-    memory_ : joblib.Memory
     """
 
     def __init__(
@@ -156,6 +175,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             self._log(method, f"Loading {what} from {load.describe(obj)}")
 
     # ------------------------------------------------------------------ fit
+    @reemits_warnings
     def fit(self, imgs=None, y=None):
         """Load, clean and resample the maps (and mask) onto the reference grid.
 
@@ -197,11 +217,13 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         for message in fitted.messages:
             self._log("fit", message)
 
-        self.maps_img_ = as_nibabel(fitted.maps, fitted.maps_grid.affine, fitted.maps_header)
+        self.maps_img_ = _in_memory(
+            as_nibabel(fitted.maps, fitted.maps_grid.affine, fitted.maps_header)
+        )
         self.mask_img_ = (
             None
             if fitted.mask is None
-            else as_nibabel(fitted.mask.astype(np.int8), fitted.mask_grid.affine)
+            else _in_memory(as_nibabel(fitted.mask.astype(np.int8), fitted.mask_grid.affine))
         )
         self._fitted = fitted
         # the regression's maps and Gram solver on the fitted grid (shared through the cache)
@@ -226,10 +248,20 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "maps_img_") and hasattr(self, "n_elements_")
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
+        """scikit-learn tags as nilearn 0.14.1's maskers declare them: a "masker" taking images.
+
+        nilearn's estimator checks (``nilearn._utils.estimator_checks``) select their checks by
+        these tags (``estimator_type == "masker"``, ``input_tags.niimg_like``).
+        """
         tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
+        tags.input_tags = ImageInputTags()
+        tags.estimator_type = "masker"
         return tags
+
+    def _more_tags(self) -> Tags:
+        """The tags again, under the name nilearn's checks compare them with (``check_tags``)."""
+        return self.__sklearn_tags__()
 
     # ------------------------------------------------------------------ transform
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None):
@@ -253,7 +285,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         """
         check_is_fitted(self)
         if self.standardize in [True, False]:  # nilearn's test: 1, 0 and np.True_ warn too
-            warnings.warn(STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=2)
+            warnings.warn(STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=find_stack_level())
         all_confounds = None
         if confounds is not None or self.high_variance_confounds:
             all_confounds = []
@@ -263,6 +295,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
                 all_confounds += confounds if isinstance(confounds, list) else [confounds]
         return self.transform_single_imgs(imgs, confounds=all_confounds, sample_mask=sample_mask)
 
+    @reemits_warnings
     def transform_single_imgs(self, imgs, confounds=None, sample_mask=None):
         """Extract the signals of one 3D or 4D image (the worker behind :meth:`transform`)."""
         check_is_fitted(self)
@@ -338,7 +371,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         ``keep_masked_maps=False`` dropped some (nilearn raises there).
         """
         check_is_fitted(self)
-        signals = _check_inverse_input(region_signals)
+        signals = inverse.check_signals(region_signals)
         kept = self._kept_maps()
         if signals.shape[-1] not in (self.n_elements_, kept.size):
             expected = (
@@ -349,26 +382,10 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
                 f"Expected {expected}.\nGot {signals.shape}."
             )
         self._log("inverse_transform", "Computing image from signals")
-        fitted = self._fitted
-        maps = fitted.maps if signals.shape[-1] == self.n_elements_ else fitted.maps[kept]
-        if fitted.mask is not None:
-            support = np.zeros(maps.shape[1:], dtype=bool)
-            for m in fitted.maps[kept]:
-                support |= m != 0
-            support &= fitted.mask
-        else:
-            support = np.ones(maps.shape[1:], dtype=bool)
-        flat = np.flatnonzero(support)
-        rows = maps.reshape(maps.shape[0], -1)[:, flat]
-        values = np.atleast_2d(signals) @ rows
-        out = np.zeros((values.shape[0], support.size), dtype=values.dtype)
-        out[:, flat] = values
-        out = out.reshape((values.shape[0], *support.shape))
         target = params.target_dtype(signals.dtype, self.dtype) or signals.dtype
-        data = out[0] if signals.ndim == 1 else out
-        img = nib.Nifti1Image(np.asarray(data.T, dtype=target), self.maps_img_.affine)
-        img.set_data_dtype(target)
-        return img
+        return inverse.signals_to_image(
+            signals, self._fitted, kept, self.maps_img_.affine, np.dtype(target)
+        )
 
     # ------------------------------------------------------------------ reports
     def generate_report(self, displayed_maps=10, title=None):
@@ -393,16 +410,9 @@ class _MiddleVolume:
         return self._image
 
 
-def _check_inverse_input(signals) -> np.ndarray:
-    """nilearn's checks on ``inverse_transform`` input (DataFrames, NaN, dimensions, bools)."""
-    if hasattr(signals, "to_numpy"):
-        signals = signals.to_numpy().squeeze()
-    signals = np.atleast_1d(np.asarray(signals))
-    if signals.ndim > 2:
-        raise ValueError(f"Found array with dim {signals.ndim}. None expected <= 2.")
-    if signals.dtype.kind == "b":
-        warnings.warn("Casting boolean input to int32", UserWarning, stacklevel=3)
-        signals = signals.astype(np.int32)
-    if signals.dtype.kind in "fc" and not np.isfinite(signals).all():
-        raise ValueError("Input contains NaN.")
-    return signals
+def _in_memory(img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """The image with its array cached, as nilearn's fitted images are after its ``get_data``
+    (nibabel's ``_data_cache``): reading the data then leaves the image, and its joblib hash,
+    unchanged (nilearn's check_masker_joblib_cache)."""
+    img._data_cache = np.asanyarray(img.dataobj)
+    return img

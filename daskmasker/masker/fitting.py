@@ -64,7 +64,7 @@ class FittedMaps:
                 if not maps.any():
                     raise ValueError("No map left after resampling maps_img.")
             if mask is not None and not grid.same_as(self.mask_grid):
-                mask = spatial.resample_mask(mask, self.mask_grid, grid)
+                mask = spatial.resample_mask(mask, self.mask_grid, grid, check=False)
             self._on_grid[grid.key] = prepare_grid_maps(maps, mask, self.keep_masked_maps)
         return self._on_grid[grid.key]
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import nibabel as nib
+from sklearn.utils.validation import check_is_fitted
 
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.masker.transform import HighVariance
 from daskmasker.runtime.scheduling import compute_images
+from daskmasker.stacklevel import reemits_warnings
 
 
 def _is_single(imgs) -> bool:
@@ -17,22 +19,38 @@ def _is_single(imgs) -> bool:
     return isinstance(imgs, nib.spatialimages.SpatialImage | str | os.PathLike | xr.DataArray)
 
 
-class MultiNiftiMapsMasker(NiftiMapsMasker):
-    """Maps masker for lists of 4D images, as ``nilearn.maskers.MultiNiftiMapsMasker``.
+def _multi_docstring(single: str) -> str:
+    """NiftiMapsMasker's docstring with this class's summary and ``n_jobs`` inserted before
+    ``clean_args``, in ``__init__``'s order (nilearn's check_doc_attributes wants that order)."""
+    body = single[single.index("    Parameters\n") :]
+    n_jobs = (
+        "    n_jobs : int, default=1\n"
+        "        Threads of the local scheduler (-1: all cores); ignored on a distributed "
+        "cluster.\n"
+    )
+    body = body.replace("    clean_args : dict", n_jobs + "    clean_args : dict", 1)
+    summary = (
+        "Maps masker for lists of 4D images, as ``nilearn.maskers.MultiNiftiMapsMasker``.\n\n"
+        "    ``transform`` of a list returns a list of arrays.  The images' graphs are computed\n"
+        "    together, so their chunks run concurrently: ``n_jobs`` threads on the local\n"
+        "    scheduler, or every worker of an active ``distributed.Client``.  Each image's\n"
+        "    confounds may be an array, a DataFrame, a csv/tsv path, a list of these, or None;\n"
+        "    high-variance confounds are appended *after* them, as nilearn's multi masker does.\n\n"
+    )
+    return summary + body
 
-    ``transform`` of a list returns a list of arrays.  The images' graphs are computed together, so
-    their chunks run concurrently: ``n_jobs`` threads on the local scheduler, or every worker of an
-    active ``distributed.Client``.  High-variance confounds are appended *after* the user's
-    confounds,
-    as nilearn's multi masker does.
 
-    Parameters
-    ----------
-    n_jobs : int, default=1
-        Threads of the local scheduler (-1: all cores); ignored on a distributed cluster.
-    **kwargs
-        The parameters of :class:`daskmasker.NiftiMapsMasker`.
-    """
+def _confounds_list(confounds) -> list | None:
+    """One image's confounds as the list the transform graph takes: None stays None; an array,
+    DataFrame or csv/tsv path becomes a one-item list; a list or tuple is copied (never the
+    caller's list, which nilearn extends in place with the high-variance confounds)."""
+    if confounds is None:
+        return None
+    return list(confounds) if isinstance(confounds, list | tuple) else [confounds]
+
+
+class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
+    # the docstring is NiftiMapsMasker's with n_jobs before clean_args (see _multi_docstring)
 
     def __init__(
         self,
@@ -82,6 +100,8 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
         )
         self.n_jobs = n_jobs
 
+    __doc__ = _multi_docstring(NiftiMapsMasker.__doc__)
+
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
         """Fit on ``imgs`` (the first image gives the grid), then transform them."""
         return self.fit(imgs, y=y, **fit_params).transform(
@@ -96,6 +116,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
 
     def transform(self, imgs, confounds=None, sample_mask=None):
         """Signals of one image (an array) or of a list of images (a list of arrays)."""
+        check_is_fitted(self)
         for name, value in (("confounds", confounds), ("sample_mask", sample_mask)):
             if not (value is None or isinstance(value, list)):
                 raise TypeError(
@@ -109,8 +130,10 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
             )
         return self.transform_imgs(imgs, confounds, n_jobs=self.n_jobs, sample_mask=sample_mask)
 
+    @reemits_warnings
     def transform_imgs(self, imgs_list, confounds=None, n_jobs=1, sample_mask=None):
         """Signals of each image of a list, computed in one Dask computation."""
+        check_is_fitted(self)
         n = len(imgs_list)
         for label, values in (("confounds", confounds), ("sample_mask", sample_mask)):
             if values is not None and len(values) != n:
@@ -121,12 +144,9 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
 
         def graphs():  # on a cluster each image's graph is built when a worker is free for it
             for i, img in enumerate(imgs_list):
-                conf = None if confounds is None else confounds[i]
+                conf = _confounds_list(None if confounds is None else confounds[i])
                 if self.high_variance_confounds:
-                    conf = [
-                        *(conf if isinstance(conf, list) else [] if conf is None else [conf]),
-                        HighVariance(),
-                    ]
+                    conf = [*(conf or []), HighVariance()]
                 sm = None if sample_mask is None else sample_mask[i]
                 lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))
                 yield lazies[-1].data

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from daskmasker.stacklevel import find_stack_level
+
 _NUMBER = "float | numpy.floating | int | numpy.integer | None"
 STANDARDIZE_VALUES = ("zscore_sample", "psc", True, False, None)
 TARGETS = ("mask", "maps", "data", None)
@@ -106,7 +108,7 @@ def check_memory(memory: Any, memory_level: int):
             "memory_level is currently set to 0 but a Memory object has been provided. "
             "Setting memory_level to 1.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=find_stack_level(),
         )
         memory_level = 1
     return memory, memory_level

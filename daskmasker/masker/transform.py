@@ -8,7 +8,6 @@ labels the result as a ``DataArray`` (time, region).  Nothing is computed here.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +29,7 @@ from daskmasker.masker.fitting import FittedMaps
 from daskmasker.runtime.client import active_client
 from daskmasker.runtime.forwarding import forward_warnings
 from daskmasker.runtime.scheduling import maps_sharing
+from daskmasker.stacklevel import warn
 
 RESAMPLE_TRANSFORM_HINT = (
     "To avoid this warning, make sure to pass the images "
@@ -41,6 +41,8 @@ KEEP_MASKED_MAPS_WARNING = (
     'output. These are currently kept.\n"keep_masked_maps" parameter will be removed in version '
     '0.15. Set "keep_masked_maps=False" to silence this warning.'
 )
+
+NO_MAP_LEFT = "No map left after applying mask to the maps image."
 
 
 class HighVariance:
@@ -95,11 +97,11 @@ def lazy_signals(
         check_same_grids(grids)
     elif target == "data":
         if not data_grid.same_as(fitted.maps_grid):
-            _warn("Resampling maps at transform time...\n" + RESAMPLE_TRANSFORM_HINT)
+            warn("Resampling maps at transform time...\n" + RESAMPLE_TRANSFORM_HINT)
         if fitted.mask is not None and not data_grid.same_as(fitted.mask_grid):
-            _warn("Resampling mask at transform time...\n" + RESAMPLE_TRANSFORM_HINT)
+            warn("Resampling mask at transform time...\n" + RESAMPLE_TRANSFORM_HINT)
     elif target == "maps" and not data_grid.same_as(fitted.maps_grid):
-        _warn(
+        warn(
             "Resampling images at transform time...\n"
             "To avoid this warning, make sure to resample the images you want to transform "
             "to the shape of the maps or set resampling_target to 'data'."
@@ -119,9 +121,13 @@ def lazy_signals(
 
     log("Extracting region signals")
     if params["keep_masked_maps"] and fitted.mask is not None:
-        _warn(KEEP_MASKED_MAPS_WARNING, FutureWarning)
+        warn(KEEP_MASKED_MAPS_WARNING, FutureWarning)
+    elif grid_maps.kept.size == 0:
+        # fitted without an image, the mask resampled onto this grid covers no map (nilearn
+        # checks this at fit when it knows the grid, and at extraction otherwise)
+        raise ValueError(NO_MAP_LEFT)
     elif grid_maps.dropped:
-        _warn(
+        warn(
             "After applying mask to the maps image, maps with the following indices were "
             f"removed: {set(grid_maps.dropped)}. Out of {fitted.n_maps} maps, the masked "
             f"map image only contains {grid_maps.kept.size} maps."
@@ -180,11 +186,6 @@ def lazy_signals(
     )
     signals.encoding["source"] = raw.attrs.get("source")
     return signals, conf
-
-
-def _warn(message: str, category: type[Warning] = UserWarning) -> None:
-    # the estimator's method → lazy_signals → here: the user's call is 4 frames up
-    warnings.warn(message, category, stacklevel=4)
 
 
 def _fused_reader(raw: xr.DataArray, img: xr.DataArray, data: da.Array, high_variance: bool):

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from daskmasker.stacklevel import find_stack_level
+
 NOT_FITTED = (
     "This estimator has not been fit yet. Make sure to run `fit` before inspecting reports."
 )
@@ -193,7 +195,7 @@ def generate_report(masker, displayed_maps: Any = 10, title: str | None = None) 
         for k in shown:
             figures.append((f"Map {k}", _figure(maps[..., k], background, masker.cmap, f"map {k}")))
     for note in dict.fromkeys(notes):
-        warnings.warn(note, UserWarning, stacklevel=3)
+        warnings.warn(note, UserWarning, stacklevel=find_stack_level())
     uid = uuid.uuid4().hex[:8]
     imgs = "\n".join(
         f'<img src="data:image/png;base64,{png}" alt="{label}" data-label="{label}"'

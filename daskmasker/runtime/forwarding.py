@@ -14,6 +14,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from daskmasker.stacklevel import find_stack_level
+
 WARNINGS_TOPIC = "daskmasker-warnings"
 _RECORDING = threading.Lock()  # catch_warnings is process-wide: one recording task at a time
 
@@ -51,7 +53,7 @@ def forward_warnings(func: Callable) -> Callable:
     return task
 
 
-def reemit_warnings(client: Any, names: set[str], stacklevel: int = 2) -> None:
+def reemit_warnings(client: Any, names: set[str]) -> None:
     """Emit in the client the warnings that the :func:`forward_warnings` tasks of the Dask
     collections named ``names`` logged, each collection's latest run."""
     latest = {}
@@ -60,7 +62,7 @@ def reemit_warnings(client: Any, names: set[str], stacklevel: int = 2) -> None:
             latest[message["collection"]] = message["warnings"]
     for records in latest.values():
         for module, qualname, text in records:
-            warnings.warn(text, _warning_category(module, qualname), stacklevel=stacklevel + 1)
+            warnings.warn(text, _warning_category(module, qualname), stacklevel=find_stack_level())
 
 
 def _warning_category(module: str, qualname: str) -> type[Warning]:

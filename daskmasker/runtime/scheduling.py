@@ -36,7 +36,7 @@ def compute_images(arrays: Iterable, num_workers: int | None = None, pin: bool =
         values = [done[index] for index in range(len(done))]
     else:
         values = client.gather(client.compute(list(named())))
-    reemit_warnings(client, names, stacklevel=3)
+    reemit_warnings(client, names)
     return values
 
 

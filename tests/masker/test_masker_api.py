@@ -21,6 +21,7 @@ from daskmasker.compute.chunks import gemm_volumes
 from daskmasker.io import nifti
 
 from helpers import make_data
+from parity import TOL64, assert_close
 
 
 def test_params_clone_pickle_pipeline(maps, data):
@@ -166,7 +167,7 @@ def test_boolean_like_standardize_warns_as_nilearn(maps, data, standardize):
     if isinstance(ref, type):
         assert ours is ref
     else:
-        np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6 * np.abs(ref).max())
+        assert_close(ours, ref, TOL64)
 
 
 def test_empty_confounds_list_means_no_confounds(maps, data):
