@@ -72,3 +72,18 @@ def test_python_examples_import_public_names():
 def test_linked_paths_exist():
     for path in re.findall(r"`((?:docs|benchmarks|deploy|notebooks|tests)/[\w./-]*)`", README):
         assert (ROOT / path.split("::")[0]).exists(), path
+
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_tests_named_in_docs_exist(doc):
+    """Every `tests/file.py::test_name` a document cites is a test that exists."""
+    text = doc.read_text()
+    cited = re.findall(r"(tests/[\w/]+\.py)((?:::\w+)?)", text)
+    for path, name in cited:
+        source = ROOT / path
+        assert source.exists(), f"{doc.name} cites {path}, which does not exist"
+        if name:
+            assert re.search(rf"def {name[2:]}\b", source.read_text()), f"{doc.name}: {path}{name}"

@@ -135,7 +135,7 @@ def test_cli_extract(dataset, tmp_path, capsys):
         ]
     )
     assert code == 0
-    assert "3 extracted" in capsys.readouterr().out
+    assert "3 extracted" in capsys.readouterr().err  # the summary is logged on stderr
     report = (tmp_path / "cli.zarr" / "report.html").read_text()
     assert "The masker has <b>6</b> spatial maps in total." in report
     path, conf = dataset["runs"][1]
