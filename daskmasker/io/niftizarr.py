@@ -35,6 +35,7 @@ from daskmasker.io.image import (
     header_from_attrs,
     header_from_bytes,
     image_affine,
+    netcdf_attrs,
 )
 
 IMAGE = "image"
@@ -42,6 +43,18 @@ HEADER = "nifti"
 HEADER_DIM = "nifti_byte"
 OME_VERSION = "0.5"
 _UNITS = {"space": "millimeter", "time": "second"}
+# the image attrs a store keeps (with the affine and the source's header, "nifti_header")
+HEADER_KEYS = (
+    "t_r",
+    "space_units",
+    "time_units",
+    "qform_code",
+    "sform_code",
+    "source_dtype",
+    "scl_slope",
+    "scl_inter",
+    "source",
+)
 
 
 def store_dims(img: xr.DataArray) -> list[str]:
@@ -66,6 +79,14 @@ def ome_attrs(img: xr.DataArray) -> dict[str, Any]:
         "version": OME_VERSION,
         "multiscales": [{"name": IMAGE, "axes": axes, "datasets": [level]}],
     }
+
+
+def image_attrs(img: xr.DataArray) -> dict[str, Any]:
+    """The image array's attrs: affine, header fields and source header, netCDF-serialisable;
+    ``coordinates`` makes xarray show the ``nifti`` header array as a coordinate."""
+    attrs = {k: img.attrs[k] for k in (*HEADER_KEYS, "nifti_header") if k in img.attrs}
+    attrs["affine"] = image_affine(img).tolist()
+    return {**netcdf_attrs(attrs), "coordinates": HEADER}
 
 
 def store_header(img: xr.DataArray) -> bytes:

@@ -40,7 +40,6 @@ from daskmasker.io.image import (
     STORE_NAMES,
     header_attrs,
     header_from_attrs,
-    image_affine,
     make_image,
     netcdf_attrs,
 )
@@ -48,17 +47,6 @@ from daskmasker.io.nifti import scaled_dtype
 from daskmasker.io.retry import retry
 
 ATTR = "daskmasker"
-_HEADER_KEYS = (
-    "t_r",
-    "space_units",
-    "time_units",
-    "qform_code",
-    "sform_code",
-    "source_dtype",
-    "scl_slope",
-    "scl_inter",
-    "source",
-)
 
 
 def _check_target(mapper, store: str, overwrite: bool) -> None:
@@ -143,7 +131,7 @@ def write_image(
         compressors=None if codec is None else [codec],
         fill_value=0,
         dimension_names=niftizarr.store_dims(img),
-        attributes=_image_attrs(img),
+        attributes=niftizarr.image_attrs(img),
     )
     _write_small(group, niftizarr.HEADER, niftizarr.store_header(img), [niftizarr.HEADER_DIM])
     for dim in img.dims:
@@ -164,15 +152,6 @@ def write_image(
         warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
         zarr.consolidate_metadata(mapper.store, zarr_format=3)
     return str(store)
-
-
-def _image_attrs(img: xr.DataArray) -> dict[str, Any]:
-    """The image array's attrs: affine, header fields and source header, netCDF-serialisable;
-    ``coordinates`` makes xarray show the ``nifti`` header array as a coordinate."""
-    keys = (*_HEADER_KEYS, "nifti_header")
-    attrs = {k: img.attrs[k] for k in keys if k in img.attrs}
-    attrs["affine"] = image_affine(img).tolist()
-    return {**netcdf_attrs(attrs), "coordinates": niftizarr.HEADER}
 
 
 def _write_small(group, name: str, values, dims: list[str], attrs: dict | None = None) -> None:
@@ -356,10 +335,10 @@ def open_zarr(
     stored = dict(array.attrs)
     if "affine" in stored:  # written by daskmasker
         affine = np.reshape(stored["affine"], (4, 4))
-        extra = {k: stored[k] for k in (*_HEADER_KEYS, "nifti_header") if k in stored}
+        extra = {k: stored[k] for k in (*niftizarr.HEADER_KEYS, "nifti_header") if k in stored}
     elif layout.meta is not None and "affine" in layout.meta:  # daskmasker, NIfTI-Zarr 0.1
         affine = np.asarray(layout.meta["affine"])
-        extra = {k: layout.meta[k] for k in _HEADER_KEYS if k in layout.meta}
+        extra = {k: layout.meta[k] for k in niftizarr.HEADER_KEYS if k in layout.meta}
         extra["nifti_header"] = _base64(layout.header)
     else:  # another writer: the header describes the stored (unscaled) values
         affine = layout.header.get_best_affine()

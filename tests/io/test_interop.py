@@ -217,3 +217,44 @@ def test_maps_have_a_component_axis(tmp_path, maps, data):
     np.testing.assert_array_equal(open_zarr(store).values, np.asarray(maps.dataobj).T)
     expected = NiftiMapsMasker(maps).fit_transform(data)
     np.testing.assert_array_equal(NiftiMapsMasker(store).fit_transform(data), expected)
+
+
+def test_opening_reads_headers_only(tmp_path):
+    """engine="nifti" and open_zarr of a niizarr store read no voxel: a file cut after its
+    header and a store without chunks open; their values fail or are the fill value."""
+    ref = _nifti(tmp_path / "cut.nii")
+    blob = (tmp_path / "cut.nii").read_bytes()
+    (tmp_path / "cut.nii").write_bytes(blob[: int(ref.dataobj.offset)])
+    ds = xr.open_dataset(tmp_path / "cut.nii", engine="nifti")
+    assert ds["image"].shape == (9, 5, 7, 6)
+    with pytest.raises(OSError, match="truncated"):
+        ds["image"].load()
+    niizarr.nii2zarr(_nifti(tmp_path / "a.nii"), str(tmp_path / "a.nii.zarr"), nb_levels=1)
+    for chunk in (tmp_path / "a.nii.zarr" / "0" / "c").rglob("*"):
+        if chunk.is_file():
+            chunk.unlink()
+    img = open_zarr(str(tmp_path / "a.nii.zarr"))
+    assert img.shape == (9, 5, 7, 6) and not img.values.any()
+
+
+def test_stores_of_the_previous_layout_still_open(tmp_path):
+    """Stores written before NIfTI-Zarr 1.0 (header as a group attribute, OME-Zarr 0.4 array
+    '0', metadata in the 'daskmasker' group attribute) open as they did."""
+    ref = _nifti(tmp_path / "a.nii", dtype=np.int16, scaled=True)
+    values = np.asanyarray(ref.dataobj).T
+    group = zarr.open_group(str(tmp_path / "old.zarr"), mode="w", zarr_format=3)
+    group.create_array("0", shape=values.shape, dtype=values.dtype, chunks=(4, 5, 7, 6))[...] = (
+        values
+    )
+    axes = [{"name": "t", "type": "time"}] + [{"name": n, "type": "space"} for n in "zyx"]
+    datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1] * 4}]}]
+    header = open_nifti(tmp_path / "a.nii").attrs["nifti_header"]
+    group.attrs.update(
+        multiscales=[{"version": "0.4", "axes": axes, "datasets": datasets}],
+        nifti={"base64": header},
+        daskmasker={"affine": AFFINE.tolist(), "t_r": 2.5, "complete": True},
+    )
+    img = open_zarr(str(tmp_path / "old.zarr"))
+    np.testing.assert_array_equal(img.values, values)
+    np.testing.assert_array_equal(np.asarray(img.attrs["affine"]), AFFINE)
+    assert img.attrs["nifti_header"] == header and img.attrs["scl_slope"] == 0.5
