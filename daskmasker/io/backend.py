@@ -4,7 +4,9 @@ Registered under ``[project.entry-points."xarray.backends"]`` as ``nifti``.  It 
 (``.nii``, ``.nii.gz``; paths or fsspec URLs) and daskmasker/NIfTI-Zarr stores lazily, as a
 Dataset with one variable, ``image``: the daskmasker image (dims ``time``/``component``, ``z``,
 ``y``, ``x``; mm and s coordinates) with its attributes made netCDF-serialisable (the affine as 16
-numbers, row by row), so ``ds.to_netcdf()`` works.  Only headers are read when opening.
+numbers, row by row), so ``ds.to_netcdf()`` works.  Only headers are read when opening; as with
+xarray's own engines, the variable is lazily indexed (a selection reads only the volumes it
+needs), and ``chunks={}`` makes it a Dask array chunked as daskmasker reads the file.
 
 xarray imports every registered backend when it first opens a file: this module imports only
 xarray at import time, and daskmasker's readers when it opens something.
@@ -15,8 +17,10 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
+import numpy as np
 import xarray as xr
-from xarray.backends import BackendEntrypoint
+from xarray.backends import BackendArray, BackendEntrypoint
+from xarray.core import indexing
 
 VARIABLE = "image"
 _SUFFIXES = (".nii", ".nii.gz")
@@ -69,11 +73,18 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
         from daskmasker.io.load import load_image
 
         path = os.fspath(filename_or_obj)
-        image = load_image(path, storage_options=storage_options, maps=maps).copy(deep=False)
-        image.attrs = netcdf_attrs(image.attrs)
-        for name in image.coords:
-            image[name].attrs = netcdf_attrs(image[name].attrs)
-        dataset = image.to_dataset(name=VARIABLE)
+        image = load_image(path, storage_options=storage_options, maps=maps)
+        lazy = xr.Variable(
+            image.dims,
+            indexing.LazilyIndexedArray(_ImageArray(image.data)),
+            netcdf_attrs(image.attrs),
+            encoding={"preferred_chunks": dict(zip(image.dims, image.data.chunks, strict=True))},
+        )
+        coords = {
+            name: xr.Variable(c.dims, c.values, netcdf_attrs(c.attrs))
+            for name, c in image.coords.items()
+        }
+        dataset = xr.Dataset({VARIABLE: lazy}, coords=coords)
         if drop_variables is not None:
             dataset = dataset.drop_vars(drop_variables, errors="ignore")
         return dataset
@@ -85,3 +96,21 @@ class NiftiBackendEntrypoint(BackendEntrypoint):
         except TypeError:
             return False
         return isinstance(name, str) and name.lower().endswith(_SUFFIXES)
+
+
+class _ImageArray(BackendArray):
+    """A daskmasker image's Dask array behind xarray's lazy indexing: a selection computes only
+    the chunks it touches."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER, self._getitem
+        )
+
+    def _getitem(self, key: tuple) -> np.ndarray:
+        return np.asarray(self.array[key])

@@ -96,6 +96,11 @@ def store_header(img: xr.DataArray) -> bytes:
     scaling (the store holds the values nibabel presents); a new NIfTI-1 header with the affine
     as qform and sform (code 1) for an image without one.  Maps have NIfTI-Zarr's shape
     ``(x, y, z, 1, n)``: one time point, ``n`` channels.
+
+    Raises
+    ------
+    ValueError
+        For dtypes NIfTI has no code for (bool, float16).
     """
     header = header_from_attrs(img.attrs)
     if header is None:
@@ -108,7 +113,13 @@ def store_header(img: xr.DataArray) -> bytes:
     shape = [int(s) for s in img.shape[::-1]]
     if img.ndim == 4 and img.dims[0] == COMPONENT_DIM:
         shape = [*shape[:3], 1, shape[3]]
-    header.set_data_dtype(img.dtype)
+    try:
+        header.set_data_dtype(img.dtype)
+    except nib.spatialimages.HeaderDataError as exc:
+        raise ValueError(
+            f"an image of dtype {img.dtype} cannot be stored: NIfTI-Zarr needs a NIfTI data "
+            "type (cast it first, e.g. img.astype('uint8') for a boolean mask)"
+        ) from exc
     header.set_data_shape(shape)
     if img.ndim == 4 and img.dims[0] == TIME_DIM and img.attrs.get("t_r"):
         header["pixdim"][4] = float(img.attrs["t_r"]) / {"msec": 1e-3, "usec": 1e-6}.get(

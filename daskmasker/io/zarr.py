@@ -114,6 +114,7 @@ def write_image(
         data = data.rechunk((step, -1, -1, -1))
     else:
         data = data.rechunk(-1)
+    header = niftizarr.store_header(img)  # fails on dtypes NIfTI lacks, before any write
     mapper = Location(store, storage_options)
     _check_target(mapper, str(store), overwrite)
     codec = (
@@ -133,7 +134,7 @@ def write_image(
         dimension_names=niftizarr.store_dims(img),
         attributes=niftizarr.image_attrs(img),
     )
-    _write_small(group, niftizarr.HEADER, niftizarr.store_header(img), [niftizarr.HEADER_DIM])
+    _write_small(group, niftizarr.HEADER, header, [niftizarr.HEADER_DIM])
     for dim in img.dims:
         if dim in img.coords:
             coord = img.coords[dim]

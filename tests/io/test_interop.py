@@ -4,6 +4,7 @@ NIfTI-Zarr reference implementation (``nifti-zarr``/``niizarr``) and the OME-Zar
 
 from __future__ import annotations
 
+import dask
 import dask.array as da
 import nibabel as nib
 import niizarr
@@ -90,17 +91,25 @@ def test_plain_xarray_image_goes_back_into_daskmasker(tmp_path, maps, data):
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
 def test_nifti_engine(tmp_path, suffix):
-    """``engine="nifti"`` (and no engine: guess_can_open) opens a lazy, netCDF-ready Dataset."""
+    """``engine="nifti"`` (and no engine: guess_can_open) opens a lazy, netCDF-ready Dataset;
+    ``chunks={}`` gives Dask chunks of whole volumes, as daskmasker reads the file."""
     path = tmp_path / f"bold{suffix}"
     ref = _nifti(path, dtype=np.int16, scaled=True)
     assert "nifti" in xr.backends.list_engines()
     for ds in (xr.open_dataset(path, engine="nifti"), xr.open_dataset(path)):
         image = ds["image"]
         assert image.dims == ("time", "z", "y", "x")
-        assert isinstance(image.data, da.Array)  # nothing read yet
-        np.testing.assert_array_equal(image.values, np.asanyarray(ref.dataobj).T)
+        np.testing.assert_array_equal(image.isel(time=3), np.asanyarray(ref.dataobj)[..., 3].T)
+        np.testing.assert_array_equal(image.load().values, np.asanyarray(ref.dataobj).T)
         np.testing.assert_allclose(ds["time"], 2.5 * np.arange(9))
         assert image.attrs["affine"] == AFFINE.reshape(-1).tolist()
+    volume_nbytes = 6 * 7 * 5 * np.asanyarray(ref.dataobj).dtype.itemsize
+    with dask.config.set({"daskmasker.chunk-bytes": 2 * volume_nbytes}):
+        chunked = xr.open_dataset(path, engine="nifti", chunks={})["image"]
+    assert isinstance(chunked.data, da.Array)
+    assert chunked.data.chunks[0] == (2, 2, 2, 2, 1)
+    np.testing.assert_array_equal(chunked.values, np.asanyarray(ref.dataobj).T)
+    ds = xr.open_dataset(path, engine="nifti")
     ds.to_netcdf(tmp_path / "bold.nc")
     back = xr.open_dataset(tmp_path / "bold.nc")
     np.testing.assert_array_equal(back["image"], np.asanyarray(ref.dataobj).T)
@@ -228,7 +237,7 @@ def test_opening_reads_headers_only(tmp_path):
     ds = xr.open_dataset(tmp_path / "cut.nii", engine="nifti")
     assert ds["image"].shape == (9, 5, 7, 6)
     with pytest.raises(OSError, match="truncated"):
-        ds["image"].load()
+        np.asarray(ds["image"])
     niizarr.nii2zarr(_nifti(tmp_path / "a.nii"), str(tmp_path / "a.nii.zarr"), nb_levels=1)
     for chunk in (tmp_path / "a.nii.zarr" / "0" / "c").rglob("*"):
         if chunk.is_file():
@@ -258,3 +267,11 @@ def test_stores_of_the_previous_layout_still_open(tmp_path):
     np.testing.assert_array_equal(img.values, values)
     np.testing.assert_array_equal(np.asarray(img.attrs["affine"]), AFFINE)
     assert img.attrs["nifti_header"] == header and img.attrs["scl_slope"] == 0.5
+
+
+def test_a_dtype_nifti_lacks_is_refused_before_writing(tmp_path):
+    img = open_nifti(_nifti(tmp_path / "a.nii").get_filename()) > 100
+    with pytest.raises(ValueError, match="dtype bool cannot be stored"):
+        to_zarr(img, str(tmp_path / "mask.zarr"))
+    assert not (tmp_path / "mask.zarr").exists()
+    assert open_zarr(to_zarr(img.astype("uint8"), str(tmp_path / "mask.zarr"))).dtype == np.uint8
