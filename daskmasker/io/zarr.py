@@ -340,7 +340,8 @@ def open_zarr(
     elif layout.meta is not None and "affine" in layout.meta:  # daskmasker, NIfTI-Zarr 0.1
         affine = np.asarray(layout.meta["affine"])
         extra = {k: layout.meta[k] for k in niftizarr.HEADER_KEYS if k in layout.meta}
-        extra["nifti_header"] = _base64(layout.header)
+        if layout.header is not None:
+            extra["nifti_header"] = _base64(layout.header)
     else:  # another writer: the header describes the stored (unscaled) values
         affine = layout.header.get_best_affine()
         extra = {"nifti_header": _base64(layout.header)}
