@@ -1,4 +1,4 @@
-"""Conversion of anything daskmasker opens into a Zarr image store."""
+"""Conversion of anything daskmasker opens into a Zarr image store (NIfTI-Zarr, OME-Zarr 0.5)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def to_zarr(
     progress: bool = False,
     storage_options: dict | None = None,
     compressor: Any = "default",
+    maps: bool = False,
 ) -> str:
     """Convert a NIfTI file (path or URL) or a lazy image into a Zarr v3 store, streaming.
 
@@ -37,13 +38,15 @@ def to_zarr(
         fsspec options, for both the source URL and the store.
     compressor : codec, None or "default"
         Default: Blosc LZ4 with byte shuffle (fast to write and read; see the README).
+    maps : bool, default=False
+        The source holds maps: store its 4th axis as channels (``c``), not time.
 
     Returns
     -------
     str
         The store's path or URL.
     """
-    img = load_image(source, storage_options=storage_options)
+    img = load_image(source, storage_options=storage_options, maps=maps)
     return write_image(
         img,
         store,

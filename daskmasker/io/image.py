@@ -2,7 +2,8 @@
 
 A daskmasker image is an ordinary ``DataArray`` (usually backed by a Dask array):
 
-* dims ``("time", "z", "y", "x")`` for 4D and ``("z", "y", "x")`` for 3D images.  This is NIfTI's
+* dims ``("time", "z", "y", "x")`` for 4D and ``("z", "y", "x")`` for 3D images; a maps image
+  (an atlas of probabilistic regions) has ``("component", "z", "y", "x")``.  This is NIfTI's
   on-disk order (``x`` fastest) read as a C-ordered array, the order NIfTI-Zarr uses, so a chunk of
   whole volumes is one contiguous byte range of a ``.nii`` file.  ``x``, ``y`` and ``z`` are the
   voxel
@@ -35,6 +36,7 @@ TIME_DIM = "time"
 SPATIAL_DIMS = ("z", "y", "x")
 DIMS_3D = SPATIAL_DIMS
 DIMS_4D = (TIME_DIM, *SPATIAL_DIMS)
+COMPONENT_DIM = "component"
 REGION_DIM = "region"
 MAP_DIM = "map"
 # encoding key of the chunk reader an image was opened with (Zarr chunks, .nii.gz chunks): lets
@@ -115,9 +117,15 @@ def header_from_attrs(attrs: Mapping[str, Any]) -> nib.Nifti1Header | None:
     blob = attrs.get("nifti_header")
     if not blob:
         return None
-    raw = base64.b64decode(blob)
-    klass = nib.Nifti2Header if len(raw) == nib.Nifti2Header.sizeof_hdr else nib.Nifti1Header
-    return klass(binaryblock=raw)
+    return header_from_bytes(base64.b64decode(blob))
+
+
+def header_from_bytes(raw: bytes) -> nib.Nifti1Header:
+    """A NIfTI-1 or NIfTI-2 header from its bytes (either byte order; trailing bytes ignored)."""
+    size = nib.Nifti2Header.sizeof_hdr
+    nifti2 = size in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big"))
+    klass = nib.Nifti2Header if nifti2 else nib.Nifti1Header
+    return klass(binaryblock=raw[: klass.sizeof_hdr])
 
 
 def make_image(
@@ -126,7 +134,8 @@ def make_image(
     *,
     header: nib.Nifti1Header | None = None,
     attrs: Mapping[str, Any] | None = None,
-    name: str | None = None,
+    name: str = "image",
+    maps: bool = False,
 ) -> xr.DataArray:
     """Wrap a 3D or 4D array in daskmasker order as an image DataArray.
 
@@ -140,8 +149,10 @@ def make_image(
         Source of ``t_r``, units, codes, dtype and scaling fields (see :func:`header_attrs`).
     attrs : mapping, optional
         Extra attributes; they win over the header's.
-    name : str, optional
-        Name of the DataArray.
+    name : str, default="image"
+        Name of the DataArray (the variable's name in a Dataset or netCDF file).
+    maps : bool, default=False
+        The 4th axis holds maps (``component``), not volumes in time.
 
     Returns
     -------
@@ -149,7 +160,7 @@ def make_image(
     """
     if data.ndim not in (3, 4):
         raise ValueError(f"an image must be 3D or 4D, got an array of shape {tuple(data.shape)}")
-    dims = DIMS_4D if data.ndim == 4 else DIMS_3D
+    dims = (COMPONENT_DIM if maps else TIME_DIM, *SPATIAL_DIMS) if data.ndim == 4 else DIMS_3D
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4):
         raise ValueError(f"the affine must be 4x4, got shape {affine.shape}")
@@ -161,11 +172,40 @@ def make_image(
     all_attrs["affine"] = affine.tolist()
     coords = spatial_coords(affine, shape_xyz)  # type: ignore[arg-type]
     t_r = all_attrs.get("t_r")
-    if data.ndim == 4 and t_r:
+    if data.ndim == 4 and t_r and not maps:
         coords[TIME_DIM] = xr.Variable(
             TIME_DIM, np.arange(data.shape[0]) * float(t_r), attrs={"units": "s"}
         )
     return xr.DataArray(data, dims=dims, coords=coords, attrs=all_attrs, name=name)
+
+
+def as_maps(img: xr.DataArray) -> xr.DataArray:
+    """The image with its 4th axis read as maps (``component``) rather than time."""
+    if img.ndim != 4 or img.dims[0] == COMPONENT_DIM:
+        return img
+    return img.drop_vars(img.dims[0], errors="ignore").rename({img.dims[0]: COMPONENT_DIM})
+
+
+# NIfTI-Zarr and OME-Zarr name the time and channel axes "t" and "c"
+STORE_NAMES = {TIME_DIM: "t", COMPONENT_DIM: "c"}
+
+
+def from_xarray(array: xr.DataArray) -> xr.DataArray:
+    """An image opened by plain xarray (a NIfTI-Zarr store) or the ``nifti`` engine as a
+    daskmasker image: ``t``/``c`` dims renamed ``time``/``component``, the affine as 4x4."""
+    names = {v: k for k, v in STORE_NAMES.items() if v in array.dims}
+    image = array.rename(names) if names else array
+    if "affine" in image.attrs:
+        image = image.assign_attrs(affine=image_affine(image).tolist())
+    return image
+
+
+def netcdf_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """``attrs`` as netCDF can store them: no None, the affine as 16 numbers (row by row)."""
+    out = {k: v for k, v in attrs.items() if v is not None}
+    if "affine" in out:
+        out["affine"] = np.asarray(out["affine"], dtype=np.float64).reshape(-1).tolist()
+    return out
 
 
 _DOC_URL = "https://nilearn.github.io/stable/manipulating_images/input_output.html"

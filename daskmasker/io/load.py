@@ -3,7 +3,8 @@
 Accepted: daskmasker images; nibabel images (wrapped lazily, never copied or modified); paths (``~``
 expanded, glob patterns expanded to a sorted list, as nilearn does) and fsspec URLs of NIfTI files
 or
-Zarr stores; lists or tuples of 3D images (stacked along time); single-variable xarray Datasets.
+Zarr stores; lists or tuples of 3D images (stacked along time); single-variable xarray Datasets
+and DataArrays opened by plain xarray from daskmasker stores or with ``engine="nifti"``.
 Errors follow nilearn's types and messages.
 """
 
@@ -18,7 +19,16 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from daskmasker.io.image import TIME_DIM, DimensionError, image_affine, is_image, make_image
+from daskmasker.io.image import (
+    COMPONENT_DIM,
+    TIME_DIM,
+    DimensionError,
+    as_maps,
+    from_xarray,
+    image_affine,
+    is_image,
+    make_image,
+)
 from daskmasker.io.nibabel import from_nibabel
 from daskmasker.io.nifti import open_nifti
 from daskmasker.io.zarr import open_zarr
@@ -55,8 +65,8 @@ def _expand(path: str) -> list[str] | str:
 
 
 def _load_one(obj: Any, storage_options=None, chunks=None) -> xr.DataArray:
-    if is_image(obj):
-        return obj
+    if isinstance(obj, xr.DataArray) and is_image(image := from_xarray(obj)):
+        return image
     if isinstance(obj, xr.Dataset):
         if len(obj.data_vars) != 1:
             raise ValueError(
@@ -105,6 +115,7 @@ def load_image(
     atleast_4d: bool = False,
     storage_options: dict | None = None,
     chunks=None,
+    maps: bool = False,
 ) -> xr.DataArray:
     """A lazy daskmasker image from any accepted input (reads headers only).
 
@@ -119,6 +130,8 @@ def load_image(
         fsspec options for URLs.
     chunks : optional
         Volumes per chunk.
+    maps : bool, default=False
+        The image holds maps: its 4th axis is ``component``, not ``time``.
 
     Returns
     -------
@@ -134,8 +147,10 @@ def load_image(
         img = _load_one(obj, storage_options, chunks)
     if any(s == 0 for s in img.shape):
         raise ValueError("The image is empty.")
+    if maps:
+        img = as_maps(img)
     if atleast_4d and img.ndim == 3:
-        img = img.expand_dims(TIME_DIM)
+        img = img.expand_dims(COMPONENT_DIM if maps else TIME_DIM)
     if ensure_ndim is not None and img.ndim != ensure_ndim:
         raise DimensionError(img.ndim, ensure_ndim)
     return img

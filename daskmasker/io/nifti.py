@@ -247,16 +247,18 @@ def _slice(fileobj, spec, t0, t1, ndim, url):
     return np.ascontiguousarray(arr.T)
 
 
-def _scaled_dtype(spec) -> np.dtype:
+def scaled_dtype(dtype, slope: float, inter: float) -> np.dtype:
+    """The dtype of values stored as ``dtype`` once nibabel scales them by ``slope``, ``inter``."""
     from nibabel.volumeutils import apply_read_scaling
 
-    if spec[3] == 1.0 and spec[4] == 0.0:
-        return np.dtype(spec[1])
-    probe = apply_read_scaling(np.zeros(1, dtype=spec[1]), spec[3], spec[4])
-    return probe.dtype
+    if slope == 1.0 and inter == 0.0:
+        return np.dtype(dtype)
+    return apply_read_scaling(np.zeros(1, dtype=dtype), slope, inter).dtype
 
 
-def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
+def open_nifti(
+    path_or_url, chunks=None, storage_options: dict | None = None, *, maps: bool = False
+):
     """Open a NIfTI file lazily as an image: only the header is read.
 
     Parameters
@@ -267,11 +269,14 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
         Volumes per chunk; default about 64 MiB per chunk.
     storage_options : dict, optional
         fsspec options (``anon``, ``endpoint_url``, credentials...).
+    maps : bool, default=False
+        The file holds maps (an atlas): the 4th axis is ``component``, not ``time``.
 
     Returns
     -------
     xarray.DataArray
-        Dims ``(time, z, y, x)`` or ``(z, y, x)``; the data equals nibabel's ``dataobj``.
+        Dims ``(time, z, y, x)`` (``(component, z, y, x)`` for maps) or ``(z, y, x)``; the data
+        equals nibabel's ``dataobj``.
     """
     url = normalize(path_or_url)
     header = read_header(url, storage_options)
@@ -283,7 +288,7 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
         raise ValueError(f"'{url}' holds a {len(shape)}D image of shape {shape}: expected 3D or 4D")
     if 0 in shape:
         raise ValueError(f"The image is empty: '{url}' has shape {shape}.")
-    dtype = _scaled_dtype(spec)
+    dtype = scaled_dtype(spec[1], spec[3], spec[4])
     blob = __import__("base64").b64encode(header.binaryblock).decode("ascii")
     zyx = shape[2::-1]
     name = f"nifti-{tokenize(url, storage_options, blob)}"
@@ -310,7 +315,9 @@ def open_nifti(path_or_url, chunks=None, storage_options: dict | None = None):
             else:
                 layer[key] = Task(key, _read_volumes, url, storage_options, blob, a, b, 4)
         data = task_array(name, layer, (tuple(sizes), *((n,) for n in zyx)), dtype)
-    image = make_image(data, header.get_best_affine(), header=header, attrs={"source": url})
+    image = make_image(
+        data, header.get_best_affine(), header=header, attrs={"source": url}, maps=maps
+    )
     if len(shape) == 4 and url.endswith(".gz"):
         chunk_reader = GzipChunks(url, storage_options, blob, tuple(int(b) for b in bounds))
         image.encoding[READER_ENCODING] = chunk_reader

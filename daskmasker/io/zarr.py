@@ -1,11 +1,8 @@
 """Images in Zarr v3 stores: streaming conversion, lazy opening.
 
-Layout (a single-resolution NIfTI-Zarr group, readable by OME-Zarr tools)::
-
-    run.zarr/            group attrs: "nifti" {"base64": binary header}, "multiscales" (OME-NGFF,
-                         axes t/z/y/x in s and mm, scale = voxel sizes and TR), "daskmasker"
-                         {affine, header fields, complete}
-      0/                 the array, (time, z, y, x), C order; chunks of whole volumes, zstd
+The layout is NIfTI-Zarr 1.0 (rc) on OME-Zarr 0.5, readable by plain xarray (see
+:mod:`daskmasker.io.niftizarr`): the image array ``image`` (time, z, y, x) in C order, chunks of
+whole volumes, Blosc LZ4 by default; NIfTI-Zarr's ``nifti`` header array; mm and s coordinates.
 
 Chunks of whole volumes match NIfTI's on-disk order and the masker's access pattern (see the
 README for the measurements behind the default).  Values are stored as the image presents them
@@ -15,12 +12,16 @@ to NIfTI reproduces the original bytes.
 A store is written under its final name but marked ``complete`` only after the last chunk: an
 interrupted conversion is never taken for a finished one (``open_zarr`` refuses it), and existing
 paths are replaced only with ``overwrite=True`` and only when they are daskmasker stores.
+Stores written by other NIfTI-Zarr writers (``nifti-zarr``'s ``nii2zarr``: raw values with the
+header's scaling, chunks of 64³ voxels) open too, scaled as nibabel scales them.
 """
 
 from __future__ import annotations
 
+import base64
 import sys
 import threading
+import warnings
 from typing import Any
 
 import dask
@@ -31,42 +32,21 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from daskmasker.compute.chunks import time_chunks
+from daskmasker.io import niftizarr
 from daskmasker.io.fs import Location
-from daskmasker.io.image import READER_ENCODING, image_affine, make_image
+from daskmasker.io.image import (
+    COMPONENT_DIM,
+    READER_ENCODING,
+    STORE_NAMES,
+    header_attrs,
+    header_from_attrs,
+    make_image,
+    netcdf_attrs,
+)
+from daskmasker.io.nifti import scaled_dtype
 from daskmasker.io.retry import retry
 
-ARRAY = "0"
 ATTR = "daskmasker"
-_HEADER_KEYS = (
-    "t_r",
-    "space_units",
-    "time_units",
-    "qform_code",
-    "sform_code",
-    "source_dtype",
-    "scl_slope",
-    "scl_inter",
-    "source",
-)
-
-
-def _ome_multiscales(img: xr.DataArray) -> list[dict]:
-    affine = image_affine(img)
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    axes = [{"name": d, "type": "space", "unit": "millimeter"} for d in ("z", "y", "x")]
-    scale = [float(zooms[2]), float(zooms[1]), float(zooms[0])]
-    if img.ndim == 4:
-        axes.insert(0, {"name": "t", "type": "time", "unit": "second"})
-        scale.insert(0, float(img.attrs.get("t_r") or 1.0))
-    return [
-        {
-            "version": "0.4",
-            "axes": axes,
-            "datasets": [
-                {"path": ARRAY, "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-            ],
-        }
-    ]
 
 
 def _check_target(mapper, store: str, overwrite: bool) -> None:
@@ -134,6 +114,7 @@ def write_image(
         data = data.rechunk((step, -1, -1, -1))
     else:
         data = data.rechunk(-1)
+    header = niftizarr.store_header(img)  # fails on dtypes NIfTI lacks, before any write
     mapper = Location(store, storage_options)
     _check_target(mapper, str(store), overwrite)
     codec = (
@@ -142,20 +123,23 @@ def write_image(
         else (compressor)
     )
     group = zarr.open_group(mapper.store, mode="w", zarr_format=3)
+    group.attrs.update({"ome": niftizarr.ome_attrs(img), ATTR: {"complete": False}})
     array = group.create_array(
-        ARRAY,
+        niftizarr.IMAGE,
         shape=data.shape,
         chunks=tuple(c[0] for c in data.chunks),
         dtype=data.dtype,
         compressors=None if codec is None else [codec],
         fill_value=0,
+        dimension_names=niftizarr.store_dims(img),
+        attributes=niftizarr.image_attrs(img),
     )
-    meta = {k: img.attrs.get(k) for k in _HEADER_KEYS if k in img.attrs}
-    meta.update(affine=image_affine(img).tolist(), complete=False, dims=list(img.dims))
-    attrs = {"multiscales": _ome_multiscales(img), ATTR: meta}
-    if img.attrs.get("nifti_header"):
-        attrs["nifti"] = {"base64": img.attrs["nifti_header"]}
-    group.attrs.update(attrs)
+    _write_small(group, niftizarr.HEADER, header, [niftizarr.HEADER_DIM])
+    for dim in img.dims:
+        if dim in img.coords:
+            coord = img.coords[dim]
+            name = STORE_NAMES.get(dim, dim)
+            _write_small(group, name, coord.values, [name], netcdf_attrs(coord.attrs))
     stored = da.store(data, array, lock=False, compute=False)
     if progress:
         from dask.diagnostics import ProgressBar
@@ -164,9 +148,27 @@ def write_image(
             dask.compute(stored)
     else:
         dask.compute(stored)
-    meta["complete"] = True
-    group.attrs[ATTR] = meta
+    group.attrs[ATTR] = {"complete": True}
+    with warnings.catch_warnings():  # consolidated metadata: xarray opens the store in one read
+        warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+        zarr.consolidate_metadata(mapper.store, zarr_format=3)
     return str(store)
+
+
+def _write_small(group, name: str, values, dims: list[str], attrs: dict | None = None) -> None:
+    """A small one-chunk, uncompressed array (header bytes, coordinates)."""
+    values = np.frombuffer(values, np.uint8) if isinstance(values, bytes) else np.asarray(values)
+    array = group.create_array(
+        name,
+        shape=values.shape,
+        chunks=values.shape,
+        dtype=values.dtype,
+        compressors=None,
+        fill_value=0,
+        dimension_names=dims,
+        attributes=attrs or {},
+    )
+    array[...] = values
 
 
 class ChunkReader:
@@ -290,8 +292,28 @@ def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return buffer
 
 
-def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> xr.DataArray:
-    """Open an image store written by :func:`to_zarr` (or a NIfTI-Zarr store) lazily.
+def open_zarr(
+    store: str, storage_options: dict | None = None, chunks: int | None = None
+) -> xr.DataArray:
+    """Open an image store written by :func:`to_zarr`, or any NIfTI-Zarr store, lazily.
+
+    Only metadata is read.  A store written by another NIfTI-Zarr writer is read at level 0,
+    scaled by its header's ``scl_slope``/``scl_inter`` as nibabel scales NIfTI files; its 4th
+    axis is ``component`` when stored as channels (``c``), ``time`` otherwise.
+
+    Parameters
+    ----------
+    store : str
+        Local path or fsspec URL.
+    storage_options : dict, optional
+        fsspec options.
+    chunks : int, optional
+        Volumes per chunk; default: the store's chunks when they hold whole volumes, else about
+        32 MiB of volumes.
+
+    Returns
+    -------
+    xarray.DataArray
 
     Raises
     ------
@@ -305,45 +327,73 @@ def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> x
         if not mapper.fs.exists(mapper.root):
             raise FileNotFoundError(f"File not found: '{store}'") from exc
         raise ValueError(f"'{store}' is not a Zarr store: {exc}") from exc
-    attrs = dict(group.attrs)
-    meta = attrs.get(ATTR)
-    header = None
-    if "nifti" in attrs and "base64" in attrs["nifti"]:
-        header = attrs["nifti"]["base64"]
-    if meta is None and header is None:
-        raise ValueError(
-            f"'{store}' is not a daskmasker or NIfTI-Zarr image store (no 'daskmasker' or "
-            "'nifti' attributes)"
-        )
-    if meta is not None and not meta.get("complete", False):
+    layout = niftizarr.read_layout(group, str(store))
+    if layout.meta is not None and not layout.meta.get("complete", False):
         raise ValueError(f"'{store}' is incomplete: its conversion was interrupted; convert again")
-    if ARRAY not in group:
-        raise ValueError(f"'{store}' has no image array '{ARRAY}'")
-    array = group[ARRAY]
-    reader = ChunkReader.of(array, mapper) if chunks is None else None
-    if reader is not None:
-        data = da.from_array(reader, chunks=array.chunks, asarray=False, fancy=False)
-    else:
-        data = da.from_zarr(array, chunks=chunks if chunks is not None else array.chunks)
-    while data.ndim > 4 and data.shape[1] == 1:
-        data = data[:, 0]
-    if meta is not None:
-        affine = np.asarray(meta["affine"])
-        extra = {k: meta[k] for k in _HEADER_KEYS if k in meta}
-    else:
-        from daskmasker.io.image import header_from_attrs
-
-        hdr = header_from_attrs({"nifti_header": header})
-        affine = hdr.get_best_affine()
-        extra = {}
-    extra["source"] = str(store)
-    if header is not None:
-        extra["nifti_header"] = header
-    if "nifti_header" in extra:
-        from daskmasker.io.image import header_attrs, header_from_attrs
-
+    array = group[layout.path]
+    data, reader = _lazy(array, mapper, chunks)
+    data, dims = _squeeze(data, layout.dims, str(store))
+    stored = dict(array.attrs)
+    if "affine" in stored:  # written by daskmasker
+        affine = np.reshape(stored["affine"], (4, 4))
+        extra = {k: stored[k] for k in (*niftizarr.HEADER_KEYS, "nifti_header") if k in stored}
+    elif layout.meta is not None and "affine" in layout.meta:  # daskmasker, NIfTI-Zarr 0.1
+        affine = np.asarray(layout.meta["affine"])
+        extra = {k: layout.meta[k] for k in niftizarr.HEADER_KEYS if k in layout.meta}
+        if layout.header is not None:
+            extra["nifti_header"] = _base64(layout.header)
+    else:  # another writer: the header describes the stored (unscaled) values
+        affine = layout.header.get_best_affine()
+        extra = {"nifti_header": _base64(layout.header)}
+        slope, inter = layout.header.get_slope_inter()
+        if slope is not None and (slope, inter or 0.0) != (1.0, 0.0):
+            data = _scale(data, slope, inter or 0.0)
+            reader = None
+    if extra.get("nifti_header"):
         extra = {**header_attrs(header_from_attrs(extra)), **extra}
-    image = make_image(data, affine, attrs=extra)
+    extra["source"] = str(store)
+    image = make_image(data, affine, attrs=extra, maps=dims[0] == COMPONENT_DIM)
     if reader is not None:
         image.encoding[READER_ENCODING] = reader  # lets the regression read and gather at once
     return image
+
+
+def _lazy(array, mapper: Location, chunks) -> tuple[da.Array, ChunkReader | None]:
+    """The array as Dask chunks of whole volumes; with its reader when it decodes them."""
+    shape, stored = tuple(array.shape), tuple(array.chunks)
+    if chunks is None and stored[-3:] == shape[-3:]:
+        reader = ChunkReader.of(array, mapper)
+        if reader is not None:
+            return da.from_array(reader, chunks=array.chunks, asarray=False, fancy=False), reader
+        return da.from_zarr(array, chunks=stored), None
+    if len(shape) == 3:
+        return da.from_zarr(array, chunks=-1), None
+    volume = int(np.prod(shape[1:])) * array.dtype.itemsize
+    sizes = time_chunks(shape[0], volume) if chunks is None else int(chunks)
+    return da.from_zarr(array, chunks=(sizes, *shape[1:])), None
+
+
+def _squeeze(data: da.Array, dims: tuple[str, ...], store: str):
+    """A 5D (t, c, z, y, x) array with a single channel or time point made 4D."""
+    for name in (COMPONENT_DIM, "time"):
+        if len(dims) > 4 and name in dims and data.shape[dims.index(name)] == 1:
+            data = data[tuple(0 if d == name else slice(None) for d in dims)]
+            dims = tuple(d for d in dims if d != name)
+    if len(dims) not in (3, 4):
+        raise ValueError(
+            f"'{store}' holds a {len(dims)}D image of shape {data.shape} (dims {dims}): "
+            "expected 3D or 4D"
+        )
+    return data, dims
+
+
+def _scale(data: da.Array, slope: float, inter: float) -> da.Array:
+    """Stored values scaled as nibabel scales them (dtype and rounding alike)."""
+    from nibabel.volumeutils import apply_read_scaling
+
+    dtype = scaled_dtype(data.dtype, slope, inter)
+    return data.map_blocks(apply_read_scaling, slope, inter, dtype=dtype)
+
+
+def _base64(header) -> str:
+    return base64.b64encode(header.binaryblock).decode("ascii")

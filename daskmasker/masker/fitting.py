@@ -127,7 +127,7 @@ def fit_maps(
 
 def _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_grid) -> FittedMaps:
     messages: list[str] = []
-    maps_image = load.load_image(maps_img, atleast_4d=True)
+    maps_image = load.load_image(maps_img, atleast_4d=True, maps=True)
     maps_grid = image_grid(maps_image)
     maps_header = header_from_attrs(maps_image.attrs)
 

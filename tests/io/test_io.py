@@ -162,7 +162,7 @@ def test_zarr_graph_building_reads_no_chunks(tmp_path):
     src = tmp_path / "a.nii"
     _image((8, 8, 8, 12), np.float32).to_filename(src)
     store = to_zarr(str(src), str(tmp_path / "a.zarr"), chunks=4)
-    chunk = tmp_path / "a.zarr" / "0" / "c" / "0" / "0" / "0" / "0"
+    chunk = tmp_path / "a.zarr" / "image" / "c" / "0" / "0" / "0" / "0"
     assert chunk.exists()
     chunk.unlink()  # a missing chunk reads as the fill value: building must not touch it
     img = open_zarr(store)
