@@ -57,6 +57,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
         cmap="CMRmap_r",
         n_jobs=1,
         clean_args=None,
+        region_names=None,
     ):
         super().__init__(
             maps_img=maps_img,
@@ -79,6 +80,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker):
             reports=reports,
             cmap=cmap,
             clean_args=clean_args,
+            region_names=region_names,
         )
         self.n_jobs = n_jobs
 
