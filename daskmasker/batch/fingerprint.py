@@ -50,7 +50,7 @@ def _sha(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
-def _array_sha(array: Any, *extra: Any) -> str:
+def array_sha(array: Any, *extra: Any) -> str:
     """sha256 of an array's bytes, dtype and shape (and of ``extra`` values, as JSON)."""
     values = np.ascontiguousarray(np.asarray(array))
     head = json.dumps([str(values.dtype), list(values.shape), *extra], default=str)
@@ -151,9 +151,9 @@ def _describe(obj: Any) -> str:
 def _memory_sha(obj: Any) -> str:
     """sha256 of an in-memory input's values (a nibabel or daskmasker image, array, table)."""
     if hasattr(obj, "affine") and hasattr(obj, "dataobj"):  # nibabel
-        return _array_sha(np.asanyarray(obj.dataobj), np.asarray(obj.affine).tolist())
+        return array_sha(np.asanyarray(obj.dataobj), np.asarray(obj.affine).tolist())
     if hasattr(obj, "columns") and hasattr(obj, "to_numpy"):  # pandas (or polars) DataFrame
-        return _array_sha(obj.to_numpy(), [str(c) for c in obj.columns])
+        return array_sha(obj.to_numpy(), [str(c) for c in obj.columns])
     data = getattr(obj, "data", None)
     if hasattr(data, "blocks"):  # a lazy daskmasker image: its chunks, one at a time
         digest_ = hashlib.sha256(json.dumps([str(data.dtype), list(data.shape)]).encode())
@@ -162,8 +162,8 @@ def _memory_sha(obj: Any) -> str:
         digest_.update(json.dumps(obj.attrs.get("affine"), default=str).encode())
         return digest_.hexdigest()
     if data is not None and hasattr(obj, "attrs"):  # an xarray image holding numpy data
-        return _array_sha(data, obj.attrs.get("affine"))
-    return _array_sha(obj)
+        return array_sha(data, obj.attrs.get("affine"))
+    return array_sha(obj)
 
 
 def fingerprint(
@@ -195,7 +195,7 @@ def fingerprint(
             k: v for k, v in params.items() if k not in NOT_NUMBERS and k not in INPUT_PARAMS
         },
         **{role: inputs.get(role) for role in ROLES},
-        "sample_mask": None if sample_mask is None else _array_sha(np.asarray(sample_mask)),
+        "sample_mask": None if sample_mask is None else array_sha(np.asarray(sample_mask)),
         "region_names": list(region_names),
         "versions": {name: versions[name] for name in VERSIONED},
     }

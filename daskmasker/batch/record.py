@@ -119,6 +119,7 @@ class Recorder:
             "versions": provenance.versions(),
             "t_r": float(t_r) if t_r else None,
             "t_r_source": t_r_source if t_r else "unknown",
+            "header_t_r": float(header_t_r) if header_t_r else None,
             "dtypes": lazy.encoding["dtypes"],
             "n_high_variance_confounds": n_hv,
             "fingerprint": fp,

@@ -15,8 +15,8 @@ variable              dims                      content
 ``signals``           (time, region)            the cleaned region signals (the output)
 ``raw_signals``       (volume, region)          float64 least-squares region signals of every
                                                 volume, before cleaning
-``confounds``         (volume, confound)        float64 confounds the signals were cleaned with
-                                                (high-variance ones first), if any
+``confounds``         (volume, confound)        confounds the signals were cleaned with (as
+                                                loaded: high-variance ones first), if any
 ``sample_mask``       (volume,)                 True for the volumes kept
 ``time``              (time,)                   onset of each kept volume (s), when TR is known
 ``frame``             (time,)                   index of each kept volume, in output order
@@ -26,7 +26,7 @@ variable              dims                      content
 ====================  ========================  ==============================================
 
 Attributes: ``source`` and ``checksum`` (``sha256:...``) of the image, ``confounds_source`` and
-``confounds_checksum``, ``parameters``, ``versions``, ``t_r`` (and where it came from),
+``confounds_checksum``, ``parameters``, ``versions``, ``t_r`` (and ``t_r_source``, ``header_t_r``),
 ``dtypes``, ``n_high_variance_confounds``, ``fingerprint`` (see
 :mod:`daskmasker.batch.fingerprint`) and ``complete``.
 
@@ -138,7 +138,7 @@ def run_dataset(
     if t_r:
         coords["time"] = ("time", np.asarray(frames) * float(t_r), {"units": "s"})
     if confounds is not None:
-        data["confounds"] = (("volume", "confound"), np.asarray(confounds, dtype=np.float64))
+        data["confounds"] = (("volume", "confound"), np.asarray(confounds))
         coords["confound"] = ("confound", np.asarray(list(confound_names), dtype=object))
     ds = xr.Dataset(data, coords=coords)
     ds["raw_signals"].attrs["description"] = "least-squares region signals before cleaning"
