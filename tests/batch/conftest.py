@@ -10,12 +10,12 @@ from helpers import make_maps, make_mask, write_confounds, write_run
 
 @pytest.fixture
 def study(tmp_path):
-    """Maps, a mask and two runs (33 and 35 volumes) with their confounds, as files."""
+    """Maps, a mask and two runs (40 and 45 volumes) with their confounds, as files."""
     maps = make_maps(dtype=np.float64)
     maps.to_filename(tmp_path / "maps.nii.gz")
     make_mask().to_filename(tmp_path / "mask.nii.gz")
     runs = []
-    for sub, n_scans in ((1, 33), (2, 35)):
+    for sub, n_scans in ((1, 40), (2, 45)):
         func = tmp_path / f"sub-0{sub}" / "func"
         func.mkdir(parents=True)
         img = func / f"sub-0{sub}_task-rest_bold.nii.gz"
