@@ -259,10 +259,7 @@ def _clean(args: argparse.Namespace) -> int:
         tsv_dir=args.tsv_dir,
         **params,
     )
-    print(
-        f"{result.store}: {len(result.done)} re-cleaned, {len(result.skipped)} already complete, "
-        f"{len(result.failed)} failed in {time.perf_counter() - start:.1f} s"
-    )
+    print(f"{result} in {time.perf_counter() - start:.1f} s")
     for name, error in result.failed.items():
         print(f"FAILED {name}: {error}", file=sys.stderr)
     return 1 if result.failed else 0

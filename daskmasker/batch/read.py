@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import xarray as xr
 import zarr
 
 from daskmasker.batch.fingerprint import NOT_NUMBERS, ROLES, VERSIONED, digest
 from daskmasker.batch.provenance import versions
-from daskmasker.batch.store import BATCH_ATTR, COMPLETE_ATTR
+from daskmasker.batch.store import BATCH_ATTR, COMPLETE_ATTR, run_names
 from daskmasker.io.fs import Location
 
 
-def _root(store: str, storage_options: dict | None):
+def open_store(store: str, storage_options: dict | None = None) -> tuple[zarr.Group, Any]:
+    """A batch store's root group and zarr store; errors name what is there instead."""
     location = Location(store, storage_options)
     try:
         group = zarr.open_group(location.store, mode="r")
@@ -47,12 +50,12 @@ def open_timeseries(
         TR is known, else the volume index) and ``region`` (map index), NaN where a run has no
         such volume or region; coordinates ``region_name`` and ``source`` (per run).
     """
-    group, zstore = _root(store, storage_options)
+    group, zstore = open_store(store, storage_options)
     if run is not None:
-        if run not in group.group_keys():
-            raise KeyError(f"no run {run!r} in {store}; runs: {sorted(group.group_keys())}")
+        if run not in run_names(group):
+            raise KeyError(f"no run {run!r} in {store}; runs: {run_names(group)}")
         return xr.open_zarr(zstore, group=run, consolidated=False)
-    names = sorted(n for n in group.group_keys() if group[n].attrs.get(COMPLETE_ATTR))
+    names = run_names(group, complete_only=True)
     if not names:
         raise ValueError(f"{store} holds no complete run")
     parts = []
@@ -76,9 +79,9 @@ def store_info(store: str, storage_options: dict | None = None) -> str:
     (size and modification time first, contents when those changed) and the recorded versions
     with the installed ones: ``current``, or what changed since.
     """
-    group, _ = _root(store, storage_options)
-    runs = sorted(group.group_keys())
-    complete = [n for n in runs if group[n].attrs.get(COMPLETE_ATTR)]
+    group, _ = open_store(store, storage_options)
+    runs = run_names(group)
+    complete = run_names(group, complete_only=True)
     lines = [f"{store}: daskmasker batch store, {len(runs)} runs ({len(complete)} complete)"]
     first = dict(group[complete[0]].attrs) if complete else {}
     params = first.get("parameters") or group.attrs[BATCH_ATTR].get("parameters", {})

@@ -15,16 +15,22 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-import zarr
 
 from daskmasker.batch.bids import write_tsv
 from daskmasker.batch.fingerprint import array_sha, differences, digest
 from daskmasker.batch.provenance import confound_names, versions
+from daskmasker.batch.read import open_store
 from daskmasker.batch.record import OVERWRITE_HINT, StaleStoreError
 from daskmasker.batch.run import BatchResult
-from daskmasker.batch.store import COMPLETE_ATTR, open_output, run_attrs, run_dataset, write_item
+from daskmasker.batch.store import (
+    COMPLETE_ATTR,
+    open_output,
+    run_attrs,
+    run_dataset,
+    run_names,
+    write_item,
+)
 from daskmasker.compute.clean import clean_arrays
-from daskmasker.io.fs import Location
 from daskmasker.masker.confounds import load_confounds, load_sample_mask
 from daskmasker.masker.params import check_params
 from daskmasker.masker.transform import clean_kwargs, json_params, output_dtype
@@ -100,13 +106,6 @@ def _per_run(value: Any, runs: list[str], label: str) -> dict:
     )
 
 
-def complete_runs(store: str, storage_options: dict | None = None) -> tuple[zarr.Group, list]:
-    """A batch store's root group and the names of its complete runs, sorted."""
-    group = zarr.open_group(Location(store, storage_options).store, mode="r")
-    names = sorted(n for n in group.group_keys() if group[n].attrs.get(COMPLETE_ATTR))
-    return group, names
-
-
 def reclean(
     store: str,
     out: str,
@@ -148,7 +147,8 @@ def reclean(
     -------
     BatchResult
     """
-    source, runs = complete_runs(store, storage_options)
+    source, source_store = open_store(store, storage_options)
+    runs = run_names(source, complete_only=True)
     stored = dict(source.attrs.get("daskmasker_batch", {}).get("parameters", {}))
     if runs:
         stored = dict(source[runs[0]].attrs["parameters"])
@@ -160,7 +160,7 @@ def reclean(
     conf_by_run = _per_run(confounds, runs, "confounds")
     mask_by_run = _per_run(sample_masks, runs, "sample_masks")
     group, mapper = open_output(out, new_params, overwrite, storage_options)
-    result = BatchResult(store=str(out))
+    result = BatchResult(store=str(out), action="re-cleaned")
     planned = {}
     stale = []
     for run in runs:
@@ -186,7 +186,6 @@ def reclean(
             + "\n".join(stale)
             + f"\n{OVERWRITE_HINT}"
         )
-    source_store = Location(store, storage_options).store
     for run, (attrs, fp) in planned.items():
         ds = xr.open_zarr(source_store, group=run, consolidated=False)
         try:

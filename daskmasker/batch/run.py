@@ -44,10 +44,11 @@ class BatchResult:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    action: str = "extracted"
 
     def __str__(self) -> str:
         return (
-            f"{self.store}: {len(self.done)} extracted, {len(self.skipped)} already complete, "
+            f"{self.store}: {len(self.done)} {self.action}, {len(self.skipped)} already complete, "
             f"{len(self.failed)} failed"
         )
 

@@ -37,6 +37,7 @@ finished one.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -75,6 +76,17 @@ def open_output(store: str, params: dict, overwrite: bool, storage_options: dict
     if BATCH_ATTR not in group.attrs:
         group.attrs[BATCH_ATTR] = {"parameters": params, "versions": provenance.versions()}
     return group, location.store
+
+
+def run_names(group: zarr.Group, complete_only: bool = False) -> list[str]:
+    """The run groups of a batch store, sorted (files beside them, as ``report.html``, are not
+    runs: zarr's warning about them is silenced)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+        names = sorted(group.group_keys())
+    if complete_only:
+        names = [n for n in names if group[n].attrs.get(COMPLETE_ATTR)]
+    return names
 
 
 def run_attrs(group: zarr.Group, name: str) -> dict | None:

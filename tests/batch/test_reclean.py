@@ -187,3 +187,9 @@ def test_same_parameters_reproduce_the_store_bit_for_bit(study):
     for run in study["runs"]:
         got = open_run(root / "again.zarr", run["name"])["signals"].values
         np.testing.assert_array_equal(got, open_run(root / "first.zarr", run["name"])["signals"])
+
+
+def test_reclean_of_something_else_names_it(study):
+    with pytest.raises(FileNotFoundError, match="no batch store at '.*nothing.zarr'"):
+        reclean(str(study["root"] / "nothing.zarr"), str(study["root"] / "out.zarr"))
+    assert not (study["root"] / "out.zarr").exists()
