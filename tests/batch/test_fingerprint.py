@@ -160,3 +160,11 @@ def test_in_memory_images_are_hashed_by_values_and_affine(study):
     shifted = img.affine.copy()
     shifted[0, 3] += 1
     assert digest(nib.Nifti1Image(data, shifted))["sha256"] != base
+
+
+def test_a_run_without_fingerprint_is_refused_not_skipped(extracted):
+    """A store written before fingerprints existed cannot prove it is current."""
+    study, out, before = extracted
+    del zarr.open_group(out, path="sub-01_task-rest", mode="a").attrs["fingerprint"]
+    message = refused(study, out, before, "run sub-01_task-rest: it was written without a fin")
+    assert "sub-02_task-rest" not in message
