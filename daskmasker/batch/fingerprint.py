@@ -20,6 +20,7 @@ a recorded digest whose source and stat are unchanged is reused without reading 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -166,6 +167,25 @@ def _memory_sha(obj: Any) -> str:
     return array_sha(obj)
 
 
+def canonical(value: Any) -> Any:
+    """A parameter as compared: dicts (``clean_args``, stored as their repr) with sorted keys,
+    so ``{'a': 1, 'b': 2}`` and ``{'b': 2, 'a': 1}`` are the same parameter.
+
+    Examples
+    --------
+    >>> canonical("{'filter': 'cosine', 'extrapolate': False}")
+    "{'extrapolate': False, 'filter': 'cosine'}"
+    """
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+        if isinstance(parsed, dict):
+            return repr(dict(sorted(parsed.items())))
+    return value
+
+
 def fingerprint(
     params: dict,
     inputs: dict[str, dict | None],
@@ -192,7 +212,7 @@ def fingerprint(
     versions = provenance.versions()
     return {
         "parameters": {
-            k: v for k, v in params.items() if k not in NOT_NUMBERS and k not in INPUT_PARAMS
+            k: canonical(v) for k, v in params.items() if k not in NOT_NUMBERS + INPUT_PARAMS
         },
         **{role: inputs.get(role) for role in ROLES},
         "sample_mask": None if sample_mask is None else array_sha(np.asarray(sample_mask)),

@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 
 from daskmasker.batch.bids import write_tsv
-from daskmasker.batch.fingerprint import array_sha, differences, digest
+from daskmasker.batch.fingerprint import array_sha, canonical, differences, digest
 from daskmasker.batch.provenance import confound_names, versions
 from daskmasker.batch.read import open_store
 from daskmasker.batch.record import OVERWRITE_HINT, StaleStoreError
@@ -227,7 +227,7 @@ def _new_fingerprint(attrs: dict, new_params: dict, conf: Any, mask: Any) -> dic
     old = attrs["fingerprint"]
     fp = {**old, "parameters": {**old["parameters"]}}
     for name in CLEANING:
-        fp["parameters"][name] = new_params[name]
+        fp["parameters"][name] = canonical(new_params[name])
     if not (isinstance(conf, str) and conf == KEEP):
         fp["confounds"] = digest(conf)
     if not (isinstance(mask, str) and mask == KEEP):

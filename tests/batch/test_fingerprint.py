@@ -168,3 +168,13 @@ def test_a_run_without_fingerprint_is_refused_not_skipped(extracted):
     del zarr.open_group(out, path="sub-01_task-rest", mode="a").attrs["fingerprint"]
     message = refused(study, out, before, "run sub-01_task-rest: it was written without a fin")
     assert "sub-02_task-rest" not in message
+
+
+def test_clean_args_in_another_key_order_are_the_same_parameters(study):
+    first = {"filter": False, "ensure_finite": False}
+    again = batch(study, str(study["root"] / "ca.zarr"), clean_args=first)
+    assert len(again.done) == 2
+    reordered = {"ensure_finite": False, "filter": False}
+    assert len(batch(study, str(study["root"] / "ca.zarr"), clean_args=reordered).skipped) == 2
+    with pytest.raises(StaleStoreError, match="parameter 'clean_args' was"):
+        batch(study, str(study["root"] / "ca.zarr"), clean_args={**first, "ensure_finite": True})
