@@ -152,3 +152,14 @@ def test_region_names_are_checked_at_fit(study, tmp_path):
     (tmp_path / "l.tsv").write_text("index\tcolour\n1\tred\n")
     with pytest.raises(ValueError, match="has no names column"):
         NiftiMapsMasker(study["maps"], region_names=str(tmp_path / "l.tsv")).fit()
+
+
+def test_region_names_is_a_parameter_of_both_maskers(study):
+    from sklearn.base import clone
+
+    from daskmasker import MultiNiftiMapsMasker
+
+    for cls in (NiftiMapsMasker, MultiNiftiMapsMasker):
+        masker = clone(cls(study["maps"], region_names=NAMES))
+        assert masker.get_params()["region_names"] == NAMES
+        assert list(masker.fit().get_feature_names_out()) == NAMES
