@@ -159,17 +159,18 @@ def reclean(
     new_params = {**stored, **json_params(params)}
     conf_by_run = _per_run(confounds, runs, "confounds")
     mask_by_run = _per_run(sample_masks, runs, "sample_masks")
+    older = [run for run in runs if "raw_signals" not in source[run]]
+    if older:
+        raise ValueError(
+            f"runs {older} of {store} have no raw_signals (written by an older daskmasker): "
+            "extract them again to re-clean them"
+        )
     group, mapper = open_output(out, new_params, overwrite, storage_options)
     result = BatchResult(store=str(out), action="re-cleaned")
     planned = {}
     stale = []
     for run in runs:
         attrs = dict(source[run].attrs)
-        if "raw_signals" not in source[run]:
-            raise ValueError(
-                f"run {run} of {store} has no raw_signals (written by an older daskmasker): "
-                "extract it again to re-clean it"
-            )
         fp = _new_fingerprint(attrs, new_params, conf_by_run[run], mask_by_run[run])
         done = run_attrs(group, run)
         if done and done.get(COMPLETE_ATTR):

@@ -193,3 +193,12 @@ def test_reclean_of_something_else_names_it(study):
     with pytest.raises(FileNotFoundError, match="no batch store at '.*nothing.zarr'"):
         reclean(str(study["root"] / "nothing.zarr"), str(study["root"] / "out.zarr"))
     assert not (study["root"] / "out.zarr").exists()
+
+
+def test_a_store_without_raw_signals_is_refused(study):
+    root = study["root"]
+    extract(study, str(root / "first.zarr"), EXTRACTED)
+    shutil.rmtree(root / "first.zarr" / "sub-02_task-rest" / "raw_signals")
+    with pytest.raises(ValueError, match=r"runs \['sub-02_task-rest'\] of .* have no raw_signals"):
+        reclean(str(root / "first.zarr"), str(root / "again.zarr"))
+    assert not (root / "again.zarr").exists()
