@@ -37,8 +37,8 @@ def open_timeseries(
         A batch store (path or fsspec URL) written by ``run_batch``, ``daskmasker extract``,
         ``reclean`` or ``daskmasker clean``.
     run : str, optional
-        One run's group name: its whole Dataset (``signals``, ``raw_signals``, ``confounds``,
-        ``sample_mask`` and their coordinates, see :mod:`daskmasker.batch.store`).
+        One run's group name: its whole Dataset (``signals``, ``raw_signals``, ``confounds``
+        and their coordinates, see :mod:`daskmasker.batch.store`).
     storage_options : dict, optional
         fsspec options for URLs.
 

@@ -188,7 +188,7 @@ def reclean(
             + f"\n{OVERWRITE_HINT}"
         )
     for run, (attrs, fp) in planned.items():
-        ds = xr.open_zarr(source_store, group=run, consolidated=False)
+        ds = xr.open_zarr(source_store, group=run, consolidated=False, chunks=None)
         try:
             cleaned = _clean_run(ds, attrs, merged, conf_by_run[run], mask_by_run[run], params)
         except Exception as exc:  # a run that cannot be cleaned so fails alone, as in extract

@@ -17,9 +17,9 @@ variable              dims                      content
                                                 volume, before cleaning
 ``confounds``         (volume, confound)        confounds the signals were cleaned with (as
                                                 loaded: high-variance ones first), if any
-``sample_mask``       (volume,)                 True for the volumes kept
 ``time``              (time,)                   onset of each kept volume (s), when TR is known
-``frame``             (time,)                   index of each kept volume, in output order
+``frame``             (time,)                   index of each kept volume, in output order (the
+                                                sample mask; ``volume`` has no coordinate)
 ``region``            (region,)                 index of each extracted map
 ``region_name``       (region,)                 its name (as pandas columns and TSV headers)
 ``confound``          (confound,)               confound column names
@@ -51,6 +51,7 @@ BATCH_ATTR = "daskmasker_batch"
 
 
 COMPLETE_ATTR = "complete"
+FRAME_DOC = "index of the volume (of raw_signals, confounds) each time point was cleaned from"
 
 
 def open_output(store: str, params: dict, overwrite: bool, storage_options: dict | None):
@@ -133,19 +134,16 @@ def run_dataset(
     -------
     xarray.Dataset
     """
-    n_volumes = raw.shape[0]
-    kept = np.zeros(n_volumes, dtype=bool)
-    kept[np.asarray(frames)] = True
+    # each array costs a metadata and a chunk write per run: the sample mask is ``frame``
+    # alone and volumes are numbered by position, not by a coordinate
     data = {
         "signals": (("time", "region"), signals),
         "raw_signals": (("volume", "region"), np.asarray(raw, dtype=np.float64)),
-        "sample_mask": (("volume",), kept),
     }
     coords = {
-        "frame": ("time", np.asarray(frames, dtype=np.int64)),
+        "frame": ("time", np.asarray(frames, dtype=np.int64), {"description": FRAME_DOC}),
         "region": ("region", np.asarray(region, dtype=np.int64)),
         "region_name": ("region", np.asarray(list(region_names), dtype=object)),
-        "volume": ("volume", np.arange(n_volumes)),
     }
     if t_r:
         coords["time"] = ("time", np.asarray(frames) * float(t_r), {"units": "s"})
@@ -154,7 +152,6 @@ def run_dataset(
         coords["confound"] = ("confound", np.asarray(list(confound_names), dtype=object))
     ds = xr.Dataset(data, coords=coords)
     ds["raw_signals"].attrs["description"] = "least-squares region signals before cleaning"
-    ds["sample_mask"].attrs["description"] = "True for the volumes kept in signals"
     ds.attrs.update(attrs)
     return ds
 
