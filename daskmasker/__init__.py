@@ -24,7 +24,9 @@ _EXPORTS = {
     "NiftiMapsMasker": "daskmasker.masker.estimator",
     "dask_client": "daskmasker.runtime.client",
     "open_nifti": "daskmasker.io.nifti",
+    "open_timeseries": "daskmasker.batch.read",
     "open_zarr": "daskmasker.io.zarr",
+    "reclean": "daskmasker.batch.reclean",
     "run_batch": "daskmasker.batch.run",
     "to_nifti": "daskmasker.io.nifti",
     "to_zarr": "daskmasker.io.convert",
@@ -36,13 +38,17 @@ __all__ = [  # noqa: RUF022 - __version__ first, then the exports in _EXPORTS' o
     "NiftiMapsMasker",
     "dask_client",
     "open_nifti",
+    "open_timeseries",
     "open_zarr",
+    "reclean",
     "run_batch",
     "to_nifti",
     "to_zarr",
 ]
 
 if TYPE_CHECKING:
+    from daskmasker.batch.read import open_timeseries
+    from daskmasker.batch.reclean import reclean
     from daskmasker.batch.run import run_batch
     from daskmasker.io.convert import to_zarr
     from daskmasker.io.nifti import open_nifti, to_nifti

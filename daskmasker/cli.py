@@ -1,4 +1,4 @@
-"""The ``daskmasker`` command: ``convert``, ``extract`` and ``demo``.
+"""The ``daskmasker`` command: ``convert``, ``extract``, ``demo``, ``info`` and ``clean``.
 
 ``main(argv=None)`` returns the exit code (nibabel's pattern), so tests call it directly.
 Only the standard library is imported here: ``--help`` and ``--version`` load neither Dask nor
@@ -177,6 +177,9 @@ def _get_parser() -> argparse.ArgumentParser:
     extract.add_argument("--tsv-dir", default=None, help="also write BIDS *_timeseries.tsv here")
     extract.add_argument("--overwrite", action="store_true", help="start a batch store afresh")
     extract.add_argument(
+        "--labels", default=None, help="region names: a .txt (one per line) or a .tsv/.csv table"
+    )
+    extract.add_argument(
         "--no-report", action="store_true", help="do not write the job's report.html in --out"
     )
     masker = extract.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
@@ -208,7 +211,48 @@ def _get_parser() -> argparse.ArgumentParser:
     demo.add_argument("--maps", type=_positive(int), default=64, help="number of DiFuMo-like maps")
     demo.add_argument("--seed", type=int, default=0)
     _add_execution(demo)
+    _add_store_commands(sub)
     return parser
+
+
+def _add_store_commands(sub) -> None:
+    """``info STORE`` and ``clean STORE --out NEW`` (batch stores, no image read)."""
+    info = sub.add_parser("info", help="describe a batch store: runs, shapes, fingerprint status")
+    info.add_argument("store", help="batch store (path or URL)")
+    info.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON")
+
+    clean = sub.add_parser(
+        "clean", help="re-clean a batch store's raw region signals into a new store (no image read)"
+    )
+    clean.add_argument("store", help="batch store written by extract (or clean)")
+    clean.add_argument("--out", required=True, help="new batch store (path or URL)")
+    clean.add_argument("--tsv-dir", default=None, help="also write BIDS *_timeseries.tsv here")
+    clean.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    clean.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON")
+    keep = argparse.SUPPRESS  # a parameter not given keeps the store's value
+    new = clean.add_argument_group("cleaning parameters (default: the store's)")
+    new.add_argument("--standardize", choices=sorted(_STANDARDIZE), default=keep)
+    new.add_argument("--standardize-confounds", action=argparse.BooleanOptionalAction, default=keep)
+    new.add_argument("--detrend", action=argparse.BooleanOptionalAction, default=keep)
+    for flag, unit in (("--low-pass", "Hz"), ("--high-pass", "Hz"), ("--t-r", "s")):
+        new.add_argument(flag, type=_number_or_none, default=keep, help=f"{unit}, or 'none'")
+    new.add_argument("--filter", choices=["butterworth", "cosine"], default=keep)
+    new.add_argument("--dtype", default=keep)
+    conf = new.add_mutually_exclusive_group()
+    conf.add_argument(
+        "--confounds", nargs="+", default=keep, help="one file per run, in the order of `info`"
+    )
+    conf.add_argument("--no-confounds", action="store_true", help="clean without confounds")
+    new.add_argument("--all-volumes", action="store_true", help="drop the stored sample masks")
+    refused = clean.add_argument_group("refused (they act on the voxels: extract again)")
+    refused.add_argument("--smoothing-fwhm", type=float, default=keep)
+    refused.add_argument("--high-variance-confounds", action="store_true", default=keep)
+    refused.add_argument("--mask", default=keep)
+    refused.add_argument("--maps", default=keep)
+
+
+def _number_or_none(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
 
 
 def _masker_from_args(args: argparse.Namespace):
@@ -230,6 +274,7 @@ def _masker_from_args(args: argparse.Namespace):
         resampling_target=_TARGETS[args.resampling_target],
         keep_masked_maps=args.keep_masked_maps,
         clean_args={"filter": args.filter} if args.filter else None,
+        region_names=args.labels,
     )
 
 
@@ -476,6 +521,53 @@ def _flag_names(message: str) -> str:
     return message
 
 
+def _info(args: argparse.Namespace) -> int:
+    from daskmasker.batch.read import store_info
+
+    print(store_info(args.store, storage_options=args.storage_options))
+    return 0
+
+
+_CLEAN_FLAGS = {
+    "standardize_confounds": "standardize_confounds",
+    "detrend": "detrend",
+    "low_pass": "low_pass",
+    "high_pass": "high_pass",
+    "t_r": "t_r",
+    "dtype": "dtype",
+    "smoothing_fwhm": "smoothing_fwhm",
+    "high_variance_confounds": "high_variance_confounds",
+    "mask": "mask_img",
+    "maps": "maps_img",
+}
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from daskmasker.batch.reclean import KEEP, reclean
+
+    params = {name: getattr(args, flag) for flag, name in _CLEAN_FLAGS.items() if flag in args}
+    if "standardize" in args:
+        params["standardize"] = _STANDARDIZE[args.standardize]
+    if "filter" in args:
+        params["clean_args"] = {"filter": args.filter}
+    confounds = None if args.no_confounds else getattr(args, "confounds", KEEP)
+    start = time.perf_counter()
+    result = reclean(
+        args.store,
+        args.out,
+        confounds=confounds,
+        sample_masks=None if args.all_volumes else KEEP,
+        overwrite=args.overwrite,
+        storage_options=args.storage_options,
+        tsv_dir=args.tsv_dir,
+        **params,
+    )
+    print(f"{result} in {time.perf_counter() - start:.1f} s")
+    for name, error in result.failed.items():
+        print(f"FAILED {name}: {error}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _get_parser().parse_args(argv)
@@ -485,7 +577,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = logger.level
     logger.addHandler(handler)
     logger.setLevel(level)
-    commands = {"convert": _convert, "extract": _extract, "demo": _demo}
+    commands = {
+        "convert": _convert,
+        "extract": _extract,
+        "demo": _demo,
+        "info": _info,
+        "clean": _clean,
+    }
     try:
         return commands[args.command](args)
     except (

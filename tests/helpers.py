@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
 MAPS_SHAPE = (14, 16, 12)
@@ -93,3 +94,20 @@ def stop_processes(procs) -> None:
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+BATCH_T_R = 2.0
+
+
+def write_run(path, maps, n_scans: int, seed: int) -> None:
+    """A run whose header holds TR = 2 s."""
+    img = make_data(maps, n_scans=n_scans, seed=seed)
+    img.header.set_zooms((*img.header.get_zooms()[:3], BATCH_T_R))
+    img.to_filename(path)
+
+
+def write_confounds(path, n_scans: int, seed: int) -> None:
+    """An fMRIPrep-like confounds TSV with a header of column names."""
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(rng.normal(size=(n_scans, 3)), columns=["csf", "white_matter", "fd"])
+    table.to_csv(path, sep="\t", index=False)

@@ -1,17 +1,29 @@
-"""Provenance recorded with every output: package versions, platform, time."""
+"""Provenance recorded with every output: package versions, platform, time, confound names."""
 
 from __future__ import annotations
 
 import datetime
+import functools
+import os
 import platform
+import re
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from daskmasker.masker.confounds import load_confounds
 
 PACKAGES = ("daskmasker", "dask", "distributed", "numpy", "scipy", "nibabel", "xarray", "zarr")
 
 
 def versions() -> dict[str, str]:
     """Versions of the packages that shape the numbers, plus Python and the time of writing."""
-    out = {"python": platform.python_version(), "written": _now()}
+    return {"python": platform.python_version(), "written": _now(), **_package_versions()}
+
+
+@functools.cache
+def _package_versions() -> dict[str, str]:
+    """Looked up once per process: each lookup parses package metadata (~1 ms)."""
+    out = {}
     for name in PACKAGES:
         try:
             out[name] = version(name)
@@ -22,3 +34,61 @@ def versions() -> dict[str, str]:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def confound_names(confounds: Any, n_scans: int, n_high_variance: int = 0) -> list[str]:
+    """Names of the confound columns, in the order the masker stacks them.
+
+    ``high_variance_<i>`` first, then each confound's columns: a DataFrame's column names, a
+    file's header (when it has one, as nilearn skips it), else ``confound_<j>`` (``j`` counting
+    all user columns).  Repeated names get a ``_<n>`` suffix.
+
+    Parameters
+    ----------
+    confounds : ndarray, DataFrame, path, or a list of these, or None
+    n_scans : int
+    n_high_variance : int, default=0
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> confound_names([np.ones((3, 2))], 3, n_high_variance=1)
+    ['high_variance_0', 'confound_0', 'confound_1']
+    """
+    names = [f"high_variance_{i}" for i in range(n_high_variance)]
+    parts = [] if confounds is None else confounds
+    parts = parts if isinstance(parts, list | tuple) else [parts]
+    j = 0
+    for part in parts:
+        width = load_confounds(part, n_scans).shape[1]
+        given = _given_names(part, width)
+        names += given if given else [f"confound_{j + i}" for i in range(width)]
+        j += width
+    return _unique(names)
+
+
+def _given_names(part: Any, width: int) -> list[str] | None:
+    if hasattr(part, "columns"):
+        return [str(c) for c in part.columns]
+    if isinstance(part, str | os.PathLike):
+        with open(os.path.expanduser(os.fspath(part))) as f:
+            tokens = [t for t in re.split(r"[\t,; ]+", f.readline().strip()) if t]
+        try:
+            float(tokens[0])
+        except (ValueError, IndexError):
+            return tokens if len(tokens) == width else None
+    return None
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(name if count == 0 else f"{name}_{count}")
+    return out

@@ -16,14 +16,9 @@ from typing import Any
 import dask
 import numpy as np
 
-from daskmasker.batch import provenance
 from daskmasker.batch.bids import write_tsv
-from daskmasker.batch.store import (
-    checksum,
-    is_complete,
-    open_output,
-    write_item,
-)
+from daskmasker.batch.record import Recorder
+from daskmasker.batch.store import open_output, write_item
 from daskmasker.io.retry import retry
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.runtime.scheduling import compute_per_worker
@@ -49,10 +44,11 @@ class BatchResult:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    action: str = "extracted"
 
     def __str__(self) -> str:
         return (
-            f"{self.store}: {len(self.done)} extracted, {len(self.skipped)} already complete, "
+            f"{self.store}: {len(self.done)} {self.action}, {len(self.skipped)} already complete, "
             f"{len(self.failed)} failed"
         )
 
@@ -125,6 +121,9 @@ def run_batch(
         Group names; default from the BIDS file names.
     overwrite : bool, default=False
         Start afresh: remove an existing daskmasker batch store first (never another path).
+        Without it, a complete run is skipped only if its fingerprint (parameters, input
+        contents, versions: :mod:`daskmasker.batch.fingerprint`) is unchanged; one that differs
+        raises :class:`~daskmasker.batch.record.StaleStoreError` naming what differs.
     storage_options : dict, optional
         fsspec options for the output (and input checksums).
     tsv_dir : str, optional
@@ -144,42 +143,37 @@ def run_batch(
     params = masker._attrs_params()
     group, mapper = open_output(store, params, overwrite, storage_options)
     result = BatchResult(store=str(store))
-    todo = []
-    for item in items:
-        (result.skipped if is_complete(group, item.name) else todo).append(item)
-    result.skipped = [item.name for item in result.skipped]
+    recorder = Recorder(masker, params, storage_options)
+    todo, result.skipped = recorder.split(group, items)
     bar = _progress(len(todo), progress)
 
-    def finish(item: Item, signals: np.ndarray, conf: np.ndarray | None) -> None:
-        attrs = {
-            "source": str(item.image) if not hasattr(item.image, "shape") else "<in-memory image>",
-            "checksum": checksum(item.image, storage_options) or "",
-            "parameters": params,
-            "versions": provenance.versions(),
-        }
-        retry(lambda: write_item(mapper, item.name, signals, conf, attrs), f"{store}/{item.name}")
+    def finish(built_item: tuple, outputs: tuple) -> None:
+        item, lazy = built_item
+        ds = recorder.dataset(item, lazy, *outputs)
+        retry(lambda: write_item(mapper, item.name, ds), f"{store}/{item.name}")
         if tsv_dir is not None:
-            columns = [f"map-{k:03d}" for k in range(signals.shape[1])]
-            write_tsv(tsv_dir, item.name, signals, columns, attrs, storage_options)
+            columns = [str(n) for n in ds["region_name"].values]
+            sidecar = {k: ds.attrs[k] for k in ("source", "checksum", "parameters", "versions")}
+            write_tsv(tsv_dir, item.name, outputs[0], columns, sidecar, storage_options)
         result.done.append(item.name)
         bar.update(1)
 
-    built: list[Item] = []
+    built: list[tuple] = []
 
     def graphs():
         """Each item's graph, built when it is its turn to run; a failure to build (a bad
         input) is recorded and the batch goes on."""
         for item in todo:
             try:
-                signals, conf = masker._lazy_outputs(
+                signals, conf, raw = masker._lazy_outputs(
                     _source(item.image, storage_options), *_item_confounds(masker, item)
                 )
             except Exception as exc:
                 result.failed[item.name] = f"{type(exc).__name__}: {exc}"
                 bar.update(1)
                 continue
-            built.append(item)
-            yield dask.delayed(_pair)(signals.data, conf)
+            built.append((item, signals))
+            yield dask.delayed(_outputs)(signals.data, raw, conf)
 
     if client is None:
         for job in graphs():
@@ -191,17 +185,16 @@ def run_batch(
     return result
 
 
-def _pair(signals: np.ndarray, conf: np.ndarray | None) -> tuple:
-    return signals, conf
+def _outputs(signals: np.ndarray, raw: np.ndarray, conf: np.ndarray | None) -> tuple:
+    return signals, raw, conf
 
 
-def _guarded(result: BatchResult, bar, item: Item, finish, compute) -> None:
+def _guarded(result: BatchResult, bar, built_item: tuple, finish, compute) -> None:
     """Compute and write one item; a failure is recorded and the batch goes on."""
     try:
-        signals, conf = compute()
-        finish(item, signals, conf)
+        finish(built_item, compute())
     except Exception as exc:
-        result.failed[item.name] = f"{type(exc).__name__}: {exc}"
+        result.failed[built_item[0].name] = f"{type(exc).__name__}: {exc}"
         bar.update(1)
 
 

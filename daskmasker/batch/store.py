@@ -3,10 +3,32 @@
 Layout (a local path or fsspec URL)::
 
     out.zarr/                      attrs: daskmasker_batch (masker parameters, versions)
-      sub-01_task-rest/            an xarray Dataset: signals (time, region), confounds
-                                   attrs: source, checksum, parameters, versions, complete
+      sub-01_task-rest/            one run: an xarray Dataset (see :func:`run_dataset`)
       sub-02_task-rest/
       ...
+
+A run's Dataset holds what is needed to audit and to re-clean it without the images:
+
+====================  ========================  ==============================================
+variable              dims                      content
+====================  ========================  ==============================================
+``signals``           (time, region)            the cleaned region signals (the output)
+``raw_signals``       (volume, region)          float64 least-squares region signals of every
+                                                volume, before cleaning
+``confounds``         (volume, confound)        confounds the signals were cleaned with (as
+                                                loaded: high-variance ones first), if any
+``time``              (time,)                   onset of each kept volume (s), when TR is known
+``frame``             (time,)                   index of each kept volume, in output order (the
+                                                sample mask; ``volume`` has no coordinate)
+``region``            (region,)                 index of each extracted map
+``region_name``       (region,)                 its name (as pandas columns and TSV headers)
+``confound``          (confound,)               confound column names
+====================  ========================  ==============================================
+
+Attributes: ``source`` and ``checksum`` (``sha256:...``) of the image, ``confounds_source`` and
+``confounds_checksum``, ``parameters``, ``versions``, ``t_r`` (and ``t_r_source``, ``header_t_r``),
+``dtypes``, ``n_high_variance_confounds``, ``fingerprint`` (see
+:mod:`daskmasker.batch.fingerprint`) and ``complete``.
 
 A run's group is written whole and only then marked ``complete`` (one small attribute write,
 atomic on file systems and object stores alike), so a half-written group is never taken for a
@@ -15,11 +37,9 @@ finished one.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import PurePosixPath
-from typing import Any
+import warnings
+from collections.abc import Sequence
 
-import fsspec
 import numpy as np
 import xarray as xr
 import zarr
@@ -31,21 +51,7 @@ BATCH_ATTR = "daskmasker_batch"
 
 
 COMPLETE_ATTR = "complete"
-
-
-def checksum(source: Any, storage_options: dict | None = None) -> str | None:
-    """sha256 of an input file's bytes (streamed), or None for in-memory images."""
-    if not isinstance(source, str | PurePosixPath) and not hasattr(source, "__fspath__"):
-        return None
-    path = str(source)
-    fs, _, paths = fsspec.get_fs_token_paths(path, storage_options=storage_options or {})
-    if fs.isdir(paths[0]):
-        return None
-    digest = hashlib.sha256()
-    with fs.open(paths[0], "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
+FRAME_DOC = "index of the volume (of raw_signals, confounds) each time point was cleaned from"
 
 
 def open_output(store: str, params: dict, overwrite: bool, storage_options: dict | None):
@@ -73,22 +79,84 @@ def open_output(store: str, params: dict, overwrite: bool, storage_options: dict
     return group, location.store
 
 
-def is_complete(group: zarr.Group, name: str) -> bool:
-    """Whether an item's group exists and was marked complete."""
+def run_names(group: zarr.Group, complete_only: bool = False) -> list[str]:
+    """The run groups of a batch store, sorted (files beside them, as ``report.html``, are not
+    runs: zarr's warning about them is silenced)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+        names = sorted(group.group_keys())
+    if complete_only:
+        names = [n for n in names if group[n].attrs.get(COMPLETE_ATTR)]
+    return names
+
+
+def run_attrs(group: zarr.Group, name: str) -> dict | None:
+    """A run group's attributes, or None when it does not exist."""
     try:
-        return bool(group[name].attrs.get(COMPLETE_ATTR, False))
+        return dict(group[name].attrs)
     except KeyError:
-        return False
+        return None
 
 
-def write_item(
-    mapper, name: str, signals: np.ndarray, confounds: np.ndarray | None, attrs: dict
-) -> None:
-    """Write one item's Dataset, then mark it complete (the last write)."""
-    data = {"signals": (("time", "region"), signals)}
+def run_dataset(
+    signals: np.ndarray,
+    raw: np.ndarray,
+    confounds: np.ndarray | None,
+    *,
+    frames: np.ndarray,
+    region: np.ndarray,
+    region_names: Sequence[str],
+    confound_names: Sequence[str] | None,
+    t_r: float | None,
+    attrs: dict,
+) -> xr.Dataset:
+    """One run's Dataset (see the module docstring for its variables).
+
+    Parameters
+    ----------
+    signals : ndarray, shape (len(frames), K)
+        Cleaned signals.
+    raw : ndarray, shape (T, K)
+        Uncleaned region signals of every volume.
+    confounds : ndarray of shape (T, C), or None
+    frames : ndarray of int
+        The volumes kept, in output order.
+    region : ndarray of int
+        The extracted maps' indices.
+    region_names : sequence of str
+    confound_names : sequence of str, optional
+    t_r : float, optional
+        Repetition time (s): gives the ``time`` coordinate.
+    attrs : dict
+        JSON-friendly attributes.
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    # each array costs a metadata and a chunk write per run: the sample mask is ``frame``
+    # alone and volumes are numbered by position, not by a coordinate
+    data = {
+        "signals": (("time", "region"), signals),
+        "raw_signals": (("volume", "region"), np.asarray(raw, dtype=np.float64)),
+    }
+    coords = {
+        "frame": ("time", np.asarray(frames, dtype=np.int64), {"description": FRAME_DOC}),
+        "region": ("region", np.asarray(region, dtype=np.int64)),
+        "region_name": ("region", np.asarray(list(region_names), dtype=object)),
+    }
+    if t_r:
+        coords["time"] = ("time", np.asarray(frames) * float(t_r), {"units": "s"})
     if confounds is not None:
-        data["confounds"] = (("volume", "confound"), np.asarray(confounds, dtype=np.float64))
-    ds = xr.Dataset(data, coords={"region": np.arange(signals.shape[1])})
+        data["confounds"] = (("volume", "confound"), np.asarray(confounds))
+        coords["confound"] = ("confound", np.asarray(list(confound_names), dtype=object))
+    ds = xr.Dataset(data, coords=coords)
+    ds["raw_signals"].attrs["description"] = "least-squares region signals before cleaning"
     ds.attrs.update(attrs)
+    return ds
+
+
+def write_item(mapper, name: str, ds: xr.Dataset) -> None:
+    """Write one run's Dataset, then mark it complete (the last write)."""
     ds.to_zarr(mapper, group=name, mode="w", zarr_format=3, consolidated=False)
     zarr.open_group(mapper, path=name, mode="a").attrs[COMPLETE_ATTR] = True

@@ -38,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted
 from daskmasker.compute.clean import STANDARDIZE_BOOL_WARNING
 from daskmasker.io import load
 from daskmasker.io.image import as_nibabel
-from daskmasker.masker import inverse, params
+from daskmasker.masker import inverse, labels, params
 from daskmasker.masker.fitting import fit_maps
 from daskmasker.masker.transform import HighVariance, json_params, lazy_signals
 from daskmasker.runtime.scheduling import compute_images
@@ -106,6 +106,10 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
     clean_args : dict, optional
         ``filter`` ('butterworth', 'cosine' or False), ``extrapolate``, ``ensure_finite``,
         ``butterworth__order``, ``butterworth__padtype``, ``butterworth__padlen``.
+    region_names : list of str or path of a labels file, optional
+        A daskmasker extension: one name per map (a ``.txt`` file with one per line, or a
+        ``.tsv``/``.csv`` with a ``name`` column), used by ``get_feature_names_out``, so by
+        pandas/polars outputs and batch stores. Default: nilearn's ``niftimapsmasker<k>``.
 
     Attributes
     ----------
@@ -142,6 +146,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         reports=True,
         cmap="CMRmap_r",
         clean_args=None,
+        region_names=None,
     ):
         self.maps_img = maps_img
         self.mask_img = mask_img
@@ -163,6 +168,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         self.reports = reports
         self.cmap = cmap
         self.clean_args = clean_args
+        self.region_names = region_names
 
     # ------------------------------------------------------------------ logging
     def _log(self, method: str, msg: str) -> None:
@@ -226,6 +232,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             else _in_memory(as_nibabel(fitted.mask.astype(np.int8), fitted.mask_grid.affine))
         )
         self._fitted = fitted
+        self._region_names = labels.region_names(self.region_names, fitted.n_maps)
         # the regression's maps and Gram solver on the fitted grid (shared through the cache)
         fitted.on_grid(fitted.maps_grid)
         self._report_content = {"reports_at_fit_time": self.reports, "warning_message": None}
@@ -353,12 +360,19 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         return self
 
     def get_feature_names_out(self, input_features=None):
-        """Names of the output columns: ``niftimapsmasker0`` ... in map order."""
+        """Names of the output columns: ``niftimapsmasker0`` ... in map order (or the
+        ``region_names`` of the kept maps)."""
         del input_features
         check_is_fitted(self)
-        kept = self._kept_maps()
+        return self._region_names_of(self._kept_maps())
+
+    def _region_names_of(self, maps: np.ndarray) -> np.ndarray:
+        """The names of the maps of these indices (``region_names``, else nilearn's)."""
+        names = getattr(self, "_region_names", None)
+        if names is not None:
+            return names[np.asarray(maps, dtype=int)]
         prefix = type(self).__name__.lower()
-        return np.asarray([f"{prefix}{k}" for k in kept], dtype=object)
+        return np.asarray([f"{prefix}{k}" for k in maps], dtype=object)
 
     def _kept_maps(self) -> np.ndarray:
         """Indices of the maps ``transform`` returns on the fitted grid."""

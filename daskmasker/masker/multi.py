@@ -75,6 +75,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
         cmap="CMRmap_r",
         n_jobs=1,
         clean_args=None,
+        region_names=None,
     ):
         super().__init__(
             maps_img=maps_img,
@@ -97,6 +98,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
             reports=reports,
             cmap=cmap,
             clean_args=clean_args,
+            region_names=region_names,
         )
         self.n_jobs = n_jobs
 

@@ -57,8 +57,9 @@ def lazy_signals(
     confounds: list | None = None,
     sample_mask: Any = None,
     log: Callable[[str], None] = lambda msg: None,
-) -> tuple[xr.DataArray, da.Array | None]:
-    """Lazy cleaned signals of one image and the lazy confounds they are cleaned with.
+) -> tuple[xr.DataArray, da.Array | None, da.Array]:
+    """Lazy cleaned signals of one image, the lazy confounds they are cleaned with and the
+    lazy uncleaned region signals.
 
     Parameters
     ----------
@@ -77,9 +78,11 @@ def lazy_signals(
 
     Returns
     -------
-    (xarray.DataArray, dask array or None)
+    (xarray.DataArray, dask array or None, dask array)
         Signals with dims (time, region), ``region`` holding the extracted maps' indices, ``frame``
-        the kept volumes and ``time`` their onsets (s) when TR is known; and the confounds.
+        the kept volumes and ``time`` their onsets (s) when TR is known; the confounds; and the
+        region signals before cleaning, float64 ``(volumes, regions)``, all volumes (the
+        cleaning of ``signals`` applied to them gives ``signals``).
     """
     img = load.load_image(imgs)
     is_3d = img.ndim == 3
@@ -169,6 +172,22 @@ def lazy_signals(
         collection=name,
         **options,
     )
+    # the uncleaned region signals, solved as the cleaning task solves them (same bits), for
+    # stores that are re-cleaned later; computed only when asked for
+    raw_name = f"raw-signals-{tokenize(products, grid_maps.solver.operator)}"
+    raw_signals_ = da.blockwise(
+        _raw_block,
+        "jk",
+        products,
+        "tk",
+        name=raw_name,
+        concatenate=True,
+        new_axes={"j": n_scans},
+        adjust_chunks={"k": (n_kept,)},
+        dtype=np.float64,
+        meta=np.empty((0, 0), dtype=np.float64),
+        operator=grid_maps.solver.operator,
+    )
     t_r = params["t_r"] or img.attrs.get("t_r")
     frames = np.arange(n_scans) if mask_idx is None else np.asarray(mask_idx)
     coords = {
@@ -185,7 +204,9 @@ def lazy_signals(
         attrs={"is_3d": int(is_3d), **json_params(params)},
     )
     signals.encoding["source"] = raw.attrs.get("source")
-    return signals, conf
+    signals.encoding["header_t_r"] = img.attrs.get("t_r")
+    signals.encoding["dtypes"] = {"pipeline": str(pipeline_dtype), "source": str(raw.dtype)}
+    return signals, conf, raw_signals_
 
 
 def _fused_reader(raw: xr.DataArray, img: xr.DataArray, data: da.Array, high_variance: bool):
@@ -263,6 +284,10 @@ def json_params(values: dict) -> dict:
         else:
             out[key] = load.describe(value)
     return out
+
+
+def _raw_block(products: np.ndarray, *, operator: np.ndarray) -> np.ndarray:
+    return region_signals(products, operator)[0]
 
 
 @forward_warnings

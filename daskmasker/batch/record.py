@@ -1,0 +1,141 @@
+"""What a batch records for each run: its fingerprint, checked on reruns, and its Dataset.
+
+:class:`Recorder` sorts a batch's runs into those to extract and those complete with the same
+fingerprint (skipped); a complete run whose fingerprint differs stops the batch with a
+:class:`StaleStoreError` naming what differs, before anything is computed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from daskmasker.batch import provenance
+from daskmasker.batch.fingerprint import differences, digest, fingerprint
+from daskmasker.batch.store import COMPLETE_ATTR, run_attrs, run_dataset
+
+OVERWRITE_HINT = "rerun with --overwrite (Python: overwrite=True) to recompute"
+
+
+class StaleStoreError(ValueError):
+    """A complete run of the store was computed from other inputs or parameters."""
+
+
+class Recorder:
+    """Fingerprints and Datasets of the runs of one batch.
+
+    Parameters
+    ----------
+    masker : NiftiMapsMasker
+        Fitted.
+    params : dict
+        Its parameters as attributes (``masker._attrs_params()``).
+    storage_options : dict, optional
+        fsspec options for URLs.
+    """
+
+    def __init__(self, masker, params: dict, storage_options: dict | None = None):
+        self.masker = masker
+        self.params = params
+        self.storage_options = storage_options
+        self.region_names = [str(n) for n in masker._region_names_of(np.arange(masker.n_elements_))]
+        self._shared: dict[str, dict | None] = {}
+
+    def _shared_digest(self, role: str, obj: Any, known: dict | None) -> dict | None:
+        """The maps' or mask's digest, computed once per batch."""
+        if role not in self._shared:
+            self._shared[role] = digest(obj, self.storage_options, known)
+        return self._shared[role]
+
+    def fingerprint(self, item, known: dict | None = None) -> dict:
+        """The fingerprint of a run (``known``: the one recorded, for the quick checks)."""
+        known = known or {}
+        inputs = {
+            "image": digest(item.image, self.storage_options, known.get("image")),
+            "maps": self._shared_digest("maps", self.masker.maps_img, known.get("maps")),
+            "mask": self._shared_digest("mask", self.masker.mask_img, known.get("mask")),
+            "confounds": digest(item.confounds, self.storage_options, known.get("confounds")),
+        }
+        sample_mask = None if item.sample_mask is None else np.asarray(item.sample_mask)
+        return fingerprint(self.params, inputs, sample_mask, self.region_names)
+
+    def split(self, group: zarr.Group, items: list) -> tuple[list, list[str]]:
+        """The runs to extract, and the names of those complete with the same fingerprint.
+
+        Raises
+        ------
+        StaleStoreError
+            If complete runs have another fingerprint, naming each run and what differs.
+        """
+        todo, skipped, stale = [], [], []
+        for item in items:
+            attrs = run_attrs(group, item.name)
+            if not attrs or not attrs.get(COMPLETE_ATTR):
+                todo.append(item)
+                continue
+            old = attrs.get("fingerprint")
+            diffs = differences(old, self.fingerprint(item, old))
+            if diffs:
+                stale.append(f"run {item.name}: {'; '.join(diffs)}")
+            else:
+                skipped.append(item.name)
+        if stale:
+            more = f"\n(and {len(stale) - 5} more runs)" if len(stale) > 5 else ""
+            raise StaleStoreError(
+                "the store holds complete runs computed otherwise:\n"
+                + "\n".join(stale[:5])
+                + f"{more}\n{OVERWRITE_HINT}"
+            )
+        return todo, skipped
+
+    def dataset(
+        self,
+        item,
+        lazy: xr.DataArray,
+        signals: np.ndarray,
+        raw: np.ndarray,
+        confounds: np.ndarray | None,
+    ) -> xr.Dataset:
+        """A run's Dataset, from its lazy signals' coordinates and the computed arrays."""
+        fp = self.fingerprint(item)
+        n_hv, names = 0, None
+        if confounds is not None:
+            names = provenance.confound_names(item.confounds, raw.shape[0])
+            n_hv = confounds.shape[1] - len(names)
+            names = provenance.confound_names(item.confounds, raw.shape[0], n_hv)
+        header_t_r = lazy.encoding.get("header_t_r")
+        t_r = self.params["t_r"] if self.params["t_r"] != "None" else header_t_r
+        t_r_source = "t_r parameter" if self.params["t_r"] != "None" else "image header"
+        conf = fp["confounds"]
+        attrs = {
+            "source": _text(fp["image"]["source"]),
+            "checksum": f"sha256:{fp['image']['sha256']}",
+            "confounds_source": "" if conf is None else _text(conf["source"]),
+            "confounds_checksum": "" if conf is None else f"sha256:{conf['sha256']}",
+            "parameters": self.params,
+            "versions": provenance.versions(),
+            "t_r": float(t_r) if t_r else None,
+            "t_r_source": t_r_source if t_r else "unknown",
+            "header_t_r": float(header_t_r) if header_t_r else None,
+            "dtypes": lazy.encoding["dtypes"],
+            "n_high_variance_confounds": n_hv,
+            "fingerprint": fp,
+        }
+        return run_dataset(
+            signals,
+            raw,
+            confounds,
+            frames=lazy["frame"].values,
+            region=lazy["region"].values,
+            region_names=[self.region_names[k] for k in lazy["region"].values],
+            confound_names=names,
+            t_r=attrs["t_r"],
+            attrs=attrs,
+        )
+
+
+def _text(source: str | list) -> str:
+    return source if isinstance(source, str) else ", ".join(source)
