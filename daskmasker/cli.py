@@ -27,6 +27,7 @@ _STANDARDIZE = {"zscore_sample": "zscore_sample", "zscore": "zscore", "psc": "ps
 _TARGETS = {"data": "data", "mask": "mask", "maps": "maps", "none": None}
 # Python parameter names in messages from the library, as the flags that set them
 _FLAGS = {
+    r" \(Python: overwrite=True\)": "",
     r"overwrite=True": "--overwrite",
     r"'?\bt_r\b'?": "--t-r",
     r"'?\blow_pass\b'?": "--low-pass",
@@ -34,6 +35,11 @@ _FLAGS = {
     r"'?\bsmoothing_fwhm\b'?": "--smoothing-fwhm",
     r"'?\bresampling_target\b'?": "--resampling-target",
     r"'?\bstorage_options\b'?": "--storage-options",
+    r"'?\bhigh_variance_confounds\b'?": "--high-variance-confounds",
+    r"'?\bstandardize_confounds\b'?": "--standardize-confounds",
+    r"'?\bdetrend\b'?": "--detrend",
+    r"'?\bmask_img\b'?": "--mask",
+    r"'?\bmaps_img\b'?": "--maps",
 }
 _ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
 

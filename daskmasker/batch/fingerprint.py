@@ -131,7 +131,19 @@ def digest(obj: Any, storage_options: dict | None = None, known: dict | None = N
         ]
         sha = _sha("\n".join(p["sha256"] for p in parts).encode())
         return {"source": [p["source"] for p in parts], "stat": None, "sha256": sha, "parts": parts}
-    return {"source": _describe(obj), "stat": None, "sha256": _memory_sha(obj)}
+    found = {"source": _describe(obj), "stat": None, "sha256": _memory_sha(obj)}
+    file = _table_file(obj)
+    if file is not None:  # a table read from a file (columns chosen, n/a filled): both count
+        found["file"] = digest(file, storage_options, (known or {}).get("file"))
+    return found
+
+
+def _table_file(obj: Any) -> str | None:
+    """The file a DataFrame was read from (``attrs["source"]``, set by ``confounds_table``)."""
+    attrs = getattr(obj, "attrs", None)
+    if hasattr(obj, "columns") and isinstance(attrs, dict) and _is_path(attrs.get("source")):
+        return attrs["source"]
+    return None
 
 
 def _known_parts(known: dict | None, n: int) -> list:
@@ -145,7 +157,8 @@ def _describe(obj: Any) -> str:
         return f"<in-memory image from {filename}>"
     attrs = getattr(obj, "attrs", None)
     if isinstance(attrs, dict) and attrs.get("source"):
-        return f"<image from {attrs['source']}>"
+        kind = "table" if hasattr(obj, "columns") else "image"
+        return f"<{kind} from {attrs['source']}>"
     return f"<in-memory {type(obj).__name__}>"
 
 

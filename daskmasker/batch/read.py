@@ -114,9 +114,11 @@ def _status(fp: dict | None, installed: dict, storage_options, shared: dict) -> 
         recorded = fp.get(role)
         if recorded is None or not isinstance(recorded.get("source"), str):
             continue
+        if recorded["source"].startswith("<"):
+            recorded = recorded.get("file")  # a table read from a file: compare the file
+            if recorded is None:
+                continue  # in memory when extracted: nothing to compare with
         source = recorded["source"]
-        if source.startswith("<"):
-            continue  # in memory when extracted: nothing to compare with
         key = (source, recorded.get("stat"))
         if key not in shared:
             try:

@@ -110,6 +110,7 @@ class Recorder:
         t_r = self.params["t_r"] if self.params["t_r"] != "None" else header_t_r
         t_r_source = "t_r parameter" if self.params["t_r"] != "None" else "image header"
         conf = fp["confounds"]
+        conf = (conf or {}).get("file") or conf  # a table read from a file: the file
         attrs = {
             "source": _text(fp["image"]["source"]),
             "checksum": f"sha256:{fp['image']['sha256']}",

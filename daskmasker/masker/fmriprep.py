@@ -62,7 +62,7 @@ def confounds_table(
     Returns
     -------
     pandas.DataFrame
-        One column per confound, one row per volume.
+        One column per confound, one row per volume; ``attrs["source"]`` is ``path``.
 
     Raises
     ------
@@ -110,4 +110,6 @@ def confounds_table(
                 "first value; only leading n/a are filled (leave the column out)"
             )
         filled[column] = table[column].fillna(table[column].iloc[first])
-    return pd.DataFrame(filled, columns=table.columns).astype("float64")
+    result = pd.DataFrame(filled, columns=table.columns).astype("float64")
+    result.attrs["source"] = os.fspath(path)  # provenance: batch stores record the file
+    return result

@@ -120,10 +120,10 @@ def test_cli_refuses_a_changed_rerun_and_overwrite_recomputes(study, capsys):
     assert main([*args, "--no-report"]) == 0
     assert main([*args, "--no-report", "--detrend"]) == 2
     err = capsys.readouterr().err
-    assert "parameter 'detrend' was False, now True" in err
+    assert "parameter --detrend was False, now True" in err  # the CLI quotes its flags
     assert "--overwrite" in err
     assert main([*args, "--no-report", "--detrend", "--overwrite"]) == 0
-    assert "1 extracted" in capsys.readouterr().out
+    assert "1 extracted" in capsys.readouterr().err
 
 
 def test_digest_reuses_a_recorded_hash_only_while_size_and_mtime_hold(study):
