@@ -103,6 +103,7 @@ def write_run(path, maps, n_scans: int, seed: int) -> None:
     """A run whose header holds TR = 2 s."""
     img = make_data(maps, n_scans=n_scans, seed=seed)
     img.header.set_zooms((*img.header.get_zooms()[:3], BATCH_T_R))
+    img.header.set_xyzt_units("mm", "sec")
     img.to_filename(path)
 
 

@@ -96,8 +96,10 @@ def header_attrs(header: nib.Nifti1Header) -> dict[str, Any]:
     space_units, time_units = header.get_xyzt_units()
     zooms = header.get_zooms()
     t_r = None
-    if len(zooms) > 3 and zooms[3] > 0:
-        t_r = float(zooms[3]) * {"msec": 1e-3, "usec": 1e-6}.get(time_units, 1.0)
+    # a TR only with a time unit: nibabel writes pixdim[4] = 1 with unknown units by default
+    scale = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}.get(time_units)
+    if len(zooms) > 3 and zooms[3] > 0 and scale is not None:
+        t_r = float(zooms[3]) * scale
     slope, inter = header["scl_slope"], header["scl_inter"]
     return {
         "t_r": t_r,

@@ -304,3 +304,15 @@ def test_chunk_reader_equals_zarr_or_steps_aside(tmp_path, codecs):
         np.testing.assert_array_equal(block, expected[region])
         buffers.add(block.base.ctypes.data if block.base is not None else block.ctypes.data)
     assert len(buffers) == 1
+
+
+@pytest.mark.parametrize(
+    ("units", "t_r"), [("sec", 2.0), ("msec", 0.002), ("unknown", None)], ids=str
+)
+def test_header_tr_needs_a_time_unit(tmp_path, units, t_r):
+    """nibabel writes pixdim[4] = 1 with unknown units by default: that is no TR."""
+    img = nib.Nifti1Image(np.zeros((2, 2, 2, 3), np.float32), np.eye(4))
+    img.header.set_zooms((1, 1, 1, 2.0))
+    img.header.set_xyzt_units("mm", units)
+    img.to_filename(tmp_path / "bold.nii")
+    assert open_nifti(str(tmp_path / "bold.nii")).attrs["t_r"] == t_r
