@@ -322,7 +322,9 @@ def open_zarr(store: str, storage_options: dict | None = None, chunks=None) -> x
     array = group[ARRAY]
     reader = ChunkReader.of(array, mapper) if chunks is None else None
     if reader is not None:
-        data = da.from_array(reader, chunks=array.chunks, asarray=False, fancy=False)
+        # meta given: dask would otherwise read a chunk to learn the array's type
+        empty = np.empty((0,) * reader.ndim, dtype=reader.dtype)
+        data = da.from_array(reader, chunks=array.chunks, asarray=False, fancy=False, meta=empty)
     else:
         data = da.from_zarr(array, chunks=chunks if chunks is not None else array.chunks)
     while data.ndim > 4 and data.shape[1] == 1:
