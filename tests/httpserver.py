@@ -9,7 +9,8 @@ chosen requests to a path fail the way networks and servers do:
 * ``"reset"``: the connection is dropped (TCP RST) before any answer;
 * ``"truncate"``: the headers promise the whole range, half the body is sent, then the
   connection is closed;
-* ``"stall"``: the answer comes ``stall`` seconds late (longer than the client's timeout).
+* ``"stall"``: no answer for ``stall`` seconds (longer than the client's timeout), then the
+  connection is closed.
 """
 
 from __future__ import annotations
@@ -82,14 +83,15 @@ class FileServer(ThreadingHTTPServer):
         return [r for r in self.log if r.path == path and method in (None, r.method)]
 
     def _fault(self, method: str, path: str) -> Fault | None:
+        chosen = None
         with self.lock:
             for fault in self.faults:
                 if fault.path == path and fault.method == method:
                     fault.seen += 1
-                    if fault.nth is None or fault.seen in fault.nth:
+                    if chosen is None and (fault.nth is None or fault.seen in fault.nth):
                         fault.hits.append(fault.seen)
-                        return fault
-        return None
+                        chosen = fault
+        return chosen
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -123,7 +125,10 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.server._fault(self.command, path)
         kind = fault.kind if fault else None
         if kind == "stall":
+            self._record(start, end, 0)
             time.sleep(self.server.stall)
+            self.close_connection = True
+            return
         if kind == "reset":
             self._record(start, end, 0)
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
