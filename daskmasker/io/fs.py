@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -9,7 +10,7 @@ import fsspec
 import zarr
 from isal import igzip
 
-from daskmasker.io.retry import retry
+from daskmasker.io.retry import http_status, retry
 
 
 class Location:
@@ -34,19 +35,105 @@ def normalize(path_or_url: Any) -> str:
     return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
-def open_raw(url: str, storage_options: dict | None):
-    """An open binary file, with retries; errors name the URL (missing, forbidden, other)."""
+class RetryingFile(io.RawIOBase):
+    """A read-only file that, after a transient error, reopens and goes on from where it was.
+
+    Every read is retried (``daskmasker.retry.*``); a reader on top (a gzip decompressor, a
+    nibabel ``ArrayProxy``) never sees the dropped connection, the 503 or the response cut
+    short, and a ``.nii.gz`` stream goes on without restarting.  Permanent errors (missing,
+    forbidden, corrupt) are raised at once.
+
+    ``readahead=False`` opens with fsspec's ``cache_type="none"``: a read fetches the bytes
+    asked for and no more (a header costs its few hundred bytes, not a 5 to 50 MB block);
+    ``readahead=True`` keeps the file system's read-ahead cache, for streaming a whole file.
+    """
+
+    def __init__(self, url: str, storage_options: dict | None, readahead: bool = False):
+        super().__init__()
+        self.url = url
+        self._fs, self._path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        self._options = {} if readahead else {"cache_type": "none"}
+        self._position = 0
+        self._file = retry(self._open, url)
+
+    def _open(self):
+        return self._fs.open(self._path, "rb", **self._options)
+
+    def _attempt(self, call):
+        def attempt():
+            if self._file is None:
+                self._file = self._open()
+                self._file.seek(self._position)
+            try:
+                return call(self._file)
+            except Exception:
+                self._drop()
+                raise
+
+        return retry(attempt, self.url)
+
+    def _drop(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except Exception:
+                pass  # the connection is gone already
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self._position = offset
+        elif whence == io.SEEK_CUR:
+            self._position += offset
+        else:
+            self._position = self._attempt(lambda f: f.seek(offset, io.SEEK_END))
+            return self._position
+        if self._file is not None:
+            self._file.seek(self._position)
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._attempt(lambda f: f.read(size))
+        self._position += len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+
+def open_raw(url: str, storage_options: dict | None, readahead: bool = False) -> RetryingFile:
+    """An open binary file (a :class:`RetryingFile`); errors name the URL (missing, forbidden,
+    failing)."""
     try:
-        return retry(lambda: fsspec.open(url, "rb", **(storage_options or {})).open(), url)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"File not found: '{url}'") from exc
-    except PermissionError as exc:
-        raise PermissionError(f"access denied to '{url}': {exc}") from exc
+        return RetryingFile(url, storage_options, readahead)
     except Exception as exc:
+        status = http_status(exc)
+        if isinstance(exc, PermissionError) or status in (401, 403):
+            raise PermissionError(f"access denied to '{url}': {exc}") from exc
+        if isinstance(exc, FileNotFoundError) or status in (404, 410):
+            raise FileNotFoundError(f"File not found: '{url}'") from exc
         raise OSError(f"could not open '{url}': {exc}") from exc
 
 
 def open_stream(url: str, storage_options: dict | None):
-    """The file's bytes, inflated by ISA-L for ``.gz``."""
-    raw = open_raw(url, storage_options)
+    """The file's bytes, inflated by ISA-L for ``.gz`` (read ahead: the stream is sequential)."""
+    raw = open_raw(url, storage_options, readahead=True)
     return igzip.GzipFile(fileobj=raw, mode="rb") if url.endswith(".gz") else raw

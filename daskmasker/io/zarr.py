@@ -364,7 +364,10 @@ def _lazy(array, mapper: Location, chunks) -> tuple[da.Array, ChunkReader | None
     if chunks is None and stored[-3:] == shape[-3:]:
         reader = ChunkReader.of(array, mapper)
         if reader is not None:
-            return da.from_array(reader, chunks=array.chunks, asarray=False, fancy=False), reader
+            # meta given: dask would otherwise read a chunk to learn the array's type
+            empty = np.empty((0,) * reader.ndim, dtype=reader.dtype)
+            data = da.from_array(reader, chunks=stored, asarray=False, fancy=False, meta=empty)
+            return data, reader
         return da.from_zarr(array, chunks=stored), None
     if len(shape) == 3:
         return da.from_zarr(array, chunks=-1), None

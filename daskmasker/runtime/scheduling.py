@@ -106,14 +106,24 @@ def compute_per_worker(
 
 
 def share_blocks(blocks: np.ndarray, client: Any) -> np.ndarray:
-    """The maps blocks scattered to a distributed ``client``'s workers, as futures.
+    """The maps blocks held on a distributed ``client``'s workers, as futures.
 
     Locally (threads) tasks refer to the blocks in memory and graphs tokenize them by identity.
-    With a distributed client the blocks are scattered (broadcast to the workers) and tasks
-    refer to their futures, so no large constant is embedded in the graph and the maps travel
-    once per worker.
+    With a distributed client tasks refer to futures, so no large constant is embedded in each
+    graph and the maps travel once per worker.  The futures are of tasks that hold the blocks
+    (not of scattered data): Dask's active memory manager keeps one replica of a key, and a
+    scattered key whose worker dies is lost for good (every job needing it was cancelled,
+    "already forgotten"), while a task's key is computed again on another worker.
     """
-    futures = client.scatter(list(blocks.ravel()), broadcast=True, hash=False)
+    import uuid
+
+    import dask
+
+    token = uuid.uuid4().hex
+    held = [
+        dask.delayed(block, name=f"maps-block-{token}-{i}") for i, block in enumerate(blocks.flat)
+    ]
+    futures = client.compute(held)
     shared = np.empty(blocks.shape, dtype=object)
     for where, future in zip(np.ndindex(*blocks.shape), futures, strict=True):
         shared[where] = future

@@ -11,7 +11,7 @@ import xarray as xr
 
 from daskmasker import open_nifti, open_zarr, to_nifti, to_zarr
 from daskmasker.compute.chunks import time_chunks
-from daskmasker.io import fs, nifti
+from daskmasker.io import nifti
 
 OBLIQUE = np.array(
     [[1.9, 0.3, 0.0, -90.0], [-0.2, 2.1, 0.4, -120.0], [0.1, -0.3, 2.5, -60.0], [0, 0, 0, 1]]
@@ -110,65 +110,6 @@ def test_attrs_and_coords(tmp_path):
     _image((9, 8, 7, 3), np.float32, affine=OBLIQUE).to_filename(oblique)
     assert "x" not in open_nifti(oblique).coords  # no single mm axis for an oblique affine
     assert isinstance(open_zarr(to_zarr(str(src), str(tmp_path / "a.zarr"))), xr.DataArray)
-
-
-class CountingOpen:
-    """Counts the bytes read through fsspec while it is installed."""
-
-    def __init__(self, monkeypatch):
-        self.bytes = 0
-        original = nifti.open_raw
-
-        def counting(url, storage_options):
-            f = original(url, storage_options)
-            read, readinto = f.read, f.readinto
-
-            def counted(*args):
-                out = read(*args)
-                self.bytes += len(out)
-                return out
-
-            def counted_into(buffer):
-                n = readinto(buffer)
-                self.bytes += n or 0
-                return n
-
-            f.read, f.readinto = counted, counted_into
-            return f
-
-        monkeypatch.setattr(fs, "open_raw", counting)
-        monkeypatch.setattr(nifti, "open_raw", counting)
-
-
-@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
-def test_opening_and_graph_building_read_no_voxels(tmp_path, monkeypatch, suffix):
-    src = tmp_path / f"big{suffix}"
-    _image((20, 20, 20, 40), np.float32).to_filename(src)
-    counter = CountingOpen(monkeypatch)
-    img = open_nifti(src, chunks=5)
-    header_bytes = counter.bytes
-    assert header_bytes <= 8192, "opening reads the header only"
-    lazy = ((img - img.mean("time")) ** 2).sum(("x", "y", "z"))
-    assert counter.bytes == header_bytes, "building a graph reads nothing"
-    volume = 20 * 20 * 20 * 4
-    if suffix == ".nii":
-        img[5:10].compute()
-        assert counter.bytes - header_bytes <= volume * 5 + 4096, "a slab reads only its bytes"
-    lazy.compute()
-    assert counter.bytes > header_bytes + (volume if suffix == ".nii" else volume // 8)
-
-
-def test_zarr_graph_building_reads_no_chunks(tmp_path):
-    src = tmp_path / "a.nii"
-    _image((8, 8, 8, 12), np.float32).to_filename(src)
-    store = to_zarr(str(src), str(tmp_path / "a.zarr"), chunks=4)
-    chunk = tmp_path / "a.zarr" / "image" / "c" / "0" / "0" / "0" / "0"
-    assert chunk.exists()
-    chunk.unlink()  # a missing chunk reads as the fill value: building must not touch it
-    img = open_zarr(store)
-    lazy = img.mean("time")
-    assert np.all(img[:4].values == 0)
-    assert lazy.shape == (8, 8, 8)
 
 
 def test_interrupted_conversion_is_refused_and_foreign_paths_kept(tmp_path, monkeypatch):

@@ -1,77 +1,167 @@
-"""Transient storage failures are retried; permanent ones are not; nothing is left half-done."""
+"""Storage failures while reading, from a real HTTP server on 127.0.0.1 (``tests/httpserver.py``)
+through fsspec's HTTP file system: transient ones are retried with the configured backoff and the
+reading goes on where it stopped; permanent ones are raised at once, naming the URL.
+"""
 
 from __future__ import annotations
 
+import gzip
+import itertools
+
+import aiohttp
+import dask
 import numpy as np
 import pytest
 import xarray as xr
-from fsspec import register_implementation
-from fsspec.implementations.local import LocalFileSystem
 
-from daskmasker import NiftiMapsMasker, open_nifti, run_batch
+from daskmasker import NiftiMapsMasker, config, open_nifti, run_batch
+from daskmasker.io import retry as retry_mod
+from daskmasker.io.retry import RetriesExhausted
 
 from helpers import make_data, make_maps
+from httpserver import file_server
+
+ATTEMPTS, BACKOFF = 4, 0.02
+BLOCK = 2**16  # the HTTP file system's read-ahead beyond a read (igzip reads 512 KiB)
 
 
-class FlakyFileSystem(LocalFileSystem):
-    """A local file system whose first ``failures`` opens drop the connection."""
-
-    protocol = "flaky"
-    failures = 0
-    opens = 0
-
-    @classmethod
-    def _strip_protocol(cls, path):
-        return super()._strip_protocol(str(path).replace("flaky://", ""))
-
-    def _open(self, path, mode="rb", **kwargs):
-        type(self).opens += 1
-        if type(self).failures > 0:
-            type(self).failures -= 1
-            raise ConnectionError("connection reset by peer (injected)")
-        return super()._open(path, mode=mode, **kwargs)
-
-
-register_implementation("flaky", FlakyFileSystem, clobber=True)
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("site")
+    maps = make_maps(dtype=np.float64)
+    maps.to_filename(root / "maps.nii.gz")
+    img = make_data(maps, n_scans=400)  # a 2.6 MB .nii.gz: igzip reads it 512 KiB at a time
+    img.to_filename(root / "sub-01_task-rest_bold.nii")
+    img.to_filename(root / "sub-01_task-rest_bold.nii.gz")
+    blob = bytearray((root / "sub-01_task-rest_bold.nii.gz").read_bytes())
+    blob[-8] ^= 0xFF  # the gzip trailer's CRC32
+    (root / "crc_bold.nii.gz").write_bytes(bytes(blob))
+    expected = np.asarray(img.dataobj).T
+    with file_server(root) as server:
+        server.stall = 2.0
+        yield server, root, expected
 
 
 @pytest.fixture
-def run(tmp_path):
-    maps = make_maps(dtype=np.float64)
-    path = tmp_path / "sub-01_task-rest_bold.nii"
-    make_data(maps, n_scans=20).to_filename(path)
-    maps.to_filename(tmp_path / "maps.nii.gz")
-    FlakyFileSystem.failures = 0
-    return {"path": path, "maps": str(tmp_path / "maps.nii.gz")}
+def http(site, monkeypatch):
+    """The server (log and faults cleared), retry settings, and the delays slept between tries."""
+    server, root, expected = site
+    server.reset()
+    delays = []
+
+    def sleep(seconds):
+        delays.append(seconds)
+        retry_mod.time.sleep(seconds)
+
+    monkeypatch.setattr(retry_mod, "sleep", sleep)
+    options = {
+        "block_size": BLOCK,
+        "client_kwargs": {"timeout": aiohttp.ClientTimeout(sock_read=0.5)},
+    }
+    config.get("retry.attempts")  # defaults registered before (not inside) dask.config.set
+    settings = {"daskmasker.retry.attempts": ATTEMPTS, "daskmasker.retry.backoff": BACKOFF}
+    with dask.config.set(settings):
+        yield server, root, expected, delays, options
 
 
-def test_transient_failures_are_retried(run):
-    expected = open_nifti(run["path"]).values
-    FlakyFileSystem.failures = 2
-    img = open_nifti(f"flaky://{run['path']}")
-    FlakyFileSystem.failures = 2
+def _gaps(requests) -> list[float]:
+    return [b.time - a.time for a, b in itertools.pairwise(requests)]
+
+
+@pytest.mark.parametrize("kind", ["503", "reset", "stall"])
+@pytest.mark.parametrize("name", ["sub-01_task-rest_bold.nii", "sub-01_task-rest_bold.nii.gz"])
+def test_transient_errors_at_open_are_retried_with_backoff(http, kind, name):
+    server, _, expected, delays, options = http
+    fault = server.fail(name, kind, nth=[1, 2])
+    img = open_nifti(f"{server.url}/{name}", storage_options=options, chunks=10)
+    assert fault.hits == [1, 2] and len(server.requests(name, "GET")) == 3
+    # aiohttp itself resends at once a request whose reused connection was reset
+    assert len(delays) == 2 or (kind == "reset" and len(delays) == 1)
+    assert delays == [BACKOFF * 2**i for i in range(len(delays))]
+    gaps = _gaps(server.requests(name, "GET"))[-len(delays) :]
+    assert all(gap >= delay for gap, delay in zip(gaps, delays, strict=True)), gaps
     np.testing.assert_array_equal(img.values, expected)
-    assert FlakyFileSystem.failures == 0
 
 
-def test_persistent_failures_give_a_clear_error(run):
-    FlakyFileSystem.failures = 100
-    with pytest.raises(OSError, match=r"sub-01_task-rest_bold.nii.*4 attempts"):
-        open_nifti(f"flaky://{run['path']}")
+@pytest.mark.parametrize("kind", ["503", "reset", "truncate", "stall"])
+def test_gzip_stream_cut_mid_body_goes_on_where_it_stopped(http, kind):
+    """The stream's 3rd request fails: the read resumes at that request's offset (the
+    decompressor does not start over) and the values are exact."""
+    server, _, expected, delays, options = http
+    name = "sub-01_task-rest_bold.nii.gz"
+    img = open_nifti(f"{server.url}/{name}", storage_options=options, chunks=50)
+    server.reset()
+    server.fail(name, kind, nth=3)
+    np.testing.assert_array_equal(img.values, expected)
+    gets = server.requests(name, "GET")
+    # aiohttp itself resends at once a request whose reused connection was reset
+    assert delays == [BACKOFF] or (kind == "reset" and delays == [])
+    assert len(gets) >= 5 and gets[3].start == gets[2].start > 0, [g.start for g in gets]
+    starts = [g.start for i, g in enumerate(gets) if i != 2]
+    assert starts == sorted(set(starts)), f"the stream never went back: {starts}"
 
 
-def test_missing_files_are_not_retried(run):
-    FlakyFileSystem.opens = 0
-    with pytest.raises(FileNotFoundError):
-        open_nifti(f"flaky://{run['path']}.missing")
-    assert FlakyFileSystem.opens <= 1
+def test_nii_chunk_reads_are_retried(http):
+    server, _, expected, delays, options = http
+    name = "sub-01_task-rest_bold.nii"
+    img = open_nifti(f"{server.url}/{name}", storage_options=options, chunks=10)
+    server.reset()
+    server.fail(name, "truncate", nth=3)
+    server.fail(name, "503", nth=4)
+    with dask.config.set(scheduler="synchronous"):
+        np.testing.assert_array_equal(img.values, expected)
+    assert delays == [BACKOFF, 2 * BACKOFF]
 
 
-def test_batch_reading_through_a_flaky_connection(run, tmp_path):
+def test_persistent_failures_stop_after_the_configured_attempts(http):
+    server, _, _, delays, options = http
+    name = "sub-01_task-rest_bold.nii.gz"
+    server.fail(name, "503")
+    url = f"{server.url}/{name}"
+    with pytest.raises(RetriesExhausted, match=rf"'{url}': still failing after 4 attempts"):
+        open_nifti(url, storage_options=options)
+    assert len(server.requests(name, "GET")) == ATTEMPTS
+    assert delays == [BACKOFF, 2 * BACKOFF, 4 * BACKOFF]
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "message"),
+    [("404", FileNotFoundError, "File not found: '{url}'"), ("403", PermissionError, "access d")],
+)
+def test_missing_or_forbidden_files_are_not_retried(http, kind, error, message):
+    server, _, _, delays, options = http
+    name = "sub-01_task-rest_bold.nii.gz"
+    server.fail(name, kind, method="HEAD")
+    server.fail(name, kind, method="GET")
+    url = f"{server.url}/{name}"
+    with pytest.raises(error, match=message.format(url=url)) as info:
+        open_nifti(url, storage_options=options)
+    assert url in str(info.value)
+    assert delays == [] and len(server.requests(name)) == 2  # fsspec asks HEAD, then GET
+
+
+def test_corrupt_gzip_is_not_retried(http):
+    server, _, _, delays, options = http
+    url = f"{server.url}/crc_bold.nii.gz"
+    img = open_nifti(url, storage_options=options, chunks=10)
+    server.reset()
+    with pytest.raises(OSError, match=rf"of '{url}' \(truncated or corrupt\?\): CRC check failed"):
+        img.values  # noqa: B018
+    assert delays == []
+    starts = [g.start for g in server.requests("crc_bold.nii.gz", "GET")]
+    assert starts == sorted(set(starts)), "the stream was read once"
+
+
+def test_batch_reading_through_a_flaky_connection(http, tmp_path):
+    server, root, _, delays, options = http
+    name = "sub-01_task-rest_bold.nii.gz"
+    masker = NiftiMapsMasker(str(root / "maps.nii.gz"))
+    server.fail(name, "503", nth=3)
     out = str(tmp_path / "out.zarr")
-    masker = NiftiMapsMasker(run["maps"])
-    FlakyFileSystem.failures = 1
-    result = run_batch(masker, [f"flaky://{run['path']}"], out)
+    result = run_batch(masker, [f"{server.url}/{name}"], out, storage_options=options)
     assert result.done == ["sub-01_task-rest"] and not result.failed
-    ds = xr.open_zarr(tmp_path / "out.zarr", group="sub-01_task-rest", consolidated=False)
-    np.testing.assert_allclose(ds["signals"].values, masker.transform(str(run["path"])))
+    assert delays == [BACKOFF]
+    ds = xr.open_zarr(out, group="sub-01_task-rest", consolidated=False)
+    with gzip.open(root / name) as f:
+        assert f.read(4)  # the served file is intact
+    np.testing.assert_array_equal(ds["signals"].values, masker.transform(str(root / name)))

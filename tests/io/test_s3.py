@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 import s3fs
 import xarray as xr
 
 from daskmasker import NiftiMapsMasker, dask_client, open_nifti, open_zarr, run_batch, to_zarr
+from daskmasker.batch.run import item_name
 from daskmasker.cli import main
 
-from helpers import make_data, make_maps, make_mask
+from helpers import make_data, make_maps, make_mask, stop_processes
 from s3server import CREDENTIALS, s3_server, storage_options
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)
@@ -200,3 +206,97 @@ def test_extraction_from_s3_zarr_on_a_cluster(s3, aws_env):
     assert sum(executed.values()) > 0
     # chunks of 7 volumes change only the order of float64 sums
     np.testing.assert_allclose(got, local_signals(s3, s3["runs"][1]), rtol=0, atol=1e-12)
+
+
+def _extract(s3, urls: list[str], out: str) -> subprocess.Popen:
+    """``daskmasker extract`` in its own process, as a user would run it."""
+    command = [
+        sys.executable,
+        "-m",
+        "daskmasker.cli",
+        "extract",
+        *urls,
+        "--maps",
+        str(s3["files"]["maps"]),
+        "--mask",
+        str(s3["files"]["mask"]),
+        "--standardize",
+        "zscore_sample",
+        "--detrend",
+        "--out",
+        out,
+        "--storage-options",
+        json.dumps(s3["opts"]),
+        "--no-progress",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _groups(fs, out: str) -> dict[str, dict]:
+    """Each run group of a batch store: complete or not, and its objects' ETag and LastModified."""
+    root = out.removeprefix("s3://")
+    fs.invalidate_cache()
+    groups = {}
+    for path in fs.find(root):
+        name, _, inside = path[len(root) + 1 :].partition("/")
+        if not inside:  # the store's own zarr.json, the report
+            continue
+        info = fs.info(path)
+        group = groups.setdefault(name, {"complete": False, "objects": {}})
+        group["objects"][path] = (info["ETag"], info["LastModified"])
+        if path == f"{root}/{name}/zarr.json":
+            group["complete"] = _complete(fs, path)
+    return groups
+
+
+def _complete(fs, marker: str) -> bool:
+    try:
+        return bool(json.loads(fs.cat_file(marker))["attributes"].get("complete", False))
+    except FileNotFoundError:
+        return False
+
+
+def test_extract_killed_mid_batch_resumes_without_recomputing(s3):
+    """``daskmasker extract`` is SIGKILLed once some runs are complete; no unfinished run is
+    marked complete; a rerun leaves the finished runs' objects untouched (same ETag and
+    LastModified), extracts the others, and the store equals an uninterrupted run's."""
+    fs = s3["fs"]
+    source = f"s3://lab-private/ds/{s3['runs'][0][2]}"
+    urls = []
+    for i in range(8):
+        url = f"s3://lab-private/many/sub-{i:02d}_task-rest_bold.nii.gz"
+        fs.copy(source.removeprefix("s3://"), url.removeprefix("s3://"))
+        urls.append(url)
+    out = "s3://lab-private/derivatives/resume.zarr"
+    markers = [f"{out.removeprefix('s3://')}/{item_name(url, 0)}/zarr.json" for url in urls]
+    first = _extract(s3, urls, out)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None:
+            if sum(_complete(fs, marker) for marker in markers) >= 2:
+                first.kill()
+                break
+            time.sleep(0.2)
+        assert first.wait(60) == -9, "the batch ended before it was interrupted"
+    finally:
+        stop_processes([first])
+    killed = _groups(fs, out)
+    finished = {name for name, g in killed.items() if g["complete"]}
+    assert 2 <= len(finished) < len(urls)
+    again = _extract(s3, urls, out)
+    stdout, stderr = again.communicate(timeout=600)
+    assert again.returncode == 0, stderr
+    resumed = _groups(fs, out)
+    for name in finished:
+        assert resumed[name]["objects"] == killed[name]["objects"], f"{name} was rewritten"
+    assert f"{len(urls) - len(finished)} extracted, {len(finished)} already complete" in stdout
+    assert len(resumed) == len(urls) and all(g["complete"] for g in resumed.values())
+    whole = "s3://lab-private/derivatives/whole.zarr"
+    masker = NiftiMapsMasker(str(s3["files"]["maps"]), mask_img=str(s3["files"]["mask"]), **PARAMS)
+    assert len(run_batch(masker, urls, whole, storage_options=s3["opts"]).done) == len(urls)
+    for name in resumed:
+        got, want = (
+            xr.open_zarr(store, group=name, consolidated=False, storage_options=s3["opts"])
+            for store in (out, whole)
+        )
+        np.testing.assert_array_equal(got["signals"].values, want["signals"].values)

@@ -239,20 +239,40 @@ def test_cli_on_separate_scheduler_and_workers(files, cluster, tmp_path):
         np.testing.assert_allclose(got, local_result(files, run), atol=1e-12)
 
 
+def _stop_a_busy_worker(client, futures, pids) -> tuple[str, list]:
+    """SIGSTOP a worker as soon as the scheduler shows it processing tasks of ``futures``; return
+    its address and the tasks it held (asked again once it is frozen, so it cannot finish them)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert not all(f.done() for f in futures), "the job ended before a worker was caught"
+        busy = [addr for addr, keys in client.processing().items() if keys and addr in pids]
+        if busy:
+            os.kill(pids[busy[0]], signal.SIGSTOP)
+            held = client.processing()[busy[0]]
+            if held:
+                return busy[0], held
+            os.kill(pids[busy[0]], signal.SIGCONT)
+    raise AssertionError("no worker was seen processing a task")
+
+
 def test_worker_killed_mid_run_gives_identical_output(files, cluster):
-    sched_file, procs = cluster
-    expected = [local_result(files, run) for run in files["runs"]]
+    """A worker killed (SIGKILL) while it holds tasks of the job: the scheduler gives them to the
+    other worker and the numbers are those of a local run, bit for bit."""
+    sched_file, _ = cluster
+    masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS).fit(files["runs"][0])
+    runs = files["runs"] * 4
+    expected = [masker.transform(run) for run in files["runs"]]
     with Client(scheduler_file=sched_file) as client:
-        masker = NiftiMapsMasker(files["maps"], mask_img=files["mask"], **PARAMS).fit(
-            files["runs"][0]
-        )
-        lazies = [masker.set_output(transform="xarray").transform(r).data for r in files["runs"]]
+        pids = client.run(os.getpid)
+        lazies = [masker.set_output(transform="xarray").transform(r).data for r in runs]
         futures = client.compute(lazies)
-        time.sleep(0.2)
-        procs[1].send_signal(signal.SIGKILL)
+        victim, held = _stop_a_busy_worker(client, futures, pids)
+        os.kill(pids[victim], signal.SIGKILL)
         results = client.gather(futures)
-    for got, want in zip(results, expected, strict=True):
-        np.testing.assert_allclose(got, want, atol=1e-12)
+        survivors = client.run(os.getpid)
+    assert held and victim not in survivors and pids[victim] not in survivors.values()
+    for got, want in zip(results, expected * 4, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def _warnings_of(run, **kwargs) -> list[tuple[str, str]]:
