@@ -26,12 +26,21 @@ import yaml
 
 
 @functools.cache
-def _register_defaults() -> None:
+def _defaults() -> dict:
+    """The packaged defaults, registered with Dask's configuration once."""
     text = resources.files("daskmasker").joinpath("daskmasker.yaml").read_text("utf-8")
-    dask.config.update_defaults(yaml.safe_load(text))
+    defaults = yaml.safe_load(text)
+    dask.config.update_defaults(defaults)
+    return defaults
 
 
 def get(key: str) -> Any:
-    """The value of ``daskmasker.<key>`` (dotted for nested keys, e.g. ``"retry.attempts"``)."""
-    _register_defaults()
-    return dask.config.get(f"daskmasker.{key}")
+    """The value of ``daskmasker.<key>`` (dotted for nested keys, e.g. ``"retry.attempts"``).
+
+    The packaged default answers when Dask's configuration lost the key (leaving a
+    ``dask.config.set`` block that ran before the defaults were registered drops them).
+    """
+    default: Any = _defaults()
+    for part in f"daskmasker.{key}".split("."):
+        default = default[part]
+    return dask.config.get(f"daskmasker.{key}", default=default)
