@@ -45,7 +45,7 @@ def _open(url: str):
 def _reads(server, kind: str):
     """The GET requests for the image's bytes (the file, or the Zarr store's chunk objects)."""
     if kind.endswith(".zarr"):
-        return [r for r in server.log if r.method == "GET" and r.path.startswith(f"{kind}/0/c/")]
+        return [r for r in server.log if r.method == "GET" and r.path.startswith(f"{kind}/image/c/")]
     return server.requests(kind, "GET")
 
 
@@ -94,7 +94,7 @@ def test_computing_reads_each_chunk_once(served, kind):
     reads = _reads(server, kind)
     if kind.endswith(".zarr"):
         chunks = sorted(r.path for r in reads)
-        expected = sorted(f"{kind}/0/c/{i}/0/0/0" for i in range(N_SCANS // CHUNK))
+        expected = sorted(f"{kind}/image/c/{i}/0/0/0" for i in range(N_SCANS // CHUNK))
         assert chunks == expected, "every chunk object fetched once"
         return
     size = (root / kind).stat().st_size

@@ -289,7 +289,7 @@ def test_extract_killed_mid_batch_resumes_without_recomputing(s3):
     resumed = _groups(fs, out)
     for name in finished:
         assert resumed[name]["objects"] == killed[name]["objects"], f"{name} was rewritten"
-    assert f"{len(urls) - len(finished)} extracted, {len(finished)} already complete" in stdout
+    assert f"{len(urls) - len(finished)} extracted, {len(finished)} already complete" in stderr
     assert len(resumed) == len(urls) and all(g["complete"] for g in resumed.values())
     whole = "s3://lab-private/derivatives/whole.zarr"
     masker = NiftiMapsMasker(str(s3["files"]["maps"]), mask_img=str(s3["files"]["mask"]), **PARAMS)
