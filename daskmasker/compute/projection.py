@@ -20,6 +20,7 @@ from dask.base import tokenize
 
 from daskmasker.compute.chunks import gemm_volumes
 from daskmasker.compute.graph import task_array
+from daskmasker.compute.maps import SparseMaps, is_sparse
 from daskmasker.compute.regression import (
     GramSolver,
     MapsBlock,
@@ -29,6 +30,7 @@ from daskmasker.compute.regression import (
     compact_maps,
     count_nonfinite,
     gather_support,
+    gram_matrix,
     split_maps,
     support_products,
 )
@@ -47,7 +49,7 @@ class GridMaps:
 
     Attributes
     ----------
-    maps : ndarray, shape (K, z, y, x)
+    maps : ndarray of shape (K, z, y, x), or SparseMaps
         All maps on this grid (not yet trimmed by the mask).
     mask : bool ndarray of shape (z, y, x), or None
     kept : ndarray of int
@@ -59,7 +61,7 @@ class GridMaps:
     solver : GramSolver
     """
 
-    maps: np.ndarray
+    maps: np.ndarray | SparseMaps
     mask: np.ndarray | None
     kept: np.ndarray
     support: np.ndarray
@@ -89,14 +91,14 @@ class GridMaps:
 
 
 def prepare_grid_maps(
-    maps: np.ndarray, mask: np.ndarray | None, keep_masked_maps: bool
+    maps: np.ndarray | SparseMaps, mask: np.ndarray | None, keep_masked_maps: bool
 ) -> GridMaps:
     """Trim maps by a mask as nilearn's ``_trim_maps`` does and build the solver.
 
     Parameters
     ----------
-    maps : ndarray, shape (K, z, y, x)
-        Finite float maps on the data grid.
+    maps : ndarray of shape (K, z, y, x), or SparseMaps
+        Finite float maps on the data grid; sparse maps are trimmed without a dense copy.
     mask : bool ndarray of shape (z, y, x), or None
     keep_masked_maps : bool
         Keep maps that are empty inside the mask (they give all-zero signals).
@@ -106,6 +108,8 @@ def prepare_grid_maps(
     GridMaps
     """
     k = maps.shape[0]
+    if is_sparse(maps):
+        return _prepare_sparse(maps, mask, keep_masked_maps)
     nonzero = np.zeros(maps.shape[1:], dtype=bool)
     if mask is None:
         kept = np.arange(k)
@@ -120,7 +124,24 @@ def prepare_grid_maps(
             nonzero |= maps[i] != 0
         support = nonzero & mask
     compact = compact_maps(maps, support, kept=kept)
-    solver = GramSolver(compact.rows.T @ compact.rows, n_rows=compact.index.size)
+    solver = GramSolver(gram_matrix(compact), n_rows=compact.index.size)
+    return GridMaps(
+        maps=maps, mask=mask, kept=kept, support=support, compact=compact, solver=solver
+    )
+
+
+def _prepare_sparse(maps: SparseMaps, mask: np.ndarray | None, keep_masked_maps: bool) -> GridMaps:
+    """:func:`prepare_grid_maps` of sparse maps: the mask applied to the non-zeros only."""
+    k = len(maps)
+    if mask is None:
+        kept = np.arange(k)
+        support = maps.nonzero_voxels()
+    else:
+        mask = np.asarray(mask, dtype=bool)
+        kept = np.arange(k) if keep_masked_maps else np.flatnonzero(maps.abs_sums(mask) > 0)
+        support = maps.nonzero_voxels(kept) & mask
+    compact = compact_maps(maps, support, kept=kept)
+    solver = GramSolver(gram_matrix(compact), n_rows=compact.index.size)
     return GridMaps(
         maps=maps, mask=mask, kept=kept, support=support, compact=compact, solver=solver
     )

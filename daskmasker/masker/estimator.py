@@ -197,7 +197,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         for message in fitted.messages:
             self._log("fit", message)
 
-        self.maps_img_ = as_nibabel(fitted.maps, fitted.maps_grid.affine, fitted.maps_header)
+        self.maps_img_ = fitted.maps_image()
         self.mask_img_ = (
             None
             if fitted.mask is None
@@ -350,20 +350,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             )
         self._log("inverse_transform", "Computing image from signals")
         fitted = self._fitted
-        maps = fitted.maps if signals.shape[-1] == self.n_elements_ else fitted.maps[kept]
-        if fitted.mask is not None:
-            support = np.zeros(maps.shape[1:], dtype=bool)
-            for m in fitted.maps[kept]:
-                support |= m != 0
-            support &= fitted.mask
-        else:
-            support = np.ones(maps.shape[1:], dtype=bool)
-        flat = np.flatnonzero(support)
-        rows = maps.reshape(maps.shape[0], -1)[:, flat]
-        values = np.atleast_2d(signals) @ rows
-        out = np.zeros((values.shape[0], support.size), dtype=values.dtype)
-        out[:, flat] = values
-        out = out.reshape((values.shape[0], *support.shape))
+        index = np.arange(self.n_elements_) if signals.shape[-1] == self.n_elements_ else kept
+        out = fitted.voxel_signals(np.atleast_2d(signals), index)
         target = params.target_dtype(signals.dtype, self.dtype) or signals.dtype
         data = out[0] if signals.ndim == 1 else out
         img = nib.Nifti1Image(np.asarray(data.T, dtype=target), self.maps_img_.affine)

@@ -11,15 +11,25 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask.array as da
 import nibabel as nib
 import numpy as np
 import xarray as xr
 
 from daskmasker import config
 from daskmasker.compute.grid import Grid, check_same_grids
+from daskmasker.compute.maps import (
+    SparseMaps,
+    SparseMapsSink,
+    SparseResampler,
+    any_in_mask,
+    float_dtype,
+    is_sparse,
+    stays_sparse,
+)
 from daskmasker.compute.projection import GridMaps, prepare_grid_maps
 from daskmasker.io import load
-from daskmasker.io.image import header_from_attrs, image_grid
+from daskmasker.io.image import MAP_DIM, as_nibabel, header_from_attrs, image_grid
 from daskmasker.masker import spatial
 
 
@@ -29,8 +39,9 @@ class FittedMaps:
 
     Attributes
     ----------
-    maps : ndarray, shape (K, z, y, x)
-        Finite float maps on ``maps_grid`` (resampled for the resampling target).
+    maps : ndarray of shape (K, z, y, x), or SparseMaps
+        Finite float maps on ``maps_grid`` (resampled for the resampling target); sparse for
+        atlases of small maps (see :func:`load_maps`).
     maps_grid : Grid
     maps_header : nibabel header or None
         The maps file's header (kept in ``maps_img_``).
@@ -41,7 +52,7 @@ class FittedMaps:
         What the fit did, for verbose logs ("Resampling regions", "Resampling mask").
     """
 
-    maps: np.ndarray
+    maps: np.ndarray | SparseMaps
     maps_grid: Grid
     maps_header: nib.Nifti1Header | None
     mask: np.ndarray | None
@@ -60,7 +71,10 @@ class FittedMaps:
         if grid.key not in self._on_grid:
             maps, mask = self.maps, self.mask
             if not grid.same_as(self.maps_grid):
-                maps = spatial.resample_maps(maps, self.maps_grid, grid)
+                if is_sparse(maps):
+                    maps = SparseResampler(self.maps_grid, grid)(maps)
+                else:
+                    maps = spatial.resample_maps(maps, self.maps_grid, grid)
                 if not maps.any():
                     raise ValueError("No map left after resampling maps_img.")
             if mask is not None and not grid.same_as(self.mask_grid):
@@ -72,6 +86,72 @@ class FittedMaps:
     def kept(self) -> np.ndarray:
         """Indices of the maps extracted on the fitted grid."""
         return self.on_grid(self.maps_grid).kept
+
+    def maps_image(self) -> nib.Nifti1Image:
+        """The fitted maps as a nibabel image (``maps_img_``); sparse maps stay sparse behind a
+        lazy array proxy until its data is asked for."""
+        if not is_sparse(self.maps):
+            return as_nibabel(self.maps, self.maps_grid.affine, self.maps_header)
+        return nib.Nifti1Image(
+            SparseMapsProxy(self.maps), self.maps_grid.affine, header=self.maps_header
+        )
+
+    def voxel_signals(self, signals: np.ndarray, maps_index: np.ndarray) -> np.ndarray:
+        """``Σ_k s_k · map_k`` over the kept maps' support (inside the mask), zero elsewhere.
+
+        Parameters
+        ----------
+        signals : ndarray, shape (T, len(maps_index))
+        maps_index : ndarray of int
+            The maps the columns of ``signals`` belong to.
+
+        Returns
+        -------
+        ndarray, shape (T, z, y, x)
+        """
+        maps, kept = self.maps, self.kept
+        shape = maps.shape[1:]
+        if self.mask is None:
+            support = np.ones(shape, dtype=bool)
+        elif is_sparse(maps):
+            support = maps.nonzero_voxels(kept) & self.mask
+        else:
+            support = np.zeros(shape, dtype=bool)
+            for m in maps[kept]:
+                support |= m != 0
+            support &= self.mask
+        flat = np.flatnonzero(support)
+        if is_sparse(maps):
+            values = (maps.voxel_rows(flat, maps_index) @ signals.T).T
+        else:
+            rows = maps[maps_index].reshape(len(maps_index), -1)[:, flat]
+            values = signals @ rows
+        out = np.zeros((values.shape[0], support.size), dtype=values.dtype)
+        out[:, flat] = values
+        return out.reshape((values.shape[0], *shape))
+
+
+class SparseMapsProxy:
+    """A nibabel array proxy ``(x, y, z, K)`` over :class:`SparseMaps`: ``proxy[..., k]`` makes
+    one map dense; ``np.asarray(proxy)`` makes them all dense (K × V values)."""
+
+    is_proxy = True
+
+    def __init__(self, maps: SparseMaps):
+        self._maps = maps
+        self.shape = maps.shape[::-1]
+        self.ndim = 4
+        self.dtype = maps.dtype
+
+    def __array__(self, dtype=None, copy=None):
+        out = self._maps.toarray().T
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple) and len(key) == 2 and key[0] is Ellipsis:
+            if isinstance(key[1], int | np.integer):
+                return self._maps.map(int(key[1])).T
+        return np.asarray(self)[key]
 
 
 def load_mask(mask_img: Any) -> tuple[np.ndarray, Grid]:
@@ -150,7 +230,7 @@ def _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_gr
     onto = None
     if ref is not None and resampling_target != "maps":
         onto = None if ref.same_as(maps_grid) else ref
-    maps = spatial.load_maps(maps_image, onto=onto)
+    maps = load_maps(maps_image, onto=onto)
     any_map = bool(maps.any())
     if onto is not None:
         messages.append("Resampling regions")
@@ -164,7 +244,7 @@ def _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_gr
 
     if not any_map:
         raise ValueError("maps_img contains no map.")
-    if mask is not None and ref is not None and not any(m[mask].any() for m in maps):
+    if mask is not None and ref is not None and not any_in_mask(maps, mask):
         raise ValueError("No map left after applying mask to the maps image.")
     return FittedMaps(
         maps=maps,
@@ -175,6 +255,31 @@ def _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_gr
         keep_masked_maps=bool(keep_masked_maps),
         messages=tuple(messages),
     )
+
+
+def load_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarray | SparseMaps:
+    """The maps, finite, on ``onto`` (linear interpolation): dense, or sparse when the first
+    block of maps is sparse (``daskmasker.sparse-maps-density``).
+
+    Sparse maps stream block by block (a few maps at a time): each block is made finite, sparse
+    and moved onto the target grid as it is read, so neither the source nor the resampled maps
+    are ever held dense (:class:`~daskmasker.compute.maps.SparseMapsSink`).
+    """
+    img = maps_image if maps_image.ndim == 4 else maps_image.expand_dims(MAP_DIM)
+    data = img.data
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data), chunks=(1, -1, -1, -1))
+    data = data.rechunk({1: -1, 2: -1, 3: -1})
+    first = np.asarray(data.blocks[0].compute(scheduler="threads"))
+    if not stays_sparse(first):
+        return spatial.load_maps(maps_image, onto=onto)
+    del first
+    source = image_grid(img)
+    remap = None if onto is None or onto.same_as(source) else SparseResampler(source, onto)
+    sink = SparseMapsSink(data.shape, float_dtype(data.dtype), remap)
+    # computed here, in this process, whatever the active scheduler: the maps stay local
+    da.store(data, sink, lock=False, scheduler="threads")
+    return sink.result()
 
 
 class FitCache:
