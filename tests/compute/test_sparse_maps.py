@@ -24,7 +24,8 @@ from daskmasker.compute.grid import Grid
 from daskmasker.compute.projection import prepare_grid_maps
 from daskmasker.compute.regression import compact_maps, support_products
 from daskmasker.compute.resample import resample_array
-from daskmasker.io.image import make_image
+from daskmasker.io.image import READER_ENCODING, make_image
+from daskmasker.io.load import load_image
 from daskmasker.masker.fitting import FIT_CACHE, load_maps
 
 from helpers import (
@@ -225,3 +226,22 @@ def test_fit_of_sparse_maps_holds_no_dense_copy():
     assert peak < dense_bytes / 10
     expected = resample_array(da.from_array(values.T), img.affine, target, "linear").compute()
     assert rel(maps.toarray(), expected) <= EXACT
+
+
+def test_gzip_maps_stream_in_order_into_sparse(tmp_path):
+    """A .nii.gz atlas read block by block (3 maps a block) gives the dense loader's maps."""
+    img = small_maps(n_maps=10)
+    path = tmp_path / "maps.nii.gz"
+    img.to_filename(path)
+    volume_bytes = int(np.prod(MAPS_SHAPE)) * 8
+    target = Grid(DATA_SHAPE[::-1], DATA_AFFINE)
+    FIT_CACHE._entries.clear()
+    with dask.config.set({**SPARSE, "daskmasker.chunk-bytes": 3 * volume_bytes}):
+        image = load_image(str(path))
+        assert len(image.data.chunks[0]) == 4
+        assert image.encoding[READER_ENCODING].chunks_of(image.data)  # the streamed path
+        got = load_maps(image, onto=target)
+    with dask.config.set(DENSE):
+        want = load_maps(load_image(str(path)), onto=target)
+    assert maps_arrays.is_sparse(got) and not maps_arrays.is_sparse(want)
+    assert rel(got.toarray(), want) <= EXACT
