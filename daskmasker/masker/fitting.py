@@ -7,6 +7,7 @@ Only the maps and mask are read: for the data, its header (the grid) is enough.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ from daskmasker.compute.maps import (
     is_sparse,
     stays_sparse,
 )
-from daskmasker.compute.projection import GridMaps, prepare_grid_maps
+from daskmasker.compute.projection import GridMaps, joint_grid_maps, prepare_grid_maps
 from daskmasker.io import load
 from daskmasker.io.image import (
     MAP_DIM,
@@ -67,6 +68,9 @@ class FittedMaps:
     mask_grid: Grid | None
     keep_masked_maps: bool
     messages: tuple[str, ...] = ()
+    joint: tuple[list[FittedMaps], list[FittedMaps]] | None = field(
+        default=None, repr=False, compare=False
+    )
     _on_grid: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -76,6 +80,11 @@ class FittedMaps:
 
     def on_grid(self, grid: Grid) -> GridMaps:
         """The maps (and mask) on ``grid``, trimmed and prepared for extraction once per grid."""
+        if grid.key not in self._on_grid and self.joint is not None:
+            originals, members = self.joint
+            linked = joint_grid_maps([f.on_grid(grid) for f in originals])
+            for member, grid_maps in zip(members, linked, strict=True):
+                member._on_grid[grid.key] = grid_maps
         if grid.key not in self._on_grid:
             maps, mask = self.maps, self.mask
             if not grid.same_as(self.maps_grid):
@@ -137,6 +146,21 @@ class FittedMaps:
         out = np.zeros((values.shape[0], support.size), dtype=values.dtype)
         out[:, flat] = values
         return out.reshape((values.shape[0], *shape))
+
+
+def link_fitted(fitted: list[FittedMaps]) -> list[FittedMaps]:
+    """Copies of several atlases' fitted maps that share one pass over each image.
+
+    On each grid the copies' maps are linked
+    (:func:`~daskmasker.compute.projection.joint_grid_maps`): an image's products with every
+    atlas come from one read and one product; each atlas keeps its own solver.  The originals
+    (perhaps cached) are not changed.
+    """
+    members: list[FittedMaps] = []
+    members.extend(
+        dataclasses.replace(f, joint=(list(fitted), members), _on_grid={}) for f in fitted
+    )
+    return members
 
 
 class SparseMapsProxy:
