@@ -80,6 +80,14 @@ def extract_many(
         Per atlas, the array ``transform`` returns (one image) or the list of arrays, one per
         image (a list of images); equal to each atlas's own masker's output.
     """
+    first = imgs if _is_single(imgs) else (imgs[0] if len(imgs) else None)
+    return transform_many(fit_many(maps, first, **params), imgs, confounds, sample_mask)
+
+
+def transform_many(
+    maskers: list[NiftiMapsMasker], imgs: Any, confounds: Any = None, sample_mask: Any = None
+) -> list:
+    """:func:`extract_many` with maskers from :func:`fit_many`."""
     single = _is_single(imgs)
     images = [imgs] if single else list(imgs)
     per_image = {"confounds": confounds, "sample_mask": sample_mask}
@@ -92,7 +100,6 @@ def extract_many(
             raise ValueError(
                 f"number of {label} ({len(values)}) unequal to number of images ({len(images)})."
             )
-    maskers = fit_many(maps, images[0], **params)
     lazies: list[list[xr.DataArray]] = []
 
     def graphs():  # one array per image: on a cluster an image's tasks stay on one worker

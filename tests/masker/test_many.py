@@ -94,3 +94,28 @@ def test_errors_name_the_input(atlases):
         extract_many(data, maps=atlases[0])
     with pytest.raises(ValueError, match=r"number of confounds \(1\) unequal"):
         extract_many([data, data], maps=atlases, confounds=[None])
+
+
+def test_cli_one_store_per_atlas(tmp_path, atlases, run_gz, reads):
+    import xarray as xr
+
+    from daskmasker.cli import main
+
+    paths = []
+    for k, atlas in enumerate(atlases[:2]):
+        paths.append(str(tmp_path / f"atlas{k}.nii.gz"))
+        atlas.to_filename(paths[-1])
+    out = tmp_path / "out"
+    argv = ["extract", run_gz, "--maps", paths[0], "--maps", paths[1], "--out", str(out)]
+    assert _quiet(main, [*argv, "--detrend", "--no-progress"]) == 0
+    runs = [r for r in reads if r[0] == run_gz]
+    assert runs and sorted(set(runs)) == sorted(runs)  # each chunk of the run read once
+    for path in paths:
+        name = path.rsplit("/", 1)[1].removesuffix(".nii.gz")
+        stored = xr.open_zarr(out / f"{name}.zarr", group="run", consolidated=False)
+        want = _quiet(NiftiMapsMasker(maps_img=path, detrend=True).fit_transform, run_gz)
+        np.testing.assert_allclose(stored["signals"].values, want, atol=1e-12 * np.abs(want).max())
+    # a second run finds every item complete in every store and reads nothing
+    reads.clear()
+    assert _quiet(main, [*argv, "--detrend", "--no-progress"]) == 0
+    assert [r for r in reads if r[0] == run_gz] == []
