@@ -7,6 +7,7 @@ and our reduced normal equations differ by ~1e-12 on these maps.
 
 from __future__ import annotations
 
+import re
 import tracemalloc
 import warnings
 
@@ -245,3 +246,18 @@ def test_gzip_maps_stream_in_order_into_sparse(tmp_path):
         want = load_maps(load_image(str(path)), onto=target)
     assert maps_arrays.is_sparse(got) and not maps_arrays.is_sparse(want)
     assert rel(got.toarray(), want) <= EXACT
+
+
+def test_report_of_sparse_maps_draws_the_maps():
+    maps = small_maps()
+    data = make_data(maps, dtype=np.float64)
+    _, _, sparse_masker = _both(dict(maps_img=maps), data, data, SPARSE)
+    _, _, dense_masker = _both(dict(maps_img=maps), data, data, DENSE)
+    assert maps_arrays.is_sparse(sparse_masker._fitted.maps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = str(sparse_masker.generate_report(displayed_maps=[1, 4]))
+        reference = str(dense_masker.generate_report(displayed_maps=[1, 4]))
+    pngs = re.findall(r"data:image/png;base64,([^\"]+)", ours)
+    assert len(pngs) == 2
+    assert pngs == re.findall(r"data:image/png;base64,([^\"]+)", reference)
