@@ -261,3 +261,38 @@ def test_report_of_sparse_maps_draws_the_maps():
     pngs = re.findall(r"data:image/png;base64,([^\"]+)", ours)
     assert len(pngs) == 2
     assert pngs == re.findall(r"data:image/png;base64,([^\"]+)", reference)
+
+
+def test_sparse_blocks_over_spatial_chunks_and_the_gzip_chain(tmp_path):
+    """CSR maps split over spatial chunks, and multiplied in a .nii.gz's read-products chain,
+    give the dense maps' products and non-finite counts."""
+    from daskmasker.compute.projection import project
+    from daskmasker.compute.regression import split_maps
+    from daskmasker.io.nifti import open_nifti
+
+    dense = dense_maps(small_maps())
+    shape = dense.shape[1:]
+    volumes = np.random.default_rng(2).normal(size=(17, *shape)).astype(np.float32)
+    volumes[3, 1, 2, 3] = np.nan
+    sm = maps_arrays.SparseMaps.from_dense(dense)
+    with dask.config.set(SPARSE):
+        whole = compact_maps(sm)
+    assert sparse.issparse(whole.rows)
+    k = dense.shape[0]
+    spatial = (4, 8, 5)
+    data = da.from_array(volumes, chunks=(6, *spatial))
+    results = []
+    for maps in (whole, compact_maps(dense)):
+        blocks = split_maps(maps, shape, data.chunks[1:])
+        sizes = np.vectorize(lambda b: b.size, otypes=[int])(blocks)
+        results.append(project(data, blocks, sizes, k, batch_volumes=8).compute())
+    assert rel(results[0], results[1]) <= EXACT
+    path = str(tmp_path / "run.nii.gz")
+    nib.Nifti1Image(volumes.T, MAPS_AFFINE).to_filename(path)
+    image = open_nifti(path, chunks=4)
+    reader = image.encoding[READER_ENCODING]
+    blocks = split_maps(whole, shape, image.data.chunks[1:])
+    sizes = np.vectorize(lambda b: b.size, otypes=[int])(blocks)
+    chained = project(image.data, blocks, sizes, k, batch_volumes=8, reader=reader).compute()
+    assert rel(chained, results[1]) <= EXACT
+    assert chained[3, -1] == 1 and chained[:, -1].sum() == 1
