@@ -38,19 +38,19 @@ def worker(spec: dict) -> None:
 
     confounds = pd.read_csv(spec["confounds"], sep="\t").to_numpy() if spec["confounds"] else None
     out: dict = {}
-    start = time.perf_counter()
     if spec["job"] == "many":
         from daskmasker.masker.many import fit_many, transform_many
-
+    elif spec["tool"] == "nilearn":
+        from nilearn.maskers import NiftiMapsMasker
+    else:
+        from daskmasker import NiftiMapsMasker
+    start = time.perf_counter()  # the libraries imported: fit and transform only
+    if spec["job"] == "many":
         maskers = fit_many(spec["maps"], spec["img"], mask_img=spec["mask"], **PARAMS)
         out["fit"] = time.perf_counter() - start
         signals = transform_many(maskers, spec["img"], confounds=confounds)
         out["shapes"] = [list(s.shape) for s in signals]
     else:
-        if spec["tool"] == "nilearn":
-            from nilearn.maskers import NiftiMapsMasker
-        else:
-            from daskmasker import NiftiMapsMasker
         masker = NiftiMapsMasker(spec["maps"], mask_img=spec["mask"], **PARAMS)
         masker.fit(spec["img"])
         out["fit"] = time.perf_counter() - start
