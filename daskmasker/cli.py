@@ -155,7 +155,13 @@ def _get_parser() -> argparse.ArgumentParser:
         description="Extract the maps' time series of each image into one resumable Zarr store.",
     )
     extract.add_argument("imgs", nargs="+", help="4D images: NIfTI files, Zarr stores or URLs")
-    extract.add_argument("--maps", required=True, help="4D maps image")
+    extract.add_argument(
+        "--maps",
+        required=True,
+        action="append",
+        help="4D maps image; repeat for several atlases: one store per atlas, OUT/<atlas>.zarr, "
+        "each image read once for all of them",
+    )
     extract.add_argument("--mask", default=None, help="3D mask image")
     extract.add_argument(
         "--confounds",
@@ -480,6 +486,10 @@ def _extract(args: argparse.Namespace) -> int:
     args.t_r, confounds = _check_extract(args)
     from daskmasker.batch.run import run_batch
 
+    if len(args.maps) > 1:
+        return _extract_many(args)
+    args.maps = args.maps[0]
+
     masker = _masker_from_args(args)
     logger.debug("masker: %r", masker)
     start = time.perf_counter()
@@ -503,6 +513,54 @@ def _extract(args: argparse.Namespace) -> int:
     for name, error in result.failed.items():
         logger.error("FAILED %s: %s", name, _flag_names(error))
     return 1 if result.failed else 0
+
+
+def _extract_many(args: argparse.Namespace) -> int:
+    """``extract`` with several ``--maps``: a batch store per atlas (``OUT/<atlas>.zarr``, named
+    after the maps file), every image read once for all atlases; complete items are skipped."""
+    import re
+    from pathlib import PurePosixPath
+
+    from daskmasker.batch.run import make_items
+    from daskmasker.batch.store import is_complete, open_output, write_item
+    from daskmasker.masker.many import fit_many, transform_many
+
+    atlases = list(args.maps)
+    names = [re.sub(r"\.nii(\.gz)?$|\.zarr/?$", "", PurePosixPath(m).name) for m in atlases]
+    if len(set(names)) < len(names):
+        names = [f"atlas-{i}_{n}" for i, n in enumerate(names)]
+    args.maps = atlases[0]
+    params = _masker_from_args(args).get_params(deep=False)
+    del params["maps_img"]
+    items = make_items(args.imgs, confounds=args.confounds)
+    start = time.perf_counter()
+    failed = 0
+    with _client(args):
+        maskers = fit_many(atlases, items[0].image, **params)
+        outputs = []
+        for name, masker in zip(names, maskers, strict=True):
+            store = f"{args.out.rstrip('/')}/{name}.zarr"
+            group, mapper = open_output(
+                store, masker._attrs_params(), args.overwrite, args.storage_options
+            )
+            outputs.append((group, mapper))
+        for item in items:
+            if all(is_complete(group, item.name) for group, _ in outputs):
+                continue
+            try:
+                signals = transform_many(maskers, item.image, confounds=item.confounds)
+            except Exception as exc:  # recorded; the batch goes on
+                print(f"FAILED {item.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            attrs = {"source": str(item.image)}
+            for (_, mapper), values in zip(outputs, signals, strict=True):
+                write_item(mapper, item.name, values, None, attrs)
+    print(
+        f"{len(items)} images x {len(atlases)} atlases into {args.out}/{{{','.join(names)}}}.zarr "
+        f"({failed} failed) in {time.perf_counter() - start:.1f} s"
+    )
+    return 1 if failed else 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ per-chunk ``delayed``) and returns the products the uncleaned region signals are
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -17,9 +18,12 @@ import dask.array as da
 import numpy as np
 from dask._task_spec import DataNode, List, Task, TaskRef, parse_input
 from dask.base import tokenize
+from scipy import sparse
 
+from daskmasker import config
 from daskmasker.compute.chunks import gemm_volumes
 from daskmasker.compute.graph import task_array
+from daskmasker.compute.maps import SparseMaps, is_sparse
 from daskmasker.compute.regression import (
     GramSolver,
     MapsBlock,
@@ -29,6 +33,7 @@ from daskmasker.compute.regression import (
     compact_maps,
     count_nonfinite,
     gather_support,
+    gram_matrix,
     split_maps,
     support_products,
 )
@@ -48,7 +53,7 @@ class GridMaps:
 
     Attributes
     ----------
-    maps : ndarray, shape (K, z, y, x)
+    maps : ndarray of shape (K, z, y, x), or SparseMaps
         All maps on this grid (not yet trimmed by the mask).
     mask : bool ndarray of shape (z, y, x), or None
     kept : ndarray of int
@@ -58,14 +63,19 @@ class GridMaps:
     compact : MapsBlock
         The kept maps on the support voxels of the whole grid.
     solver : GramSolver
+        None for the joint maps of several atlases (see :func:`joint_grid_maps`).
+    joint : (GridMaps, slice), optional
+        The joint maps of several atlases this one's products are taken from, and its columns
+        there: the image is read and multiplied once for all of them.
     """
 
-    maps: np.ndarray
+    maps: np.ndarray | SparseMaps
     mask: np.ndarray | None
     kept: np.ndarray
     support: np.ndarray
     compact: MapsBlock
-    solver: GramSolver
+    solver: GramSolver | None
+    joint: tuple[GridMaps, slice] | None = None
     _blocks: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -90,14 +100,14 @@ class GridMaps:
 
 
 def prepare_grid_maps(
-    maps: np.ndarray, mask: np.ndarray | None, keep_masked_maps: bool
+    maps: np.ndarray | SparseMaps, mask: np.ndarray | None, keep_masked_maps: bool
 ) -> GridMaps:
     """Trim maps by a mask as nilearn's ``_trim_maps`` does and build the solver.
 
     Parameters
     ----------
-    maps : ndarray, shape (K, z, y, x)
-        Finite float maps on the data grid.
+    maps : ndarray of shape (K, z, y, x), or SparseMaps
+        Finite float maps on the data grid; sparse maps are trimmed without a dense copy.
     mask : bool ndarray of shape (z, y, x), or None
     keep_masked_maps : bool
         Keep maps that are empty inside the mask (they give all-zero signals).
@@ -107,6 +117,8 @@ def prepare_grid_maps(
     GridMaps
     """
     k = maps.shape[0]
+    if is_sparse(maps):
+        return _prepare_sparse(maps, mask, keep_masked_maps)
     nonzero = np.zeros(maps.shape[1:], dtype=bool)
     if mask is None:
         kept = np.arange(k)
@@ -121,7 +133,24 @@ def prepare_grid_maps(
             nonzero |= maps[i] != 0
         support = nonzero & mask
     compact = compact_maps(maps, support, kept=kept)
-    solver = GramSolver(compact.rows.T @ compact.rows, n_rows=compact.index.size)
+    solver = GramSolver(gram_matrix(compact), n_rows=compact.index.size)
+    return GridMaps(
+        maps=maps, mask=mask, kept=kept, support=support, compact=compact, solver=solver
+    )
+
+
+def _prepare_sparse(maps: SparseMaps, mask: np.ndarray | None, keep_masked_maps: bool) -> GridMaps:
+    """:func:`prepare_grid_maps` of sparse maps: the mask applied to the non-zeros only."""
+    k = len(maps)
+    if mask is None:
+        kept = np.arange(k)
+        support = maps.nonzero_voxels()
+    else:
+        mask = np.asarray(mask, dtype=bool)
+        kept = np.arange(k) if keep_masked_maps else np.flatnonzero(maps.abs_sums(mask) > 0)
+        support = maps.nonzero_voxels(kept) & mask
+    compact = compact_maps(maps, support, kept=kept)
+    solver = GramSolver(gram_matrix(compact), n_rows=compact.index.size)
     return GridMaps(
         maps=maps, mask=mask, kept=kept, support=support, compact=compact, solver=solver
     )
@@ -156,9 +185,72 @@ def raw_signals(
     -------
     dask array, shape (T, K_kept + 1), float64
     """
+    if grid_maps.joint is not None:
+        joint, columns = grid_maps.joint
+        products = raw_signals(data, joint, split_every, reader, share)
+        # the same keys for every atlas: computed together, the image is read once
+        own = da.concatenate([products[:, columns], products[:, -1:]], axis=1)
+        return own.rechunk({1: -1})
     blocks, sizes = grid_maps.blocks_for(data.chunks[1:], share)
     n_kept = int(grid_maps.kept.size)
     return project(data, blocks, sizes, n_kept, split_every=split_every, reader=reader)
+
+
+def joint_grid_maps(members: list[GridMaps]) -> list[GridMaps]:
+    """Link the maps of several atlases on one grid so one pass over an image serves them all.
+
+    The joint maps hold every atlas's kept maps side by side, on the union of their supports
+    (CSR when sparse enough, see :func:`~daskmasker.compute.regression.compact_maps`); each
+    returned copy of a member refers to them and to its columns (see :func:`raw_signals`).  Its
+    own solver is unchanged: each atlas is still regressed alone, as nilearn does.
+
+    Parameters
+    ----------
+    members : list of GridMaps
+        Maps prepared on the same grid.
+
+    Returns
+    -------
+    list of GridMaps
+        The members, linked.
+    """
+    shape = members[0].support.shape
+    if any(m.support.shape != shape for m in members):
+        raise ValueError(
+            f"atlases on different grids cannot share a pass: {[m.support.shape for m in members]}"
+        )
+    support = np.zeros(shape, dtype=bool)
+    for m in members:
+        support |= m.support
+    index = np.flatnonzero(support)
+    rows, cols, values, spans, offset = [], [], [], [], 0
+    for m in members:
+        part = sparse.coo_array(m.compact.rows)
+        rows.append(np.searchsorted(index, m.compact.index)[part.row])
+        cols.append(part.col + offset)
+        values.append(part.data.astype(np.float64))
+        k = m.compact.rows.shape[1]
+        spans.append(slice(offset, offset + k))
+        offset += k
+    matrix = sparse.csr_array(
+        (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(index.size, offset),
+    )
+    matrix.sort_indices()
+    if matrix.nnz > float(config.get("sparse-products-density")) * index.size * offset:
+        matrix = matrix.toarray(order="F")
+    joint = GridMaps(
+        maps=None,
+        mask=None,
+        kept=np.arange(offset),
+        support=support,
+        compact=MapsBlock(index=index, rows=matrix),
+        solver=None,
+    )
+    return [
+        dataclasses.replace(m, joint=(joint, span), _blocks={})
+        for m, span in zip(members, spans, strict=True)
+    ]
 
 
 def region_signals(products: np.ndarray, operator: np.ndarray) -> tuple[np.ndarray, float]:

@@ -42,8 +42,10 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import sparse
 
 from daskmasker import config
+from daskmasker.compute.maps import is_sparse
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,8 +56,10 @@ class MapsBlock:
     ----------
     index : ndarray of int64
         Flat (C-order) indices of the support voxels within the block.
-    rows : ndarray of float64, shape (len(index), K)
-        The maps' values at those voxels (any memory order).
+    rows : ndarray of float64, shape (len(index), K), or a scipy.sparse CSR array
+        The maps' values at those voxels (any memory order); CSR for sparse atlases (see
+        :func:`compact_maps`), which :func:`support_products` multiplies at a cost of
+        non-zeros × volumes.
     """
 
     index: np.ndarray
@@ -91,6 +95,8 @@ def compact_maps(
     -------
     MapsBlock
     """
+    if is_sparse(maps):
+        return _compact_sparse(maps, support, kept)
     flat = maps.reshape(maps.shape[0], -1)
     if support is None:
         chosen = flat if kept is None else flat[kept]
@@ -107,6 +113,27 @@ def compact_maps(
     for j, k in enumerate(chosen):
         columns[j] = np.take(flat[k], index)  # 8× faster than flat[k, index]
     return MapsBlock(index=index, rows=columns.T)
+
+
+def _compact_sparse(maps, support, kept) -> MapsBlock:
+    """:func:`compact_maps` of :class:`~daskmasker.compute.maps.SparseMaps`: CSR rows when
+    sparse enough (``daskmasker.sparse-products-density``), else dense rows as for dense maps."""
+    chosen = np.arange(len(maps)) if kept is None else np.asarray(kept)
+    if support is None:
+        support = maps.nonzero_voxels(chosen)
+    index = np.flatnonzero(np.asarray(support, dtype=bool).reshape(-1))
+    rows = maps.voxel_rows(index, chosen)
+    density = rows.nnz / max(1, rows.shape[0] * rows.shape[1])
+    if density > float(config.get("sparse-products-density")):
+        rows = rows.toarray(order="F")
+    return MapsBlock(index=index, rows=rows)
+
+
+def gram_matrix(maps: MapsBlock) -> np.ndarray:
+    """``MᵀM`` (K × K, float64) of compacted maps; from sparse products when ``rows`` is sparse
+    (cost: the non-zeros' overlaps, not voxels × K²)."""
+    gram = maps.rows.T @ maps.rows
+    return gram.toarray() if sparse.issparse(gram) else np.asarray(gram)
 
 
 def split_maps(
@@ -208,6 +235,8 @@ def support_products(parts: list[np.ndarray], maps: MapsBlock) -> np.ndarray:
     parts = [part.reshape(part.shape[0], -1) for part in parts]
     n_volumes = sum(part.shape[0] for part in parts)
     n_support, n_maps = maps.rows.shape
+    if sparse.issparse(maps.rows):
+        return _sparse_products(parts, maps, n_volumes)
     out = np.zeros((n_volumes, n_maps + 1))
     # float64 support values cast per step: a slab that fits in L2
     width = max(256, int(config.get("slab-bytes")) // (8 * max(n_volumes, 1)))
@@ -220,6 +249,32 @@ def support_products(parts: list[np.ndarray], maps: MapsBlock) -> np.ndarray:
                 slab[row : row + part.shape[0], : stop - start] = part[:, start:stop]
                 row += part.shape[0]
             out[:, :-1] += slab[:, : stop - start] @ maps.rows[start:stop]
+    out[:, -1] = np.concatenate([part[:, -1] for part in parts])
+    return out
+
+
+def _sparse_products(parts: list[np.ndarray], maps: MapsBlock, n_volumes: int) -> np.ndarray:
+    """:func:`support_products` with CSR rows: cost non-zeros × volumes.
+
+    A slab of support voxels is copied transposed, ``(voxels, volumes)`` in float64, so the
+    sparse kernel adds whole contiguous rows (the volumes of a voxel) per non-zero.
+    """
+    n_support, n_maps = maps.rows.shape
+    acc = np.zeros((n_maps, n_volumes))
+    width = max(256, 8 * int(config.get("slab-bytes")) // (8 * max(n_volumes, 1)))
+    for start in range(0, n_support, width):
+        stop = min(start + width, n_support)
+        block = maps.rows[start:stop]
+        if block.nnz == 0:
+            continue
+        slab = np.empty((stop - start, n_volumes))
+        row = 0
+        for part in parts:
+            slab[:, row : row + part.shape[0]] = part[:, start:stop].T
+            row += part.shape[0]
+        acc += block.T @ slab
+    out = np.empty((n_volumes, n_maps + 1))
+    out[:, :-1] = acc.T
     out[:, -1] = np.concatenate([part[:, -1] for part in parts])
     return out
 
@@ -289,14 +344,17 @@ class GramSolver:
         self.operator = np.zeros((k, k))
         if sub.size == 0:
             return
-        lam, vecs = np.linalg.eigh(sub)
-        lam_max = lam[-1]
-        eps = np.finfo(np.float64).eps
-        rcond = eps * max(n_rows, k)
-        cutoff = lam_max * max(rcond**2, k * eps)
-        keep = lam > cutoff
-        self.rank = int(keep.sum())
-        inv = (vecs[:, keep] / lam[keep]) @ vecs[:, keep].T
+        # one BLAS thread: on a busy machine OpenBLAS's threads spin against each other (1 022
+        # maps: 3.9-4.9 s with its threads, 0.6-0.8 s on one, 2 cores shared by other work)
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            lam, vecs = np.linalg.eigh(sub)
+            lam_max = lam[-1]
+            eps = np.finfo(np.float64).eps
+            rcond = eps * max(n_rows, k)
+            cutoff = lam_max * max(rcond**2, k * eps)
+            keep = lam > cutoff
+            self.rank = int(keep.sum())
+            inv = (vecs[:, keep] / lam[keep]) @ vecs[:, keep].T
         self.operator[np.ix_(self.active, self.active)] = inv
 
     def solve(self, products: np.ndarray) -> np.ndarray:

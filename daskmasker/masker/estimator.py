@@ -223,9 +223,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         for message in fitted.messages:
             self._log("fit", message)
 
-        self.maps_img_ = _in_memory(
-            as_nibabel(fitted.maps, fitted.maps_grid.affine, fitted.maps_header)
-        )
+        self.maps_img_ = _in_memory(fitted.maps_image())
         self.mask_img_ = (
             None
             if fitted.mask is None
@@ -428,5 +426,6 @@ def _in_memory(img: nib.Nifti1Image) -> nib.Nifti1Image:
     """The image with its array cached, as nilearn's fitted images are after its ``get_data``
     (nibabel's ``_data_cache``): reading the data then leaves the image, and its joblib hash,
     unchanged (nilearn's check_masker_joblib_cache)."""
-    img._data_cache = np.asanyarray(img.dataobj)
+    if isinstance(img.dataobj, np.ndarray):  # sparse maps stay behind their lazy proxy
+        img._data_cache = img.dataobj
     return img

@@ -7,19 +7,38 @@ Only the maps and mask are read: for the data, its header (the grid) is enough.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask.array as da
 import nibabel as nib
 import numpy as np
 import xarray as xr
 
 from daskmasker import config
 from daskmasker.compute.grid import Grid, check_same_grids
-from daskmasker.compute.projection import GridMaps, prepare_grid_maps
+from daskmasker.compute.maps import (
+    SparseMaps,
+    SparseMapsSink,
+    SparseResampler,
+    any_in_mask,
+    float_dtype,
+    is_sparse,
+    stays_sparse,
+)
+from daskmasker.compute.projection import GridMaps, joint_grid_maps, prepare_grid_maps
 from daskmasker.io import load
-from daskmasker.io.image import header_from_attrs, image_grid
+from daskmasker.io.image import (
+    MAP_DIM,
+    READER_ENCODING,
+    as_nibabel,
+    header_from_attrs,
+    image_grid,
+)
 from daskmasker.masker import spatial
 
 
@@ -29,8 +48,9 @@ class FittedMaps:
 
     Attributes
     ----------
-    maps : ndarray, shape (K, z, y, x)
-        Finite float maps on ``maps_grid`` (resampled for the resampling target).
+    maps : ndarray of shape (K, z, y, x), or SparseMaps
+        Finite float maps on ``maps_grid`` (resampled for the resampling target); sparse for
+        atlases of small maps (see :func:`load_maps`).
     maps_grid : Grid
     maps_header : nibabel header or None
         The maps file's header (kept in ``maps_img_``).
@@ -41,13 +61,16 @@ class FittedMaps:
         What the fit did, for verbose logs ("Resampling regions", "Resampling mask").
     """
 
-    maps: np.ndarray
+    maps: np.ndarray | SparseMaps
     maps_grid: Grid
     maps_header: nib.Nifti1Header | None
     mask: np.ndarray | None
     mask_grid: Grid | None
     keep_masked_maps: bool
     messages: tuple[str, ...] = ()
+    joint: tuple[list[FittedMaps], list[FittedMaps]] | None = field(
+        default=None, repr=False, compare=False
+    )
     _on_grid: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -57,10 +80,18 @@ class FittedMaps:
 
     def on_grid(self, grid: Grid) -> GridMaps:
         """The maps (and mask) on ``grid``, trimmed and prepared for extraction once per grid."""
+        if grid.key not in self._on_grid and self.joint is not None:
+            originals, members = self.joint
+            linked = joint_grid_maps([f.on_grid(grid) for f in originals])
+            for member, grid_maps in zip(members, linked, strict=True):
+                member._on_grid[grid.key] = grid_maps
         if grid.key not in self._on_grid:
             maps, mask = self.maps, self.mask
             if not grid.same_as(self.maps_grid):
-                maps = spatial.resample_maps(maps, self.maps_grid, grid)
+                if is_sparse(maps):
+                    maps = SparseResampler(self.maps_grid, grid)(maps)
+                else:
+                    maps = spatial.resample_maps(maps, self.maps_grid, grid)
                 if not maps.any():
                     raise ValueError("No map left after resampling maps_img.")
             if mask is not None and not grid.same_as(self.mask_grid):
@@ -72,6 +103,87 @@ class FittedMaps:
     def kept(self) -> np.ndarray:
         """Indices of the maps extracted on the fitted grid."""
         return self.on_grid(self.maps_grid).kept
+
+    def maps_image(self) -> nib.Nifti1Image:
+        """The fitted maps as a nibabel image (``maps_img_``); sparse maps stay sparse behind a
+        lazy array proxy until its data is asked for."""
+        if not is_sparse(self.maps):
+            return as_nibabel(self.maps, self.maps_grid.affine, self.maps_header)
+        return nib.Nifti1Image(
+            SparseMapsProxy(self.maps), self.maps_grid.affine, header=self.maps_header
+        )
+
+    def voxel_signals(self, signals: np.ndarray, maps_index: np.ndarray) -> np.ndarray:
+        """``Σ_k s_k · map_k`` over the kept maps' support (inside the mask), zero elsewhere.
+
+        Parameters
+        ----------
+        signals : ndarray, shape (T, len(maps_index))
+        maps_index : ndarray of int
+            The maps the columns of ``signals`` belong to.
+
+        Returns
+        -------
+        ndarray, shape (T, z, y, x)
+        """
+        maps, kept = self.maps, self.kept
+        shape = maps.shape[1:]
+        if self.mask is None:
+            support = np.ones(shape, dtype=bool)
+        elif is_sparse(maps):
+            support = maps.nonzero_voxels(kept) & self.mask
+        else:
+            support = np.zeros(shape, dtype=bool)
+            for m in maps[kept]:
+                support |= m != 0
+            support &= self.mask
+        flat = np.flatnonzero(support)
+        if is_sparse(maps):
+            values = (maps.voxel_rows(flat, maps_index) @ signals.T).T
+        else:
+            rows = maps[maps_index].reshape(len(maps_index), -1)[:, flat]
+            values = signals @ rows
+        out = np.zeros((values.shape[0], support.size), dtype=values.dtype)
+        out[:, flat] = values
+        return out.reshape((values.shape[0], *shape))
+
+
+def link_fitted(fitted: list[FittedMaps]) -> list[FittedMaps]:
+    """Copies of several atlases' fitted maps that share one pass over each image.
+
+    On each grid the copies' maps are linked
+    (:func:`~daskmasker.compute.projection.joint_grid_maps`): an image's products with every
+    atlas come from one read and one product; each atlas keeps its own solver.  The originals
+    (perhaps cached) are not changed.
+    """
+    members: list[FittedMaps] = []
+    members.extend(
+        dataclasses.replace(f, joint=(list(fitted), members), _on_grid={}) for f in fitted
+    )
+    return members
+
+
+class SparseMapsProxy:
+    """A nibabel array proxy ``(x, y, z, K)`` over :class:`SparseMaps`: ``proxy[..., k]`` makes
+    one map dense; ``np.asarray(proxy)`` makes them all dense (K × V values)."""
+
+    is_proxy = True
+
+    def __init__(self, maps: SparseMaps):
+        self._maps = maps
+        self.shape = maps.shape[::-1]
+        self.ndim = 4
+        self.dtype = maps.dtype
+
+    def __array__(self, dtype=None, copy=None):
+        out = self._maps.toarray().T
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple) and len(key) == 2 and key[0] is Ellipsis:
+            if isinstance(key[1], int | np.integer):
+                return self._maps.map(int(key[1])).T
+        return np.asarray(self)[key]
 
 
 def load_mask(mask_img: Any) -> tuple[np.ndarray, Grid]:
@@ -150,7 +262,7 @@ def _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_gr
     onto = None
     if ref is not None and resampling_target != "maps":
         onto = None if ref.same_as(maps_grid) else ref
-    maps = spatial.load_maps(maps_image, onto=onto)
+    maps = load_maps(maps_image, onto=onto)
     any_map = bool(maps.any())
     if onto is not None:
         messages.append("Resampling regions")
@@ -164,7 +276,7 @@ def _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_gr
 
     if not any_map:
         raise ValueError("maps_img contains no map.")
-    if mask is not None and ref is not None and not any(m[mask].any() for m in maps):
+    if mask is not None and ref is not None and not any_in_mask(maps, mask):
         raise ValueError("No map left after applying mask to the maps image.")
     return FittedMaps(
         maps=maps,
@@ -175,6 +287,59 @@ def _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_gr
         keep_masked_maps=bool(keep_masked_maps),
         messages=tuple(messages),
     )
+
+
+def load_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarray | SparseMaps:
+    """The maps, finite, on ``onto`` (linear interpolation): dense, or sparse when the first
+    block of maps is sparse (``daskmasker.sparse-maps-density``).
+
+    Sparse maps stream block by block (a few maps at a time): each block is made finite, sparse
+    and moved onto the target grid as it is read, so neither the source nor the resampled maps
+    are ever held dense (:class:`~daskmasker.compute.maps.SparseMapsSink`).  A ``.nii.gz`` is
+    read in order by this thread while one other thread makes the previous block sparse: at most
+    three blocks exist at once (through Dask, reads ran ahead of the conversions and a 1024-map
+    atlas held 2.6 GB of blocks).
+    """
+    img = maps_image if maps_image.ndim == 4 else maps_image.expand_dims(MAP_DIM)
+    data = img.data
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data), chunks=(1, -1, -1, -1))
+    data = data.rechunk({1: -1, 2: -1, 3: -1})
+    reader = img.encoding.get(READER_ENCODING)
+    blocks = None
+    if reader is not None and reader.sequential and reader.chunks_of(data):
+        blocks = (reader.read_chunk((i, 0, 0, 0)) for i in range(len(data.chunks[0])))
+        first = next(blocks)
+    else:
+        first = np.asarray(data.blocks[0].compute(scheduler="threads"))
+    if not stays_sparse(first):
+        return spatial.load_maps(maps_image, onto=onto)
+    source = image_grid(img)
+    remap = None if onto is None or onto.same_as(source) else SparseResampler(source, onto)
+    sink = SparseMapsSink(data.shape, float_dtype(data.dtype), remap)
+    if blocks is None:
+        del first
+        # computed here, in this process, whatever the active scheduler: the maps stay local
+        da.store(data, sink, lock=False, scheduler="threads")
+    else:
+        _pipeline(itertools.chain([first], blocks), data.chunks[0], sink)
+    return sink.result()
+
+
+def _pipeline(blocks, sizes: tuple[int, ...], sink: SparseMapsSink) -> None:
+    """Read the next block while another thread stores the previous one."""
+    whole = (slice(None),) * 3
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        start = 0
+        for block, size in zip(blocks, sizes, strict=True):
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(sink.__setitem__, (slice(start, start + size), *whole), block)
+            del block
+            start += size
+        if pending is not None:
+            pending.result()
 
 
 class FitCache:

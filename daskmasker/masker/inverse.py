@@ -55,20 +55,8 @@ def signals_to_image(
     nibabel.Nifti1Image
         3D for 1D signals, 4D otherwise; its header's data dtype is ``dtype``.
     """
-    maps = fitted.maps if signals.shape[-1] == fitted.n_maps else fitted.maps[kept]
-    if fitted.mask is not None:
-        support = np.zeros(maps.shape[1:], dtype=bool)
-        for m in fitted.maps[kept]:
-            support |= m != 0
-        support &= fitted.mask
-    else:
-        support = np.ones(maps.shape[1:], dtype=bool)
-    flat = np.flatnonzero(support)
-    rows = maps.reshape(maps.shape[0], -1)[:, flat]
-    values = np.atleast_2d(signals) @ rows
-    out = np.zeros((values.shape[0], support.size), dtype=values.dtype)
-    out[:, flat] = values
-    out = out.reshape((values.shape[0], *support.shape))
+    index = np.arange(fitted.n_maps) if signals.shape[-1] == fitted.n_maps else kept
+    out = fitted.voxel_signals(np.atleast_2d(signals), index)
     data = out[0] if signals.ndim == 1 else out
     array = downcast_int64(np.asarray(data.T, dtype=dtype))
     img = nib.Nifti1Image(array, affine, dtype=array.dtype)

@@ -181,7 +181,7 @@ def generate_report(masker, displayed_maps: Any = 10, title: str | None = None) 
         notes += [DISABLED, DISABLED_AT_FIT]
     else:
         data = masker._reporting_data
-        maps = np.asarray(data["maps_image"].dataobj)
+        maps = data["maps_image"].dataobj  # sparse maps: one map made dense at a time
         n_maps = maps.shape[3]
         shown, selection_notes = select_maps(displayed_maps, n_maps)
         notes += selection_notes
@@ -193,7 +193,8 @@ def generate_report(masker, displayed_maps: Any = 10, title: str | None = None) 
             images = images.load() if hasattr(images, "load") else images
             background = np.asarray(images.dataobj, dtype=np.float32)
         for k in shown:
-            figures.append((f"Map {k}", _figure(maps[..., k], background, masker.cmap, f"map {k}")))
+            figure = _figure(np.asarray(maps[..., k]), background, masker.cmap, f"map {k}")
+            figures.append((f"Map {k}", figure))
     for note in dict.fromkeys(notes):
         warnings.warn(note, UserWarning, stacklevel=find_stack_level())
     uid = uuid.uuid4().hex[:8]

@@ -45,7 +45,9 @@ def _open(url: str):
 def _reads(server, kind: str):
     """The GET requests for the image's bytes (the file, or the Zarr store's chunk objects)."""
     if kind.endswith(".zarr"):
-        return [r for r in server.log if r.method == "GET" and r.path.startswith(f"{kind}/image/c/")]
+        return [
+            r for r in server.log if r.method == "GET" and r.path.startswith(f"{kind}/image/c/")
+        ]
     return server.requests(kind, "GET")
 
 

@@ -1,0 +1,208 @@
+"""Scale in maps and in images (issue 16): daskmasker vs nilearn side by side, peak RSS and ratios.
+
+* one atlas of K small DiFuMo-like maps (64 and 1024) on the DiFuMo grid, a T-volume float32
+  ``.nii.gz`` on nilearn's MNI grid (``resampling_target='data'``, ``standardize='zscore_sample'``,
+  6 confounds, the FSL MNI mask): fit, transform, peak RSS, the ISA-L gunzip floors of the run
+  and of the atlas, and the largest difference from nilearn's signals;
+* several atlases in one pass (64+128+256+512+1024 maps, ``masker.many.extract_many``)
+  against the 1024-map atlas alone;
+* N 3D ``.nii.gz`` files as one series (nilearn issue 1754).
+
+Each measurement runs in a fresh subprocess (:mod:`measure` polls its RSS); times are medians of
+``--repeat`` runs (nilearn's slow runs ``--nilearn-repeat`` times).  Data are generated once into
+``--data-dir`` (:mod:`scale_data`).
+
+    python benchmarks/bench_scale.py --repeat 3 --nilearn-repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_masker import gunzip_floor
+from measure import run_measured
+
+PARAMS = dict(resampling_target="data", standardize="zscore_sample")
+ATLASES = [64, 128, 256, 512, 1024]
+
+
+def worker(spec: dict) -> None:
+    """Run one job in this process; print its timings as JSON."""
+    import pandas as pd
+
+    confounds = pd.read_csv(spec["confounds"], sep="\t").to_numpy() if spec["confounds"] else None
+    out: dict = {}
+    if spec["job"] == "many":
+        from daskmasker.masker.many import fit_many, transform_many
+    elif spec["tool"] == "nilearn":
+        from nilearn.maskers import NiftiMapsMasker
+    else:
+        from daskmasker import NiftiMapsMasker
+    start = time.perf_counter()  # the libraries imported: fit and transform only
+    if spec["job"] == "many":
+        maskers = fit_many(spec["maps"], spec["img"], mask_img=spec["mask"], **PARAMS)
+        out["fit"] = time.perf_counter() - start
+        signals = transform_many(maskers, spec["img"], confounds=confounds)
+        out["shapes"] = [list(s.shape) for s in signals]
+    else:
+        masker = NiftiMapsMasker(spec["maps"], mask_img=spec["mask"], **PARAMS)
+        masker.fit(spec["img"])
+        out["fit"] = time.perf_counter() - start
+        signals = masker.transform(spec["img"], confounds=confounds)
+        out["shapes"] = [list(signals.shape)]
+        if spec.get("save"):
+            np.save(spec["save"], signals)
+    out["transform"] = time.perf_counter() - start - out["fit"]
+    out["wall"] = time.perf_counter() - start
+    print("RESULT " + json.dumps(out))
+
+
+def measure(spec: dict) -> dict:
+    """A job in a subprocess: its timings, wall time and peak RSS (GB)."""
+    wall, rss, text = run_measured(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], capture=True
+    )
+    result = json.loads(next(ln for ln in text.splitlines() if ln.startswith("RESULT "))[7:])
+    return {**result, "process": wall, "rss": rss}
+
+
+def medians(runs: list[dict]) -> dict:
+    return {key: statistics.median(r[key] for r in runs) for key in ("fit", "transform", "rss")}
+
+
+def single_atlas(files: dict, k: int, repeat: int, nilearn_repeat: int, out_dir: Path) -> None:
+    base = {
+        "job": "single",
+        "maps": files["maps"][k],
+        "mask": files["mask"],
+        "img": files["run"],
+        "confounds": files["confounds"],
+    }
+    runs = {"daskmasker": [], "nilearn": []}
+    floors = []
+    for i in range(max(repeat, nilearn_repeat)):  # interleaved: a slow spell hits both
+        floors.append(gunzip_floor(files["run"]))
+        if i < repeat:
+            save = str(out_dir / f"daskmasker-{k}.npy")
+            runs["daskmasker"].append(measure({**base, "tool": "daskmasker", "save": save}))
+        if i < nilearn_repeat:
+            save = str(out_dir / f"nilearn-{k}.npy")
+            runs["nilearn"].append(measure({**base, "tool": "nilearn", "save": save}))
+    d, n = medians(runs["daskmasker"]), medians(runs["nilearn"]) if runs["nilearn"] else None
+    floor = statistics.median(floors)
+    maps_floor = gunzip_floor(files["maps"][k])
+    line = (
+        f"| {k} | {d['fit']:.2f} s (maps gunzip {maps_floor:.2f} s) | {d['transform']:.2f} s "
+        f"({d['transform'] / floor:.2f}x the run's gunzip {floor:.2f} s) | {d['rss']:.2f} GB |"
+    )
+    if n:
+        ours, ref = np.load(out_dir / f"daskmasker-{k}.npy"), np.load(out_dir / f"nilearn-{k}.npy")
+        error = np.abs(ours - ref).max() / np.abs(ref).max()
+        line += (
+            f" {n['fit']:.1f} s | {n['transform']:.1f} s | {n['rss']:.2f} GB |"
+            f" {n['fit'] / d['fit']:.1f}x / {n['transform'] / d['transform']:.1f}x /"
+            f" {n['rss'] / d['rss']:.1f}x | {error:.1e} |"
+        )
+    print(line, flush=True)
+    runs_text = ", ".join(f"{r['fit']:.2f}+{r['transform']:.2f}" for r in runs["daskmasker"])
+    print(f"  daskmasker runs (fit+transform, s): {runs_text}", flush=True)
+
+
+def many_atlases(files: dict, repeat: int) -> None:
+    base = {"mask": files["mask"], "img": files["run"], "confounds": files["confounds"]}
+    one, many = [], []
+    for _ in range(repeat):
+        one.append(
+            measure({**base, "job": "single", "tool": "daskmasker", "maps": files["maps"][1024]})
+        )
+        many.append(measure({**base, "job": "many", "maps": [files["maps"][k] for k in ATLASES]}))
+    o, m = medians(one), medians(many)
+    total_o, total_m = o["fit"] + o["transform"], m["fit"] + m["transform"]
+    print(
+        f"| 1024 alone | {o['fit']:.2f} s | {o['transform']:.2f} s | {total_o:.2f} s | "
+        f"{o['rss']:.2f} GB |\n| {'+'.join(map(str, ATLASES))} | {m['fit']:.2f} s | "
+        f"{m['transform']:.2f} s | {total_m:.2f} s ({total_m / total_o:.2f}x; transform "
+        f"{m['transform'] / o['transform']:.2f}x) | {m['rss']:.2f} GB |",
+        flush=True,
+    )
+
+
+def series_3d(files: dict, counts: list[int], nilearn_max: int, repeat: int) -> None:
+    for n in counts:
+        base = {
+            "job": "single",
+            "maps": files["maps"][64],
+            "mask": files["mask"],
+            "img": files["series"][:n],
+            "confounds": None,
+        }
+        d = medians([measure({**base, "tool": "daskmasker"}) for _ in range(repeat)])
+        line = f"| {n} | {d['fit'] + d['transform']:.1f} s | {d['rss']:.2f} GB |"
+        if n <= nilearn_max:
+            nl = medians([measure({**base, "tool": "nilearn"})])
+            line += f" {nl['fit'] + nl['transform']:.1f} s | {nl['rss']:.2f} GB |"
+        else:
+            line += " not run (the whole series in memory) | |"
+        print(line, flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/scale-bench"))
+    parser.add_argument("--volumes", type=int, default=600)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--nilearn-repeat", type=int, default=1)
+    parser.add_argument("--parts", nargs="+", default=["maps", "many", "series"])
+    parser.add_argument("--ks", type=int, nargs="+", default=[64, 1024])
+    parser.add_argument("--series", type=int, nargs="+", default=[600, 2000])
+    parser.add_argument("--series-nilearn-max", type=int, default=600)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    import scale_data
+
+    files = scale_data.prepare(args.data_dir, ATLASES, args.volumes)
+    files["confounds"] = str(args.data_dir / f"run-{args.volumes}_desc-confounds_timeseries.tsv")
+    out_dir = args.data_dir / "signals"
+    out_dir.mkdir(exist_ok=True)
+    if "maps" in args.parts:
+        print(
+            f"one atlas, T={args.volumes} .nii.gz; daskmasker medians of {args.repeat}, nilearn "
+            f"of {args.nilearn_repeat}\n| K | daskmasker fit | transform | peak RSS | nilearn fit "
+            "| transform | peak RSS | nilearn/daskmasker fit / transform / RSS | max diff |\n"
+            "|---|---|---|---|---|---|---|---|---|"
+        )
+        for k in args.ks:
+            single_atlas(files, k, args.repeat, args.nilearn_repeat, out_dir)
+    if "many" in args.parts:
+        print(
+            f"several atlases in one pass, medians of {args.repeat}\n| atlases | fit | "
+            "transform | total | peak RSS |\n|---|---|---|---|---|"
+        )
+        many_atlases(files, args.repeat)
+    if "series" in args.parts:
+        run = args.data_dir / "run-100_bold.nii.gz"
+        if not run.exists():
+            from daskmasker import synthetic
+
+            synthetic.write_fmri(run, synthetic.make_maps(n_maps=64, seed=0), 100, seed=1)
+        files["series"] = scale_data.write_3d_series(
+            str(run), args.data_dir / "series3d", max(args.series)
+        )
+        print(
+            "3D .nii.gz files as one series (64 small maps)\n| images | daskmasker | peak RSS | "
+            "nilearn | peak RSS |\n|---|---|---|---|---|"
+        )
+        series_3d(files, args.series, args.series_nilearn_max, args.repeat)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Several atlases in one pass: each image is read once, whatever the number of atlases.
+
+:func:`extract_many` fits one :class:`~daskmasker.masker.estimator.NiftiMapsMasker` per atlas with
+the same parameters, links their fitted maps (:func:`~daskmasker.masker.fitting.link_fitted`) and
+computes an image's signals for every atlas in one Dask computation: the image's chunks are read,
+gathered on the union of the atlases' supports and multiplied by all the maps side by side once;
+each atlas is then solved and cleaned on its own, as its own masker would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import nibabel as nib
+import numpy as np
+import xarray as xr
+
+from daskmasker.masker.estimator import NiftiMapsMasker
+from daskmasker.masker.fitting import link_fitted
+from daskmasker.masker.transform import HighVariance
+from daskmasker.runtime.scheduling import compute_images
+
+
+def _is_single(imgs) -> bool:
+    return isinstance(imgs, nib.spatialimages.SpatialImage | str | os.PathLike | xr.DataArray)
+
+
+def fit_many(maps: Sequence, imgs: Any = None, **params) -> list[NiftiMapsMasker]:
+    """One fitted masker per maps image, linked so their transforms share one pass per image.
+
+    Parameters
+    ----------
+    maps : list of maps images
+        Anything ``maps_img`` accepts, one per atlas.
+    imgs : optional
+        An image giving the grid (the first of a list), as ``fit``'s.
+    **params
+        The other parameters of :class:`~daskmasker.masker.estimator.NiftiMapsMasker`.
+
+    Returns
+    -------
+    list of NiftiMapsMasker
+    """
+    if isinstance(maps, str | os.PathLike) or not isinstance(maps, Sequence) or not maps:
+        raise TypeError(
+            f"maps must be a non-empty list of maps images (one per atlas), got {maps!r:.80}"
+        )
+    if "maps_img" in params:
+        raise TypeError("give the atlases as maps=[...], not maps_img")
+    first = imgs if imgs is None or _is_single(imgs) else imgs[0]
+    maskers = [NiftiMapsMasker(maps_img=m, **params).fit(first) for m in maps]
+    for masker, linked in zip(maskers, link_fitted([m._fitted for m in maskers]), strict=True):
+        masker._fitted = linked
+    return maskers
+
+
+def extract_many(
+    imgs: Any, maps: Sequence, confounds: Any = None, sample_mask: Any = None, **params
+) -> list:
+    """Region signals of one or several images for several atlases, each image read once.
+
+    Parameters
+    ----------
+    imgs : a 3D/4D image (anything ``transform`` accepts) or a list of them
+    maps : list of maps images
+        One per atlas; the outputs follow this order.
+    confounds, sample_mask : optional
+        As ``NiftiMapsMasker.transform``'s for one image; for a list of images, a list with one
+        entry per image (as ``MultiNiftiMapsMasker``).
+    **params
+        The other parameters of :class:`~daskmasker.masker.estimator.NiftiMapsMasker` (the same
+        for every atlas).
+
+    Returns
+    -------
+    list
+        Per atlas, the array ``transform`` returns (one image) or the list of arrays, one per
+        image (a list of images); equal to each atlas's own masker's output.
+    """
+    first = imgs if _is_single(imgs) else (imgs[0] if len(imgs) else None)
+    return transform_many(fit_many(maps, first, **params), imgs, confounds, sample_mask)
+
+
+def transform_many(
+    maskers: list[NiftiMapsMasker], imgs: Any, confounds: Any = None, sample_mask: Any = None
+) -> list:
+    """:func:`extract_many` with maskers from :func:`fit_many`."""
+    single = _is_single(imgs)
+    images = [imgs] if single else list(imgs)
+    per_image = {"confounds": confounds, "sample_mask": sample_mask}
+    for label, values in per_image.items():
+        if single:
+            per_image[label] = [values]
+        elif values is None:
+            per_image[label] = [None] * len(images)
+        elif len(values) != len(images):
+            raise ValueError(
+                f"number of {label} ({len(values)}) unequal to number of images ({len(images)})."
+            )
+    lazies: list[list[xr.DataArray]] = []
+
+    def graphs():  # one array per image: on a cluster an image's tasks stay on one worker
+        inputs = zip(images, per_image["confounds"], per_image["sample_mask"], strict=True)
+        for img, conf, mask in inputs:
+            outs = [m._lazy_signals(img, _confounds_list(m, conf), mask) for m in maskers]
+            lazies.append(outs)
+            yield da.concatenate([out.data for out in outs], axis=1)
+
+    gzip = any(str(img).endswith(".gz") for img in images if isinstance(img, str | os.PathLike))
+    values = compute_images(graphs(), pin=gzip)
+    results: list[list[np.ndarray]] = [[] for _ in maskers]
+    for joint, outs in zip(values, lazies, strict=True):
+        bounds = np.cumsum([0] + [out.shape[1] for out in outs])
+        for a, out in enumerate(outs):
+            part = joint[:, bounds[a] : bounds[a + 1]]
+            results[a].append(part.squeeze() if out.attrs["is_3d"] else part)
+    return [r[0] for r in results] if single else results
+
+
+def _confounds_list(masker: NiftiMapsMasker, confounds: Any) -> list | None:
+    """The confounds in ``NiftiMapsMasker.transform``'s order (high-variance ones first)."""
+    if confounds is None and not masker.high_variance_confounds:
+        return None
+    out: list = [HighVariance()] if masker.high_variance_confounds else []
+    if confounds is not None:
+        out += confounds if isinstance(confounds, list) else [confounds]
+    return out
