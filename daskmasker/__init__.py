@@ -23,6 +23,8 @@ _EXPORTS = {
     "MultiNiftiMapsMasker": "daskmasker.masker.multi",
     "NiftiMapsMasker": "daskmasker.masker.estimator",
     "dask_client": "daskmasker.runtime.client",
+    "extract_many": "daskmasker.masker.many",
+    "fit_many": "daskmasker.masker.many",
     "open_nifti": "daskmasker.io.nifti",
     "open_timeseries": "daskmasker.batch.read",
     "open_zarr": "daskmasker.io.zarr",
@@ -37,6 +39,8 @@ __all__ = [  # noqa: RUF022 - __version__ first, then the exports in _EXPORTS' o
     "MultiNiftiMapsMasker",
     "NiftiMapsMasker",
     "dask_client",
+    "extract_many",
+    "fit_many",
     "open_nifti",
     "open_timeseries",
     "open_zarr",
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from daskmasker.io.nifti import open_nifti, to_nifti
     from daskmasker.io.zarr import open_zarr
     from daskmasker.masker.estimator import NiftiMapsMasker
+    from daskmasker.masker.many import extract_many, fit_many
     from daskmasker.masker.multi import MultiNiftiMapsMasker
     from daskmasker.runtime.client import dask_client
 

@@ -284,7 +284,7 @@ def test_extract_killed_mid_batch_resumes_without_recomputing(s3):
     finished = {name for name, g in killed.items() if g["complete"]}
     assert 2 <= len(finished) < len(urls)
     again = _extract(s3, urls, out)
-    stdout, stderr = again.communicate(timeout=600)
+    _, stderr = again.communicate(timeout=600)
     assert again.returncode == 0, stderr
     resumed = _groups(fs, out)
     for name in finished:
