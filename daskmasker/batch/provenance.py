@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
@@ -11,7 +12,13 @@ PACKAGES = ("daskmasker", "dask", "distributed", "numpy", "scipy", "nibabel", "x
 
 def versions() -> dict[str, str]:
     """Versions of the packages that shape the numbers, plus Python and the time of writing."""
-    out = {"python": platform.python_version(), "written": _now()}
+    return {"python": platform.python_version(), "written": _now(), **_package_versions()}
+
+
+@functools.cache
+def _package_versions() -> dict[str, str]:
+    """Looked up once per process: each lookup scans the installed distributions (~3 ms)."""
+    out = {}
     for name in PACKAGES:
         try:
             out[name] = version(name)

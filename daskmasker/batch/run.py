@@ -7,25 +7,36 @@ sidecar, :mod:`daskmasker.batch.bids`) are written beside it, each atomically.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import PurePosixPath
 from typing import Any
 
 import dask
-import numpy as np
+import fsspec
+import zarr
 
-from daskmasker.batch import provenance
-from daskmasker.batch.bids import write_tsv
-from daskmasker.batch.store import (
-    checksum,
-    is_complete,
-    open_output,
-    write_item,
+from daskmasker import config
+from daskmasker.batch import bids
+from daskmasker.batch.jobs import (
+    Target,
+    describe_target,
+    item_confounds,
+    run_items,
+    source,
+    source_name,
+    store_item,
+    write_bids,
 )
-from daskmasker.io.retry import retry
+from daskmasker.batch.store import Index, completed, open_output
+from daskmasker.io.fs import Location
+from daskmasker.io.load import describe
 from daskmasker.masker.estimator import NiftiMapsMasker
+from daskmasker.masker.transform import json_params
 from daskmasker.runtime.scheduling import compute_per_worker
 
 _NIFTI_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr)$")
@@ -106,6 +117,7 @@ def run_batch(
     overwrite: bool = False,
     storage_options: dict | None = None,
     tsv_dir: str | None = None,
+    atlas_label: str | None = None,
     client=None,
     progress: bool = False,
 ) -> BatchResult:
@@ -128,7 +140,11 @@ def run_batch(
     storage_options : dict, optional
         fsspec options for the output (and input checksums).
     tsv_dir : str, optional
-        Also write BIDS-derivatives TSV files there.
+        Also write BIDS derivatives there (:mod:`daskmasker.batch.bids`): a
+        ``*_atlas-<label>_timeseries.tsv`` and its JSON sidecar per run, and the
+        ``dataset_description.json``.
+    atlas_label : str, optional
+        The ``atlas`` entity of the BIDS file names; by default from the maps' file name.
     client : distributed.Client, optional
         Run items concurrently on this cluster; None uses the local threaded scheduler.
     progress : bool, default=False
@@ -140,90 +156,144 @@ def run_batch(
     """
     items = make_items(list(imgs), confounds, sample_masks, names)
     if not hasattr(masker, "n_elements_"):
-        masker.fit(_source(items[0].image, storage_options) if items else None)
+        masker.fit(source(items[0].image, storage_options) if items else None)
     params = masker._attrs_params()
     group, mapper = open_output(store, params, overwrite, storage_options)
     result = BatchResult(store=str(store))
-    todo = []
-    for item in items:
-        (result.skipped if is_complete(group, item.name) else todo).append(item)
-    result.skipped = [item.name for item in result.skipped]
+    done = completed(group, Location(store, storage_options))
+    targets = {
+        item.name: Target(store=mapper, url=str(store), name=item.name, parameters=params)
+        for item in items
+    }
+    missing_tsv: list[Item] = []
+    if tsv_dir is not None:
+        missing_tsv = _plan_bids(
+            masker, items, targets, done, tsv_dir, atlas_label, storage_options
+        )
+    result.skipped = [item.name for item in items if item.name in done]
+    todo = [item for item in items if item.name not in done]
     bar = _progress(len(todo), progress)
+    index = Index(group)
 
-    def finish(item: Item, signals: np.ndarray, conf: np.ndarray | None) -> None:
-        attrs = {
-            "source": str(item.image) if not hasattr(item.image, "shape") else "<in-memory image>",
-            "checksum": checksum(item.image, storage_options) or "",
-            "parameters": params,
-            "versions": provenance.versions(),
-        }
-        retry(lambda: write_item(mapper, item.name, signals, conf, attrs), f"{store}/{item.name}")
-        if tsv_dir is not None:
-            columns = [f"map-{k:03d}" for k in range(signals.shape[1])]
-            write_tsv(tsv_dir, item.name, signals, columns, attrs, storage_options)
-        result.done.append(item.name)
-        bar.update(1)
+    whole = _runs_whole(masker, todo, storage_options)
+    built: list[list[str]] = []
 
-    built: list[Item] = []
-
-    def graphs():
-        """Each item's graph, built when it is its turn to run; a failure to build (a bad
-        input) is recorded and the batch goes on."""
+    def jobs():
+        """Each job's graph, built when it is its turn to run.  Small items run whole, several
+        per task (graph built where it runs); others one graph per item, built here (a failure
+        to build, a bad input, is recorded and the batch goes on)."""
+        if whole:
+            shared = masker if client is None else client.scatter(masker, broadcast=True)
+            size = _items_per_job(len(todo), client)
+            for start in range(0, len(todo), size):
+                chunk = todo[start : start + size]
+                built.append([item.name for item in chunk])
+                entries = [(item, targets[item.name]) for item in chunk]
+                yield dask.delayed(
+                    functools.partial(run_items, entries=entries, storage_options=storage_options)
+                )(shared)
+            return
         for item in todo:
             try:
                 signals, conf = masker._lazy_outputs(
-                    _source(item.image, storage_options), *_item_confounds(masker, item)
+                    source(item.image, storage_options), *item_confounds(masker, item)
                 )
+                target = describe_target(targets[item.name], item, signals, storage_options)
             except Exception as exc:
                 result.failed[item.name] = f"{type(exc).__name__}: {exc}"
                 bar.update(1)
                 continue
-            built.append(item)
-            yield dask.delayed(_pair)(signals.data, conf)
+            built.append([item.name])
+            yield dask.delayed(functools.partial(store_item, target=target))(signals.data, conf)
 
-    if client is None:
-        for job in graphs():
-            _guarded(result, bar, built[-1], finish, lambda job=job: job.compute())
-    else:
-        for index, future in compute_per_worker(client, graphs()):
-            _guarded(result, bar, built[index], finish, future.result)
-    bar.close()
+    try:
+        if client is None:
+            outcomes = ((i, job.compute) for i, job in enumerate(jobs()))
+        else:
+            outcomes = ((i, f.result) for i, f in compute_per_worker(client, jobs()))
+        for position, outcome in outcomes:
+            try:
+                errors = outcome()
+            except Exception as exc:
+                errors = {name: f"{type(exc).__name__}: {exc}" for name in built[position]}
+            for name in built[position]:
+                if name in errors:
+                    result.failed[name] = errors[name]
+                else:
+                    result.done.append(name)
+                    index.add(name)
+                bar.update(1)
+    finally:
+        index.flush()
+        bar.close()
+    for item in missing_tsv:
+        _export_tsv(masker, item, targets[item.name], mapper, storage_options)
     return result
 
 
-def _pair(signals: np.ndarray, conf: np.ndarray | None) -> tuple:
-    return signals, conf
+def _plan_bids(
+    masker: NiftiMapsMasker,
+    items: list[Item],
+    targets: dict[str, Target],
+    done: set[str],
+    root: str,
+    atlas_label: str | None,
+    storage_options: dict | None,
+) -> list[Item]:
+    """Give each target its BIDS destination and write ``dataset_description.json``, before
+    any item runs; return the complete items whose TSV is missing (exported from the store)."""
+    atlas = bids.atlas_label(masker.maps_img, atlas_label)
+    existing = bids.read_json(root, "dataset_description.json", storage_options)
+    sources = {item.name: source_name(item.image) or item.name for item in items}
+    stems, uris, links = bids.plan(sources, atlas, (existing or {}).get("DatasetLinks"))
+    description = bids.dataset_description(version("daskmasker"), links, existing)
+    text = bids.to_json(description)
+    bids.write_files(root, {"dataset_description.json": text}, storage_options)
+    arguments = {
+        "columns": masker.get_feature_names_out().tolist(),
+        "regions": masker._kept_maps().tolist(),
+        "maps": describe(masker.maps_img),
+        "parameters": json_params(masker.get_params(deep=False), none=None),
+    }
+    for item in items:
+        sources_ = [uris[item.name]] if item.name in uris else []
+        bids_target = (root, stems[item.name], {**arguments, "sources": sources_})
+        targets[item.name] = dataclasses.replace(targets[item.name], bids=bids_target)
+    fs, _, (base,) = fsspec.get_fs_token_paths(root, storage_options=storage_options or {})
+    present = {path[len(base.rstrip("/")) + 1 :] for path in fs.find(base)}
+    return [i for i in items if i.name in done and f"{stems[i.name]}.tsv" not in present]
 
 
-def _guarded(result: BatchResult, bar, item: Item, finish, compute) -> None:
-    """Compute and write one item; a failure is recorded and the batch goes on."""
-    try:
-        signals, conf = compute()
-        finish(item, signals, conf)
-    except Exception as exc:
-        result.failed[item.name] = f"{type(exc).__name__}: {exc}"
-        bar.update(1)
+def _export_tsv(masker, item: Item, target: Target, mapper, storage_options) -> None:
+    """The BIDS files of an item already complete in the store: signals from the store, timing
+    from the image's header (no voxel data is read)."""
+    signals, _ = masker._lazy_outputs(
+        source(item.image, storage_options), *item_confounds(masker, item)
+    )
+    target = describe_target(target, item, signals, storage_options)
+    group = zarr.open_group(mapper, path=item.name, mode="r")
+    write_bids(target, group["signals"][:], group.attrs.asdict())
 
 
-def _source(image: Any, storage_options: dict | None):
-    """URLs are opened with the batch's storage options; anything else goes to the masker."""
-    if storage_options and isinstance(image, str) and "://" in image:
-        from daskmasker.io.load import load_image
+def _runs_whole(masker: NiftiMapsMasker, todo: list[Item], storage_options) -> bool:
+    """Whether the items run whole, one task each: when the first that opens has at most
+    ``daskmasker.batch.whole-item-bytes`` of voxels (reading its header only)."""
+    from daskmasker.io.load import load_image
 
-        return load_image(image, storage_options=storage_options)
-    return image
+    for item in todo[:3]:
+        try:
+            img = load_image(source(item.image, storage_options))
+        except Exception:
+            continue
+        return img.size * img.dtype.itemsize <= int(config.get("batch.whole-item-bytes"))
+    return False
 
 
-def _item_confounds(masker: NiftiMapsMasker, item: Item) -> tuple:
-    conf = item.confounds
-    if masker.high_variance_confounds or conf is not None:
-        from daskmasker.masker.transform import HighVariance
-
-        parts = [HighVariance()] if masker.high_variance_confounds else []
-        if conf is not None:
-            parts += conf if isinstance(conf, list) else [conf]
-        conf = parts
-    return conf, item.sample_mask
+def _items_per_job(n_items: int, client) -> int:
+    """Small items per job: enough to amortise a job's scheduling, few enough that every
+    worker thread gets several jobs (and a progress bar moves)."""
+    slots = 1 if client is None else max(1, sum(client.nthreads().values()))
+    return max(1, min(16, n_items // (4 * slots)))
 
 
 def _progress(total: int, enabled: bool):

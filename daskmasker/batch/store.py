@@ -15,11 +15,8 @@ finished one.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import PurePosixPath
-from typing import Any
+import time
 
-import fsspec
 import numpy as np
 import xarray as xr
 import zarr
@@ -31,21 +28,8 @@ BATCH_ATTR = "daskmasker_batch"
 
 
 COMPLETE_ATTR = "complete"
-
-
-def checksum(source: Any, storage_options: dict | None = None) -> str | None:
-    """sha256 of an input file's bytes (streamed), or None for in-memory images."""
-    if not isinstance(source, str | PurePosixPath) and not hasattr(source, "__fspath__"):
-        return None
-    path = str(source)
-    fs, _, paths = fsspec.get_fs_token_paths(path, storage_options=storage_options or {})
-    if fs.isdir(paths[0]):
-        return None
-    digest = hashlib.sha256()
-    with fs.open(paths[0], "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
+# the root's index of complete items: a resume reads it and one listing, not every group
+INDEX_ATTR = "daskmasker_complete"
 
 
 def open_output(store: str, params: dict, overwrite: bool, storage_options: dict | None):
@@ -71,6 +55,50 @@ def open_output(store: str, params: dict, overwrite: bool, storage_options: dict
     if BATCH_ATTR not in group.attrs:
         group.attrs[BATCH_ATTR] = {"parameters": params, "versions": provenance.versions()}
     return group, location.store
+
+
+def completed(group: zarr.Group, location: Location) -> set[str]:
+    """The names of the store's complete items, in a bounded number of reads.
+
+    The root's index (:class:`Index`) and one listing of the store give the items both indexed
+    and present; only groups present but not indexed (at most those finished in the last
+    second of a killed run, or being written then) are opened one by one.  A group removed by
+    hand is not taken for complete, whatever the index says.
+    """
+    indexed = set(group.attrs.get(INDEX_ATTR, ()))
+    listed = {
+        entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        for entry in location.fs.ls(location.root, detail=True, refresh=True)
+        if entry["type"] == "directory"
+    }
+    return (indexed & listed) | {name for name in listed - indexed if is_complete(group, name)}
+
+
+class Index:
+    """Records complete items in the root's index, at most once per ``interval`` seconds.
+
+    Items are recorded after their group is marked complete, so the index never names an
+    item that is not; an item complete but not yet recorded (a run killed meanwhile) is found
+    by :func:`completed` from its own mark.  Call :meth:`flush` at the end.
+    """
+
+    def __init__(self, group: zarr.Group, interval: float = 1.0):
+        self.group, self.interval = group, interval
+        self.names = set(group.attrs.get(INDEX_ATTR, ()))
+        self.pending = 0
+        self.flushed = time.monotonic()
+
+    def add(self, name: str) -> None:
+        self.names.add(name)
+        self.pending += 1
+        if time.monotonic() - self.flushed >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.group.attrs[INDEX_ATTR] = sorted(self.names)
+            self.pending = 0
+        self.flushed = time.monotonic()
 
 
 def is_complete(group: zarr.Group, name: str) -> bool:

@@ -16,7 +16,7 @@ import zarr
 
 from daskmasker import NiftiMapsMasker
 from daskmasker.batch.run import item_name, run_batch
-from daskmasker.batch.store import COMPLETE_ATTR
+from daskmasker.batch.store import COMPLETE_ATTR, INDEX_ATTR
 from daskmasker.cli import main
 
 from helpers import make_data, make_maps, make_mask
@@ -70,7 +70,7 @@ def test_batch_writes_every_item(dataset, tmp_path):
         assert ds.attrs[COMPLETE_ATTR] is True
         assert ds.attrs["checksum"].startswith("sha256:")
         assert ds["confounds"].shape[0] == nib.load(path).shape[3]
-        tsv = tmp_path / "tsv" / f"{name}_desc-daskmasker_timeseries.tsv"
+        tsv = tmp_path / "tsv" / name.split("_")[0] / "func" / f"{name}_atlas-maps_timeseries.tsv"
         table = np.loadtxt(tsv, delimiter="\t", skiprows=1)
         np.testing.assert_allclose(table, ds["signals"].values, rtol=1e-12)
 
@@ -85,8 +85,11 @@ def test_rerun_skips_complete_and_redoes_half_written(dataset, tmp_path):
         n: xr.open_zarr(out, group=n, consolidated=False)["signals"].values for n in first.done
     }
     # simulate a run killed while writing sub-02: the group exists but was never marked complete
+    # (nor, then, recorded in the root's index of complete items)
     group = zarr.open_group(out, path="sub-02_task-rest", mode="a")
     del group.attrs[COMPLETE_ATTR]
+    root = zarr.open_group(out, mode="a")
+    root.attrs[INDEX_ATTR] = [n for n in root.attrs[INDEX_ATTR] if n != "sub-02_task-rest"]
     group["signals"][:] = 0
     untouched = os.path.getmtime(os.path.join(out, "sub-01_task-rest", "signals", "zarr.json"))
     second = run_batch(
