@@ -54,7 +54,18 @@ def _get_parser() -> argparse.ArgumentParser:
         "--confounds", nargs="+", default=None, help="one confounds file (csv/tsv) per image"
     )
     extract.add_argument("--out", required=True, help="output Zarr store (path or URL)")
-    extract.add_argument("--tsv-dir", default=None, help="also write BIDS *_timeseries.tsv here")
+    extract.add_argument(
+        "--tsv-dir",
+        "--bids-dir",
+        dest="tsv_dir",
+        default=None,
+        help="also write BIDS derivatives here: sub-X/[ses-Y/]func/*_timeseries.tsv + .json",
+    )
+    extract.add_argument(
+        "--atlas-label",
+        default=None,
+        help="atlas-<label> of the BIDS file names (default: from the --maps file name)",
+    )
     extract.add_argument("--overwrite", action="store_true", help="start a batch store afresh")
     extract.add_argument(
         "--no-report", action="store_true", help="do not write the job's report.html in --out"
@@ -145,6 +156,7 @@ def _extract(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             storage_options=args.storage_options,
             tsv_dir=args.tsv_dir,
+            atlas_label=args.atlas_label,
             client=client,
             progress=not args.no_progress,
         )

@@ -66,6 +66,12 @@ def parse_name(name: str) -> tuple[dict[str, str], str | None]:
     >>> parse_name("run1.nii.gz")
     ({}, None)
     """
+    entities, suffix = _split(name)
+    return (entities, suffix) if "sub" in entities else ({}, None)
+
+
+def _split(name: str) -> tuple[dict[str, str], str | None]:
+    """``key-value`` pairs and suffix of any BIDS-style name (``tpl-MNI_atlas-X_dseg`` too)."""
     stem = _EXTENSION.sub("", PurePosixPath(name).name)
     *pairs, suffix = stem.split("_")
     entities = {}
@@ -74,9 +80,7 @@ def parse_name(name: str) -> tuple[dict[str, str], str | None]:
         if not _LABEL.match(key) or not _LABEL.match(value) or key in entities:
             return {}, None
         entities[key] = value
-    if "sub" not in entities or not _LABEL.match(suffix):
-        return {}, None
-    return entities, suffix
+    return (entities, suffix) if entities and _LABEL.match(suffix) else ({}, None)
 
 
 def label(text: str) -> str:
@@ -99,7 +103,7 @@ def atlas_label(maps: Any, given: str | None = None) -> str:
             )
         return given
     if isinstance(maps, str) or hasattr(maps, "__fspath__"):
-        entities, _ = parse_name(str(maps))
+        entities, _ = _split(str(maps))
         found = entities.get("atlas") or entities.get("seg")
         found = found or label(_EXTENSION.sub("", PurePosixPath(str(maps)).name))
         if found:

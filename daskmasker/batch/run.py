@@ -155,6 +155,7 @@ def run_batch(
     BatchResult
     """
     items = make_items(list(imgs), confounds, sample_masks, names)
+    atlas = None if tsv_dir is None else bids.atlas_label(masker.maps_img, atlas_label)
     if not hasattr(masker, "n_elements_"):
         masker.fit(source(items[0].image, storage_options) if items else None)
     params = masker._attrs_params()
@@ -167,9 +168,7 @@ def run_batch(
     }
     missing_tsv: list[Item] = []
     if tsv_dir is not None:
-        missing_tsv = _plan_bids(
-            masker, items, targets, done, tsv_dir, atlas_label, storage_options
-        )
+        missing_tsv = _plan_bids(masker, items, targets, done, tsv_dir, atlas, storage_options)
     result.skipped = [item.name for item in items if item.name in done]
     todo = [item for item in items if item.name not in done]
     bar = _progress(len(todo), progress)
@@ -237,12 +236,11 @@ def _plan_bids(
     targets: dict[str, Target],
     done: set[str],
     root: str,
-    atlas_label: str | None,
+    atlas: str,
     storage_options: dict | None,
 ) -> list[Item]:
     """Give each target its BIDS destination and write ``dataset_description.json``, before
     any item runs; return the complete items whose TSV is missing (exported from the store)."""
-    atlas = bids.atlas_label(masker.maps_img, atlas_label)
     existing = bids.read_json(root, "dataset_description.json", storage_options)
     sources = {item.name: source_name(item.image) or item.name for item in items}
     stems, uris, links = bids.plan(sources, atlas, (existing or {}).get("DatasetLinks"))
@@ -272,7 +270,8 @@ def _export_tsv(masker, item: Item, target: Target, mapper, storage_options) -> 
     )
     target = describe_target(target, item, signals, storage_options)
     group = zarr.open_group(mapper, path=item.name, mode="r")
-    write_bids(target, group["signals"][:], group.attrs.asdict())
+    attrs = {key: group.attrs[key] for key in ("source", "checksum", "parameters", "versions")}
+    write_bids(target, group["signals"][:], attrs)
 
 
 def _runs_whole(masker: NiftiMapsMasker, todo: list[Item], storage_options) -> bool:
