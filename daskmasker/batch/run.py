@@ -172,7 +172,7 @@ def run_batch(
     result.skipped = [item.name for item in items if item.name in done]
     todo = [item for item in items if item.name not in done]
     bar = _progress(len(todo), progress)
-    index = Index(group)
+    index = Index(group, done)
 
     whole = _runs_whole(masker, todo, storage_options)
     built: list[list[str]] = []

@@ -79,13 +79,15 @@ class Index:
 
     Items are recorded after their group is marked complete, so the index never names an
     item that is not; an item complete but not yet recorded (a run killed meanwhile) is found
-    by :func:`completed` from its own mark.  Call :meth:`flush` at the end.
+    by :func:`completed` from its own mark, and recorded when ``complete`` (the items found
+    complete) is given.  Call :meth:`flush` at the end.
     """
 
-    def __init__(self, group: zarr.Group, interval: float = 1.0):
+    def __init__(self, group: zarr.Group, complete: set[str] = frozenset(), interval: float = 1.0):
         self.group, self.interval = group, interval
         self.names = set(group.attrs.get(INDEX_ATTR, ()))
-        self.pending = 0
+        self.pending = len(complete - self.names)  # found complete but not indexed: record them
+        self.names |= complete
         self.flushed = time.monotonic()
 
     def add(self, name: str) -> None:
