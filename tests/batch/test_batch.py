@@ -216,18 +216,24 @@ def test_interrupted_batch_resumes_with_identical_store(dataset, tmp_path, signu
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("whole_item_bytes", [None, 0], ids=["whole", "graph-per-item"])
 @pytest.mark.parametrize("workers", [None, 2])
-def test_a_bad_item_is_recorded_and_the_batch_goes_on(dataset, tmp_path, workers):
+def test_a_bad_item_is_recorded_and_the_batch_goes_on(dataset, tmp_path, workers, whole_item_bytes):
     """An item whose graph cannot be built (a missing file) fails alone, locally and on a
-    LocalCluster (where each graph is built when a worker is free for it)."""
+    LocalCluster (where each graph is built when a worker is free for it), whether the small
+    items run whole on the workers or (limit 0) one graph per item is built in the client."""
+    import dask
+
     from daskmasker import dask_client
+
+    limit = {} if whole_item_bytes is None else {"daskmasker.batch.whole-item-bytes": 0}
 
     imgs = [p for p, _ in dataset["runs"]]
     missing = str(tmp_path / "sub-09_task-rest_bold.nii.gz")
     imgs.insert(1, missing)
     masker = NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS).fit(imgs[0])
     out = str(tmp_path / "out.zarr")
-    with dask_client(workers=workers) as client:
+    with dask.config.set(limit), dask_client(workers=workers) as client:
         result = run_batch(masker, imgs, out, client=client)
     assert sorted(result.done) == ["sub-01_task-rest", "sub-02_task-rest", "sub-03_task-rest"]
     assert list(result.failed) == ["sub-09_task-rest"]
