@@ -1,8 +1,13 @@
 """Many subjects and runs into one resumable Zarr store (see :mod:`daskmasker.batch.store`).
 
 A rerun skips complete runs and rewrites the others, so a batch killed at any point resumes
-without losing finished work.  Optional BIDS-derivatives ``*_timeseries.tsv`` files (with a JSON
-sidecar, :mod:`daskmasker.batch.bids`) are written beside it, each atomically.
+without losing finished work; which runs are complete is read from the store's index and one
+listing (:func:`daskmasker.batch.store.completed`), not by opening every run.  Optional
+BIDS derivatives (:mod:`daskmasker.batch.bids`) are written beside it, each file atomically.
+
+Small runs (at most ``daskmasker.batch.whole-item-bytes`` of voxels, judged on the first) run
+whole on the workers, several per task; larger ones run as one graph per run built here.  In
+both cases the worker that computed a run writes its outputs (:mod:`daskmasker.batch.jobs`).
 """
 
 from __future__ import annotations
