@@ -156,8 +156,8 @@ def test_resume_on_s3_with_a_cluster(runs):
         import s3fs
 
         opts = storage_options(endpoint)
-        s3fs.S3FileSystem(**opts).mkdir("bucket")
-        out = "s3://bucket/many.zarr"
+        s3fs.S3FileSystem(**opts).mkdir("many-runs")
+        out = "s3://many-runs/many.zarr"
         masker = _masker(runs)
         paths = runs["paths"][:60]
         with dask_client(workers=2) as client:

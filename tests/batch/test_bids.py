@@ -327,8 +327,8 @@ def test_checksums_of_every_input_kind(raw, tmp_path):
 
         opts = storage_options(endpoint)
         fs = s3fs.S3FileSystem(**opts)
-        fs.mkdir("bucket")
-        fs.put(nii_gz, "bucket/run.nii.gz")
-        fs.put(store, "bucket/run.zarr", recursive=True)
-        assert checksum("s3://bucket/run.nii.gz", opts) == checksum(nii_gz)
-        assert checksum("s3://bucket/run.zarr", opts) == checksum(store)
+        fs.mkdir("checksums")
+        fs.put(nii_gz, "checksums/run.nii.gz")
+        fs.put(store, "checksums/run.zarr", recursive=True)
+        assert checksum("s3://checksums/run.nii.gz", opts) == checksum(nii_gz)
+        assert checksum("s3://checksums/run.zarr", opts) == checksum(store)
