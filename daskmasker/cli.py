@@ -186,7 +186,18 @@ def _get_parser() -> argparse.ArgumentParser:
         required=True,
         help="output Zarr store (path or URL); an existing batch store is resumed",
     )
-    extract.add_argument("--tsv-dir", default=None, help="also write BIDS *_timeseries.tsv here")
+    extract.add_argument(
+        "--tsv-dir",
+        "--bids-dir",
+        dest="tsv_dir",
+        default=None,
+        help="also write BIDS derivatives here: sub-X/[ses-Y/]func/*_timeseries.tsv + .json",
+    )
+    extract.add_argument(
+        "--atlas-label",
+        default=None,
+        help="atlas-<label> of the BIDS file names (default: from the --maps file name)",
+    )
     extract.add_argument("--overwrite", action="store_true", help="start a batch store afresh")
     extract.add_argument(
         "--labels", default=None, help="region names: a .txt (one per line) or a .tsv/.csv table"
@@ -238,7 +249,18 @@ def _add_store_commands(sub) -> None:
     )
     clean.add_argument("store", help="batch store written by extract (or clean)")
     clean.add_argument("--out", required=True, help="new batch store (path or URL)")
-    clean.add_argument("--tsv-dir", default=None, help="also write BIDS *_timeseries.tsv here")
+    clean.add_argument(
+        "--tsv-dir",
+        "--bids-dir",
+        dest="tsv_dir",
+        default=None,
+        help="also write BIDS derivatives here: sub-X/[ses-Y/]func/*_timeseries.tsv + .json",
+    )
+    clean.add_argument(
+        "--atlas-label",
+        default=None,
+        help="atlas-<label> of the BIDS file names (default: from the store's maps file name)",
+    )
     clean.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     clean.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON")
     keep = argparse.SUPPRESS  # a parameter not given keeps the store's value
@@ -502,6 +524,7 @@ def _extract(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             storage_options=args.storage_options,
             tsv_dir=args.tsv_dir,
+            atlas_label=args.atlas_label,
             client=client,
         )
     if not args.no_report and result.done:
@@ -624,6 +647,7 @@ def _clean(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         storage_options=args.storage_options,
         tsv_dir=args.tsv_dir,
+        atlas_label=args.atlas_label,
         **params,
     )
     print(f"{result} in {time.perf_counter() - start:.1f} s")

@@ -8,9 +8,10 @@ import pandas as pd
 import xarray as xr
 import zarr
 
-from daskmasker.batch.fingerprint import NOT_NUMBERS, ROLES, VERSIONED, digest
+from daskmasker.batch.fingerprint import NOT_NUMBERS, ROLES, VERSIONED
 from daskmasker.batch.provenance import versions
 from daskmasker.batch.store import BATCH_ATTR, COMPLETE_ATTR, run_names
+from daskmasker.io.checksum import digest
 from daskmasker.io.fs import Location
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from daskmasker.batch.bids import write_tsv
-from daskmasker.batch.fingerprint import array_sha, canonical, differences, digest
+from daskmasker.batch import bids
+from daskmasker.batch.fingerprint import canonical, differences
 from daskmasker.batch.provenance import confound_names, versions
 from daskmasker.batch.read import open_store
 from daskmasker.batch.record import OVERWRITE_HINT, StaleStoreError
@@ -31,6 +31,7 @@ from daskmasker.batch.store import (
     write_item,
 )
 from daskmasker.compute.clean import clean_arrays
+from daskmasker.io.checksum import array_sha, digest
 from daskmasker.masker.confounds import load_confounds, load_sample_mask
 from daskmasker.masker.params import check_params
 from daskmasker.masker.transform import clean_kwargs, json_params, output_dtype
@@ -115,6 +116,7 @@ def reclean(
     overwrite: bool = False,
     storage_options: dict | None = None,
     tsv_dir: str | None = None,
+    atlas_label: str | None = None,
     **params: Any,
 ) -> BatchResult:
     """Clean a batch store's raw region signals again, into a new store, reading no image.
@@ -136,7 +138,9 @@ def reclean(
     storage_options : dict, optional
         fsspec options for both stores.
     tsv_dir : str, optional
-        Also write BIDS-derivatives TSV files there.
+        Also write BIDS derivatives there (:mod:`daskmasker.batch.bids`), as ``run_batch``.
+    atlas_label : str, optional
+        The ``atlas`` entity of the BIDS file names; by default from the maps' file name.
     **params
         New values of the cleaning parameters (``standardize``, ``standardize_confounds``,
         ``detrend``, ``low_pass``, ``high_pass``, ``t_r``, ``clean_args``, ``dtype``); the others
@@ -166,6 +170,7 @@ def reclean(
             "extract them again to re-clean them"
         )
     group, mapper = open_output(out, new_params, overwrite, storage_options)
+    stems, uris = _plan_bids(source, runs, stored, tsv_dir, atlas_label, storage_options)
     result = BatchResult(store=str(out), action="re-cleaned")
     planned = {}
     stale = []
@@ -214,13 +219,25 @@ def reclean(
             t_r=new_attrs["t_r"],
             attrs=new_attrs,
         )
+        if tsv_dir is not None:  # before the group is marked complete, as in run_batch
+            sources = (uris[run],) if run in uris else ()
+            texts = bids.run_files(out_ds, stems[run], str(stored.get("maps_img")), sources)
+            bids.write_files(tsv_dir, texts, storage_options)
         write_item(mapper, run, out_ds)
-        if tsv_dir is not None:
-            columns = [str(n) for n in out_ds["region_name"].values]
-            sidecar = {k: new_attrs[k] for k in ("source", "checksum", "parameters", "versions")}
-            write_tsv(tsv_dir, run, cleaned["signals"], columns, sidecar, storage_options)
         result.done.append(run)
     return result
+
+
+def _plan_bids(source, runs, stored, root, atlas_label, storage_options) -> tuple[dict, dict]:
+    """The BIDS destinations of the runs (``dataset_description.json`` written now)."""
+    if root is None:
+        return {}, {}
+    from importlib.metadata import version
+
+    atlas = bids.atlas_label(stored.get("maps_img"), atlas_label)
+    sources = {run: str(source[run].attrs.get("source") or run) for run in runs}
+    stems, uris, _ = bids.start(root, sources, atlas, version("daskmasker"), storage_options)
+    return stems, uris
 
 
 def _new_fingerprint(attrs: dict, new_params: dict, conf: Any, mask: Any) -> dict:

@@ -2,7 +2,10 @@
 
 :class:`Recorder` sorts a batch's runs into those to extract and those complete with the same
 fingerprint (skipped); a complete run whose fingerprint differs stops the batch with a
-:class:`StaleStoreError` naming what differs, before anything is computed.
+:class:`StaleStoreError` naming what differs, before anything is computed.  The root's index
+(:func:`daskmasker.batch.store.completed`) holds each complete run's fingerprint sha256 and
+input digests, so a resume opens only the groups of runs that differ (to say how) or that the
+index does not name.  A Recorder is sent to the workers, which build and write the Datasets.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import xarray as xr
 import zarr
 
 from daskmasker.batch import provenance
-from daskmasker.batch.fingerprint import differences, digest, fingerprint
+from daskmasker.batch.fingerprint import differences, fingerprint, fingerprint_sha
 from daskmasker.batch.store import COMPLETE_ATTR, run_attrs, run_dataset
+from daskmasker.io.checksum import digest
 
 OVERWRITE_HINT = "rerun with --overwrite (Python: overwrite=True) to recompute"
 
@@ -43,6 +47,7 @@ class Recorder:
         self.storage_options = storage_options
         self.region_names = [str(n) for n in masker._region_names_of(np.arange(masker.n_elements_))]
         self._shared: dict[str, dict | None] = {}
+        self.reopened: dict[str, dict] = {}  # skipped runs :meth:`split` opened: index entries
 
     def _shared_digest(self, role: str, obj: Any, known: dict | None) -> dict | None:
         """The maps' or mask's digest, computed once per batch."""
@@ -62,26 +67,52 @@ class Recorder:
         sample_mask = None if item.sample_mask is None else np.asarray(item.sample_mask)
         return fingerprint(self.params, inputs, sample_mask, self.region_names)
 
-    def split(self, group: zarr.Group, items: list) -> tuple[list, list[str]]:
+    def prepare(self) -> Recorder:
+        """Digest the maps and mask now (once per batch, before the Recorder goes to workers)."""
+        self._shared_digest("maps", self.masker.maps_img, None)
+        self._shared_digest("mask", self.masker.mask_img, None)
+        return self
+
+    def split(
+        self, group: zarr.Group, items: list, done: dict[str, dict | None] | None = None
+    ) -> tuple[list, list[str]]:
         """The runs to extract, and the names of those complete with the same fingerprint.
+
+        ``done`` are the complete runs (:func:`~daskmasker.batch.store.completed`): a run whose
+        index entry matches its new fingerprint is skipped without opening its group; others
+        are opened (those found unchanged are kept in ``reopened``, with their index
+        entries).  Without ``done``, every run's group is opened.
 
         Raises
         ------
         StaleStoreError
-            If complete runs have another fingerprint, naming each run and what differs.
+            If complete runs have another fingerprint (or none), naming each run and what
+            differs.
         """
         todo, skipped, stale = [], [], []
+        self.reopened = {}
         for item in items:
+            if done is not None and item.name not in done:
+                todo.append(item)
+                continue
+            entry = None if done is None else done[item.name]
+            if entry is not None:
+                known = {"image": entry.get("image"), "confounds": entry.get("confounds")}
+                if fingerprint_sha(self.fingerprint(item, known)) == entry.get("fingerprint"):
+                    skipped.append(item.name)
+                    continue
             attrs = run_attrs(group, item.name)
             if not attrs or not attrs.get(COMPLETE_ATTR):
                 todo.append(item)
                 continue
             old = attrs.get("fingerprint")
-            diffs = differences(old, self.fingerprint(item, old))
+            new = self.fingerprint(item, old)
+            diffs = differences(old, new)
             if diffs:
                 stale.append(f"run {item.name}: {'; '.join(diffs)}")
             else:
                 skipped.append(item.name)
+                self.reopened[item.name] = entry_of(new)
         if stale:
             more = f"\n(and {len(stale) - 5} more runs)" if len(stale) > 5 else ""
             raise StaleStoreError(
@@ -94,19 +125,21 @@ class Recorder:
     def dataset(
         self,
         item,
-        lazy: xr.DataArray,
+        lazy: xr.DataArray | dict,
         signals: np.ndarray,
         raw: np.ndarray,
         confounds: np.ndarray | None,
     ) -> xr.Dataset:
-        """A run's Dataset, from its lazy signals' coordinates and the computed arrays."""
+        """A run's Dataset, from its lazy signals' coordinates (or their :func:`run_meta`) and
+        the computed arrays."""
+        meta = run_meta(lazy) if isinstance(lazy, xr.DataArray) else lazy
         fp = self.fingerprint(item)
         n_hv, names = 0, None
         if confounds is not None:
             names = provenance.confound_names(item.confounds, raw.shape[0])
             n_hv = confounds.shape[1] - len(names)
             names = provenance.confound_names(item.confounds, raw.shape[0], n_hv)
-        header_t_r = lazy.encoding.get("header_t_r")
+        header_t_r = meta["encoding"].get("header_t_r")
         t_r = self.params["t_r"] if self.params["t_r"] != "None" else header_t_r
         t_r_source = "t_r parameter" if self.params["t_r"] != "None" else "image header"
         conf = fp["confounds"]
@@ -121,7 +154,7 @@ class Recorder:
             "t_r": float(t_r) if t_r else None,
             "t_r_source": t_r_source if t_r else "unknown",
             "header_t_r": float(header_t_r) if header_t_r else None,
-            "dtypes": lazy.encoding["dtypes"],
+            "dtypes": meta["encoding"]["dtypes"],
             "n_high_variance_confounds": n_hv,
             "fingerprint": fp,
         }
@@ -129,13 +162,37 @@ class Recorder:
             signals,
             raw,
             confounds,
-            frames=lazy["frame"].values,
-            region=lazy["region"].values,
-            region_names=[self.region_names[k] for k in lazy["region"].values],
+            frames=meta["frame"],
+            region=meta["region"],
+            region_names=[self.region_names[k] for k in meta["region"]],
             confound_names=names,
             t_r=attrs["t_r"],
             attrs=attrs,
         )
+
+
+def run_meta(lazy: xr.DataArray) -> dict:
+    """What a run's Dataset takes from its lazy signals, without their graph (sent to workers)."""
+    return {
+        "frame": lazy["frame"].values,
+        "region": lazy["region"].values,
+        "encoding": {k: lazy.encoding.get(k) for k in ("header_t_r", "dtypes")},
+    }
+
+
+def index_entry(ds: xr.Dataset) -> dict:
+    """A complete run's entry in the root's index: its fingerprint's sha256 and the digests of
+    its image and confounds (reused by the quick checks of a resume)."""
+    return entry_of(ds.attrs["fingerprint"])
+
+
+def entry_of(fp: dict) -> dict:
+    """The index entry of a fingerprint (see :func:`index_entry`)."""
+    return {
+        "fingerprint": fingerprint_sha(fp),
+        "image": fp.get("image"),
+        "confounds": fp.get("confounds"),
+    }
 
 
 def _text(source: str | list) -> str:

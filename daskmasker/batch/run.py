@@ -1,25 +1,44 @@
 """Many subjects and runs into one resumable Zarr store (see :mod:`daskmasker.batch.store`).
 
 A rerun skips complete runs and rewrites the others, so a batch killed at any point resumes
-without losing finished work.  Optional BIDS-derivatives ``*_timeseries.tsv`` files (with a JSON
-sidecar, :mod:`daskmasker.batch.bids`) are written beside it, each atomically.
+without losing finished work; which runs are complete is read from the store's index and one
+listing (:func:`daskmasker.batch.store.completed`), not by opening every run.  Optional
+BIDS derivatives (:mod:`daskmasker.batch.bids`) are written beside it, each file atomically.
+
+Small runs (at most ``daskmasker.batch.whole-item-bytes`` of voxels, judged on the first) run
+whole on the workers, several per task; larger ones run as one graph per run built here.  In
+both cases the worker that computed a run writes its outputs (:mod:`daskmasker.batch.jobs`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import PurePosixPath
 from typing import Any
 
 import dask
-import numpy as np
+import xarray as xr
 
-from daskmasker.batch.bids import write_tsv
-from daskmasker.batch.record import Recorder
-from daskmasker.batch.store import open_output, write_item
-from daskmasker.io.retry import retry
+from daskmasker import config
+from daskmasker.batch import bids
+from daskmasker.batch.jobs import (
+    Target,
+    item_confounds,
+    run_items,
+    source,
+    source_name,
+    store_item,
+    write_bids,
+)
+from daskmasker.batch.record import Recorder, run_meta
+from daskmasker.batch.store import Index, completed, open_output
+from daskmasker.io.fs import Location
+from daskmasker.io.load import describe
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.runtime.scheduling import compute_per_worker
 
@@ -102,6 +121,7 @@ def run_batch(
     overwrite: bool = False,
     storage_options: dict | None = None,
     tsv_dir: str | None = None,
+    atlas_label: str | None = None,
     client=None,
     progress: bool = False,
 ) -> BatchResult:
@@ -127,7 +147,11 @@ def run_batch(
     storage_options : dict, optional
         fsspec options for the output (and input checksums).
     tsv_dir : str, optional
-        Also write BIDS-derivatives TSV files there.
+        Also write BIDS derivatives there (:mod:`daskmasker.batch.bids`): a
+        ``*_atlas-<label>_timeseries.tsv`` and its JSON sidecar per run, and the
+        ``dataset_description.json``.
+    atlas_label : str, optional
+        The ``atlas`` entity of the BIDS file names; by default from the maps' file name.
     client : distributed.Client, optional
         Run items concurrently on this cluster; None uses the local threaded scheduler.
     progress : bool, default=False
@@ -138,85 +162,135 @@ def run_batch(
     BatchResult
     """
     items = make_items(list(imgs), confounds, sample_masks, names)
+    atlas = None if tsv_dir is None else bids.atlas_label(masker.maps_img, atlas_label)
     if not hasattr(masker, "n_elements_"):
-        masker.fit(_source(items[0].image, storage_options) if items else None)
+        masker.fit(source(items[0].image, storage_options) if items else None)
     params = masker._attrs_params()
     group, mapper = open_output(store, params, overwrite, storage_options)
     result = BatchResult(store=str(store))
-    recorder = Recorder(masker, params, storage_options)
-    todo, result.skipped = recorder.split(group, items)
+    recorder = Recorder(masker, params, storage_options).prepare()
+    done = completed(group, Location(store, storage_options))
+    todo, result.skipped = recorder.split(group, items, done)
+    targets = {
+        item.name: Target(
+            store=mapper, url=str(store), name=item.name, storage_options=storage_options
+        )
+        for item in items
+    }
+    missing_tsv: list[Item] = []
+    if tsv_dir is not None:
+        missing_tsv = _plan_bids(masker, items, targets, set(done), tsv_dir, atlas, storage_options)
     bar = _progress(len(todo), progress)
+    index = Index(group)
 
-    def finish(built_item: tuple, outputs: tuple) -> None:
-        item, lazy = built_item
-        ds = recorder.dataset(item, lazy, *outputs)
-        retry(lambda: write_item(mapper, item.name, ds), f"{store}/{item.name}")
-        if tsv_dir is not None:
-            columns = [str(n) for n in ds["region_name"].values]
-            sidecar = {k: ds.attrs[k] for k in ("source", "checksum", "parameters", "versions")}
-            write_tsv(tsv_dir, item.name, outputs[0], columns, sidecar, storage_options)
-        result.done.append(item.name)
-        bar.update(1)
+    whole = _runs_whole(masker, todo, storage_options)
+    built: list[list[str]] = []
 
-    built: list[tuple] = []
-
-    def graphs():
-        """Each item's graph, built when it is its turn to run; a failure to build (a bad
-        input) is recorded and the batch goes on."""
+    def jobs():
+        """Each job's graph, built when it is its turn to run.  Small items run whole, several
+        per task (graph built where it runs); others one graph per item, built here (a failure
+        to build, a bad input, is recorded and the batch goes on)."""
+        shared = recorder if client is None else client.scatter(recorder, broadcast=True)
+        if whole:
+            size = _items_per_job(len(todo), client)
+            for start in range(0, len(todo), size):
+                chunk = todo[start : start + size]
+                built.append([item.name for item in chunk])
+                entries = [(item, targets[item.name]) for item in chunk]
+                yield dask.delayed(
+                    functools.partial(run_items, entries=entries, storage_options=storage_options)
+                )(shared)
+            return
         for item in todo:
             try:
                 signals, conf, raw = masker._lazy_outputs(
-                    _source(item.image, storage_options), *_item_confounds(masker, item)
+                    source(item.image, storage_options), *item_confounds(masker, item)
                 )
             except Exception as exc:
                 result.failed[item.name] = f"{type(exc).__name__}: {exc}"
                 bar.update(1)
                 continue
-            built.append((item, signals))
-            yield dask.delayed(_outputs)(signals.data, raw, conf)
+            built.append([item.name])
+            store = functools.partial(
+                store_item,
+                item=item,
+                meta=run_meta(signals),
+                target=targets[item.name],
+            )
+            yield dask.delayed(store)(signals.data, raw, conf, shared)
 
-    if client is None:
-        for job in graphs():
-            _guarded(result, bar, built[-1], finish, lambda job=job: job.compute())
-    else:
-        for index, future in compute_per_worker(client, graphs()):
-            _guarded(result, bar, built[index], finish, future.result)
-    bar.close()
+    try:
+        if client is None:
+            outcomes = ((i, job.compute) for i, job in enumerate(jobs()))
+        else:
+            outcomes = ((i, f.result) for i, f in compute_per_worker(client, jobs()))
+        for position, outcome in outcomes:
+            try:
+                errors, entries = outcome()
+            except Exception as exc:
+                errors = {name: f"{type(exc).__name__}: {exc}" for name in built[position]}
+            for name in built[position]:
+                if name in errors:
+                    result.failed[name] = errors[name]
+                else:
+                    result.done.append(name)
+                    index.add(name, entries[name])
+                bar.update(1)
+        for name, entry in recorder.reopened.items():  # complete, not indexed: recorded now
+            index.add(name, entry)
+    finally:
+        index.flush()
+        bar.close()
+    for item in missing_tsv:
+        write_bids(targets[item.name], _open_run(mapper, item.name))
     return result
 
 
-def _outputs(signals: np.ndarray, raw: np.ndarray, conf: np.ndarray | None) -> tuple:
-    return signals, raw, conf
+def _plan_bids(
+    masker: NiftiMapsMasker,
+    items: list[Item],
+    targets: dict[str, Target],
+    done: set[str],
+    root: str,
+    atlas: str,
+    storage_options: dict | None,
+) -> list[Item]:
+    """Give each target its BIDS destination and write ``dataset_description.json``, before
+    any item runs; return the complete items whose TSV is missing (exported from the store)."""
+    sources = {item.name: source_name(item.image) or item.name for item in items}
+    stems, uris, present = bids.start(root, sources, atlas, version("daskmasker"), storage_options)
+    maps = describe(masker.maps_img)
+    for item in items:
+        sources_ = (uris[item.name],) if item.name in uris else ()
+        bids_target = (root, stems[item.name], maps, sources_)
+        targets[item.name] = dataclasses.replace(targets[item.name], bids=bids_target)
+    return [i for i in items if i.name in done and f"{stems[i.name]}.tsv" not in present]
 
 
-def _guarded(result: BatchResult, bar, built_item: tuple, finish, compute) -> None:
-    """Compute and write one item; a failure is recorded and the batch goes on."""
-    try:
-        finish(built_item, compute())
-    except Exception as exc:
-        result.failed[built_item[0].name] = f"{type(exc).__name__}: {exc}"
-        bar.update(1)
+def _open_run(mapper, name: str) -> xr.Dataset:
+    """A complete run's Dataset, read from the store."""
+    return xr.open_zarr(mapper, group=name, consolidated=False, chunks=None).load()
 
 
-def _source(image: Any, storage_options: dict | None):
-    """URLs are opened with the batch's storage options; anything else goes to the masker."""
-    if storage_options and isinstance(image, str) and "://" in image:
-        from daskmasker.io.load import load_image
+def _runs_whole(masker: NiftiMapsMasker, todo: list[Item], storage_options) -> bool:
+    """Whether the items run whole, one task each: when the first that opens has at most
+    ``daskmasker.batch.whole-item-bytes`` of voxels (reading its header only)."""
+    from daskmasker.io.load import load_image
 
-        return load_image(image, storage_options=storage_options)
-    return image
+    for item in todo[:3]:
+        try:
+            img = load_image(source(item.image, storage_options))
+        except Exception:
+            continue
+        return img.size * img.dtype.itemsize <= int(config.get("batch.whole-item-bytes"))
+    return False
 
 
-def _item_confounds(masker: NiftiMapsMasker, item: Item) -> tuple:
-    conf = item.confounds
-    if masker.high_variance_confounds or conf is not None:
-        from daskmasker.masker.transform import HighVariance
-
-        parts = [HighVariance()] if masker.high_variance_confounds else []
-        if conf is not None:
-            parts += conf if isinstance(conf, list) else [conf]
-        conf = parts
-    return conf, item.sample_mask
+def _items_per_job(n_items: int, client) -> int:
+    """Small items per job: enough to amortise a job's scheduling, few enough that every
+    worker thread gets several jobs (and a progress bar moves)."""
+    slots = 1 if client is None else max(1, sum(client.nthreads().values()))
+    return max(1, min(16, n_items // (4 * slots)))
 
 
 def _progress(total: int, enabled: bool):

@@ -2,7 +2,8 @@
 
 Layout (a local path or fsspec URL)::
 
-    out.zarr/                      attrs: daskmasker_batch (masker parameters, versions)
+    out.zarr/                      attrs: daskmasker_batch (masker parameters, versions),
+                                   daskmasker_complete (index of complete runs, see Index)
       sub-01_task-rest/            one run: an xarray Dataset (see :func:`run_dataset`)
       sub-02_task-rest/
       ...
@@ -37,6 +38,7 @@ finished one.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -52,6 +54,9 @@ BATCH_ATTR = "daskmasker_batch"
 
 COMPLETE_ATTR = "complete"
 FRAME_DOC = "index of the volume (of raw_signals, confounds) each time point was cleaned from"
+# the root's index of complete runs, name -> {fingerprint sha, image and confounds digests}: a
+# resume reads it and one listing, not every group
+INDEX_ATTR = "daskmasker_complete"
 
 
 def open_output(store: str, params: dict, overwrite: bool, storage_options: dict | None):
@@ -88,6 +93,67 @@ def run_names(group: zarr.Group, complete_only: bool = False) -> list[str]:
     if complete_only:
         names = [n for n in names if group[n].attrs.get(COMPLETE_ATTR)]
     return names
+
+
+def completed(group: zarr.Group, location: Location) -> dict[str, dict | None]:
+    """The store's complete runs, name -> index entry, in a bounded number of reads.
+
+    The root's index (:class:`Index`) and one listing of the store give the runs both indexed
+    and present, with their entries (the fingerprint's sha256 and the inputs' digests); only
+    groups present but not indexed (at most those finished in the last second of a killed run,
+    or written by an older daskmasker) are opened one by one, and given ``None``.  A group
+    removed by hand is not taken for complete, whatever the index says.
+    """
+    indexed = _index(group)
+    listed = {
+        entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        for entry in location.fs.ls(location.root, detail=True, refresh=True)
+        if entry["type"] == "directory"
+    }
+    found = {name: indexed[name] for name in listed if name in indexed}
+    found.update({name: None for name in listed - set(indexed) if is_complete(group, name)})
+    return found
+
+
+def _index(group: zarr.Group) -> dict:
+    index = group.attrs.get(INDEX_ATTR, {})
+    return dict(index) if isinstance(index, dict) else {}  # a list: names alone, no fingerprints
+
+
+class Index:
+    """Records complete runs in the root's index, at most once per ``interval`` seconds.
+
+    Runs are recorded after their group is marked complete, with their entry (see
+    :func:`completed`), so the index never names a run that is not; a run complete but not
+    yet recorded (a run killed meanwhile) is found by :func:`completed` from its own mark and
+    recorded when its entry is given to :meth:`add`.  Call :meth:`flush` at the end.
+    """
+
+    def __init__(self, group: zarr.Group, interval: float = 1.0):
+        self.group, self.interval = group, interval
+        self.entries = _index(group)
+        self.pending = 0
+        self.flushed = time.monotonic()
+
+    def add(self, name: str, entry: dict) -> None:
+        self.entries[name] = entry
+        self.pending += 1
+        if time.monotonic() - self.flushed >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.group.attrs[INDEX_ATTR] = dict(sorted(self.entries.items()))
+            self.pending = 0
+        self.flushed = time.monotonic()
+
+
+def is_complete(group: zarr.Group, name: str) -> bool:
+    """Whether a run's group exists and was marked complete."""
+    try:
+        return bool(group[name].attrs.get(COMPLETE_ATTR, False))
+    except KeyError:
+        return False
 
 
 def run_attrs(group: zarr.Group, name: str) -> dict | None:

@@ -273,12 +273,13 @@ def clean_kwargs(params: dict, clean_args: dict) -> dict:
     return kwargs
 
 
-def json_params(values: dict) -> dict:
-    """Masker parameters as attrs: JSON-friendly values, images described by their repr."""
+def json_params(values: dict, none: Any = "None") -> dict:
+    """Masker parameters as attrs: JSON-friendly values, images described by their repr, None
+    as ``none`` (the string "None" by default: netCDF attributes have no null)."""
     out = {}
     for key, value in values.items():
         if value is None or isinstance(value, bool | int | float | str):
-            out[key] = value if value is not None else "None"
+            out[key] = value if value is not None else none
         elif isinstance(value, dict):
             out[key] = repr(value)
         else:

@@ -16,7 +16,7 @@ import zarr
 
 from daskmasker import NiftiMapsMasker
 from daskmasker.batch.run import item_name, run_batch
-from daskmasker.batch.store import COMPLETE_ATTR
+from daskmasker.batch.store import COMPLETE_ATTR, INDEX_ATTR
 from daskmasker.cli import main
 
 from helpers import make_data, make_maps, make_mask
@@ -70,7 +70,7 @@ def test_batch_writes_every_item(dataset, tmp_path):
         assert ds.attrs[COMPLETE_ATTR] is True
         assert ds.attrs["checksum"].startswith("sha256:")
         assert ds["confounds"].shape[0] == nib.load(path).shape[3]
-        tsv = tmp_path / "tsv" / f"{name}_desc-daskmasker_timeseries.tsv"
+        tsv = tmp_path / "tsv" / name.split("_")[0] / "func" / f"{name}_atlas-maps_timeseries.tsv"
         table = np.loadtxt(tsv, delimiter="\t", skiprows=1)
         np.testing.assert_allclose(table, ds["signals"].values, rtol=1e-12)
 
@@ -85,8 +85,11 @@ def test_rerun_skips_complete_and_redoes_half_written(dataset, tmp_path):
         n: xr.open_zarr(out, group=n, consolidated=False)["signals"].values for n in first.done
     }
     # simulate a run killed while writing sub-02: the group exists but was never marked complete
+    # (nor, then, recorded in the root's index of complete items)
     group = zarr.open_group(out, path="sub-02_task-rest", mode="a")
     del group.attrs[COMPLETE_ATTR]
+    root = zarr.open_group(out, mode="a")
+    root.attrs[INDEX_ATTR] = [n for n in root.attrs[INDEX_ATTR] if n != "sub-02_task-rest"]
     group["signals"][:] = 0
     untouched = os.path.getmtime(os.path.join(out, "sub-01_task-rest", "signals", "zarr.json"))
     second = run_batch(
@@ -213,18 +216,24 @@ def test_interrupted_batch_resumes_with_identical_store(dataset, tmp_path, signu
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("whole_item_bytes", [None, 0], ids=["whole", "graph-per-item"])
 @pytest.mark.parametrize("workers", [None, 2])
-def test_a_bad_item_is_recorded_and_the_batch_goes_on(dataset, tmp_path, workers):
+def test_a_bad_item_is_recorded_and_the_batch_goes_on(dataset, tmp_path, workers, whole_item_bytes):
     """An item whose graph cannot be built (a missing file) fails alone, locally and on a
-    LocalCluster (where each graph is built when a worker is free for it)."""
+    LocalCluster (where each graph is built when a worker is free for it), whether the small
+    items run whole on the workers or (limit 0) one graph per item is built in the client."""
+    import dask
+
     from daskmasker import dask_client
+
+    limit = {} if whole_item_bytes is None else {"daskmasker.batch.whole-item-bytes": 0}
 
     imgs = [p for p, _ in dataset["runs"]]
     missing = str(tmp_path / "sub-09_task-rest_bold.nii.gz")
     imgs.insert(1, missing)
     masker = NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS).fit(imgs[0])
     out = str(tmp_path / "out.zarr")
-    with dask_client(workers=workers) as client:
+    with dask.config.set(limit), dask_client(workers=workers) as client:
         result = run_batch(masker, imgs, out, client=client)
     assert sorted(result.done) == ["sub-01_task-rest", "sub-02_task-rest", "sub-03_task-rest"]
     assert list(result.failed) == ["sub-09_task-rest"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from daskmasker import NiftiMapsMasker, open_timeseries
+from daskmasker.batch.bids import derivative_path
 from daskmasker.cli import main
 
 from helpers import write_confounds
@@ -52,7 +53,8 @@ def test_extract_labels_name_the_regions(extracted):
     study, out = extracted
     name = study["runs"][0]["name"]
     assert list(open_timeseries(out, name)["region_name"].values) == NAMES
-    header = (study["root"] / "tsv" / f"{name}_desc-daskmasker_timeseries.tsv").read_text()
+    tsv = study["root"] / "tsv" / f"{derivative_path(study['runs'][0]['img'], 'maps')}.tsv"
+    header = tsv.read_text()
     assert header.splitlines()[0].split("\t") == NAMES
 
 
@@ -98,7 +100,7 @@ def test_clean_recleans_without_images_as_a_fresh_extraction(extracted, capsys):
         got = open_timeseries(new, run["name"])
         np.testing.assert_allclose(got["signals"].values, expected, rtol=1e-10, atol=1e-12)
         assert list(got["region_name"].values) == NAMES
-        tsv = study["root"] / "tsv2" / f"{run['name']}_desc-daskmasker_timeseries.tsv"
+        tsv = study["root"] / "tsv2" / f"{derivative_path(run['img'], 'maps')}.tsv"
         np.testing.assert_allclose(np.loadtxt(tsv, skiprows=1), expected, rtol=1e-12)
 
 

@@ -13,6 +13,7 @@ import pytest
 import zarr
 
 from daskmasker import NiftiMapsMasker, open_timeseries, run_batch
+from daskmasker.batch.bids import derivative_path
 
 from helpers import BATCH_T_R, make_mask
 
@@ -135,7 +136,7 @@ def test_region_names_agree_in_zarr_tsv_and_pandas(study, kind, mask_radius):
     with dropped_warning(mask_radius):
         run_batch(masker, [run["img"]], out, tsv_dir=str(root / "tsv"))
     zarr_names = list(open_timeseries(out, run["name"])["region_name"].values)
-    tsv = root / "tsv" / f"{run['name']}_desc-daskmasker_timeseries.tsv"
+    tsv = root / "tsv" / f"{derivative_path(run['img'], 'maps')}.tsv"  # atlas from maps.nii.gz
     tsv_names = tsv.read_text().splitlines()[0].split("\t")
     assert zarr_names == tsv_names == columns == list(open_timeseries(out)["region_name"].values)
 

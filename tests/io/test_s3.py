@@ -148,7 +148,7 @@ def test_batch_from_bucket_into_bucket_resumes(s3):
         np.testing.assert_array_equal(ds["signals"].values, local_signals(s3, run))
         assert ds.attrs["checksum"].startswith("sha256:")
     assert s3["fs"].exists(
-        "lab-private/derivatives/tsv/sub-01_task-rest_desc-daskmasker_timeseries.tsv"
+        "lab-private/derivatives/tsv/sub-01/func/sub-01_task-rest_atlas-maps_timeseries.tsv"
     )
 
 

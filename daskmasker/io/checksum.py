@@ -1,0 +1,179 @@
+"""sha256 digests of a run's inputs, for every kind of input the masker accepts.
+
+One implementation serves the run fingerprints (:mod:`daskmasker.batch.fingerprint`), the
+``checksum`` attributes of a batch store and the BIDS sidecars.  Contents, not paths, are
+hashed: a moved input with the same bytes is the same input.  By kind:
+
+* a file (local or fsspec URL, ``s3://`` included): the sha256 of its bytes as stored
+  (compressed for ``.gz``), streamed, so ``sha256sum FILE`` gives the same digest;
+* a directory (a Zarr store): the sha256 of its manifest, one ``key, size, sha256`` line per
+  file in sorted order (two stores agree exactly when they hold the same keys and bytes);
+* a nibabel image in memory, a numpy array, a DataFrame, a daskmasker image: the sha256 of the
+  array bytes with their dtype and shape (and the affine, the column names).
+
+Files also record a cheap ``stat`` (size and modification time, or the object store's ETag):
+a recorded digest whose source and stat are unchanged is reused without reading the bytes again
+(the quick check of rsync and git's index), so checking a large store for a resume reads no input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import fsspec
+import numpy as np
+
+
+def _is_path(obj: Any) -> bool:
+    return isinstance(obj, str) or hasattr(obj, "__fspath__")
+
+
+def _sha(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def array_sha(array: Any, *extra: Any) -> str:
+    """sha256 of an array's bytes, dtype and shape (and of ``extra`` values, as JSON)."""
+    values = np.ascontiguousarray(np.asarray(array))
+    head = json.dumps([str(values.dtype), list(values.shape), *extra], default=str)
+    return _sha(head.encode(), values.tobytes())
+
+
+def _file_stat(fs, path: str, info: dict | None = None) -> str:
+    info = info if info is not None else fs.info(path)
+    stamp = next(
+        (info[k] for k in ("ETag", "etag", "mtime", "LastModified", "last_modified") if k in info),
+        None,
+    )
+    return f"{info.get('size')}:{stamp}"
+
+
+def _file_sha(fs, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _path_digest(source: str, storage_options: dict | None, known: dict | None) -> dict:
+    """A file's or a directory's (Zarr store's) digest, reusing ``known`` when unchanged."""
+    fs, _, (path,) = fsspec.get_fs_token_paths(source, storage_options=storage_options or {})
+    if fs.isdir(path):
+        files = fs.find(path, detail=True)
+        keys = sorted(files)
+        stat = _sha(
+            "\n".join(f"{k[len(path) :]}\t{_file_stat(fs, k, files[k])}" for k in keys).encode()
+        )
+        if known and known.get("source") == source and known.get("stat") == stat:
+            return known
+        manifest = "\n".join(
+            f"{k[len(path) :]}\t{files[k].get('size')}\t{_file_sha(fs, k)}" for k in keys
+        )
+        return {"source": source, "stat": stat, "sha256": _sha(manifest.encode())}
+    stat = _file_stat(fs, path)
+    if known and known.get("source") == source and known.get("stat") == stat:
+        return known
+    return {"source": source, "stat": stat, "sha256": _file_sha(fs, path)}
+
+
+def digest(obj: Any, storage_options: dict | None = None, known: dict | None = None) -> dict | None:
+    """The digest of one input: ``{"source", "stat", "sha256"}`` (None for no input).
+
+    Parameters
+    ----------
+    obj : path, URL, Zarr store, nibabel image, daskmasker image, ndarray, DataFrame, or a list
+        The input as given to the masker.
+    storage_options : dict, optional
+        fsspec options for URLs.
+    known : dict, optional
+        A digest recorded earlier: reused when the source and stat are unchanged.
+
+    Returns
+    -------
+    dict or None
+
+    Examples
+    --------
+    >>> digest(np.zeros(3))["sha256"][:12]
+    '343a819c689d'
+    """
+    if obj is None:
+        return None
+    if _is_path(obj):
+        source = os.fspath(obj)
+        if "://" not in source:
+            source = os.path.abspath(os.path.expanduser(source))
+        return _path_digest(source, storage_options, known)
+    if isinstance(obj, list | tuple):
+        parts = [
+            digest(o, storage_options, k)
+            for o, k in zip(obj, _known_parts(known, len(obj)), strict=True)
+        ]
+        sha = _sha("\n".join(p["sha256"] for p in parts).encode())
+        return {"source": [p["source"] for p in parts], "stat": None, "sha256": sha, "parts": parts}
+    found = {"source": _describe(obj), "stat": None, "sha256": _memory_sha(obj)}
+    file = _table_file(obj)
+    if file is not None:  # a table read from a file (columns chosen, n/a filled): both count
+        found["file"] = digest(file, storage_options, (known or {}).get("file"))
+    return found
+
+
+def _table_file(obj: Any) -> str | None:
+    """The file a DataFrame was read from (``attrs["source"]``, set by ``confounds_table``)."""
+    attrs = getattr(obj, "attrs", None)
+    if hasattr(obj, "columns") and isinstance(attrs, dict) and _is_path(attrs.get("source")):
+        return attrs["source"]
+    return None
+
+
+def _known_parts(known: dict | None, n: int) -> list:
+    parts = (known or {}).get("parts") or []
+    return parts if len(parts) == n else [None] * n
+
+
+def _describe(obj: Any) -> str:
+    filename = getattr(obj, "get_filename", lambda: None)()
+    if filename:
+        return f"<in-memory image from {filename}>"
+    attrs = getattr(obj, "attrs", None)
+    if isinstance(attrs, dict) and attrs.get("source"):
+        kind = "table" if hasattr(obj, "columns") else "image"
+        return f"<{kind} from {attrs['source']}>"
+    return f"<in-memory {type(obj).__name__}>"
+
+
+def _memory_sha(obj: Any) -> str:
+    """sha256 of an in-memory input's values (a nibabel or daskmasker image, array, table)."""
+    if hasattr(obj, "affine") and hasattr(obj, "dataobj"):  # nibabel
+        return array_sha(np.asanyarray(obj.dataobj), np.asarray(obj.affine).tolist())
+    if hasattr(obj, "columns") and hasattr(obj, "to_numpy"):  # pandas (or polars) DataFrame
+        return array_sha(obj.to_numpy(), [str(c) for c in obj.columns])
+    data = getattr(obj, "data", None)
+    if hasattr(data, "blocks"):  # a lazy daskmasker image: its chunks, one at a time
+        digest_ = hashlib.sha256(json.dumps([str(data.dtype), list(data.shape)]).encode())
+        for block in np.ndindex(*data.numblocks):
+            digest_.update(np.ascontiguousarray(data.blocks[block].compute()).tobytes())
+        digest_.update(json.dumps(obj.attrs.get("affine"), default=str).encode())
+        return digest_.hexdigest()
+    if data is not None and hasattr(obj, "attrs"):  # an xarray image holding numpy data
+        return array_sha(data, obj.attrs.get("affine"))
+    return array_sha(obj)
+
+
+def checksum(obj: Any, storage_options: dict | None = None) -> str | None:
+    """``"sha256:<hex>"`` of an input (:func:`digest`), or None for no input.
+
+    Examples
+    --------
+    >>> checksum(np.zeros(3))[:19]
+    'sha256:343a819c689d'
+    """
+    found = digest(obj, storage_options)
+    return None if found is None else f"sha256:{found['sha256']}"
