@@ -451,7 +451,8 @@ def _check_extract(args: argparse.Namespace) -> tuple[float | None, list | None]
     if args.t_r is not None:
         _check_filters(args, args.t_r, "--t-r")
     location = _output(args.out, args.storage_options)
-    if location is not None and not args.overwrite:
+    several = isinstance(args.maps, list) and len(args.maps) > 1  # --out: a folder of stores
+    if location is not None and not args.overwrite and not several:
         import zarr
 
         from daskmasker.batch.store import BATCH_ATTR
@@ -540,14 +541,23 @@ def _extract(args: argparse.Namespace) -> int:
 
 def _extract_many(args: argparse.Namespace) -> int:
     """``extract`` with several ``--maps``: a batch store per atlas (``OUT/<atlas>.zarr``, named
-    after the maps file), every image read once for all atlases; complete items are skipped."""
+    after the maps file), every image read once for all the atlases that still need it.  Each
+    store keeps what ``run_batch``'s does (fingerprints, raw signals, audit metadata): a rerun
+    skips unchanged runs and refuses changed ones, per atlas."""
     import re
     from pathlib import PurePosixPath
 
-    from daskmasker.batch.run import make_items
-    from daskmasker.batch.store import is_complete, open_output, write_item
-    from daskmasker.masker.many import fit_many, transform_many
+    import dask
 
+    from daskmasker.batch.jobs import item_confounds, source
+    from daskmasker.batch.record import Recorder, index_entry
+    from daskmasker.batch.run import make_items
+    from daskmasker.batch.store import Index, completed, open_output, write_item
+    from daskmasker.io.fs import Location
+    from daskmasker.masker.many import fit_many
+
+    if args.tsv_dir is not None:
+        raise CommandError("--bids-dir takes one --maps (run extract once per atlas for BIDS)")
     atlases = list(args.maps)
     names = [re.sub(r"\.nii(\.gz)?$|\.zarr/?$", "", PurePosixPath(m).name) for m in atlases]
     if len(set(names)) < len(names):
@@ -555,33 +565,57 @@ def _extract_many(args: argparse.Namespace) -> int:
     args.maps = atlases[0]
     params = _masker_from_args(args).get_params(deep=False)
     del params["maps_img"]
+    so = args.storage_options
     items = make_items(args.imgs, confounds=args.confounds)
     start = time.perf_counter()
-    failed = 0
+    failed = done = 0
     with _client(args):
-        maskers = fit_many(atlases, items[0].image, **params)
+        maskers = fit_many(atlases, source(items[0].image, so), **params)
         outputs = []
         for name, masker in zip(names, maskers, strict=True):
             store = f"{args.out.rstrip('/')}/{name}.zarr"
-            group, mapper = open_output(
-                store, masker._attrs_params(), args.overwrite, args.storage_options
-            )
-            outputs.append((group, mapper))
-        for item in items:
-            if all(is_complete(group, item.name) for group, _ in outputs):
-                continue
-            try:
-                signals = transform_many(maskers, item.image, confounds=item.confounds)
-            except Exception as exc:  # recorded; the batch goes on
-                print(f"FAILED {item.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-                failed += 1
-                continue
-            attrs = {"source": str(item.image)}
-            for (_, mapper), values in zip(outputs, signals, strict=True):
-                write_item(mapper, item.name, values, None, attrs)
-    print(
-        f"{len(items)} images x {len(atlases)} atlases into {args.out}/{{{','.join(names)}}}.zarr "
-        f"({failed} failed) in {time.perf_counter() - start:.1f} s"
+            attrs = masker._attrs_params()
+            group, mapper = open_output(store, attrs, args.overwrite, so)
+            recorder = Recorder(masker, attrs, so).prepare()
+            todo, _ = recorder.split(group, items, completed(group, Location(store, so)))
+            outputs.append((masker, recorder, mapper, Index(group), {i.name for i in todo}))
+        try:
+            for item in items:
+                wanted = [out for out in outputs if item.name in out[4]]
+                if not wanted:
+                    continue
+                try:
+                    lazies = [
+                        m._lazy_outputs(source(item.image, so), *item_confounds(m, item))
+                        for m, *_ in wanted
+                    ]
+                    # one computation: the atlases' linked maps share the image's reads
+                    values = dask.compute(*[(sig.data, raw, conf) for sig, conf, raw in lazies])
+                except Exception as exc:  # recorded; the batch goes on
+                    logger.error("FAILED %s: %s: %s", item.name, type(exc).__name__, exc)
+                    failed += 1
+                    continue
+                for (_, recorder, mapper, index, _), lazy, (sig, raw, conf) in zip(
+                    wanted, lazies, values, strict=True
+                ):
+                    ds = recorder.dataset(item, lazy[0], sig, raw, conf)
+                    write_item(mapper, item.name, ds)
+                    index.add(item.name, index_entry(ds))
+                done += 1
+        finally:
+            for out in outputs:
+                out[3].flush()
+    logger.info(
+        "%d images x %d atlases into %s/{%s}.zarr: %d extracted, %d already complete, "
+        "%d failed in %.1f s",
+        len(items),
+        len(atlases),
+        args.out,
+        ",".join(names),
+        done,
+        len(items) - done - failed,
+        failed,
+        time.perf_counter() - start,
     )
     return 1 if failed else 0
 

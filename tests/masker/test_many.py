@@ -119,3 +119,9 @@ def test_cli_one_store_per_atlas(tmp_path, atlases, run_gz, reads):
     reads.clear()
     assert _quiet(main, [*argv, "--detrend", "--no-progress"]) == 0
     assert [r for r in reads if r[0] == run_gz] == []
+    # other parameters: refused (each atlas's store keeps its runs' fingerprints), not skipped
+    assert _quiet(main, [*argv, "--no-progress"]) == 2
+    assert _quiet(main, [*argv, "--no-progress", "--overwrite"]) == 0
+    stored = xr.open_zarr(out / "atlas0.zarr", group="run", consolidated=False)
+    want = _quiet(NiftiMapsMasker(maps_img=paths[0]).fit_transform, run_gz)
+    np.testing.assert_allclose(stored["signals"].values, want, atol=1e-12 * np.abs(want).max())
