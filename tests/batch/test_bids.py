@@ -39,6 +39,7 @@ EXPECTED = "sub-01_ses-1_task-rest_run-1_space-MNI152NLin2009cAsym_atlas-DiFuMo6
 def _save(img: nib.Nifti1Image, path: Path, t_r: float) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.header.set_zooms((*img.header.get_zooms()[:3], t_r))
+    img.header.set_xyzt_units("mm", "sec")
     img.to_filename(path)
     return str(path)
 
