@@ -1,0 +1,248 @@
+"""The commands: ``convert``, ``extract`` (one atlas or several), ``demo``, ``info``, ``clean``.
+Each imports what it uses, so ``--help`` loads neither Dask nor xarray."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+
+from daskmasker.cli.checks import _check_exists, _check_extract, _output
+from daskmasker.cli.parser import _STANDARDIZE, _TARGETS, CommandError, _flag_names, logger
+
+
+def _masker_from_args(args: argparse.Namespace):
+    from daskmasker.masker.estimator import NiftiMapsMasker
+
+    return NiftiMapsMasker(
+        maps_img=args.maps,
+        mask_img=args.mask,
+        allow_overlap=not args.no_allow_overlap,
+        smoothing_fwhm=args.smoothing_fwhm,
+        standardize=_STANDARDIZE[args.standardize],
+        standardize_confounds=not args.no_standardize_confounds,
+        high_variance_confounds=args.high_variance_confounds,
+        detrend=args.detrend,
+        low_pass=args.low_pass,
+        high_pass=args.high_pass,
+        t_r=args.t_r,
+        dtype=args.dtype,
+        resampling_target=_TARGETS[args.resampling_target],
+        keep_masked_maps=args.keep_masked_maps,
+        clean_args={"filter": args.filter} if args.filter else None,
+        region_names=args.labels,
+    )
+
+
+def _client(args: argparse.Namespace):
+    from daskmasker.runtime.client import dask_client
+
+    return dask_client(
+        scheduler=args.scheduler, scheduler_file=args.scheduler_file, workers=args.workers
+    )
+
+
+def _progress(args: argparse.Namespace, label: str, client):
+    from daskmasker.runtime.progress import task_progress
+
+    where = "the local threaded scheduler" if client is None else client.scheduler.address
+    logger.debug("%s: running on %s", label, where)
+    return task_progress(label, client, enabled=not (args.quiet or args.no_progress))
+
+
+def _convert(args: argparse.Namespace) -> int:
+    _check_exists("source", [args.source])
+    if not args.overwrite and _output(args.store, args.storage_options) is not None:
+        raise CommandError(f"'{args.store}' exists; pass --overwrite to replace it")
+    from daskmasker.io.convert import to_zarr
+
+    start = time.perf_counter()
+    with _client(args) as client, _progress(args, "convert", client):
+        out = to_zarr(
+            args.source,
+            args.store,
+            chunks=args.chunk_volumes,
+            overwrite=args.overwrite,
+            storage_options=args.storage_options,
+        )
+    logger.info("converted %s -> %s in %.1f s", args.source, out, time.perf_counter() - start)
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    args.t_r, confounds = _check_extract(args)
+    from daskmasker.batch.run import run_batch
+
+    if len(args.maps) > 1:
+        return _extract_many(args)
+    args.maps = args.maps[0]
+
+    masker = _masker_from_args(args)
+    logger.debug("masker: %r", masker)
+    start = time.perf_counter()
+    with _client(args) as client, _progress(args, "extract", client):
+        result = run_batch(
+            masker,
+            args.imgs,
+            args.out,
+            confounds=confounds,
+            overwrite=args.overwrite,
+            storage_options=args.storage_options,
+            tsv_dir=args.tsv_dir,
+            atlas_label=args.atlas_label,
+            client=client,
+        )
+    if not args.no_report and result.done:
+        target = f"{args.out.rstrip('/')}/report.html"
+        report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
+        report.save_as_html(target, storage_options=args.storage_options)
+        logger.info("report: %s", target)
+    logger.info("%s in %.1f s", result, time.perf_counter() - start)
+    for name, error in result.failed.items():
+        logger.error("FAILED %s: %s", name, _flag_names(error))
+    return 1 if result.failed else 0
+
+
+def _extract_many(args: argparse.Namespace) -> int:
+    """``extract`` with several ``--maps``: a batch store per atlas (``OUT/<atlas>.zarr``, named
+    after the maps file), every image read once for all the atlases that still need it.  Each
+    store keeps what ``run_batch``'s does (fingerprints, raw signals, audit metadata): a rerun
+    skips unchanged runs and refuses changed ones, per atlas."""
+    from pathlib import PurePosixPath
+
+    import dask
+
+    from daskmasker.batch.jobs import item_confounds, source
+    from daskmasker.batch.record import Recorder, index_entry
+    from daskmasker.batch.run import make_items
+    from daskmasker.batch.store import Index, completed, open_output, write_item
+    from daskmasker.io.fs import Location
+    from daskmasker.masker.many import fit_many
+
+    if args.tsv_dir is not None:
+        raise CommandError("--bids-dir takes one --maps (run extract once per atlas for BIDS)")
+    atlases = list(args.maps)
+    names = [re.sub(r"\.nii(\.gz)?$|\.zarr/?$", "", PurePosixPath(m).name) for m in atlases]
+    if len(set(names)) < len(names):
+        names = [f"atlas-{i}_{n}" for i, n in enumerate(names)]
+    args.maps = atlases[0]
+    params = _masker_from_args(args).get_params(deep=False)
+    del params["maps_img"]
+    so = args.storage_options
+    items = make_items(args.imgs, confounds=args.confounds)
+    start = time.perf_counter()
+    failed = done = 0
+    with _client(args):
+        maskers = fit_many(atlases, source(items[0].image, so), **params)
+        outputs = []
+        for name, masker in zip(names, maskers, strict=True):
+            store = f"{args.out.rstrip('/')}/{name}.zarr"
+            attrs = masker._attrs_params()
+            group, mapper = open_output(store, attrs, args.overwrite, so)
+            recorder = Recorder(masker, attrs, so).prepare()
+            todo, _ = recorder.split(group, items, completed(group, Location(store, so)))
+            outputs.append((masker, recorder, mapper, Index(group), {i.name for i in todo}))
+        try:
+            for item in items:
+                wanted = [out for out in outputs if item.name in out[4]]
+                if not wanted:
+                    continue
+                try:
+                    lazies = [
+                        m._lazy_outputs(source(item.image, so), *item_confounds(m, item))
+                        for m, *_ in wanted
+                    ]
+                    # one computation: the atlases' linked maps share the image's reads
+                    values = dask.compute(*[(sig.data, raw, conf) for sig, conf, raw in lazies])
+                except Exception as exc:  # recorded; the batch goes on
+                    logger.error("FAILED %s: %s: %s", item.name, type(exc).__name__, exc)
+                    failed += 1
+                    continue
+                for (_, recorder, mapper, index, _), lazy, (sig, raw, conf) in zip(
+                    wanted, lazies, values, strict=True
+                ):
+                    ds = recorder.dataset(item, lazy[0], sig, raw, conf)
+                    write_item(mapper, item.name, ds)
+                    index.add(item.name, index_entry(ds))
+                done += 1
+        finally:
+            for out in outputs:
+                out[3].flush()
+    logger.info(
+        "%d images x %d atlases into %s/{%s}.zarr: %d extracted, %d already complete, "
+        "%d failed in %.1f s",
+        len(items),
+        len(atlases),
+        args.out,
+        ",".join(names),
+        done,
+        len(items) - done - failed,
+        failed,
+        time.perf_counter() - start,
+    )
+    return 1 if failed else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from daskmasker.demo import run_demo
+
+    with _client(args) as client:
+        run_demo(
+            args.out,
+            n_volumes=args.volumes,
+            n_maps=args.maps,
+            seed=args.seed,
+            client=client,
+            progress=not (args.quiet or args.no_progress),
+            verbose=not args.quiet,
+        )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from daskmasker.batch.read import store_info
+
+    print(store_info(args.store, storage_options=args.storage_options))
+    return 0
+
+
+_CLEAN_FLAGS = {
+    "standardize_confounds": "standardize_confounds",
+    "detrend": "detrend",
+    "low_pass": "low_pass",
+    "high_pass": "high_pass",
+    "t_r": "t_r",
+    "dtype": "dtype",
+    "smoothing_fwhm": "smoothing_fwhm",
+    "high_variance_confounds": "high_variance_confounds",
+    "mask": "mask_img",
+    "maps": "maps_img",
+}
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from daskmasker.batch.reclean import KEEP, reclean
+
+    params = {name: getattr(args, flag) for flag, name in _CLEAN_FLAGS.items() if flag in args}
+    if "standardize" in args:
+        params["standardize"] = _STANDARDIZE[args.standardize]
+    if "filter" in args:
+        params["clean_args"] = {"filter": args.filter}
+    confounds = None if args.no_confounds else getattr(args, "confounds", KEEP)
+    start = time.perf_counter()
+    result = reclean(
+        args.store,
+        args.out,
+        confounds=confounds,
+        sample_masks=None if args.all_volumes else KEEP,
+        overwrite=args.overwrite,
+        storage_options=args.storage_options,
+        tsv_dir=args.tsv_dir,
+        atlas_label=args.atlas_label,
+        **params,
+    )
+    print(f"{result} in {time.perf_counter() - start:.1f} s")
+    for name, error in result.failed.items():
+        print(f"FAILED {name}: {error}", file=sys.stderr)
+    return 1 if result.failed else 0
