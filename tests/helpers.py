@@ -112,3 +112,13 @@ def write_confounds(path, n_scans: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     table = pd.DataFrame(rng.normal(size=(n_scans, 3)), columns=["csf", "white_matter", "fd"])
     table.to_csv(path, sep="\t", index=False)
+
+
+def write_maps_and_mask(root) -> dict:
+    """Six float64 maps and the ball mask written into ``root``: ``{"maps": path, "mask": path}``
+    (and the maps image itself under ``"maps_img"``)."""
+    maps = make_maps(dtype=np.float64)
+    paths = {"maps": str(root / "maps.nii.gz"), "mask": str(root / "mask.nii.gz")}
+    maps.to_filename(paths["maps"])
+    make_mask().to_filename(paths["mask"])
+    return {**paths, "maps_img": maps}

@@ -24,7 +24,7 @@ from daskmasker import NiftiMapsMasker
 from daskmasker.batch.run import item_name
 from daskmasker.cli import main
 
-from helpers import make_data, make_maps, make_mask, stop_processes
+from helpers import make_data, stop_processes, write_maps_and_mask
 
 HEAVY = ("dask", "distributed", "sklearn", "matplotlib", "pandas", "xarray", "nibabel", "zarr")
 N_SCANS = 60
@@ -53,10 +53,8 @@ def write_confounds(path, seed: int, n_scans: int = N_SCANS, interior_na: bool =
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    maps = make_maps(dtype=np.float64)
-    paths = {"maps": str(root / "maps.nii.gz"), "mask": str(root / "mask.nii.gz")}
-    maps.to_filename(paths["maps"])
-    make_mask().to_filename(paths["mask"])
+    paths = write_maps_and_mask(root)
+    maps = paths.pop("maps_img")
     paths["runs"], paths["confounds"] = [], []
     for i in range(2):
         run = str(root / f"sub-{i:02d}_task-rest_bold.nii")

@@ -13,7 +13,7 @@ import pytest
 
 from daskmasker import NiftiMapsMasker, open_nifti, open_zarr, to_zarr
 
-from helpers import make_data, make_maps, make_mask
+from helpers import make_data, write_maps_and_mask
 from httpserver import file_server
 
 N_SCANS, CHUNK = 60, 10
@@ -24,10 +24,8 @@ KINDS = ["run.nii", "run.nii.gz", "run.zarr"]
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
-    maps = make_maps(dtype=np.float64)
-    paths = {"maps": str(root / "maps.nii.gz"), "mask": str(root / "mask.nii.gz")}
-    maps.to_filename(paths["maps"])
-    make_mask().to_filename(paths["mask"])
+    paths = write_maps_and_mask(root)
+    maps = paths.pop("maps_img")
     data = make_data(maps, n_scans=N_SCANS)
     data.to_filename(root / "run.nii")
     data.to_filename(root / "run.nii.gz")

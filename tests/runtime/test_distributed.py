@@ -19,7 +19,7 @@ from distributed import Client
 from daskmasker import MultiNiftiMapsMasker, NiftiMapsMasker, dask_client
 from daskmasker.cli import main
 
-from helpers import make_data, make_maps, make_mask, stop_processes
+from helpers import make_data, stop_processes, write_maps_and_mask
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)
 
@@ -27,10 +27,8 @@ PARAMS = dict(standardize="zscore_sample", detrend=True)
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
-    maps = make_maps(dtype=np.float64)
-    paths = {"maps": str(root / "maps.nii.gz"), "mask": str(root / "mask.nii.gz")}
-    maps.to_filename(paths["maps"])
-    make_mask().to_filename(paths["mask"])
+    paths = write_maps_and_mask(root)
+    maps = paths.pop("maps_img")
     paths["runs"] = []
     for i in range(3):
         p = str(root / f"sub-{i:02d}_task-rest_bold.nii")
