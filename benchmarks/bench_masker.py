@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from measure import run_measured
+from measure import run_job, run_measured
 
 PARAMS = dict(resampling_target="data", standardize="zscore_sample")
 
@@ -130,10 +130,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def measure(job: dict) -> dict:
     """Run a job in a subprocess; wall time, its peak RSS and its own timings."""
-    wall, rss, out = run_measured(
-        [sys.executable, __file__, "--worker", json.dumps(job)], capture=True
-    )
-    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    result, wall, rss = run_job(__file__, job)
     result["process_wall"] = wall
     result["peak_rss_gb"] = rss
     return result

@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from bench_masker import gunzip_floor
-from measure import run_measured
+from measure import run_job
 
 PARAMS = dict(resampling_target="data", standardize="zscore_sample")
 ATLASES = [64, 128, 256, 512, 1024]
@@ -65,10 +64,7 @@ def worker(spec: dict) -> None:
 
 def measure(spec: dict) -> dict:
     """A job in a subprocess: its timings, wall time and peak RSS (GB)."""
-    wall, rss, text = run_measured(
-        [sys.executable, __file__, "--worker", json.dumps(spec)], capture=True
-    )
-    result = json.loads(next(ln for ln in text.splitlines() if ln.startswith("RESULT "))[7:])
+    result, wall, rss = run_job(__file__, spec)
     return {**result, "process": wall, "rss": rss}
 
 

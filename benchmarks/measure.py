@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
 
 import psutil
@@ -37,3 +39,13 @@ def _rss(process: psutil.Process) -> int:
         return process.memory_info().rss
     except psutil.Error:
         return 0
+
+
+def run_job(script: str, job: dict) -> tuple[dict, float, float]:
+    """Run ``script --worker JOB`` in a fresh process; the dict it printed on its ``RESULT`` line,
+    the process's wall time (s) and its peak RSS (GB)."""
+    wall, rss, out = run_measured(
+        [sys.executable, script, "--worker", json.dumps(job)], capture=True
+    )
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT ")), wall, rss

@@ -126,6 +126,22 @@ def _add_execution(parser: argparse.ArgumentParser) -> None:
     _add_verbosity(parser, argparse.SUPPRESS)
 
 
+def _add_bids_output(parser: argparse.ArgumentParser, maps_source: str) -> None:
+    """``--bids-dir`` (alias ``--tsv-dir``) and ``--atlas-label``, for extract and clean."""
+    parser.add_argument(
+        "--tsv-dir",
+        "--bids-dir",
+        dest="tsv_dir",
+        default=None,
+        help="also write BIDS derivatives here: sub-X/[ses-Y/]func/*_timeseries.tsv + .json",
+    )
+    parser.add_argument(
+        "--atlas-label",
+        default=None,
+        help=f"atlas-<label> of the BIDS file names (default: from the {maps_source} file name)",
+    )
+
+
 def _get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daskmasker",
@@ -181,18 +197,7 @@ def _get_parser() -> argparse.ArgumentParser:
         required=True,
         help="output Zarr store (path or URL); an existing batch store is resumed",
     )
-    extract.add_argument(
-        "--tsv-dir",
-        "--bids-dir",
-        dest="tsv_dir",
-        default=None,
-        help="also write BIDS derivatives here: sub-X/[ses-Y/]func/*_timeseries.tsv + .json",
-    )
-    extract.add_argument(
-        "--atlas-label",
-        default=None,
-        help="atlas-<label> of the BIDS file names (default: from the --maps file name)",
-    )
+    _add_bids_output(extract, "--maps")
     extract.add_argument("--overwrite", action="store_true", help="start a batch store afresh")
     extract.add_argument(
         "--labels", default=None, help="region names: a .txt (one per line) or a .tsv/.csv table"
@@ -244,18 +249,7 @@ def _add_store_commands(sub) -> None:
     )
     clean.add_argument("store", help="batch store written by extract (or clean)")
     clean.add_argument("--out", required=True, help="new batch store (path or URL)")
-    clean.add_argument(
-        "--tsv-dir",
-        "--bids-dir",
-        dest="tsv_dir",
-        default=None,
-        help="also write BIDS derivatives here: sub-X/[ses-Y/]func/*_timeseries.tsv + .json",
-    )
-    clean.add_argument(
-        "--atlas-label",
-        default=None,
-        help="atlas-<label> of the BIDS file names (default: from the store's maps file name)",
-    )
+    _add_bids_output(clean, "store's maps")
     clean.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     clean.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON")
     keep = argparse.SUPPRESS  # a parameter not given keeps the store's value

@@ -29,7 +29,7 @@ def to_zarr(
     store : str
         Local path or fsspec URL of the new store.
     chunks : int, optional
-        Volumes per chunk (default about 64 MiB).
+        Volumes per chunk (default: ``daskmasker.chunk-bytes`` of voxels, ~32 MiB).
     overwrite : bool, default=False
         Replace an existing daskmasker store.
     progress : bool, default=False
@@ -37,7 +37,8 @@ def to_zarr(
     storage_options : dict, optional
         fsspec options, for both the source URL and the store.
     compressor : codec, None or "default"
-        Default: Blosc LZ4 with byte shuffle (fast to write and read; see the README).
+        Default: Blosc LZ4 with byte shuffle (fast to write and read; see
+        ``benchmarks/results/2026-12-01-extraction-batch-convert.md``).
     maps : bool, default=False
         The source holds maps: store its 4th axis as channels (``c``), not time.
 

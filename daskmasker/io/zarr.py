@@ -91,7 +91,7 @@ def write_image(
     store : str
         Local path or fsspec URL of the new store.
     chunks : int, optional
-        Volumes per chunk (default about 64 MiB).
+        Volumes per chunk (default: ``daskmasker.chunk-bytes`` of voxels, ~32 MiB).
     overwrite : bool, default=False
         Replace an existing daskmasker store.
     progress : bool, default=False
@@ -99,7 +99,8 @@ def write_image(
     storage_options : dict, optional
         fsspec options for the store.
     compressor : codec, None or "default"
-        Default: Blosc LZ4 with byte shuffle (fast to write and read; see the README).
+        Default: Blosc LZ4 with byte shuffle (fast to write and read; see
+        ``benchmarks/results/2026-12-01-extraction-batch-convert.md``).
 
     Returns
     -------
