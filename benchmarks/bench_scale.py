@@ -3,7 +3,8 @@
 * one atlas of K small DiFuMo-like maps (64 and 1024) on the DiFuMo grid, a T-volume float32
   ``.nii.gz`` on nilearn's MNI grid (``resampling_target='data'``, ``standardize='zscore_sample'``,
   6 confounds, the FSL MNI mask): fit, transform, peak RSS, the ISA-L gunzip floors of the run
-  and of the atlas, and the largest difference from nilearn's signals;
+  and of the atlas, and the largest difference from nilearn's signals; then the same atlas
+  converted once into a Zarr maps store (``daskmasker convert --maps``) as the maps input;
 * several atlases in one pass (64+128+256+512+1024 maps, ``masker.many.extract_many``)
   against the 1024-map atlas alone;
 * N 3D ``.nii.gz`` files as one series (nilearn issue 1754).
@@ -35,20 +36,29 @@ def worker(spec: dict) -> None:
     """Run one job in this process; print its timings as JSON."""
     import pandas as pd
 
-    confounds = pd.read_csv(spec["confounds"], sep="\t").to_numpy() if spec["confounds"] else None
+    confounds = spec.get("confounds")
+    confounds = pd.read_csv(confounds, sep="\t").to_numpy() if confounds else None
     out: dict = {}
     if spec["job"] == "many":
         from daskmasker.masker.many import fit_many, transform_many
-    elif spec["tool"] == "nilearn":
+    elif spec.get("tool") == "nilearn":
         from nilearn.maskers import NiftiMapsMasker
     else:
         from daskmasker import NiftiMapsMasker
     start = time.perf_counter()  # the libraries imported: fit and transform only
+    if spec["job"] == "convert":  # the atlas into a maps store, once
+        from daskmasker import to_zarr
+
+        to_zarr(spec["maps"], spec["store"], maps=True, overwrite=True)
+        print("RESULT " + json.dumps({"fit": time.perf_counter() - start, "transform": 0.0}))
+        return
     if spec["job"] == "many":
         maskers = fit_many(spec["maps"], spec["img"], mask_img=spec["mask"], **PARAMS)
         out["fit"] = time.perf_counter() - start
+        if isinstance(spec["img"], list):  # several runs: one table of confounds each
+            confounds = [confounds] * len(spec["img"])
         signals = transform_many(maskers, spec["img"], confounds=confounds)
-        out["shapes"] = [list(s.shape) for s in signals]
+        out["shapes"] = [list(np.shape(s)) for s in signals]
     else:
         masker = NiftiMapsMasker(spec["maps"], mask_img=spec["mask"], **PARAMS)
         masker.fit(spec["img"])
@@ -80,13 +90,19 @@ def single_atlas(files: dict, k: int, repeat: int, nilearn_repeat: int, out_dir:
         "img": files["run"],
         "confounds": files["confounds"],
     }
-    runs = {"daskmasker": [], "nilearn": []}
+    runs = {"daskmasker": [], "nilearn": [], "store": []}
+    store = str(out_dir.parent / f"maps-{k}.zarr")
+    converted = measure({"job": "convert", "maps": files["maps"][k], "store": store})
     floors = []
-    for i in range(max(repeat, nilearn_repeat)):  # interleaved: a slow spell hits both
+    for i in range(max(repeat, nilearn_repeat)):  # interleaved: a slow spell hits all
         floors.append(gunzip_floor(files["run"]))
         if i < repeat:
             save = str(out_dir / f"daskmasker-{k}.npy")
             runs["daskmasker"].append(measure({**base, "tool": "daskmasker", "save": save}))
+            save = str(out_dir / f"store-{k}.npy")
+            runs["store"].append(
+                measure({**base, "maps": store, "tool": "daskmasker", "save": save})
+            )
         if i < nilearn_repeat:
             save = str(out_dir / f"nilearn-{k}.npy")
             runs["nilearn"].append(measure({**base, "tool": "nilearn", "save": save}))
@@ -106,23 +122,49 @@ def single_atlas(files: dict, k: int, repeat: int, nilearn_repeat: int, out_dir:
             f" {n['rss'] / d['rss']:.1f}x | {error:.1e} |"
         )
     print(line, flush=True)
-    runs_text = ", ".join(f"{r['fit']:.2f}+{r['transform']:.2f}" for r in runs["daskmasker"])
-    print(f"  daskmasker runs (fit+transform, s): {runs_text}", flush=True)
+    z = medians(runs["store"])
+    same = np.array_equal(
+        np.load(out_dir / f"store-{k}.npy"), np.load(out_dir / f"daskmasker-{k}.npy")
+    )
+    print(
+        f"| {k}, maps store | {z['fit']:.2f} s (converted once in {converted['fit']:.1f} s) | "
+        f"{z['transform']:.2f} s ({z['transform'] / floor:.2f}x) | {z['rss']:.2f} GB |"
+        + (
+            f" | | | {n['fit'] / z['fit']:.0f}x / {n['transform'] / z['transform']:.1f}x / "
+            f"{n['rss'] / z['rss']:.1f}x |"
+            if n
+            else ""
+        )
+        + f" {'same signals as the .nii.gz atlas' if same else 'SIGNALS DIFFER'} |",
+        flush=True,
+    )
+    for name in ("daskmasker", "store"):
+        runs_text = ", ".join(f"{r['fit']:.2f}+{r['transform']:.2f}" for r in runs[name])
+        print(f"  {name} runs (fit+transform, s): {runs_text}", flush=True)
 
 
-def many_atlases(files: dict, repeat: int) -> None:
-    base = {"mask": files["mask"], "img": files["run"], "confounds": files["confounds"]}
+def many_atlases(files: dict, repeat: int, runs: int) -> None:
+    """The five atlases against the 1024 alone, for one run or ``runs`` runs (a batch: the
+    atlases are fitted once, each run is read once)."""
+    img = files["run"]
+    if runs > 1:  # distinct paths (one path given twice would be one Dask task, read once)
+        img = []
+        for i in range(runs):
+            link = Path(files["run"]).with_name(f"run-copy{i}_bold.nii.gz")
+            if not link.exists():
+                link.symlink_to(Path(files["run"]).name)
+            img.append(str(link))
+    base = {"mask": files["mask"], "img": img, "confounds": files["confounds"], "job": "many"}
     one, many = [], []
     for _ in range(repeat):
-        one.append(
-            measure({**base, "job": "single", "tool": "daskmasker", "maps": files["maps"][1024]})
-        )
-        many.append(measure({**base, "job": "many", "maps": [files["maps"][k] for k in ATLASES]}))
+        one.append(measure({**base, "maps": [files["maps"][1024]]}))
+        many.append(measure({**base, "maps": [files["maps"][k] for k in ATLASES]}))
     o, m = medians(one), medians(many)
     total_o, total_m = o["fit"] + o["transform"], m["fit"] + m["transform"]
+    label = "" if runs == 1 else f", {runs} runs"
     print(
-        f"| 1024 alone | {o['fit']:.2f} s | {o['transform']:.2f} s | {total_o:.2f} s | "
-        f"{o['rss']:.2f} GB |\n| {'+'.join(map(str, ATLASES))} | {m['fit']:.2f} s | "
+        f"| 1024 alone{label} | {o['fit']:.2f} s | {o['transform']:.2f} s | {total_o:.2f} s | "
+        f"{o['rss']:.2f} GB |\n| {'+'.join(map(str, ATLASES))}{label} | {m['fit']:.2f} s | "
         f"{m['transform']:.2f} s | {total_m:.2f} s ({total_m / total_o:.2f}x; transform "
         f"{m['transform'] / o['transform']:.2f}x) | {m['rss']:.2f} GB |",
         flush=True,
@@ -159,6 +201,9 @@ def main(argv=None) -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[64, 1024])
     parser.add_argument("--series", type=int, nargs="+", default=[600, 2000])
     parser.add_argument("--series-nilearn-max", type=int, default=600)
+    parser.add_argument(
+        "--many-runs", type=int, nargs="+", default=[1, 4], help="runs per pass of several atlases"
+    )
     args = parser.parse_args(argv)
     if args.worker:
         worker(json.loads(args.worker))
@@ -183,7 +228,8 @@ def main(argv=None) -> None:
             f"several atlases in one pass, medians of {args.repeat}\n| atlases | fit | "
             "transform | total | peak RSS |\n|---|---|---|---|---|"
         )
-        many_atlases(files, args.repeat)
+        for runs in args.many_runs:
+            many_atlases(files, args.repeat, runs)
     if "series" in args.parts:
         run = args.data_dir / "run-100_bold.nii.gz"
         if not run.exists():

@@ -20,9 +20,16 @@ from isal import igzip
 from daskmasker import synthetic
 
 
-def write_small_maps(path: Path, n_maps: int, seed: int = 0) -> float:
-    """Write ``n_maps`` small maps; returns their mean number of non-zero voxels."""
-    shape, affine = synthetic.DIFUMO_SHAPE, synthetic.DIFUMO_AFFINE
+def write_small_maps(
+    path: Path,
+    n_maps: int,
+    seed: int = 0,
+    shape: tuple[int, ...] = synthetic.DIFUMO_SHAPE,
+    affine: np.ndarray = synthetic.DIFUMO_AFFINE,
+) -> float:
+    """Write ``n_maps`` small maps (on the DiFuMo 2 mm grid unless told); returns their mean
+    number of non-zero voxels."""
+    step = np.abs(np.diag(affine)[:3])
     rng = np.random.default_rng(seed)
     xyz = synthetic._world(shape, affine)
     inside = synthetic.brain_inside(xyz)
@@ -43,9 +50,11 @@ def write_small_maps(path: Path, n_maps: int, seed: int = 0) -> float:
                 centre = synthetic.BRAIN_CENTRE + rng.uniform(-0.7, 0.7, 3) * synthetic.BRAIN_RADII
                 width = rng.uniform(4.5, 7.0)
                 # the blob's box only (3 widths): the whole grid per blob would take minutes
-                lo = np.maximum(np.floor((centre - 3 * width - affine[:3, 3]) / 2).astype(int), 0)
+                lo = np.maximum(
+                    np.floor((centre - 3 * width - affine[:3, 3]) / step).astype(int), 0
+                )
                 hi = np.minimum(
-                    np.ceil((centre + 3 * width - affine[:3, 3]) / 2).astype(int), shape
+                    np.ceil((centre + 3 * width - affine[:3, 3]) / step).astype(int), shape
                 )
                 box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
                 d2 = ((xyz[box] - centre) ** 2).sum(-1)

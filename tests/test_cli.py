@@ -190,6 +190,21 @@ def test_missing_image_and_existing_store_name_the_flag(files, tmp_path, capsys)
     assert f"'{store}' exists; pass --overwrite to replace it" in capsys.readouterr().err
 
 
+def test_convert_an_atlas_with_maps_then_extract_from_the_store(files, tmp_path):
+    """``convert ATLAS STORE --maps`` stores the 4th axis as maps (channels, ``c``; without
+    ``--maps`` it is time, ``t``); ``extract --maps STORE`` then gives the .nii.gz's numbers."""
+    maps_store, as_run = str(tmp_path / "maps.zarr"), str(tmp_path / "as-run.zarr")
+    assert main(["convert", files["maps"], maps_store, "--maps", "-q"]) == 0
+    assert main(["convert", files["maps"], as_run, "-q"]) == 0
+    assert xr.open_zarr(maps_store)["image"].dims[0] == "c"
+    assert xr.open_zarr(as_run)["image"].dims[0] == "t"
+    run = files["runs"][0]
+    out = str(tmp_path / "out.zarr")
+    args = ["extract", run, "--maps", maps_store, "--mask", files["mask"], "--out", out, "-q"]
+    assert main(args) == 0
+    np.testing.assert_array_equal(stored(out, run), api_signals(files, run))
+
+
 # --- the header's TR ----------------------------------------------------------------------------
 
 

@@ -65,6 +65,7 @@ def _convert(args: argparse.Namespace) -> int:
             chunks=args.chunk_volumes,
             overwrite=args.overwrite,
             storage_options=args.storage_options,
+            maps=args.maps,
         )
     logger.info("converted %s -> %s in %.1f s", args.source, out, time.perf_counter() - start)
     return 0

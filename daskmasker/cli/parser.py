@@ -155,7 +155,12 @@ def _get_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", help="NIfTI file (.nii, .nii.gz), local path or URL")
     convert.add_argument("store", help="output Zarr store, local path or URL")
     convert.add_argument(
-        "--chunk-volumes", type=_positive(int), default=None, help="volumes per chunk"
+        "--chunk-volumes", type=_positive(int), default=None, help="volumes (maps) per chunk"
+    )
+    convert.add_argument(
+        "--maps",
+        action="store_true",
+        help="the source is an atlas: store its 4th axis as maps (channels, 'c'), not time",
     )
     convert.add_argument("--overwrite", action="store_true", help="replace an existing store")
     _add_execution(convert)

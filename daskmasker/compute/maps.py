@@ -129,7 +129,8 @@ class SparseMaps:
     @classmethod
     def from_dense(cls, block: np.ndarray) -> SparseMaps:
         """Maps ``(K, z, y, x)`` made finite (NaN and Inf → 0, as :func:`finite`) and sparse."""
-        return cls(_finite_csr(block.reshape(block.shape[0], -1)), block.shape[1:])
+        flat = block.reshape(block.shape[0], -1)
+        return cls(_finite_csr(flat, segment=block.shape[-1]), block.shape[1:])
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -196,11 +197,41 @@ class SparseMaps:
         return rows
 
 
-def _finite_csr(flat: np.ndarray) -> sparse.csr_array:
+def sparse_nonzero(flat: np.ndarray, segment: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero`` of a ``(k, V)`` array, ~7x faster when it is sparse.
+
+    ``np.nonzero`` compares every float (~1 GB/s here).  Here one pass takes the maximum of the
+    values' bits over segments of ``segment`` values (memory speed); only the segments with a bit
+    set are compared.  The result is ``np.nonzero``'s, in its order (``-0.0`` has a bit set, so
+    it is screened in, then compared equal to 0; NaN is non-zero in both).
+
+    Examples
+    --------
+    >>> flat = np.zeros((2, 12), np.float32)
+    >>> flat[0, 5], flat[1, 0], flat[1, 7] = 1.0, np.nan, -0.0
+    >>> sparse_nonzero(flat, segment=4)
+    (array([0, 1]), array([5, 0]))
+    """
+    if (
+        flat.dtype.itemsize not in (4, 8)
+        or not flat.flags.c_contiguous
+        or segment < 1
+        or flat.size % segment
+    ):
+        return np.nonzero(flat)
+    bits = flat.reshape(-1).view(np.uint32 if flat.dtype.itemsize == 4 else np.uint64)
+    hit = np.flatnonzero(bits.reshape(-1, segment).max(axis=1))
+    part_rows, part_cols = np.nonzero(flat.reshape(-1, segment)[hit])
+    rows, cols = np.divmod(hit[part_rows] * segment + part_cols, flat.shape[1])
+    return rows, cols
+
+
+def _finite_csr(flat: np.ndarray, segment: int | None = None) -> sparse.csr_array:
     """A dense ``(k, V)`` block as CSR, its non-finite values set to 0 (they are non-zero, so
-    only the non-zero values need checking)."""
+    only the non-zero values need checking); ``segment`` (a divisor of ``V``, the grid's last
+    axis) lets :func:`sparse_nonzero` skip the zeros."""
     dtype = float_dtype(flat.dtype)
-    rows, cols = np.nonzero(flat)
+    rows, cols = np.nonzero(flat) if segment is None else sparse_nonzero(flat, segment)
     values = flat[rows, cols].astype(dtype, copy=False)
     bad = ~np.isfinite(values)
     if bad.any():

@@ -29,7 +29,7 @@ def to_zarr(
     store : str
         Local path or fsspec URL of the new store.
     chunks : int, optional
-        Volumes per chunk (default: ``daskmasker.chunk-bytes`` of voxels, ~32 MiB).
+        Volumes (maps) per chunk (default: ``daskmasker.chunk-bytes`` of voxels, ~32 MiB).
     overwrite : bool, default=False
         Replace an existing daskmasker store.
     progress : bool, default=False

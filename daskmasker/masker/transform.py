@@ -140,6 +140,8 @@ def lazy_signals(
         grid_maps,
         reader=_fused_reader(raw, img, data, params["high_variance_confounds"]),
         share=maps_sharing(),
+        # a .nii.gz on a cluster: a batch per task on one worker; locally a paced read chain
+        fused=active_client() is not None,
     )
 
     conf = _confounds(confounds, raw, n_scans)
@@ -217,10 +219,6 @@ def _fused_reader(raw: xr.DataArray, img: xr.DataArray, data: da.Array, high_var
     """
     reader = raw.encoding.get(READER_ENCODING) if img is raw else None
     if reader is None or high_variance or not reader.chunks_of(data):
-        return None
-    if reader.sequential and active_client() is None:
-        # locally another thread gathers a .nii.gz chunk while the next one inflates (10 %
-        # faster); on a cluster an image runs on one worker, where fewer tasks count more
         return None
     return reader
 

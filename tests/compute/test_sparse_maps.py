@@ -91,6 +91,29 @@ def test_sparse_maps_answer_as_the_dense_array():
     assert not maps_arrays.any_in_mask(sm, np.zeros_like(mask))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.float16])
+def test_sparse_nonzero_is_numpys_nonzero(dtype):
+    """The screened search finds what ``np.nonzero`` finds, in its order: NaN, Inf and the values
+    at the segments' ends included, ``-0.0`` excluded; arrays it cannot screen (2-byte values, a
+    segment that does not divide the rows, a strided view) fall back to ``np.nonzero``."""
+    rng = np.random.default_rng(int(np.dtype(dtype).itemsize))
+    flat = np.zeros((5, 7 * 12), dtype=dtype)
+    at = rng.choice(flat.size, size=40, replace=False)
+    flat.reshape(-1)[at] = rng.integers(1, 9, size=40)
+    flat[0, 0] = flat[4, -1] = 3
+    if np.dtype(dtype).kind == "f":
+        flat[1, 3], flat[2, 50], flat[3, 11] = np.nan, np.inf, -0.0
+    expected = np.nonzero(flat)
+    for candidate, segment in ((flat, 12), (flat, 7), (flat, 84), (flat, 5), (flat[:, ::2], 6)):
+        want = np.nonzero(candidate)
+        got = maps_arrays.sparse_nonzero(candidate, segment)
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+    # the cases a wrong screening gets wrong: -0.0 has a bit set but is zero (taking the bits
+    # for the values finds it); the first and last values sit at the segments' ends
+    assert (3, 11) not in set(zip(*expected, strict=True))
+    assert {(0, 0), (4, 83)} <= set(zip(*expected, strict=True))
+
+
 def test_overlap_check_is_the_dense_one():
     dense = dense_maps(small_maps())
     with pytest.raises(ValueError, match="Overlap detected"):
