@@ -215,7 +215,9 @@ def _fused_reader(raw: xr.DataArray, img: xr.DataArray, data: da.Array, high_var
     """The chunk reader the projection may read through, if the data is used as read.
 
     Data used as read (not resampled, smoothed, or also read for high-variance confounds) is
-    reduced in the task that reads it (see :func:`daskmasker.compute.projection.project`).
+    read through its reader by the projection (see :func:`daskmasker.compute.projection.project`:
+    a Zarr chunk is read and gathered by one task; a ``.nii.gz`` is read in a chain, fused with
+    the products on a cluster, paced by the gathers locally).
     """
     reader = raw.encoding.get(READER_ENCODING) if img is raw else None
     if reader is None or high_variance or not reader.chunks_of(data):
