@@ -48,7 +48,7 @@ def prepare(data_dir: Path, n_maps: int, volumes: int) -> dict:
         scale_data.write_small_maps(
             files["maps"], n_maps, seed=n_maps, shape=GRID_SHAPE, affine=GRID_AFFINE
         )
-    if not files["img"].exists():
+    if not all(files[k].exists() for k in ("img", "mask", "confounds")):  # one seeded draw
         rng = np.random.default_rng(0)
         inside = synthetic.brain_inside(synthetic._world(DATA_SHAPE, DATA_AFFINE))
         noise = rng.standard_normal((*DATA_SHAPE, volumes))
