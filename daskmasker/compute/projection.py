@@ -22,7 +22,7 @@ from scipy import sparse
 
 from daskmasker import config
 from daskmasker.compute.chunks import gemm_volumes
-from daskmasker.compute.graph import task_array
+from daskmasker.compute.graph import paced_reads, task_array
 from daskmasker.compute.maps import SparseMaps, is_sparse
 from daskmasker.compute.regression import (
     GramSolver,
@@ -406,32 +406,21 @@ def _read_gather(reader, where: tuple[int, ...], maps: MapsBlock) -> np.ndarray:
 def _paced_gathered(
     reader, sub: da.Array, where: tuple[int, ...], maps, size: int, dtype: np.dtype
 ) -> da.Array:
-    """The gathered blocks of ``sub`` from a sequential reader: chunk ``i`` is read after chunk
-    ``i - 1`` (the stream's order) and after chunk ``i - 2`` was gathered (the pace).
-
-    A plain chain of reads let Dask's ordering run every read before any gather when one thread
-    computes (``n_jobs=1``, a 1-CPU job, ``num_workers=1``): the whole image in memory, 2.8 GB for
-    600 volumes instead of 0.3 GB.  Waiting for the gather two chunks back bounds the raw chunks
-    alive to three, and still lets a second thread gather one chunk while the next inflates.
-    """
-    token = tokenize(reader, where, maps)
-    read, name = f"paced-read-{token}", f"paced-gather-{token}"
-    reader_key = f"chunk-reader-{token}"
-    layer = {reader_key: DataNode(reader_key, reader)}
-    maps_arg = parse_input(maps)
-    for i in range(len(sub.chunks[0])):
-        after = [TaskRef((read, i - 1))] if i else []
-        if i >= 2:
-            after.append(TaskRef((name, i - 2, 0, 0, 0)))
-        layer[(read, i)] = Task((read, i), _read_after, TaskRef(reader_key), (i, *where), *after)
-        key = (name, i, 0, 0, 0)
-        layer[key] = Task(key, _gather_block, TaskRef((read, i)), maps_arg)
+    """The gathered blocks of ``sub`` from a sequential reader, each chunk read in order and
+    gathered by a task of its own, the reads paced by the gathers
+    (:func:`~daskmasker.compute.graph.paced_reads`): one thread computing a 600-volume
+    ``.nii.gz`` held 2.8 GB with a plain chain of reads, 0.4 GB paced."""
+    name = f"paced-gather-{tokenize(reader, where, maps)}"
+    layer = paced_reads(
+        name,
+        reader,
+        len(sub.chunks[0]),
+        _gather_block,
+        parse_input(maps),
+        where=where,
+        tail=(0, 0, 0),
+    )
     return task_array(name, layer, (sub.chunks[0], (1,), (1,), (size + 1,)), dtype)
-
-
-def _read_after(reader, where: tuple[int, ...], *after) -> np.ndarray:
-    del after  # the previous read and an earlier gather: only an ordering
-    return reader.read_chunk(where)
 
 
 def _read_products(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from daskmasker.io.load import load_image
-from daskmasker.io.zarr import write_image
+from daskmasker.io.zarr import volumes_per_chunk, write_image
 
 
 def to_zarr(
@@ -48,6 +48,11 @@ def to_zarr(
         The store's path or URL.
     """
     img = load_image(source, storage_options=storage_options, maps=maps)
+    if img.ndim == 4 and not hasattr(source, "dims"):
+        # opened again (a header) in the store's regular chunks: a .nii.gz's chunks then go
+        # straight to the store, each read once in order (see daskmasker.io.zarr._paced_store)
+        step = volumes_per_chunk(img.shape, img.dtype, chunks)
+        img = load_image(source, storage_options=storage_options, maps=maps, chunks=step)
     return write_image(
         img,
         store,

@@ -319,7 +319,9 @@ def open_nifti(
         data, header.get_best_affine(), header=header, attrs={"source": url}, maps=maps
     )
     if len(shape) == 4 and url.endswith(".gz"):
-        chunk_reader = GzipChunks(url, storage_options, blob, tuple(int(b) for b in bounds))
+        chunk_reader = GzipChunks(
+            url, storage_options, blob, tuple(int(b) for b in bounds), name=data.name
+        )
         image.encoding[READER_ENCODING] = chunk_reader
     return image
 
@@ -332,9 +334,21 @@ class GzipChunks:
 
     sequential = True
 
-    def __init__(self, url: str, storage_options, header_blob: str, bounds: tuple[int, ...]):
+    def __init__(
+        self,
+        url: str,
+        storage_options,
+        header_blob: str,
+        bounds: tuple[int, ...],
+        name: str | None = None,
+    ):
         self.url, self.storage_options, self.header_blob = url, storage_options, header_blob
         self.bounds = bounds
+        self.name = name  # the Dask array open_nifti made of these chunks
+
+    def is_array(self, data) -> bool:
+        """Whether ``data`` is the Dask array these chunks make, unchanged (same graph)."""
+        return self.name is not None and getattr(data, "name", None) == self.name
 
     def __dask_tokenize__(self):
         return ("GzipChunks", self.url, self.header_blob, self.bounds)

@@ -29,9 +29,11 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from dask.base import tokenize
 from zarr.codecs import BloscCodec
 
 from daskmasker.compute.chunks import time_chunks
+from daskmasker.compute.graph import paced_reads, task_array
 from daskmasker.io import niftizarr
 from daskmasker.io.fs import Location
 from daskmasker.io.image import (
@@ -109,10 +111,11 @@ def write_image(
     """
     data = img.data if isinstance(img.data, da.Array) else da.from_array(np.asarray(img.data))
     if data.ndim == 4:
-        volume_nbytes = int(np.prod(data.shape[1:])) * data.dtype.itemsize
-        step = int(chunks) if chunks is not None else time_chunks(data.shape[0], volume_nbytes)[0]
+        step = volumes_per_chunk(data.shape, data.dtype, chunks)
         # a regular grid: every Dask chunk writes whole Zarr chunks (no two tasks share one)
-        data = data.rechunk((step, -1, -1, -1))
+        target = da.core.normalize_chunks((step, -1, -1, -1), data.shape)
+        if data.chunks != target:  # (rechunking to the same chunks still renames the array)
+            data = data.rechunk(target)
     else:
         data = data.rechunk(-1)
     header = niftizarr.store_header(img)  # fails on dtypes NIfTI lacks, before any write
@@ -141,7 +144,11 @@ def write_image(
             coord = img.coords[dim]
             name = STORE_NAMES.get(dim, dim)
             _write_small(group, name, coord.values, [name], netcdf_attrs(coord.attrs))
-    stored = da.store(data, array, lock=False, compute=False)
+    reader = img.encoding.get(READER_ENCODING)
+    if data.ndim == 4 and getattr(reader, "sequential", False) and reader.is_array(data):
+        stored = _paced_store(reader, data, array)
+    else:
+        stored = da.store(data, array, lock=False, compute=False)
     if progress:
         from dask.diagnostics import ProgressBar
 
@@ -154,6 +161,30 @@ def write_image(
         warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
         zarr.consolidate_metadata(mapper.store, zarr_format=3)
     return str(store)
+
+
+def volumes_per_chunk(shape: tuple[int, ...], dtype, chunks: int | None = None) -> int:
+    """The volumes of a store's chunks: ``chunks``, or ``daskmasker.chunk-bytes`` of volumes."""
+    if chunks is not None:
+        return int(chunks)
+    return time_chunks(shape[0], int(np.prod(shape[1:])) * np.dtype(dtype).itemsize)[0]
+
+
+def _paced_store(reader, data: da.Array, array) -> da.Array:
+    """The store of a ``.nii.gz``'s chunks, read in order and each written by a task of its own,
+    the reads paced by the writes (:func:`~daskmasker.compute.graph.paced_reads`): with a plain
+    chain of reads one thread converting a 600-volume run held 2.8 GB."""
+    starts = np.cumsum((0, *data.chunks[0][:-1])).tolist()
+    name = f"paced-store-{tokenize(data.name, str(array.store_path))}"
+    layer = paced_reads(
+        name, reader, len(starts), _write_chunk, array, per_chunk=[(s,) for s in starts]
+    )
+    return task_array(name, layer, ((1,) * len(starts),), bool)
+
+
+def _write_chunk(chunk: np.ndarray, array, start: int) -> np.ndarray:
+    array[start : start + chunk.shape[0]] = chunk
+    return np.ones(1, dtype=bool)
 
 
 def _write_small(group, name: str, values, dims: list[str], attrs: dict | None = None) -> None:

@@ -257,3 +257,42 @@ def test_header_tr_needs_a_time_unit(tmp_path, units, t_r):
     img.header.set_xyzt_units("mm", units)
     img.to_filename(tmp_path / "bold.nii")
     assert open_nifti(str(tmp_path / "bold.nii")).attrs["t_r"] == t_r
+
+
+def test_one_thread_converts_a_gz_holding_a_few_chunks(tmp_path):
+    """``to_zarr`` of a .nii.gz computed by one thread (a 1-CPU job) reads each chunk once, in
+    order, and writes it before reading far ahead: twice the volumes take no more memory.  The
+    same image given as an opened DataArray in other chunks is rechunked through Dask's plain
+    read chain, which holds it whole (the negative control)."""
+    import tracemalloc
+
+    import dask
+
+    shape, step = (32, 32, 32), 8
+    volume_bytes = 32**3 * 4
+    rng = np.random.default_rng(0)
+
+    def peak(source, store):
+        tracemalloc.start()
+        try:
+            with dask.config.set(scheduler="threads", num_workers=1):
+                to_zarr(source, str(tmp_path / store), chunks=step)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peaks = {}
+    for n_scans in (300, 600):
+        data = rng.normal(size=(*shape, n_scans)).astype(np.float32)
+        path = tmp_path / f"bold{n_scans}.nii.gz"
+        nib.Nifti1Image(data, np.eye(4)).to_filename(path)
+        peaks[n_scans] = peak(str(path), f"paced{n_scans}.zarr")
+        np.testing.assert_array_equal(
+            open_zarr(str(tmp_path / f"paced{n_scans}.zarr")).values, data.T
+        )
+    image_bytes = 600 * volume_bytes
+    plain = peak(open_nifti(path), "plain.zarr")  # its default chunks rechunked into 8 volumes
+    np.testing.assert_array_equal(open_zarr(str(tmp_path / "plain.zarr")).values, data.T)
+    assert plain > image_bytes / 2
+    assert peaks[600] < 1.3 * peaks[300]
+    assert peaks[600] < image_bytes / 5
