@@ -22,7 +22,6 @@ import io
 import itertools
 import threading
 import zlib
-from typing import Any
 
 import dask.array as da
 import fsspec
@@ -40,7 +39,7 @@ from daskmasker.io.fs import normalize, open_raw, open_stream
 from daskmasker.io.image import READER_ENCODING, header_from_attrs, make_image
 from daskmasker.io.retry import retry
 
-_READERS: dict[tuple, Any] = {}
+_READERS: dict[tuple, list] = {}
 _READERS_LOCK = threading.Lock()
 
 
@@ -141,6 +140,10 @@ class _GzipCursor:
         self.position += len(data)
         return data
 
+    def holds(self, start: int, nbytes: int) -> bool:
+        """Whether the stash holds the bytes ``start:start + nbytes``."""
+        return any(o <= start and start + nbytes <= o + len(b) for o, b in self.stash)
+
     def read(self, start: int, nbytes: int) -> bytes:
         with self.lock:
             for i, (offset, blob) in enumerate(self.stash):
@@ -178,12 +181,33 @@ class _GzipCursor:
             self.stash.clear()
 
 
-def _cursor(url: str, storage_options) -> _GzipCursor:
+_CURSORS_PER_FILE = 4
+
+
+def _cursor(url: str, storage_options, start: int, nbytes: int) -> _GzipCursor:
+    """A decompressor of ``url`` for the bytes ``start:start + nbytes``, from a small pool.
+
+    One file may be read by several chains of tasks at once (the extraction, and the two passes
+    of high-variance confounds): with one decompressor for all, each chain's read restarted the
+    stream the other had moved on (a 600-volume run took 152 s instead of 21).  An idle
+    decompressor holding the bytes in its stash is taken first, then the idle one furthest along
+    but not past ``start``, then a new one (up to ``_CURSORS_PER_FILE``), then any.
+    """
     key = (url, repr(sorted((storage_options or {}).items())))
     with _READERS_LOCK:
-        if key not in _READERS:
-            _READERS[key] = _GzipCursor(url, storage_options)
-        return _READERS[key]
+        pool = _READERS.setdefault(key, [])
+        idle = [c for c in pool if not c.lock.locked()]
+        stashed = [c for c in idle if c.holds(start, nbytes)]
+        behind = [c for c in idle if c.stream is not None and c.position <= start]
+        if stashed:
+            return stashed[0]
+        if behind:
+            return max(behind, key=lambda c: c.position)
+        if len(pool) < _CURSORS_PER_FILE:
+            pool.append(_GzipCursor(url, storage_options))
+            return pool[-1]
+        fresh = [c for c in idle if c.stream is None]
+        return (fresh or idle or pool)[0]
 
 
 def _read_volumes(url: str, storage_options, header_blob: str, t0: int, t1: int, ndim: int):
@@ -192,7 +216,7 @@ def _read_volumes(url: str, storage_options, header_blob: str, t0: int, t1: int,
     shape = tuple(spec[0])
     if url.endswith(".gz"):
         volume = int(np.prod(shape[:3])) * np.dtype(spec[1]).itemsize
-        cursor = _cursor(url, storage_options)
+        cursor = _cursor(url, storage_options, spec[2] + t0 * volume, (t1 - t0) * volume)
         try:
             blob = cursor.read(spec[2] + t0 * volume, (t1 - t0) * volume)
         except (OSError, EOFError, ValueError) as exc:
