@@ -189,7 +189,7 @@ def _cursor(url: str, storage_options, start: int, nbytes: int) -> _GzipCursor:
 
     One file may be read by several chains of tasks at once (the extraction, and the two passes
     of high-variance confounds): with one decompressor for all, each chain's read restarted the
-    stream the other had moved on (a 600-volume run took 152 s instead of 21).  An idle
+    stream the other had moved on (600 volumes, two threads: 152 s; 14.5 s with the pool).  An idle
     decompressor holding the bytes in its stash is taken first, then the idle one furthest along
     but not past ``start``, then a new one (up to ``_CURSORS_PER_FILE``), then any.
     """
