@@ -261,7 +261,7 @@ def test_header_tr_needs_a_time_unit(tmp_path, units, t_r):
 
 def test_one_thread_converts_a_gz_holding_a_few_chunks(tmp_path):
     """``to_zarr`` of a .nii.gz computed by one thread (a 1-CPU job) reads each chunk once, in
-    order, and writes it before reading far ahead: twice the volumes take no more memory.  The
+    order, and writes it before reading far ahead: a few chunks for 300 or 600 volumes.  The
     same image given as an opened DataArray in other chunks is rechunked through Dask's plain
     read chain, which holds it whole (the negative control)."""
     import tracemalloc
@@ -281,6 +281,9 @@ def test_one_thread_converts_a_gz_holding_a_few_chunks(tmp_path):
         finally:
             tracemalloc.stop()
 
+    warm = tmp_path / "warm.nii.gz"  # imports and codec contexts, allocated once per process
+    nib.Nifti1Image(np.zeros((*shape, 2 * step), np.float32), np.eye(4)).to_filename(warm)
+    to_zarr(str(warm), str(tmp_path / "warm.zarr"), chunks=step)
     peaks = {}
     for n_scans in (300, 600):
         data = rng.normal(size=(*shape, n_scans)).astype(np.float32)
@@ -294,5 +297,6 @@ def test_one_thread_converts_a_gz_holding_a_few_chunks(tmp_path):
     plain = peak(open_nifti(path), "plain.zarr")  # its default chunks rechunked into 8 volumes
     np.testing.assert_array_equal(open_zarr(str(tmp_path / "plain.zarr")).values, data.T)
     assert plain > image_bytes / 2
-    assert peaks[600] < 1.3 * peaks[300]
-    assert peaks[600] < image_bytes / 5
+    # measured 4.2-5.3 MB for either length (a few 1 MB chunks and the codecs' buffers) and
+    # 81.6 MB for the plain chain
+    assert max(peaks.values()) < 10 * step * volume_bytes < image_bytes / 7
