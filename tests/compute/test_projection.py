@@ -64,7 +64,7 @@ def test_one_thread_holds_a_few_chunks_of_a_gz(run):
     np.testing.assert_allclose(paced[:, :3], expected, rtol=1e-12)
     np.testing.assert_array_equal(paced, plain)
     assert plain_peak > IMAGE_BYTES / 2  # every chunk read before any was gathered
-    assert paced_peak < 5 * CHUNK * VOLUME_BYTES < IMAGE_BYTES / 5
+    assert paced_peak < 5 * CHUNK * VOLUME_BYTES < IMAGE_BYTES / 5  # measured 8.4 MB, 63 MB plain
 
 
 def test_nilearn_default_n_jobs_holds_a_few_chunks(run):
