@@ -7,6 +7,8 @@ voxel size exercises the general resampling path.
 
 from __future__ import annotations
 
+import tracemalloc
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -122,3 +124,13 @@ def write_maps_and_mask(root) -> dict:
     maps.to_filename(paths["maps"])
     make_mask().to_filename(paths["mask"])
     return {**paths, "maps_img": maps}
+
+
+def traced_peak(compute):
+    """``compute()``'s result and the peak of Python's traced allocations while it ran (bytes)."""
+    tracemalloc.start()
+    try:
+        out = compute()
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -130,7 +130,7 @@ class SparseMaps:
     def from_dense(cls, block: np.ndarray) -> SparseMaps:
         """Maps ``(K, z, y, x)`` made finite (NaN and Inf → 0, as :func:`finite`) and sparse."""
         flat = block.reshape(block.shape[0], -1)
-        return cls(_finite_csr(flat, segment=block.shape[-1]), block.shape[1:])
+        return cls(_finite_csr(flat, block.shape[-1]), block.shape[1:])
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -226,12 +226,12 @@ def sparse_nonzero(flat: np.ndarray, segment: int) -> tuple[np.ndarray, np.ndarr
     return rows, cols
 
 
-def _finite_csr(flat: np.ndarray, segment: int | None = None) -> sparse.csr_array:
+def _finite_csr(flat: np.ndarray, segment: int) -> sparse.csr_array:
     """A dense ``(k, V)`` block as CSR, its non-finite values set to 0 (they are non-zero, so
     only the non-zero values need checking); ``segment`` (a divisor of ``V``, the grid's last
     axis) lets :func:`sparse_nonzero` skip the zeros."""
     dtype = float_dtype(flat.dtype)
-    rows, cols = np.nonzero(flat) if segment is None else sparse_nonzero(flat, segment)
+    rows, cols = sparse_nonzero(flat, segment)
     values = flat[rows, cols].astype(dtype, copy=False)
     bad = ~np.isfinite(values)
     if bad.any():

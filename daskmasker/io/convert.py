@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from daskmasker.io.image import READER_ENCODING
 from daskmasker.io.load import load_image
 from daskmasker.io.zarr import volumes_per_chunk, write_image
 
@@ -48,11 +49,13 @@ def to_zarr(
         The store's path or URL.
     """
     img = load_image(source, storage_options=storage_options, maps=maps)
-    if img.ndim == 4 and not hasattr(source, "dims"):
-        # opened again (a header) in the store's regular chunks: a .nii.gz's chunks then go
-        # straight to the store, each read once in order (see daskmasker.io.zarr._paced_store)
+    reader = img.encoding.get(READER_ENCODING)
+    if img.ndim == 4 and getattr(reader, "sequential", False) and not hasattr(source, "dims"):
         step = volumes_per_chunk(img.shape, img.dtype, chunks)
-        img = load_image(source, storage_options=storage_options, maps=maps, chunks=step)
+        if set(img.data.chunks[0][:-1]) - {step}:
+            # a .nii.gz opened again (its header) in the store's regular chunks: each chunk then
+            # goes straight to the store, read once in order (daskmasker.io.zarr._paced_store)
+            img = load_image(source, storage_options=storage_options, maps=maps, chunks=step)
     return write_image(
         img,
         store,

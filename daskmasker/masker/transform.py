@@ -138,7 +138,7 @@ def lazy_signals(
     products = raw_signals(
         data,
         grid_maps,
-        reader=_fused_reader(raw, img, data, params["high_variance_confounds"]),
+        reader=_chunk_reader(raw, img, data, params["high_variance_confounds"]),
         share=maps_sharing(),
         # a .nii.gz on a cluster: a batch per task on one worker; locally a paced read chain
         fused=active_client() is not None,
@@ -211,7 +211,7 @@ def lazy_signals(
     return signals, conf, raw_signals_
 
 
-def _fused_reader(raw: xr.DataArray, img: xr.DataArray, data: da.Array, high_variance: bool):
+def _chunk_reader(raw: xr.DataArray, img: xr.DataArray, data: da.Array, high_variance: bool):
     """The chunk reader the projection may read through, if the data is used as read.
 
     Data used as read (not resampled, smoothed, or also read for high-variance confounds) is

@@ -8,8 +8,6 @@ chunk ``i - 2`` is gathered.  The plain chain, measured the same way, is the neg
 
 from __future__ import annotations
 
-import tracemalloc
-
 import dask
 import nibabel as nib
 import numpy as np
@@ -20,6 +18,8 @@ from daskmasker.compute.projection import project
 from daskmasker.compute.regression import compact_maps, split_maps
 from daskmasker.io.image import READER_ENCODING
 from daskmasker.io.nifti import open_nifti
+
+from helpers import traced_peak
 
 SHAPE, N_SCANS, CHUNK = (40, 40, 40), 240, 8
 VOLUME_BYTES = 40**3 * 4
@@ -38,13 +38,8 @@ def run(tmp_path_factory):
 
 
 def _peak(compute) -> tuple[np.ndarray, int]:
-    tracemalloc.start()
-    try:
-        with dask.config.set(scheduler="threads", num_workers=1):
-            out = compute()
-        return out, tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    with dask.config.set(scheduler="threads", num_workers=1):
+        return traced_peak(compute)
 
 
 def test_one_thread_holds_a_few_chunks_of_a_gz(run):
@@ -74,12 +69,7 @@ def test_nilearn_default_n_jobs_holds_a_few_chunks(run):
     chunk_bytes = {"daskmasker.chunk-bytes": CHUNK * VOLUME_BYTES}
     with dask.config.set(chunk_bytes):
         multi = MultiNiftiMapsMasker(img, n_jobs=1).fit(path)
-        tracemalloc.start()
-        try:
-            (out,) = multi.transform_imgs([path], n_jobs=1)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        (out,), peak = traced_peak(lambda: multi.transform_imgs([path], n_jobs=1))
         single, single_peak = _peak(lambda: NiftiMapsMasker(img).fit_transform(path))
     np.testing.assert_array_equal(out, single)
     assert max(peak, single_peak) < 5 * CHUNK * VOLUME_BYTES < IMAGE_BYTES / 5

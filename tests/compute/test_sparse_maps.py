@@ -8,7 +8,6 @@ and our reduced normal equations differ by ~1e-12 on these maps.
 from __future__ import annotations
 
 import re
-import tracemalloc
 import warnings
 
 import dask
@@ -38,6 +37,7 @@ from helpers import (
     MAPS_SHAPE,
     make_data,
     make_mask,
+    traced_peak,
 )
 
 # daskmasker's defaults registered before any ``dask.config.set`` block: a block that creates the
@@ -240,12 +240,7 @@ def test_fit_of_sparse_maps_holds_no_dense_copy():
     target_affine[:3, 3] = (1.0, -1.0, 0.0)  # a general affine: interpolation, not a copy
     target = Grid((38, 39, 40), target_affine)
 
-    tracemalloc.start()
-    try:
-        maps = load_maps(image, onto=target)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    maps, peak = traced_peak(lambda: load_maps(image, onto=target))
     assert maps_arrays.is_sparse(maps)
     assert peak < dense_bytes / 10
     expected = resample_array(da.from_array(values.T), img.affine, target, "linear").compute()

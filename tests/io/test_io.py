@@ -13,6 +13,8 @@ from daskmasker import open_nifti, open_zarr, to_nifti, to_zarr
 from daskmasker.compute.chunks import time_chunks
 from daskmasker.io import nifti
 
+from helpers import traced_peak
+
 OBLIQUE = np.array(
     [[1.9, 0.3, 0.0, -90.0], [-0.2, 2.1, 0.4, -120.0], [0.1, -0.3, 2.5, -60.0], [0, 0, 0, 1]]
 )
@@ -264,8 +266,6 @@ def test_one_thread_converts_a_gz_holding_a_few_chunks(tmp_path):
     order, and writes it before reading far ahead: a few chunks for 300 or 600 volumes.  The
     same image given as an opened DataArray in other chunks is rechunked through Dask's plain
     read chain, which holds it whole (the negative control)."""
-    import tracemalloc
-
     import dask
 
     shape, step = (32, 32, 32), 8
@@ -273,13 +273,8 @@ def test_one_thread_converts_a_gz_holding_a_few_chunks(tmp_path):
     rng = np.random.default_rng(0)
 
     def peak(source, store):
-        tracemalloc.start()
-        try:
-            with dask.config.set(scheduler="threads", num_workers=1):
-                to_zarr(source, str(tmp_path / store), chunks=step)
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        with dask.config.set(scheduler="threads", num_workers=1):
+            return traced_peak(lambda: to_zarr(source, str(tmp_path / store), chunks=step))[1]
 
     warm = tmp_path / "warm.nii.gz"  # imports and codec contexts, allocated once per process
     nib.Nifti1Image(np.zeros((*shape, 2 * step), np.float32), np.eye(4)).to_filename(warm)

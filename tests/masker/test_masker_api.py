@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import tracemalloc
 import warnings
 
 import dask
@@ -20,7 +19,7 @@ from daskmasker import NiftiMapsMasker, to_zarr
 from daskmasker.compute.chunks import gemm_volumes
 from daskmasker.io import nifti
 
-from helpers import make_data
+from helpers import make_data, traced_peak
 from parity import TOL64, assert_close
 
 
@@ -64,11 +63,7 @@ def test_fit_and_graph_building_read_no_voxels(tmp_path, monkeypatch, maps, data
 
 
 def _peak_bytes(masker, store) -> int:
-    tracemalloc.start()
-    masker.transform(store)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
+    return traced_peak(lambda: masker.transform(store))[1]
 
 
 def test_memory_is_bounded_by_chunks_not_volumes(tmp_path):
