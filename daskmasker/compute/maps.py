@@ -8,6 +8,7 @@ and resampling them onto a grid is :mod:`daskmasker.masker.spatial`.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage, sparse
@@ -127,8 +128,12 @@ class SparseMaps:
         self.spatial_shape = tuple(int(s) for s in spatial_shape)
 
     @classmethod
-    def from_dense(cls, block: np.ndarray) -> SparseMaps:
+    def from_dense(cls, block: np.ndarray | ScreenedBlock) -> SparseMaps:
         """Maps ``(K, z, y, x)`` made finite (NaN and Inf → 0, as :func:`finite`) and sparse."""
+        if isinstance(block, ScreenedBlock):
+            n_columns = int(np.prod(block.shape[1:]))
+            rows, cols, values = _screened_nonzero(block.hit, block.segments, n_columns)
+            return cls(_csr(rows, cols, values, (block.shape[0], n_columns)), block.shape[1:])
         flat = block.reshape(block.shape[0], -1)
         return cls(_finite_csr(flat, block.shape[-1]), block.shape[1:])
 
@@ -197,13 +202,52 @@ class SparseMaps:
         return rows
 
 
-def sparse_nonzero(flat: np.ndarray, segment: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.nonzero`` of a ``(k, V)`` array, ~7x faster when it is sparse.
+def screen_width(size: int, segment: int, itemsize: int) -> int | None:
+    """Values per screened segment of an array of ``size`` values: up to 8 runs of ``segment``
+    (the grid's last axis) dividing ``size``; None when the values cannot be screened."""
+    if itemsize not in (4, 8) or segment < 1 or size % segment:
+        return None
+    return segment * next(m for m in (8, 4, 2, 1) if size % (segment * m) == 0)
 
-    ``np.nonzero`` compares every float (~1 GB/s here).  Here one pass takes the maximum of the
-    values' bits over segments of ``segment`` values (memory speed); only the segments with a bit
-    set are compared.  The result is ``np.nonzero``'s, in its order (``-0.0`` has a bit set, so
-    it is screened in, then compared equal to 0; NaN is non-zero in both).
+
+def screen(values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The segments of ``width`` values of a 1-D array that hold a set bit: their indices and
+    a copy of their values ``(n_hit, width)``; every other segment holds only zeros (+0.0).
+
+    One pass ORs the values' bits over each segment, 8 bytes at a time (4-byte values in pairs
+    when ``width`` is even; OR reduces ~1.3x faster than max here): memory speed, or cache speed
+    on a piece just inflated (:meth:`daskmasker.io.nifti._GzipCursor.read_screened`).
+    """
+    if values.dtype.itemsize == 4 and width % 2 == 0:
+        bits = values.view(np.uint64).reshape(-1, width // 2)
+    else:
+        bits = values.view(np.uint32 if values.dtype.itemsize == 4 else np.uint64)
+        bits = bits.reshape(-1, width)
+    hit = np.flatnonzero(np.bitwise_or.reduce(bits, axis=1))
+    return hit, values.reshape(-1, width)[hit]
+
+
+@dataclass(frozen=True)
+class ScreenedBlock:
+    """A block of maps ``(k, z, y, x)`` held as its screened segments (:func:`screen` over the
+    flattened block): the other segments are zeros.  What a ``.nii.gz`` reader gives the fit
+    instead of the dense block, which is never made."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    width: int
+    hit: np.ndarray
+    segments: np.ndarray
+
+
+def sparse_nonzero(flat: np.ndarray, segment: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero`` of a ``(k, V)`` array, ~10x faster when it is sparse.
+
+    ``np.nonzero`` compares every float (~1 GB/s here).  Here :func:`screen` keeps the segments
+    with a bit set (up to 8 runs of ``segment`` values, a divisor of the array's size: a small
+    map of a DiFuMo-like atlas sets ~1-2 % of them) and only those are compared.  The result is
+    ``np.nonzero``'s, in its order (``-0.0`` has a bit set, so it is screened in, then compared
+    equal to 0; NaN is non-zero in both).
 
     Examples
     --------
@@ -212,36 +256,40 @@ def sparse_nonzero(flat: np.ndarray, segment: int) -> tuple[np.ndarray, np.ndarr
     >>> sparse_nonzero(flat, segment=4)
     (array([0, 1]), array([5, 0]))
     """
-    if (
-        flat.dtype.itemsize not in (4, 8)
-        or not flat.flags.c_contiguous
-        or segment < 1
-        or flat.size % segment
-    ):
+    width = screen_width(flat.size, segment, flat.dtype.itemsize)
+    if width is None or not flat.flags.c_contiguous:
         return np.nonzero(flat)
-    bits = flat.reshape(-1).view(np.uint32 if flat.dtype.itemsize == 4 else np.uint64)
-    hit = np.flatnonzero(bits.reshape(-1, segment).max(axis=1))
-    part_rows, part_cols = np.nonzero(flat.reshape(-1, segment)[hit])
-    rows, cols = np.divmod(hit[part_rows] * segment + part_cols, flat.shape[1])
-    return rows, cols
+    hit, segments = screen(flat.reshape(-1), width)
+    return _screened_nonzero(hit, segments, flat.shape[1])[:2]
+
+
+def _screened_nonzero(hit, segments, n_columns: int):
+    """Rows, columns and values of the non-zeros of screened segments, in C order."""
+    part_rows, part_cols = np.nonzero(segments)
+    rows, cols = np.divmod(hit[part_rows] * segments.shape[1] + part_cols, n_columns)
+    return rows, cols, segments[part_rows, part_cols]
 
 
 def _finite_csr(flat: np.ndarray, segment: int) -> sparse.csr_array:
     """A dense ``(k, V)`` block as CSR, its non-finite values set to 0 (they are non-zero, so
     only the non-zero values need checking); ``segment`` (a divisor of ``V``, the grid's last
     axis) lets :func:`sparse_nonzero` skip the zeros."""
-    dtype = float_dtype(flat.dtype)
     rows, cols = sparse_nonzero(flat, segment)
-    values = flat[rows, cols].astype(dtype, copy=False)
+    return _csr(rows, cols, flat[rows, cols], flat.shape)
+
+
+def _csr(rows, cols, values, shape: tuple[int, int]) -> sparse.csr_array:
+    """CSR from non-zeros in C order, non-finite values dropped (NaN and Inf → 0)."""
+    values = values.astype(float_dtype(values.dtype), copy=False)
     bad = ~np.isfinite(values)
     if bad.any():
         keep = ~bad
         rows, cols, values = rows[keep], cols[keep], values[keep]
-    indptr = np.zeros(flat.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=flat.shape[0]), out=indptr[1:])
-    index_dtype = np.int32 if flat.shape[1] < 2**31 and values.size < 2**31 else np.int64
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    index_dtype = np.int32 if shape[1] < 2**31 and values.size < 2**31 else np.int64
     return sparse.csr_array(
-        (values, cols.astype(index_dtype), indptr.astype(index_dtype)), shape=flat.shape
+        (values, cols.astype(index_dtype), indptr.astype(index_dtype)), shape=shape
     )
 
 
@@ -250,10 +298,13 @@ def is_sparse(maps) -> bool:
     return isinstance(maps, SparseMaps)
 
 
-def stays_sparse(block: np.ndarray) -> bool:
+def stays_sparse(block: np.ndarray | ScreenedBlock) -> bool:
     """Whether an atlas whose first block of maps is ``block`` is stored sparse: at most
     ``daskmasker.sparse-maps-density`` of its values non-zero (see the setting's note)."""
-    density = np.count_nonzero(block) / max(1, block.size)
+    if isinstance(block, ScreenedBlock):
+        density = np.count_nonzero(block.segments) / max(1, int(np.prod(block.shape)))
+    else:
+        density = np.count_nonzero(block) / max(1, block.size)
     return density <= float(config.get("sparse-maps-density"))
 
 
@@ -291,7 +342,9 @@ class SparseMapsSink:
             for k, n in zip(key[1:], self.shape[1:], strict=True)
         ):
             raise ValueError(f"maps blocks must hold whole volumes, got the region {key}")
-        part = SparseMaps.from_dense(np.asarray(block))
+        part = SparseMaps.from_dense(
+            block if isinstance(block, ScreenedBlock) else np.asarray(block)
+        )
         if part.dtype != self.dtype:
             part = SparseMaps(part.matrix.astype(self.dtype), part.spatial_shape)
         self._parts[key[0].start or 0] = self._remap(part) if self._remap else part

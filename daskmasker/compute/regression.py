@@ -37,7 +37,9 @@ multiplied by one task per batch, each after the previous one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -241,7 +243,7 @@ def support_products(parts: list[np.ndarray], maps: MapsBlock) -> np.ndarray:
     # float64 support values cast per step: a slab that fits in L2
     width = max(256, int(config.get("slab-bytes")) // (8 * max(n_volumes, 1)))
     slab = np.empty((n_volumes, min(width, n_support)))
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         for start in range(0, n_support, width):
             stop = min(start + width, n_support)
             row = 0
@@ -314,6 +316,35 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+_ONE_THREAD_LOCK = threading.Lock()
+_one_thread_users = 0
+_one_thread_limit = None
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS limited to one thread inside the block, safe when several threads enter it at once.
+
+    threadpoolctl's limits are process-wide: each block saving and restoring them on its own,
+    two overlapping blocks could leave BLAS limited to one thread for good (or restore its
+    threads while the other still runs).  The first thread in sets the limit, the last out lifts
+    it.
+    """
+    global _one_thread_users, _one_thread_limit
+    with _ONE_THREAD_LOCK:
+        if _one_thread_users == 0:
+            _one_thread_limit = _blas_controller().limit(limits=1, user_api="blas")
+        _one_thread_users += 1
+    try:
+        yield
+    finally:
+        with _ONE_THREAD_LOCK:
+            _one_thread_users -= 1
+            if _one_thread_users == 0:
+                _one_thread_limit.restore_original_limits()
+                _one_thread_limit = None
+
+
 class GramSolver:
     """Minimum-norm least squares from the reduced normal equations.
 
@@ -346,7 +377,7 @@ class GramSolver:
             return
         # one BLAS thread: on a busy machine OpenBLAS's threads spin against each other (1 022
         # maps: 3.9-4.9 s with its threads, 0.6-0.8 s on one, 2 cores shared by other work)
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with one_blas_thread():
             lam, vecs = np.linalg.eigh(sub)
             lam_max = lam[-1]
             eps = np.finfo(np.float64).eps

@@ -7,9 +7,12 @@ Only the maps and mask are read: for the data, its header (the grid) is enough.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,18 +226,88 @@ def fit_maps(
     if mask_img is not None:
         mask, mask_grid = load_mask(mask_img)
     data_grid = None if data is None else image_grid(data)
-    key = (
+    key = _cache_key(maps_img, mask_img, resampling_target, keep_masked_maps, data_grid)
+    cached = FIT_CACHE.get(key)
+    if cached is None:
+        cached = _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_grid)
+        FIT_CACHE.put(key, (maps_img, mask_img), cached)
+    return cached
+
+
+def _cache_key(maps_img, mask_img, resampling_target, keep_masked_maps, data_grid) -> tuple:
+    return (
         FitCache.identity(maps_img),
         FitCache.identity(mask_img),
         resampling_target,
         bool(keep_masked_maps),
         None if data_grid is None else data_grid.key,
     )
-    cached = FIT_CACHE.get(key)
-    if cached is None:
-        cached = _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_grid)
-        FIT_CACHE.put(key, (maps_img, mask_img), cached)
-    return cached
+
+
+def prefit_maps(
+    atlases: list,
+    mask_img: Any,
+    resampling_target: str | None,
+    keep_masked_maps: bool,
+    data: xr.DataArray | None = None,
+) -> None:
+    """Fit several atlases' maps at once, in threads, into the fit cache (largest file first).
+
+    A ``.nii.gz`` is inflated by one thread, so fitting atlases one after another leaves the
+    other cores idle; here each thread fits one atlas, the longest-running first.
+    :func:`fit_maps` called afterwards with the same inputs finds them cached (the caller keeps
+    the cache large enough: :meth:`FitCache.holding`).
+
+    Nothing here is reported: an atlas that fails is left out of the cache, and if a fit warned,
+    every atlas fitted here is taken out again, so that each atlas's own ``fit_maps`` call raises
+    or warns, in order, as it would have without this.  (Warnings from other threads of the
+    process meanwhile are emitted again as they were.)
+    """
+    if len(atlases) < 2 or (os.cpu_count() or 1) < 2:
+        return
+    data_grid = None if data is None else image_grid(data)
+    todo = {}
+    for atlas in atlases:
+        key = _cache_key(atlas, mask_img, resampling_target, keep_masked_maps, data_grid)
+        if FIT_CACHE.get(key) is None:
+            todo[key] = atlas
+    if len(todo) < 2:  # nothing to do at once
+        return
+    order = sorted(todo, key=lambda key: -_file_size(todo[key]))
+
+    def fit_one(key) -> None:
+        try:
+            fitted = fit_maps(todo[key], mask_img, resampling_target, keep_masked_maps, data)
+            fitted.on_grid(fitted.maps_grid)  # the Gram solver, as the masker's fit prepares it
+        except Exception:  # raised again by the atlas's own fit_maps, in order
+            pass
+
+    prefix = "daskmasker-prefit"
+    ours, others = [], []
+
+    def record(message, category, filename, lineno, *args, **kwargs) -> None:
+        mine = threading.current_thread().name.startswith(prefix)
+        (ours if mine else others).append((message, category, filename, lineno))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        workers = min(len(order), os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers, thread_name_prefix=prefix) as pool:
+            list(pool.map(fit_one, order))
+    for message, category, filename, lineno in others:
+        warnings.warn_explicit(message, category, filename, lineno)
+    if ours:
+        for key in order:
+            FIT_CACHE.discard(key)
+
+
+def _file_size(obj) -> int:
+    """A local file's size (0 for anything else): the work of its fit, for the order."""
+    try:
+        return os.path.getsize(obj) if isinstance(obj, str | os.PathLike) else 0
+    except OSError:
+        return 0
 
 
 def _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_grid) -> FittedMaps:
@@ -296,9 +369,10 @@ def load_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarray 
     Sparse maps stream block by block (a few maps at a time): each block is made finite, sparse
     and moved onto the target grid as it is read, so neither the source nor the resampled maps
     are ever held dense (:class:`~daskmasker.compute.maps.SparseMapsSink`).  A ``.nii.gz`` is
-    read in order by this thread while one other thread makes the previous block sparse: at most
-    three blocks exist at once (through Dask, reads ran ahead of the conversions and a 1024-map
-    atlas held 2.6 GB of blocks).
+    read in order by this thread, each block screened as it is inflated (only its segments with
+    a non-zero are kept: :meth:`~daskmasker.io.nifti.GzipChunks.read_screened`), while one
+    other thread makes the previous block sparse: at most three blocks exist at once (through
+    Dask, reads ran ahead of the conversions and a 1024-map atlas held 2.6 GB of blocks).
     """
     img = maps_image if maps_image.ndim == 4 else maps_image.expand_dims(MAP_DIM)
     data = img.data
@@ -308,7 +382,7 @@ def load_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarray 
     reader = img.encoding.get(READER_ENCODING)
     blocks = None
     if reader is not None and reader.sequential and reader.chunks_of(data):
-        blocks = (reader.read_chunk((i, 0, 0, 0)) for i in range(len(data.chunks[0])))
+        blocks = (_read_block(reader, i) for i in range(len(data.chunks[0])))
         first = next(blocks)
     else:
         first = np.asarray(data.blocks[0].compute(scheduler="threads"))
@@ -324,6 +398,13 @@ def load_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarray 
     else:
         _pipeline(itertools.chain([first], blocks), data.chunks[0], sink)
     return sink.result()
+
+
+def _read_block(reader, i: int):
+    """Block ``i`` of maps, screened as it is read when the reader can (a ``.nii.gz``)."""
+    screened = getattr(reader, "read_screened", None)
+    block = None if screened is None else screened((i, 0, 0, 0))
+    return reader.read_chunk((i, 0, 0, 0)) if block is None else block
 
 
 def _pipeline(blocks, sizes: tuple[int, ...], sink: SparseMapsSink) -> None:
@@ -353,12 +434,27 @@ class FitCache:
 
     def __init__(self, size: int | None = None):
         self._size = size
+        self._floor = 0
         self._entries: dict = {}
+        self._lock = threading.Lock()
 
     @property
     def size(self) -> int:
-        """Entries kept: ``size``, or the ``daskmasker.fit-cache-size`` setting."""
-        return int(config.get("fit-cache-size")) if self._size is None else self._size
+        """Entries kept: ``size``, or the ``daskmasker.fit-cache-size`` setting (at least the
+        count a :meth:`holding` block asks for)."""
+        size = int(config.get("fit-cache-size")) if self._size is None else self._size
+        return max(size, self._floor)
+
+    @contextlib.contextmanager
+    def holding(self, count: int):
+        """Keep at least ``count`` entries inside the block (the atlases of one ``fit_many``)."""
+        previous, self._floor = self._floor, max(self._floor, count)
+        try:
+            yield self
+        finally:
+            self._floor = previous
+            with self._lock:
+                self._trim()
 
     @staticmethod
     def identity(obj) -> tuple:
@@ -378,15 +474,25 @@ class FitCache:
 
     def get(self, key):
         """The cached value for ``key`` (now the most recent), or None."""
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self._entries[key] = entry
-            return entry[1]
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self._entries[key] = entry
+                return entry[1]
         return None
 
     def put(self, key, objects, value) -> None:
         """Cache ``value``, keeping ``objects`` alive with it; the oldest entries go."""
-        self._entries[key] = (objects, value)
+        with self._lock:
+            self._entries[key] = (objects, value)
+            self._trim()
+
+    def discard(self, key) -> None:
+        """Forget ``key`` if cached."""
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def _trim(self) -> None:
         while len(self._entries) > self.size:
             self._entries.pop(next(iter(self._entries)))
 

@@ -18,8 +18,10 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from daskmasker.io import load
+from daskmasker.masker import params
 from daskmasker.masker.estimator import NiftiMapsMasker
-from daskmasker.masker.fitting import link_fitted
+from daskmasker.masker.fitting import FIT_CACHE, link_fitted, prefit_maps
 from daskmasker.masker.transform import HighVariance
 from daskmasker.runtime.scheduling import compute_images
 
@@ -51,10 +53,30 @@ def fit_many(maps: Sequence, imgs: Any = None, **params) -> list[NiftiMapsMasker
     if "maps_img" in params:
         raise TypeError("give the atlases as maps=[...], not maps_img")
     first = imgs if imgs is None or _is_single(imgs) else imgs[0]
-    maskers = [NiftiMapsMasker(maps_img=m, **params).fit(first) for m in maps]
+    maskers = [NiftiMapsMasker(maps_img=m, **params) for m in maps]
+    with FIT_CACHE.holding(len(maskers)):
+        _prefit(maskers[0], maps, first)
+        for masker in maskers:
+            masker.fit(first)
     for masker, linked in zip(maskers, link_fitted([m._fitted for m in maskers]), strict=True):
         masker._fitted = linked
     return maskers
+
+
+def _prefit(masker: NiftiMapsMasker, maps: Sequence, imgs: Any) -> None:
+    """The atlases' maps fitted in parallel into the fit cache, when the parameters are valid
+    (else the first fit raises nilearn's error at once)."""
+    try:
+        params.check_params(masker.get_params(deep=False))
+        params.check_resampling_target(masker.resampling_target)
+        if masker.mask_img is None and masker.resampling_target == "mask":
+            return
+        data = None if imgs is None else load.load_image(imgs)
+    except (TypeError, ValueError, OSError):
+        return  # the first masker's fit raises it
+    prefit_maps(
+        list(maps), masker.mask_img, masker.resampling_target, masker.keep_masked_maps, data
+    )
 
 
 def extract_many(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import dask
 import dask.array as da
@@ -13,7 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daskmasker.compute.projection import project
-from daskmasker.compute.regression import GramSolver, compact_maps, split_maps
+from daskmasker.compute.regression import (
+    GramSolver,
+    compact_maps,
+    split_maps,
+)
 
 
 def whole_support(maps: np.ndarray) -> np.ndarray:
@@ -178,3 +183,37 @@ def test_block_without_support_still_counts_its_nonfinite_values():
     np.testing.assert_array_equal(summed[:, -1], [0, 0, 0, 1, 0, 0, 0])
     expected = volumes[:, :2].reshape(t, -1) @ maps[:, :2].reshape(k, -1).T
     np.testing.assert_allclose(summed[:, :k], expected, rtol=1e-12)
+
+
+def test_overlapping_one_thread_blocks_restore_blas_threads(monkeypatch):
+    """Two threads' blocks interleaved (A in, B in, A out, B out): BLAS keeps one thread until
+    the last block ends, then gets its threads back.  threadpoolctl's own limiter used the same
+    way (the control) leaves BLAS on one thread for good.
+
+    The BLAS here is a stand-in with threadpoolctl's semantics (a limiter saves the count when
+    made and sets it back when restored): whether OpenBLAS obeys depends on the process's past
+    (after some tests of this suite, its limit had no effect at all), the bookkeeping does not.
+    """
+    from daskmasker.compute import regression
+
+    class Blas:
+        threads = 2
+
+        def limit(self, limits, user_api):
+            assert user_api == "blas"
+            saved, Blas.threads = Blas.threads, limits
+            return SimpleNamespace(restore_original_limits=lambda: setattr(Blas, "threads", saved))
+
+    monkeypatch.setattr(regression, "_blas_controller", Blas)
+    a, b = regression.one_blas_thread(), regression.one_blas_thread()
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    assert Blas.threads == 1  # B still runs
+    b.__exit__(None, None, None)
+    assert Blas.threads == 2
+    first = Blas().limit(limits=1, user_api="blas")
+    second = Blas().limit(limits=1, user_api="blas")
+    first.restore_original_limits()
+    second.restore_original_limits()
+    assert Blas.threads == 1  # the control: stuck

@@ -104,7 +104,9 @@ def test_sparse_nonzero_is_numpys_nonzero(dtype):
     if np.dtype(dtype).kind == "f":
         flat[1, 3], flat[2, 50], flat[3, 11] = np.nan, np.inf, -0.0
     expected = np.nonzero(flat)
-    for candidate, segment in ((flat, 12), (flat, 7), (flat, 84), (flat, 5), (flat[:, ::2], 6)):
+    odd = np.ascontiguousarray(flat[:, :21])  # segments of an odd count of values: no pairs
+    cases = ((flat, 12), (flat, 7), (flat, 84), (flat, 5), (odd, 21), (flat[:, ::2], 6))
+    for candidate, segment in cases:
         want = np.nonzero(candidate)
         got = maps_arrays.sparse_nonzero(candidate, segment)
         assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))

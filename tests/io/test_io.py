@@ -295,3 +295,54 @@ def test_one_thread_converts_a_gz_holding_a_few_chunks(tmp_path):
     # measured 4.2-5.3 MB for either length (a few 1 MB chunks and the codecs' buffers) and
     # 81.6 MB for the plain chain
     assert max(peaks.values()) < 10 * step * volume_bytes < image_bytes / 7
+
+
+@pytest.mark.parametrize(("level", "inflater"), [(1, "isal"), (6, "zlib_ng")])
+def test_the_inflater_follows_the_gzip_header(tmp_path, level, inflater):
+    """zlib's fastest level (XFL 4, nibabel's default) is inflated by ISA-L, the others by
+    zlib-ng (see ``open_stream``'s table); either gives the file's bytes."""
+    import gzip
+
+    from daskmasker.io.fs import open_stream
+
+    raw = np.zeros(300_000, np.float32)
+    raw[1000:5000] = np.arange(4000)
+    path = tmp_path / "x.gz"
+    with gzip.open(path, "wb", compresslevel=level) as f:
+        f.write(raw.tobytes())
+    assert path.read_bytes()[8] == (4 if level == 1 else 0)
+    stream = open_stream(str(path), None)
+    assert type(stream).__module__.split(".")[0] == inflater
+    assert stream.read() == raw.tobytes()
+
+
+@pytest.mark.parametrize("piece_bytes", [2**20, 3 * 4 * 8 * 11])
+def test_screened_chunks_are_the_chunks_made_sparse(tmp_path, monkeypatch, piece_bytes):
+    """A chunk of maps screened as it is inflated (a piece at a time) gives the sparse maps of
+    the dense chunk: NaN and Inf dropped, -0.0 not kept, values at the pieces' edges kept."""
+    from daskmasker.compute.maps import SparseMaps
+    from daskmasker.io.image import READER_ENCODING
+
+    monkeypatch.setattr(nifti, "_SCREEN_PIECE_BYTES", piece_bytes)  # one piece, or a few rows
+    rng = np.random.default_rng(0)
+    data = np.zeros((11, 9, 8, 6), np.float32)  # x, y, z, maps
+    at = rng.choice(data.size, size=60, replace=False)
+    data.reshape(-1)[at] = rng.normal(size=60)
+    data[0, 0, 0, 0] = data[-1, -1, -1, -1] = 2.5  # the first and last value of the file
+    data[3, 4, 5, 1], data[4, 4, 5, 1], data[5, 1, 2, 2] = np.nan, np.inf, -0.0
+    path = tmp_path / "maps.nii.gz"
+    nib.Nifti1Image(data, np.eye(4)).to_filename(path)
+    img = open_nifti(str(path), chunks=4)
+    reader = img.encoding[READER_ENCODING]
+    for i in range(len(img.data.chunks[0])):
+        screened = reader.read_screened((i, 0, 0, 0))
+        dense = SparseMaps.from_dense(np.asarray(reader.read_chunk((i, 0, 0, 0))))
+        got = SparseMaps.from_dense(screened)
+        assert screened.shape == dense.shape
+        np.testing.assert_array_equal(got.matrix.toarray(), dense.matrix.toarray())
+        assert got.nnz == dense.nnz and np.isfinite(got.matrix.data).all()
+    expected = np.nan_to_num(data, nan=0, posinf=0).T.reshape(6, -1)
+    whole = np.vstack(
+        [SparseMaps.from_dense(reader.read_screened((i, 0, 0, 0))).matrix.toarray() for i in (0, 1)]
+    )
+    np.testing.assert_array_equal(whole, expected)

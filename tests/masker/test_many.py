@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 
 import dask
@@ -125,3 +126,69 @@ def test_cli_one_store_per_atlas(tmp_path, atlases, run_gz, reads):
     stored = xr.open_zarr(out / "atlas0.zarr", group="run", consolidated=False)
     want = _quiet(NiftiMapsMasker(maps_img=paths[0]).fit_transform, run_gz)
     np.testing.assert_allclose(stored["signals"].values, want, atol=1e-12 * np.abs(want).max())
+
+
+def _fit_spans(monkeypatch):
+    """(start, end) of each atlas's maps fit (``fitting._fit``), in whatever thread."""
+    import time
+
+    from daskmasker.masker import fitting
+
+    spans, original = [], fitting._fit
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spans.append((start, time.perf_counter()))
+
+    monkeypatch.setattr(fitting, "_fit", timed)
+    return spans
+
+
+@pytest.mark.parametrize("cpus", [2, 1], ids=["two-cpus", "one-cpu"])
+def test_fit_many_fits_the_atlases_at_once(tmp_path, atlases, run_gz, monkeypatch, cpus):
+    """With two CPUs the atlases' maps are fitted in two threads (their fits overlap), once
+    each; with one, one after another (the control).  Each masker equals its own fit."""
+    from daskmasker.masker.many import fit_many
+
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    paths = []
+    for k, atlas in enumerate(atlases):
+        paths.append(str(tmp_path / f"atlas{k}.nii.gz"))
+        atlas.to_filename(paths[-1])
+    FIT_CACHE._entries.clear()
+    spans = _fit_spans(monkeypatch)
+    maskers = _quiet(fit_many, paths, run_gz, **PARAMS)
+    assert len(spans) == len(paths)  # each atlas fitted once: the maskers found them cached
+    overlaps = sum(b[0] < a[1] and a[0] < b[1] for a, b in itertools.combinations(spans, 2))
+    assert (overlaps > 0) == (cpus > 1), spans
+    FIT_CACHE._entries.clear()
+    for path, masker in zip(paths, maskers, strict=True):
+        alone = _quiet(NiftiMapsMasker(maps_img=path, **PARAMS).fit, run_gz)
+        np.testing.assert_array_equal(masker.maps_img_.get_fdata(), alone.maps_img_.get_fdata())
+
+
+def test_fit_many_warns_as_the_fits_one_by_one(tmp_path, atlases, run_gz, monkeypatch):
+    """A warning raised while the atlases are fitted at once (a mask with NaN) is not lost or
+    doubled: each masker's own fit warns, as it would alone."""
+    import nibabel as nib
+
+    from daskmasker.masker.many import fit_many
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    mask = make_mask()
+    data = mask.get_fdata().astype(np.float32)
+    data[0, 0, 0] = np.nan
+    nan_mask = nib.Nifti1Image(data, mask.affine)
+    FIT_CACHE._entries.clear()
+    spans = _fit_spans(monkeypatch)
+    params = {**PARAMS, "mask_img": nan_mask}
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        fit_many(atlases, run_gz, **params)
+    messages = [str(r.message) for r in records if "Non-finite" in str(r.message)]
+    assert len(messages) == len(atlases), messages  # one per masker's fit, as fit one by one
+    assert all(r.filename == __file__ for r in records), {r.filename for r in records}
+    assert len(spans) == 2 * len(atlases)  # fitted at once, then again by each masker's fit
