@@ -159,32 +159,26 @@ class _GzipCursor:
                 raise self._truncated(start, nbytes, len(data))
             return data
 
-    def read_screened(
-        self, start: int, nbytes: int, width: int, dtype: np.dtype
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`~daskmasker.compute.maps.screen` of the values ``start:start + nbytes``,
-        inflated a piece of ~1 MiB at a time into one buffer and screened while it is in the
-        core's cache: the dense values never reach memory (a 1024-map atlas's fit reads 5.4 GB
-        of mostly zeros: screened apart, their writing and reading again took as long as the
-        inflating, and two fits at once shared the memory's bandwidth)."""
-        segment_bytes = width * dtype.itemsize
+    def read_streamed(self, start: int, nbytes: int, step: int, consume) -> None:
+        """``consume(offset, piece)`` for the bytes ``start:start + nbytes`` in pieces of at most
+        ``step`` bytes (uint8 arrays), each inflated into one reused buffer and consumed while
+        it is in the core's cache: the bytes never reach memory whole (the fit of a 1024-map
+        atlas reads 5.4 GB of mostly zeros)."""
         with self.lock:
             stashed = self._stashed(start, nbytes)
             if stashed is not None:
-                return screen(np.frombuffer(stashed, dtype), width)
+                whole = np.frombuffer(stashed, np.uint8)
+                for offset in range(0, nbytes, step):
+                    consume(offset, whole[offset : offset + step])
+                return
             self._seek(start)
-            step = segment_bytes * max(1, _SCREEN_PIECE_BYTES // segment_bytes)
             buffer = np.empty(min(step, nbytes), np.uint8)
-            hits, segments = [], []
             for offset in range(0, nbytes, step):
                 piece = buffer[: min(step, nbytes - offset)]
                 got = self._read_into(memoryview(piece))
                 if got != piece.size:
                     raise self._truncated(start, nbytes, offset + got)
-                hit, values = screen(piece.view(dtype), width)
-                hits.append(hit + offset // segment_bytes)
-                segments.append(values)
-            return np.concatenate(hits), np.concatenate(segments)
+                consume(offset, piece)
 
     def _stashed(self, start: int, nbytes: int) -> bytes | None:
         for i, (offset, blob) in enumerate(self.stash):
@@ -236,7 +230,7 @@ class _GzipCursor:
 
 
 _CURSORS_PER_FILE = 4
-_SCREEN_PIECE_BYTES = 2**20  # inflated and screened at once: within a core's L2 cache
+_PIECE_BYTES = 2**20  # inflated and consumed at once: within a core's L2 cache
 
 
 def _cursor(url: str, storage_options, start: int, nbytes: int) -> _GzipCursor:
@@ -467,20 +461,41 @@ class GzipChunks:
         """:meth:`read_chunk`'s volumes as a :class:`~daskmasker.compute.maps.ScreenedBlock`,
         screened as they are inflated (the dense block is never made), or None when the values
         are not stored as they are (scaled, swapped, or of 1 or 2 bytes)."""
-        spec = _blob_spec(self.header_blob)
-        shape, dtype = tuple(spec[0]), np.dtype(spec[1])
-        t0, t1 = self.bounds[where[0]], self.bounds[where[0] + 1]
-        block_shape = (t1 - t0, *shape[2::-1])
-        size = int(np.prod(block_shape))
-        width = screen_width(size, shape[0], dtype.itemsize)
-        if width is None or (spec[3], spec[4]) != (1.0, 0.0) or not dtype.isnative:
+        spec, t0, t1 = self._plain(where)
+        if spec is None:
             return None
+        shape, dtype = tuple(spec[0]), np.dtype(spec[1])
+        block_shape = (t1 - t0, *shape[2::-1])
+        width = screen_width(int(np.prod(block_shape)), shape[0], dtype.itemsize)
+        if width is None:
+            return None
+        segment_bytes = width * dtype.itemsize
+        step = segment_bytes * max(1, _PIECE_BYTES // segment_bytes)
+        hits, segments = [], []
 
+        def consume(offset: int, piece: np.ndarray) -> None:
+            hit, values = screen(piece.view(dtype), width)
+            hits.append(hit + offset // segment_bytes)
+            segments.append(values)
+
+        self._stream(spec, t0, t1, step, consume)
+        return ScreenedBlock(
+            block_shape, dtype, width, np.concatenate(hits), np.concatenate(segments)
+        )
+
+    def _plain(self, where):
+        """The header's spec and the chunk's volumes, the spec None unless the file stores the
+        values as they are (unscaled, native byte order)."""
+        spec = _blob_spec(self.header_blob)
+        t0, t1 = self.bounds[where[0]], self.bounds[where[0] + 1]
+        plain = (spec[3], spec[4]) == (1.0, 0.0) and np.dtype(spec[1]).isnative
+        return (spec if plain else None), t0, t1
+
+    def _stream(self, spec, t0: int, t1: int, step: int, consume) -> None:
         def how(cursor, start, nbytes):
-            return cursor.read_screened(start, nbytes, width, dtype)
+            cursor.read_streamed(start, nbytes, step, consume)
 
-        hit, segments = _inflated(self.url, self.storage_options, spec, t0, t1, how)
-        return ScreenedBlock(block_shape, dtype, width, hit, segments)
+        _inflated(self.url, self.storage_options, spec, t0, t1, how)
 
 
 class _OrderedWriter:

@@ -323,7 +323,7 @@ def test_screened_chunks_are_the_chunks_made_sparse(tmp_path, monkeypatch, piece
     from daskmasker.compute.maps import SparseMaps
     from daskmasker.io.image import READER_ENCODING
 
-    monkeypatch.setattr(nifti, "_SCREEN_PIECE_BYTES", piece_bytes)  # one piece, or a few rows
+    monkeypatch.setattr(nifti, "_PIECE_BYTES", piece_bytes)  # one piece, or a few rows
     rng = np.random.default_rng(0)
     data = np.zeros((11, 9, 8, 6), np.float32)  # x, y, z, maps
     at = rng.choice(data.size, size=60, replace=False)
