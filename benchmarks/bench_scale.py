@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_masker import gunzip_floor
+from bench_masker import gunzip_floor, inflate_seconds
 from measure import run_job
 
 PARAMS = dict(resampling_target="data", standardize="zscore_sample")
@@ -93,9 +93,10 @@ def single_atlas(files: dict, k: int, repeat: int, nilearn_repeat: int, out_dir:
     runs = {"daskmasker": [], "nilearn": [], "store": []}
     store = str(out_dir.parent / f"maps-{k}.zarr")
     converted = measure({"job": "convert", "maps": files["maps"][k], "store": store})
-    floors = []
+    floors, isal_floors = [], []
     for i in range(max(repeat, nilearn_repeat)):  # interleaved: a slow spell hits all
         floors.append(gunzip_floor(files["run"]))
+        isal_floors.append(inflate_seconds(files["run"], "isal"))
         if i < repeat:
             save = str(out_dir / f"daskmasker-{k}.npy")
             runs["daskmasker"].append(measure({**base, "tool": "daskmasker", "save": save}))
@@ -107,11 +108,12 @@ def single_atlas(files: dict, k: int, repeat: int, nilearn_repeat: int, out_dir:
             save = str(out_dir / f"nilearn-{k}.npy")
             runs["nilearn"].append(measure({**base, "tool": "nilearn", "save": save}))
     d, n = medians(runs["daskmasker"]), medians(runs["nilearn"]) if runs["nilearn"] else None
-    floor = statistics.median(floors)
+    floor, isal_floor = statistics.median(floors), statistics.median(isal_floors)
     maps_floor = gunzip_floor(files["maps"][k])
     line = (
         f"| {k} | {d['fit']:.2f} s (maps gunzip {maps_floor:.2f} s) | {d['transform']:.2f} s "
-        f"({d['transform'] / floor:.2f}x the run's gunzip {floor:.2f} s) | {d['rss']:.2f} GB |"
+        f"({d['transform'] / floor:.2f}x the run's gunzip {floor:.2f} s; "
+        f"{d['transform'] / isal_floor:.2f}x ISA-L's {isal_floor:.2f} s) | {d['rss']:.2f} GB |"
     )
     if n:
         ours, ref = np.load(out_dir / f"daskmasker-{k}.npy"), np.load(out_dir / f"nilearn-{k}.npy")

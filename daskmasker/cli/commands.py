@@ -120,6 +120,7 @@ def _extract_many(args: argparse.Namespace) -> int:
     from daskmasker.batch.store import Index, completed, open_output, write_item
     from daskmasker.io.fs import Location
     from daskmasker.masker.many import fit_many
+    from daskmasker.runtime.client import active_client, tune_local_allocator
 
     if args.tsv_dir is not None:
         raise CommandError("--bids-dir takes one --maps (run extract once per atlas for BIDS)")
@@ -135,6 +136,8 @@ def _extract_many(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     failed = done = 0
     with _client(args):
+        if active_client() is None:  # the images computed by this process's threads
+            tune_local_allocator()
         maskers = fit_many(atlases, source(items[0].image, so), **params)
         outputs = []
         for name, masker in zip(names, maskers, strict=True):

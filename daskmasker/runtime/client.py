@@ -11,6 +11,8 @@ A client that is already active in the process is used as Dask always does.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 from collections.abc import Iterator
 
 import dask
@@ -35,6 +37,39 @@ glibc's mmap threshold at 128 KiB:
 
 Dask's trim threshold stays: memory beyond the pad still goes back to the OS.  A value in
 Dask's ``distributed.nanny.pre-spawn-environ`` config wins, and an exported one over both."""
+
+
+_MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_TOP_PAD_": -2, "MALLOC_MMAP_THRESHOLD_": -3}
+
+
+@functools.cache
+def tune_local_allocator() -> tuple[str, ...]:
+    """Give this process the allocator settings of daskmasker's workers, once.
+
+    The settings of ``daskmasker.worker-environ`` (see :data:`WORKER_ENVIRON`) applied with
+    glibc's ``mallopt``, for the computations the threaded scheduler runs here (a notebook, the
+    CLI, a job without a cluster).  Without them each 30 MB chunk of a ``.nii.gz`` was a fresh
+    mapping faulted in page by page: a 600-volume run's transform took 150,000-190,000 page
+    faults and 0.7-0.9 s of system time, its inflating 2.3 s instead of 1.9 s.  A setting the
+    process's environment gives (read by glibc at start) is left alone, as is any allocator
+    but glibc's.
+
+    Returns
+    -------
+    tuple of str
+        The settings applied.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return ()
+    applied = []
+    for name, value in (config.get("worker-environ") or {}).items():
+        if name in _MALLOPT and name not in os.environ and mallopt(_MALLOPT[name], int(value)):
+            applied.append(name)
+    return tuple(applied)
 
 
 @contextlib.contextmanager
