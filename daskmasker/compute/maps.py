@@ -216,7 +216,7 @@ def screen(values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
 
     One pass ORs the values' bits over each segment, 8 bytes at a time (4-byte values in pairs
     when ``width`` is even; OR reduces ~1.3x faster than max here): memory speed, or cache speed
-    on a piece just inflated (:meth:`daskmasker.io.nifti._GzipCursor.read_screened`).
+    on a piece just inflated (:meth:`daskmasker.io.nifti.GzipChunks.read_screened`).
     """
     if values.dtype.itemsize == 4 and width % 2 == 0:
         bits = values.view(np.uint64).reshape(-1, width // 2)

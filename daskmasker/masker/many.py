@@ -19,9 +19,9 @@ import numpy as np
 import xarray as xr
 
 from daskmasker.io import load
-from daskmasker.masker import params
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.masker.fitting import FIT_CACHE, link_fitted, prefit_maps
+from daskmasker.masker.params import check_params, check_resampling_target
 from daskmasker.masker.transform import HighVariance
 from daskmasker.runtime.scheduling import compute_images
 
@@ -67,8 +67,8 @@ def _prefit(masker: NiftiMapsMasker, maps: Sequence, imgs: Any) -> None:
     """The atlases' maps fitted in parallel into the fit cache, when the parameters are valid
     (else the first fit raises nilearn's error at once)."""
     try:
-        params.check_params(masker.get_params(deep=False))
-        params.check_resampling_target(masker.resampling_target)
+        check_params(masker.get_params(deep=False))
+        check_resampling_target(masker.resampling_target)
         if masker.mask_img is None and masker.resampling_target == "mask":
             return
         data = None if imgs is None else load.load_image(imgs)
