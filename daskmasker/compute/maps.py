@@ -134,6 +134,7 @@ class SparseMaps:
             n_columns = int(np.prod(block.shape[1:]))
             rows, cols, values = _screened_nonzero(block.hit, block.segments, n_columns)
             return cls(_csr(rows, cols, values, (block.shape[0], n_columns)), block.shape[1:])
+        block = np.asarray(block)
         flat = block.reshape(block.shape[0], -1)
         return cls(_finite_csr(flat, block.shape[-1]), block.shape[1:])
 
@@ -342,9 +343,7 @@ class SparseMapsSink:
             for k, n in zip(key[1:], self.shape[1:], strict=True)
         ):
             raise ValueError(f"maps blocks must hold whole volumes, got the region {key}")
-        part = SparseMaps.from_dense(
-            block if isinstance(block, ScreenedBlock) else np.asarray(block)
-        )
+        part = SparseMaps.from_dense(block)
         if part.dtype != self.dtype:
             part = SparseMaps(part.matrix.astype(self.dtype), part.spatial_shape)
         self._parts[key[0].start or 0] = self._remap(part) if self._remap else part

@@ -10,8 +10,8 @@ exactly nibabel's.
   one sequential decompressor per file (zlib-ng or ISA-L, whichever inflates the file's encoding
   faster: see :func:`daskmasker.io.fs.open_stream`); a chunk that starts at or after its position
   continues from there, so chunks read in order cost one pass in total, while a chunk behind it
-  restarts the stream.  Reads of a file are serialized by a lock
-  (gzip is sequential anyway); other work overlaps with them.
+  restarts the stream.  Reads of a file are serialized by a lock (gzip is sequential anyway);
+  other work overlaps with them.
 
 NaN and Inf are preserved bit for bit by reading and writing; the masker turns them into 0 with
 nilearn's warning.
@@ -270,7 +270,7 @@ def _read_volumes(url: str, storage_options, header_blob: str, t0: int, t1: int,
     spec = _blob_spec(header_blob)
     shape = tuple(spec[0])
     if url.endswith(".gz"):
-        blob = _inflated(url, storage_options, spec, t0, t1, lambda c, a, n: c.read(a, n))
+        blob = _inflated(url, storage_options, spec, t0, t1, _GzipCursor.read)
         dtype = np.dtype(spec[1])
         if (spec[3], spec[4]) == (1.0, 0.0) and dtype.isnative:
             # unscaled native data: the decompressed bytes are the array (no copy)
@@ -461,13 +461,12 @@ class GzipChunks:
         """:meth:`read_chunk`'s volumes as a :class:`~daskmasker.compute.maps.ScreenedBlock`,
         screened as they are inflated (the dense block is never made), or None when the values
         are not stored as they are (scaled, swapped, or of 1 or 2 bytes)."""
-        spec, t0, t1 = self._plain(where)
-        if spec is None:
-            return None
+        spec = _blob_spec(self.header_blob)
         shape, dtype = tuple(spec[0]), np.dtype(spec[1])
+        t0, t1 = self.bounds[where[0]], self.bounds[where[0] + 1]
         block_shape = (t1 - t0, *shape[2::-1])
         width = screen_width(int(np.prod(block_shape)), shape[0], dtype.itemsize)
-        if width is None:
+        if width is None or (spec[3], spec[4]) != (1.0, 0.0) or not dtype.isnative:
             return None
         segment_bytes = width * dtype.itemsize
         step = segment_bytes * max(1, _PIECE_BYTES // segment_bytes)
@@ -478,24 +477,13 @@ class GzipChunks:
             hits.append(hit + offset // segment_bytes)
             segments.append(values)
 
-        self._stream(spec, t0, t1, step, consume)
-        return ScreenedBlock(
-            block_shape, dtype, width, np.concatenate(hits), np.concatenate(segments)
-        )
-
-    def _plain(self, where):
-        """The header's spec and the chunk's volumes, the spec None unless the file stores the
-        values as they are (unscaled, native byte order)."""
-        spec = _blob_spec(self.header_blob)
-        t0, t1 = self.bounds[where[0]], self.bounds[where[0] + 1]
-        plain = (spec[3], spec[4]) == (1.0, 0.0) and np.dtype(spec[1]).isnative
-        return (spec if plain else None), t0, t1
-
-    def _stream(self, spec, t0: int, t1: int, step: int, consume) -> None:
-        def how(cursor, start, nbytes):
+        def how(cursor: _GzipCursor, start: int, nbytes: int) -> None:
             cursor.read_streamed(start, nbytes, step, consume)
 
         _inflated(self.url, self.storage_options, spec, t0, t1, how)
+        return ScreenedBlock(
+            block_shape, dtype, width, np.concatenate(hits), np.concatenate(segments)
+        )
 
 
 class _OrderedWriter:
