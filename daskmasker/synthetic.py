@@ -83,8 +83,11 @@ def make_maps(
     affine=DIFUMO_AFFINE,
     seed: int = 0,
     dtype=np.float32,
+    on_progress=None,
 ) -> nib.Nifti1Image:
     """DiFuMo-like maps: smooth, overlapping, non-negative, mostly zero, full rank.
+
+    ``on_progress(done, n_maps)``, if given, is called after each map.
 
     Examples
     --------
@@ -107,6 +110,8 @@ def make_maps(
         value = np.clip(value, 0, None) * inside
         peak = value.max()
         out[..., k] = value / peak * rng.uniform(0.004, 0.012) if peak > 0 else value
+        if on_progress is not None:
+            on_progress(k + 1, n_maps)
     img = nib.Nifti1Image(out, np.asarray(affine, float))
     img.header.set_xyzt_units("mm")
     return img
@@ -255,6 +260,7 @@ def write_fmri(
     amplitude: float = 3000.0,
     chunk_volumes: int = 32,
     background: str = "masked",
+    on_progress=None,
 ) -> dict:
     """Write a synthetic run to ``.nii``/``.nii.gz`` slab by slab, with its confounds TSV.
 
@@ -262,7 +268,8 @@ def write_fmri(
     minimally preprocessed runs are (they gzip about 3.5:1); ``"noise"`` keeps a noisy background
     over the whole field of view, as fMRIPrep's unmasked outputs (float32 noise barely
     compresses, so gunzip takes about twice as long).  ``.nii.gz`` is written at compression
-    level 1, nibabel's default.
+    level 1, nibabel's default.  ``on_progress(done, total)``, if given, is called with the
+    volumes written after each slab.
 
     Returns
     -------
@@ -289,6 +296,8 @@ def write_fmri(
         for start in range(0, n_volumes, chunk_volumes):
             stop = min(start + chunk_volumes, n_volumes)
             stream.write(memoryview(gen.volumes(start, stop)).cast("B"))
+            if on_progress is not None:
+                on_progress(stop, n_volumes)
     finally:
         if stream is not raw:
             stream.close()

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import dask
 import nibabel as nib
@@ -337,13 +338,32 @@ def test_progress_advances_per_chunk_and_quiet_silences_it(files, tmp_path, caps
 # --- every command -----------------------------------------------------------------------------
 
 
+DEMO_PHASES = ["generating data", "converting to Zarr", "extracting", "writing report"]
+
+
+def counters(stderr: str) -> dict[str, list[tuple[int, int]]]:
+    """Per phase label, the ``(done, total)`` of each progress line, in order."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    for label, done, total in re.findall(r"^([^:\n]+): +\d+% \((\d+)/(\d+) ", stderr, re.M):
+        found.setdefault(label, []).append((int(done), int(total)))
+    return found
+
+
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--volumes", "30", "--maps", "4"]) == 0
+    argv = ["demo", "--out", str(out), "--volumes", "30", "--maps", "4"]
+    assert main(argv) == 0
     captured = capsys.readouterr()
     r = re.search(r"median r = ([\d.]+), min r = ([-\d.]+)", captured.out)
     assert r and float(r.group(1)) > 0.5, captured.out
-    assert progress_lines(captured.err, "convert") and progress_lines(captured.err, "extract")
+    # one display per named phase, each one counter that never restarts (its total is fixed)
+    lines = counters(captured.err)
+    assert list(lines) == DEMO_PHASES, captured.err
+    for label, steps in lines.items():
+        assert len({total for _, total in steps}) == 1, (label, steps)
+        assert [d for d, _ in steps] == sorted(d for d, _ in steps), (label, steps)
+        assert re.search(rf"^{label}: \d+ [\w ]+ done in [\d.]+ s$", captured.err, re.M)
+    assert lines["generating data"][-1] == (4 + 30, 4 + 30)  # the maps, then the volumes
     group = xr.open_zarr(out / "timeseries.zarr", group="sub-01_task-rest", consolidated=False)
     signals = group["signals"].values
     assert signals.shape == (30, 4)
@@ -351,6 +371,56 @@ def test_demo_end_to_end(tmp_path, capsys):
     # the BIDS TSV reads back exactly in the signals' dtype (shortest float32 text)
     np.testing.assert_array_equal(pd.read_csv(tsv, sep="\t").to_numpy(signals.dtype), signals)
     assert (out / "report.html").stat().st_size > 10_000
+    assert f"{(out / 'report.html').absolute()}  (the report" in captured.out
+
+    # what to open next: three lines of Python that run exactly as printed
+    code = captured.out.rstrip("\n").split("\n")[-3:]
+    assert code[0] == "import xarray as xr", captured.out
+    ran = subprocess.run([sys.executable, "-c", "\n".join(code)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert "<xarray.DataArray 'signals' (time: 30, region: 4)>" in ran.stdout, ran.stdout
+
+    # a rerun reuses the generated data; other parameters regenerate them
+    bold = out / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
+    written = bold.stat().st_mtime_ns
+    assert main(argv) == 0
+    again = capsys.readouterr()
+    assert "generating data: reusing" in again.out and "generating data" not in counters(again.err)
+    assert bold.stat().st_mtime_ns == written
+    np.testing.assert_array_equal(
+        xr.open_zarr(out / "timeseries.zarr", group="sub-01_task-rest", consolidated=False)[
+            "signals"
+        ].values,
+        signals,
+    )
+    assert main([*argv[:-1], "5"]) == 0  # five maps: regenerated
+    other = capsys.readouterr()
+    assert "reusing" not in other.out and "generating data" in counters(other.err)
+    assert bold.stat().st_mtime_ns != written
+
+
+def test_demo_says_what_it_does_before_heavy_imports(tmp_path):
+    """The first line comes within 1 s and before Dask, xarray or nibabel are imported."""
+    argv = [sys.executable, "-u", "-X", "importtime", "-m", "daskmasker", "demo"]
+    argv += ["--out", str(tmp_path / "d"), "--volumes", "10", "--maps", "2"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        before = []
+        for line in proc.stdout:
+            if line.startswith("daskmasker demo: generates"):
+                elapsed = time.perf_counter() - start
+                break
+            before.append(line)
+        else:
+            pytest.fail("the demo never said what it does:\n" + "".join(before))
+    finally:
+        proc.kill()
+        proc.wait()
+    imported = {m.split(".")[0] for m in re.findall(r"\|\s+(\S+)$", "".join(before), re.M)}
+    assert "daskmasker" in imported  # negative control: the probe sees the imports
+    assert not imported & {"dask", "distributed", "xarray", "nibabel", "zarr"}, imported
+    assert elapsed < 1.0, elapsed
 
 
 def check_outputs(files, out, tsv_dir, **params) -> None:
