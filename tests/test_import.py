@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 
@@ -27,6 +28,15 @@ def test_import_pulls_in_no_heavy_dependency():
 def test_every_public_name_resolves(name):
     assert getattr(daskmasker, name) is not None
     assert name in dir(daskmasker)
+
+
+def test_dir_is_the_public_api_and_version_a_string():
+    assert dir(daskmasker) == sorted(daskmasker.__all__)
+    assert set(daskmasker.__all__) == {"__version__", *daskmasker._EXPORTS}
+    assert isinstance(daskmasker.__version__, str)
+    assert daskmasker.__version__ == importlib.metadata.version("daskmasker")
+    for helper in ("version", "importlib", "Any", "TYPE_CHECKING", "annotations"):
+        assert not hasattr(daskmasker, helper), helper
 
 
 def test_unknown_name_is_an_attribute_error():
