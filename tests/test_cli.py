@@ -4,6 +4,7 @@ fMRIPrep confounds, progress on stderr, and every command (demo, convert, extrac
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import re
@@ -23,7 +24,7 @@ from nilearn.maskers import NiftiMapsMasker as NilearnMasker
 import daskmasker
 from daskmasker import NiftiMapsMasker
 from daskmasker.batch.run import item_name
-from daskmasker.cli import main
+from daskmasker.cli import _get_parser, main
 
 from helpers import make_data, stop_processes, write_maps_and_mask
 
@@ -106,6 +107,73 @@ def test_help_and_version_import_no_heavy_module(argv):
         assert run.stdout == f"daskmasker {daskmasker.__version__}\n"
     else:
         assert "usage: daskmasker" in run.stdout
+
+
+def subcommands() -> dict:
+    parser = _get_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return action.choices
+
+
+@pytest.mark.parametrize("name", ["convert", "extract", "demo", "info", "clean"])
+def test_every_option_has_help_and_shows_its_default(name):
+    parser = subcommands()[name]
+    formatter = parser._get_formatter()
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert options  # negative control: the probe sees the options
+    for action in options:
+        assert action.help, f"{name} {action.option_strings[0]} has no help"
+        text = formatter._expand_help(action)
+        assert re.search(r"\(default: |\(required\)|default: ", text), (action.option_strings, text)
+
+
+def test_defaults_shown_are_the_values_used():
+    extract = subcommands()["extract"]
+    text = " ".join(extract.format_help().split())
+    assert "--resampling-target {data,maps,mask,none} the grid" in text
+    assert "(default: data)" in text and "(default: off)" in text
+    demo = " ".join(subcommands()["demo"].format_help().split())
+    assert "folder to write into (default: daskmasker-demo)" in demo
+    assert "(default: 120)" in demo and "(default: 64)" in demo
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "suggestion"),
+    [
+        (
+            ["extract", "a.nii", "--maps", "m.nii", "--out", "o", "--hihg-pass", "0.01"],
+            "usage: daskmasker extract",
+            "did you mean --high-pass?",
+        ),
+        (
+            ["extract", "a.nii", "--maps", "m.nii", "--out", "o", "--resampling-targte=none"],
+            "usage: daskmasker extract",
+            "did you mean --resampling-target?",
+        ),
+        (
+            ["clean", "s.zarr", "--out", "o", "--standardise", "none"],
+            "usage: daskmasker clean",
+            "did you mean --standardize?",
+        ),
+        (["extrct", "a.nii"], "usage: daskmasker [-h]", "did you mean extract?"),
+    ],
+)
+def test_a_misspelt_flag_shows_the_command_usage_and_the_closest_flag(
+    argv, usage, suggestion, capsys
+):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage), err
+    assert suggestion in err, err
+
+
+def test_an_unknown_flag_with_nothing_close_suggests_nothing(capsys):
+    with pytest.raises(SystemExit):
+        main(["extract", "a.nii", "--maps", "m.nii", "--out", "o", "--zzzzqqq"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --zzzzqqq" in err and "did you mean" not in err
 
 
 def test_console_script_matches_python_m():
