@@ -365,7 +365,8 @@ def _get_parser() -> argparse.ArgumentParser:
         "--dtype",
         type=_dtype,
         default=None,
-        help="dtype of the signals, e.g. float32, or 'auto' (default: none, as nilearn's dtype=None)",
+        help="dtype of the signals, e.g. float32, or 'auto' "
+        "(default: none, as nilearn's dtype=None)",
     )
     masker.add_argument(
         "--filter",
