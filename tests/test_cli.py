@@ -25,6 +25,7 @@ import daskmasker
 from daskmasker import NiftiMapsMasker
 from daskmasker.batch.run import item_name
 from daskmasker.cli import _get_parser, main
+from daskmasker.compute.grid import _affine_text
 
 from helpers import make_data, stop_processes, write_maps_and_mask
 
@@ -220,6 +221,45 @@ def test_wrong_parameters_fail_before_the_image_is_read(files, tmp_path, capsys,
     assert code == 2
     assert f"daskmasker extract: error: {message.format(**subs)}" in err
     assert (not_ours / "data.txt").read_text() == "keep me"
+
+
+def test_a_mask_on_another_grid_names_both_files_shapes_affines_and_choices(
+    files, tmp_path, capsys
+):
+    mask = nib.load(files["mask"])
+    shifted = str(tmp_path / "mask_shifted.nii.gz")
+    affine = mask.affine.copy()
+    affine[:3, 3] += 4.0
+    nib.Nifti1Image(np.asarray(mask.dataobj)[1:], affine).to_filename(shifted)
+    argv = ["extract", files["runs"][0], "--maps", files["maps"], "--mask", shifted]
+    code = main([*argv, "--out", str(tmp_path / "o.zarr"), "--resampling-target", "none"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    # nilearn's message first (nilearn-parity tests match it), then what to do about it
+    assert "error: Following field of view errors were detected:" in err
+    assert "- maps and mask do not have the same shape" in err
+    maps = nib.load(files["maps"])
+    assert f"maps: {files['maps']}, shape {maps.shape[:3]}, affine " in err
+    assert f"mask: {shifted}, shape {(mask.shape[0] - 1, *mask.shape[1:])}, affine " in err
+    assert f"affine {_affine_text(affine)}" in err and f"affine {_affine_text(maps.affine)}" in err
+    assert "--resampling-target is None: all must be on one grid; set it to 'data', 'mask'" in err
+    assert main([*argv, "--out", str(tmp_path / "p.zarr"), "--resampling-target", "data"]) == 0
+
+
+def test_the_api_grid_error_is_nilearns_with_the_files(files, tmp_path):
+    mask = nib.load(files["mask"])
+    other = nib.Nifti1Image(np.asarray(mask.dataobj), mask.affine * [[1], [1], [1], [1]] + 0.5)
+    path = str(tmp_path / "other.nii")
+    other.to_filename(path)
+    masker = NiftiMapsMasker(files["maps"], mask_img=path, resampling_target=None)
+    with pytest.raises(ValueError, match="^Following field of view errors were detected:") as e:
+        masker.fit()
+    message = str(e.value)
+    assert "- maps and mask do not have the same affine" in message
+    assert f"mask: {path}, shape {mask.shape}, affine [[" in message
+    with pytest.raises(ValueError, match="^Following field of view errors") as nilearn_error:
+        NilearnMasker(files["maps"], mask_img=path, resampling_target=None).fit()
+    assert message.startswith(str(nilearn_error.value))
 
 
 def test_the_corrupt_image_does_fail_when_read(files, tmp_path, capsys):

@@ -161,6 +161,17 @@ def source_dtype(img: xr.DataArray) -> np.dtype:
     return np.dtype(img.dtype)
 
 
+def source_name(obj: Any) -> str:
+    """Where an input comes from, for error messages: its path or URL, else what it is."""
+    if isinstance(obj, str | os.PathLike):
+        return str(obj)
+    if isinstance(obj, xr.DataArray) and obj.attrs.get("source"):
+        return str(obj.attrs["source"])
+    if isinstance(obj, list | tuple):
+        return describe(obj)
+    return f"a {type(obj).__name__} in memory"
+
+
 def describe(obj: Any) -> str:
     """A short description of an input for verbose logs."""
     if isinstance(obj, str | os.PathLike):

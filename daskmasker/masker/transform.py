@@ -97,7 +97,12 @@ def lazy_signals(
         grids = {"maps": fitted.maps_grid, "data": data_grid}
         if fitted.mask is not None:
             grids["mask"] = fitted.mask_grid
-        check_same_grids(grids)
+        sources = {
+            "maps": load.source_name(params["maps_img"]),
+            "mask": load.source_name(params["mask_img"]),
+            "data": load.source_name(imgs),
+        }
+        check_same_grids(grids, sources)
     elif target == "data":
         if not data_grid.same_as(fitted.maps_grid):
             warn("Resampling maps at transform time...\n" + RESAMPLE_TRANSFORM_HINT)
