@@ -47,7 +47,7 @@ import xarray as xr
 import zarr
 
 from daskmasker.batch import provenance
-from daskmasker.io.fs import Location
+from daskmasker.io.fs import Location, check_bucket
 
 BATCH_ATTR = "daskmasker_batch"
 
@@ -62,6 +62,7 @@ INDEX_ATTR = "daskmasker_complete"
 def open_output(store: str, params: dict, overwrite: bool, storage_options: dict | None):
     """Open (or create) a batch store; refuse a path that exists and is not ours."""
     location = Location(store, storage_options)
+    check_bucket(location)
     fs, root = location.fs, location.root
     if fs.exists(root):
         try:

@@ -30,7 +30,7 @@ from daskmasker.io.image import (
     make_image,
 )
 from daskmasker.io.nibabel import from_nibabel
-from daskmasker.io.nifti import open_nifti
+from daskmasker.io.nifti import open_nifti, pair_files
 from daskmasker.io.zarr import open_zarr
 
 
@@ -84,7 +84,10 @@ def _load_one(obj: Any, storage_options=None, chunks=None) -> xr.DataArray:
         try:
             return open_nifti(path, chunks=chunks, storage_options=storage_options)
         except FileNotFoundError as exc:
-            raise ValueError(f"File not found: '{path}'") from exc
+            missing = f"File not found: '{path}'"
+            if pair_files(path) is not None:  # which of the two files, and whose
+                missing = f"File not found: {exc}"
+            raise ValueError(missing) from exc
     raise _not_niimg(obj)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import io
 import itertools
+import re
 import threading
 import zlib
 
@@ -63,6 +64,54 @@ def read_header(url: str, storage_options: dict | None = None) -> nib.Nifti1Head
     raise ValueError(f"'{url}' is not a NIfTI-1 or NIfTI-2 file")
 
 
+_PAIR = re.compile(r"\.(hdr|img)(\.gz)?$")
+
+
+def pair_files(url: str) -> tuple[str, str] | None:
+    """The ``(header, image)`` files of a two-file NIfTI-1 or Analyze 7.5 image named by either
+    (``x.hdr``/``x.img``, optionally gzipped), or None for a single file.
+
+    >>> pair_files("sub-01.img")
+    ('sub-01.hdr', 'sub-01.img')
+    >>> pair_files("sub-01.nii.gz") is None
+    True
+    """
+    found = _PAIR.search(url)
+    if found is None:
+        return None
+    stem, gz = url[: found.start()], found.group(2) or ""
+    return f"{stem}.hdr{gz}", f"{stem}.img{gz}"
+
+
+def _pair_header(hdr_url: str, img_url: str, storage_options) -> nib.Nifti1Header:
+    """A pair's header as NIfTI-1 pair header (magic ``ni1``, data at its offset in the image
+    file): NIfTI-1 as is, Analyze 7.5 (SPM2's scaling) converted as nibabel converts it."""
+    from nibabel.nifti1 import Nifti1PairHeader
+    from nibabel.spm2analyze import Spm2AnalyzeHeader
+
+    head = _read_head(hdr_url, storage_options, 348)
+    if len(head) < 348:
+        raise ValueError(f"'{hdr_url}' is not an image header: {len(head)} bytes, expected 348")
+    try:
+        if head[344:347] == b"ni1":
+            header = Nifti1PairHeader.from_fileobj(_BytesReader(head), check=True)
+        else:
+            analyze = Spm2AnalyzeHeader.from_fileobj(_BytesReader(head), check=True)
+            header = Nifti1PairHeader.from_header(analyze)
+            header.set_data_offset(analyze.get_data_offset())
+    except Exception as exc:
+        raise ValueError(
+            f"'{hdr_url}' is not a valid NIfTI-1 pair or Analyze 7.5 header: {exc}"
+        ) from exc
+    try:  # the data file must be there too: say so now, not when a chunk is read
+        open_raw(img_url, storage_options).close()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"'{img_url}', the image file of the header '{hdr_url}', is missing"
+        ) from exc
+    return header
+
+
 def _read_head(url: str, storage_options, size: int) -> bytes:
     """The first ``size`` bytes of the (decompressed) file, reading a few KB at most."""
     with open_raw(url, storage_options) as raw:
@@ -99,6 +148,8 @@ class _BytesReader:
 
 def _data_offset(header) -> int:
     offset = int(header.get_data_offset())
+    if header["magic"] == b"ni1":  # a pair: the data file holds only data
+        return offset
     minimum = header.sizeof_hdr + 4
     return max(offset, minimum)
 
@@ -354,7 +405,8 @@ def open_nifti(
     Parameters
     ----------
     path_or_url : str or path-like
-        ``.nii`` or ``.nii.gz``; a local path (``~`` expanded) or an fsspec URL.
+        ``.nii`` or ``.nii.gz``, or a NIfTI-1 or Analyze 7.5 pair named by its ``.hdr`` or
+        ``.img``; a local path (``~`` expanded) or an fsspec URL.
     chunks : int, optional
         Volumes per chunk; default about 64 MiB per chunk.
     storage_options : dict, optional
@@ -369,7 +421,12 @@ def open_nifti(
         equals nibabel's ``dataobj``.
     """
     url = normalize(path_or_url)
-    header = read_header(url, storage_options)
+    pair = pair_files(url)
+    if pair is None:
+        header = read_header(url, storage_options)
+    else:  # read the header file; the data come from the image file
+        header = _pair_header(*pair, storage_options)
+        url = pair[1]
     spec = _proxy_spec(header)
     shape = tuple(int(s) for s in spec[0])
     while len(shape) > 4 and shape[-1] == 1:
@@ -405,6 +462,8 @@ def open_nifti(
             else:
                 layer[key] = Task(key, _read_volumes, url, storage_options, blob, a, b, 4)
         data = task_array(name, layer, (tuple(sizes), *((n,) for n in zyx)), dtype)
+    if pair is not None:  # the image's header is a single file's, as nibabel writes .nii
+        header = nib.Nifti1Header.from_header(header)
     image = make_image(
         data, header.get_best_affine(), header=header, attrs={"source": url}, maps=maps
     )

@@ -35,7 +35,7 @@ from zarr.codecs import BloscCodec
 from daskmasker.compute.chunks import time_chunks
 from daskmasker.compute.graph import paced_reads, task_array
 from daskmasker.io import niftizarr
-from daskmasker.io.fs import Location
+from daskmasker.io.fs import Location, check_bucket
 from daskmasker.io.image import (
     COMPONENT_DIM,
     READER_ENCODING,
@@ -120,6 +120,7 @@ def write_image(
         data = data.rechunk(-1)
     header = niftizarr.store_header(img)  # fails on dtypes NIfTI lacks, before any write
     mapper = Location(store, storage_options)
+    check_bucket(mapper)
     _check_target(mapper, str(store), overwrite)
     codec = (
         BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
