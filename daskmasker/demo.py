@@ -231,7 +231,7 @@ def run_demo(
         f"in {time.perf_counter() - t2:.1f} s"
     )
     latent = np.load(files["latent"])
-    r = recovery(signals, latent[:, masker._kept_maps()])
+    r = recovery(signals, latent[:, masker.extraction_spec().kept])
     say(f"recovery of the latent signals: median r = {np.median(r):.3f}, min r = {r.min():.3f}")
 
     report_path = out / "report.html"
