@@ -83,13 +83,15 @@ class _Parser(argparse.ArgumentParser):
                     return f" (did you mean {close[0]}?)"
         return ""
 
+    def add_subparsers(self, **kwargs):
+        action = super().add_subparsers(**kwargs)
+        self.commands = action.choices  # the command parsers, by name
+        return action
+
     def error(self, message: str):
         wrong = re.match(r"argument command: invalid choice: '([^']*)'", message)
-        if wrong and self._subparsers is not None:
-            commands = next(
-                a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)
-            )
-            close = difflib.get_close_matches(wrong.group(1), list(commands), n=1)
+        if wrong and getattr(self, "commands", None):
+            close = difflib.get_close_matches(wrong.group(1), list(self.commands), n=1)
             if close:
                 message += f" (did you mean {close[0]}?)"
         super().error(message)

@@ -139,12 +139,22 @@ def write_image(
         dimension_names=niftizarr.store_dims(img),
         attributes=niftizarr.image_attrs(img),
     )
-    _write_small(group, niftizarr.HEADER, header, [niftizarr.HEADER_DIM])
+    _write_small(
+        group,
+        niftizarr.HEADER,
+        header,
+        [niftizarr.HEADER_DIM],
+        niftizarr.cf_attrs(niftizarr.HEADER),
+    )
     for dim in img.dims:
+        name = STORE_NAMES.get(dim, dim)
         if dim in img.coords:
             coord = img.coords[dim]
-            name = STORE_NAMES.get(dim, dim)
-            _write_small(group, name, coord.values, [name], netcdf_attrs(coord.attrs))
+            attrs = {**netcdf_attrs(coord.attrs), **niftizarr.cf_attrs(name)}
+            _write_small(group, name, coord.values, [name], attrs)
+        elif dim == COMPONENT_DIM:  # every stored dimension has a coordinate: the map index
+            values = np.arange(img.sizes[dim])
+            _write_small(group, name, values, [name], niftizarr.cf_attrs(name))
     reader = img.encoding.get(READER_ENCODING)
     if data.ndim == 4 and getattr(reader, "sequential", False) and reader.is_array(data):
         stored = _paced_store(reader, data, array)
