@@ -24,6 +24,23 @@ def test_import_pulls_in_no_heavy_dependency():
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
+def test_constructing_a_masker_pulls_in_no_dask_xarray_or_nibabel():
+    """A one-shot job (a CLI call, a SLURM array task) pays for the extraction stack when it
+    fits or transforms, not when it builds its masker (scikit-learn's base class remains)."""
+    code = (
+        "import sys, daskmasker; daskmasker.NiftiMapsMasker('maps.nii.gz', t_r=2.0); "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert "daskmasker.masker.estimator" in loaded  # negative control
+    lazy = {"dask", "distributed", "xarray", "zarr", "nibabel", "fsspec", "matplotlib"}
+    assert not loaded & lazy, sorted(loaded & lazy)
+
+
 @pytest.mark.parametrize("name", daskmasker.__all__)
 def test_every_public_name_resolves(name):
     assert getattr(daskmasker, name) is not None
