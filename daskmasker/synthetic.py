@@ -295,7 +295,7 @@ def write_fmri(
         stream.write(header.binaryblock + b"\x00" * 4)
         for start in range(0, n_volumes, chunk_volumes):
             stop = min(start + chunk_volumes, n_volumes)
-            stream.write(memoryview(gen.volumes(start, stop)).cast("B"))
+            stream.write(gen.volumes(start, stop).data.cast("B"))
             if on_progress is not None:
                 on_progress(stop, n_volumes)
     finally:

@@ -83,7 +83,7 @@ def pair_files(url: str) -> tuple[str, str] | None:
     return f"{stem}.hdr{gz}", f"{stem}.img{gz}"
 
 
-def _pair_header(hdr_url: str, img_url: str, storage_options) -> nib.Nifti1Header:
+def _pair_header(hdr_url: str, img_url: str, storage_options: dict | None) -> nib.Nifti1Header:
     """A pair's header as NIfTI-1 pair header (magic ``ni1``, data at its offset in the image
     file): NIfTI-1 as is, Analyze 7.5 (SPM2's scaling) converted as nibabel converts it."""
     from nibabel.nifti1 import Nifti1PairHeader
