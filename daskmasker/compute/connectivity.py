@@ -52,10 +52,10 @@ def ledoit_wolf(x: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> x = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]])
+    >>> x = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 3.0]])
     >>> ledoit_wolf(x).round(4)
-    array([[0.6667, 0.1111],
-           [0.1111, 0.6667]])
+    array([[0.9516, 0.2393],
+           [0.2393, 1.2707]])
     """
     x = np.asarray(x, dtype=np.float64)
     x = x - x.mean(0)

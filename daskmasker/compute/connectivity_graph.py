@@ -49,7 +49,7 @@ def runs_per_chunk(n_frames: int, n_regions: int, budget: int | None = None) -> 
     Examples
     --------
     >>> runs_per_chunk(200, 64, budget=32 * 2**20)
-    221
+    199
     """
     budget = config.get("chunk-bytes") if budget is None else budget
     per_run = 8 * n_regions * (n_frames + 2 * n_regions)
