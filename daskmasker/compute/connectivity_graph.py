@@ -167,7 +167,9 @@ def lazy_connectivity(
     step = chunk_runs or runs_per_chunk(n_time, n_regions)
     signals = signals.rechunk({0: step, 1: -1, 2: -1})
     frames = da.from_array(n_frames.astype(np.int64), chunks=(signals.chunks[0],))
-    labels = da.from_array(np.asarray(names, dtype=object), chunks=(signals.chunks[0],))
+    labels = np.empty(n_runs, dtype=object)
+    labels[:] = np.asarray(names).tolist()
+    labels = da.from_array(labels, chunks=(signals.chunks[0],))
     token = tokenize(signals.name, n_frames, kind, estimator, vectorize, discard_diagonal)
     matrices = da.blockwise(
         _block_matrices,
@@ -262,9 +264,7 @@ def _tangent(covs, labels, n_runs, vectorize, discard_diagonal, token) -> LazyCo
     layer[final] = Task(final, _final, TaskRef(state))
     graph = HighLevelGraph.from_collections(f"gmean-{token}", layer, dependencies=inputs)
     result = Delayed(final, graph, layer=f"gmean-{token}")
-    mean, whitening = (
-        da.from_delayed(result[i], shape=(n, n), dtype=np.float64) for i in range(2)
-    )
+    mean, whitening = (da.from_delayed(result[i], shape=(n, n), dtype=np.float64) for i in range(2))
     tangent = source("tangent")
     if vectorize:
         chunks, drop = (tangent.chunks[0], (_n_features(n, discard_diagonal),)), [2]
