@@ -19,6 +19,7 @@ are kept when they fit ``daskmasker.connectivity.keep-bytes``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -31,6 +32,7 @@ from dask.highlevelgraph import HighLevelGraph
 
 from daskmasker import config
 from daskmasker.compute import connectivity as conn
+from daskmasker.compute.regression import one_blas_thread
 from daskmasker.compute.variance import reread
 
 
@@ -56,6 +58,20 @@ def runs_per_chunk(n_frames: int, n_regions: int, budget: int | None = None) -> 
     return max(1, int(budget // per_run))
 
 
+def _one_thread(function: Callable) -> Callable:
+    """``function`` run with one BLAS thread: its matrices are small (a region count squared),
+    and the tasks of several chunks run at once; OpenBLAS's threads on 64 × 64 eigen-problems
+    made them 20x slower on a busy machine (2026-12-07, ``benchmarks/results``)."""
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        with one_blas_thread():
+            return function(*args, **kwargs)
+
+    return run
+
+
+@_one_thread
 def _block_matrices(
     signals: np.ndarray, n_frames: np.ndarray, names: np.ndarray, kind: str, estimator: Callable
 ) -> np.ndarray:
@@ -65,6 +81,10 @@ def _block_matrices(
     for i, (x, frames, name) in enumerate(zip(signals, n_frames, names, strict=True)):
         out[i] = conn.run_matrix(_kept(x, int(frames), name), kind, estimator)
     return out
+
+
+_log_sum = _one_thread(conn.whitened_log_sum)
+_step = _one_thread(conn.descent_step)
 
 
 def _vectors(matrices: np.ndarray, discard_diagonal: bool) -> np.ndarray:
@@ -88,6 +108,7 @@ def _kept(x: np.ndarray, n: int, name) -> np.ndarray:
     return kept
 
 
+@_one_thread
 def _spd_sum(covariances: np.ndarray, names: np.ndarray) -> np.ndarray:
     conn.check_spd(covariances, names)
     return covariances.sum(axis=0)
@@ -101,6 +122,7 @@ def _initial(total: np.ndarray, n_runs: int) -> conn.DescentState:
     return conn.initial_state(total / n_runs)
 
 
+@_one_thread
 def _tangent_block(covariances, final, vectorize: bool, discard_diagonal: bool) -> np.ndarray:
     vectors = conn.tangent_vectors(covariances, final[1])
     return conn.sym_matrix_to_vec(vectors, discard_diagonal) if vectorize else vectors
@@ -252,13 +274,11 @@ def _tangent(covs, labels, n_runs, vectorize, discard_diagonal, token) -> LazyCo
         parts = []
         for i in blocks:
             key = (f"gmean-logs-{k}-{token}", i)
-            layer[key] = Task(
-                key, conn.whitened_log_sum, TaskRef((covs_k.name, i, 0, 0)), TaskRef(state)
-            )
+            layer[key] = Task(key, _log_sum, TaskRef((covs_k.name, i, 0, 0)), TaskRef(state))
             parts.append(key)
         total = tree_sum(layer, f"gmean-logs-sum-{k}-{token}", parts)
         new = f"gmean-state-{k + 1}-{token}"
-        layer[new] = Task(new, conn.descent_step, TaskRef(state), TaskRef(total), n_runs)
+        layer[new] = Task(new, _step, TaskRef(state), TaskRef(total), n_runs)
         state = new
     final = f"gmean-final-{token}"
     layer[final] = Task(final, _final, TaskRef(state))
