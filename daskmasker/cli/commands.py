@@ -1,4 +1,5 @@
-"""The commands: ``convert``, ``extract`` (one atlas or several), ``demo``, ``info``, ``clean``.
+"""The commands: ``convert``, ``extract`` (one atlas or several), ``demo``, ``info``, ``clean``,
+``connectivity``.
 Each imports what it uses, so ``--help`` loads neither Dask nor xarray."""
 
 from __future__ import annotations
@@ -250,3 +251,21 @@ def _clean(args: argparse.Namespace) -> int:
     for name, error in result.failed.items():
         print(f"FAILED {name}: {error}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def _connectivity(args: argparse.Namespace) -> int:
+    _check_exists("store", [args.store])
+    from daskmasker.batch.connectome import write_relmats
+
+    start = time.perf_counter()
+    with _client(args) as client, _progress(args, "connectivity", client):
+        written = write_relmats(args.store, args.out, args.kind, args.storage_options)
+    relmats = sum(path.endswith("_relmat.tsv") for path in written)
+    logger.info(
+        "%d relmat.tsv files (%s) in %s in %.1f s",
+        relmats,
+        ", ".join(args.kind),
+        args.out,
+        time.perf_counter() - start,
+    )
+    return 0

@@ -39,6 +39,10 @@ _FLAGS = {
 _ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
 
 
+# nilearn's kinds (daskmasker.compute.connectivity.KINDS, not imported: --help loads no numpy)
+KINDS = ("correlation", "partial correlation", "tangent", "covariance", "precision")
+
+
 class CommandError(Exception):
     """A wrong command-line value: reported as argparse does, with exit code 2."""
 
@@ -240,6 +244,7 @@ def _get_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     _add_execution(demo)
     _add_store_commands(sub)
+    _add_connectivity(sub)
     return parser
 
 
@@ -277,6 +282,29 @@ def _add_store_commands(sub) -> None:
     refused.add_argument("--high-variance-confounds", action="store_true", default=keep)
     refused.add_argument("--mask", default=keep)
     refused.add_argument("--maps", default=keep)
+
+
+def _add_connectivity(sub) -> None:
+    """``connectivity STORE --kind K [--kind K2 ...] --out BIDS_DIR``."""
+    conn = sub.add_parser(
+        "connectivity",
+        help="connectivity matrices of a batch store's runs as BIDS *_relmat.tsv",
+        description="Each run's connectivity matrix (nilearn's ConnectivityMeasure: Ledoit-Wolf "
+        "covariance) as BIDS-derivative *_meas-<Measure>_relmat.tsv with JSON sidecars, beside "
+        "the runs' time series, and the group means under group/.",
+    )
+    conn.add_argument("store", help="batch store (path or URL) written by extract or clean")
+    conn.add_argument(
+        "--kind",
+        action="append",
+        choices=KINDS,
+        required=True,
+        help="nilearn's kind; repeat for several (computed together, the store read once)",
+    )
+    conn.add_argument(
+        "--out", required=True, help="BIDS derivatives folder (usually extract's --bids-dir)"
+    )
+    _add_execution(conn)
 
 
 def _number_or_none(text: str) -> float | None:
