@@ -36,7 +36,15 @@ def _masker_from_args(args: argparse.Namespace):
     )
 
 
-_SLURM_FLAGS = ("partition", "cores", "memory", "walltime", "jobqueue_config", "log_dir", "interface")
+_SLURM_FLAGS = (
+    "partition",
+    "cores",
+    "memory",
+    "walltime",
+    "jobqueue_config",
+    "log_dir",
+    "interface",
+)
 
 
 def client_from_args(args: argparse.Namespace, work: int | None = None):

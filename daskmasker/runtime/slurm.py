@@ -79,6 +79,7 @@ class Partition:
     cpus: int
     max_node_cpus: int
     min_node_memory_mb: int
+    max_node_memory_mb: int
     memory_per_cpu_mb: int | None
     max_time: str | None
 
@@ -122,6 +123,7 @@ def partition(name: str | None = None) -> Partition:
         cpus=sum(c for c, _ in usable.values()),
         max_node_cpus=max(c for c, _ in usable.values()),
         min_node_memory_mb=min(m for _, m in usable.values()),
+        max_node_memory_mb=max(m for _, m in usable.values()),
         memory_per_cpu_mb=per_cpu,
         max_time=None if max_time in (None, "UNLIMITED", "INFINITE") else max_time,
     )
@@ -180,7 +182,8 @@ def slurm_cluster(
         Memory per job, e.g. ``"8GB"`` (default: the config's, else a core's share of the
         smallest node, times ``cores``).
     walltime : str, optional
-        Time limit per job (default: the config's, else none asked: the partition's default).
+        Time limit per job (default: the ``jobqueue_config`` file's, else the partition's
+        MaxTime, else none asked: the partition's default).
     partition_name : str, optional
         SLURM partition (default: the config's ``queue``, else the default partition).
     jobqueue_config : str, optional
@@ -222,14 +225,14 @@ def slurm_cluster(
         )
     if memory is None:
         memory = section.get("memory") or f"{part.node_memory_per_cpu_mb * cores}MiB"
-    job_mb = dask.utils.parse_bytes(memory) / 2**20
-    if job_mb > part.min_node_memory_mb and part.memory_per_cpu_mb is None:
-        logger.warning(
-            "--memory %s is more than the smallest node of partition %s has (%d MB): "
-            "its jobs may stay pending",
-            memory,
-            part.name,
-            part.min_node_memory_mb,
+    try:
+        job_mb = dask.utils.parse_bytes(memory) / 2**20
+    except ValueError:
+        raise SlurmError(f"--memory {memory!r}: not a size such as 8GB") from None
+    if job_mb > part.max_node_memory_mb:
+        raise SlurmError(
+            f"--memory {memory}: more than any node of partition {part.name} has "
+            f"({part.max_node_memory_mb} MB)"
         )
     if workers is None:
         workers = part.cpus // cores * processes
@@ -296,8 +299,9 @@ def describe_pending(reason: str, partition_name: str) -> str:
 class PendingWatch:
     """Report, from a thread, the jobs of ``cluster`` that stay pending, and why.
 
-    Every ``interval`` seconds ``squeue`` gives the pending jobs' reasons; a job pending for
-    ``after`` seconds is reported once per reason (``say`` receives the message).
+    Every ``interval`` seconds (``daskmasker.slurm.poll``) ``squeue`` gives the pending jobs'
+    reasons; a job pending for ``after`` seconds (``daskmasker.slurm.pending-report-after``) is
+    reported once per reason (``say`` receives the message).
     """
 
     def __init__(
@@ -305,11 +309,12 @@ class PendingWatch:
         cluster,
         partition_name: str,
         say: Callable[[str], None] = logger.warning,
-        interval: float = 5.0,
-        after: float = 10.0,
+        interval: float | None = None,
+        after: float | None = None,
     ):
         self.cluster, self.partition_name, self.say = cluster, partition_name, say
-        self.interval, self.after = interval, after
+        self.interval = float(interval or config.get("slurm.poll"))
+        self.after = float(config.get("slurm.pending-report-after") if after is None else after)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="slurm-pending", daemon=True)
         self._said: dict[str, str] = {}

@@ -173,10 +173,10 @@ def start(state: Path = STATE, timeout: float = 60) -> tuple[Cluster, list[subpr
     pids = state / "pids"
     try:
         for command in commands:
-            log = open(state / f"{command[0]}.out", "wb")  # noqa: SIM115 (closed with the process)
-            procs.append(
-                subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-            )
+            with open(state / f"{command[0]}.out", "wb") as log:  # the child keeps its copy
+                procs.append(
+                    subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+                )
             pids.write_text(" ".join(str(p.pid) for p in procs))
             if command[0] == "munged":
                 _wait(lambda: (state / "munge.socket").exists(), procs, state, 10)
