@@ -119,8 +119,10 @@ def _close(cluster) -> None:
 
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (``kill``, a closed login shell) raise KeyboardInterrupt in the main
-    thread meanwhile, so the jobs are cancelled as on Ctrl-C."""
+    """SIGINT (Ctrl-C), SIGTERM and SIGHUP (``kill``, a closed login shell) raise
+    KeyboardInterrupt in the main thread meanwhile, so the jobs are cancelled.  (Importing
+    dask-jobqueue replaces Python's SIGINT handler by a silent ``sys.exit()``: exit code 0, as if
+    the work were done; that handler is not restored either.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -128,7 +130,10 @@ def _signals_interrupt() -> Iterator[None]:
     def interrupt(signum, frame):
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, interrupt) for s in signals}
+    if getattr(previous[signal.SIGINT], "__module__", "").startswith("dask_jobqueue"):
+        previous[signal.SIGINT] = signal.default_int_handler
     try:
         yield
     finally:

@@ -55,7 +55,7 @@ PENDING_HINTS = {
 }
 
 
-class SlurmError(RuntimeError):
+class SlurmError(ValueError):
     """SLURM is missing, or refuses what was asked."""
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import make_maps, write_run
+from helpers import make_data, make_maps, write_run
 
 REPO = Path(__file__).parents[2]
 README = (REPO / "deploy" / "README.md").read_text()
@@ -223,11 +223,11 @@ def test_interrupted_client_cancels_its_jobs(slurm, dataset, tmp_path, signum):
     try:
         wait_for(lambda: running_workers(slurm), 120, "a running worker job")
         proc.send_signal(signum)
-        proc.wait(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode != 0
+    assert proc.returncode == 130 and f"interrupted ({signum.name})" in err, err
     assert not slurm.wait_empty(15), "the interrupted client's jobs are still queued"
 
 
@@ -255,7 +255,7 @@ def test_pending_job_reason_is_reported(slurm, dataset, tmp_path):
             if "pending for" in line:
                 break
         subprocess.run(["scancel", hold], check=True)
-        rest, _ = proc.communicate(timeout=240)
+        _, rest = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -275,27 +275,50 @@ def test_impossible_sizes_are_refused_before_any_job(slurm, dataset, tmp_path):
         (["--partition", "nosuch"], "--partition nosuch: no such partition"),
     ):
         done = subprocess.run(
-            cluster_command(dataset, out, *extra), env=env(), capture_output=True, text=True
+            cluster_command(dataset, out, *extra),
+            cwd=dataset,
+            env=env(),
+            capture_output=True,
+            text=True,
         )
         assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not slurm.queue()
 
 
+BIG_SHAPE, BIG_RUNS, BIG_SCANS = (40, 48, 40), 8, 150
+BIG_AFFINE = np.array([[1.0, 0, 0, -20], [0, 1, 0, -24], [0, 0, 1, -20], [0, 0, 0, 1]])
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(dataset, tmp_path_factory):
-    """The README command's store, computed through SLURM without interruption."""
-    out = str(tmp_path_factory.mktemp("whole") / "timeseries.zarr")
-    done = subprocess.run(cluster_command(dataset, out), env=env(), capture_output=True, text=True)
+def batch(tmp_path_factory):
+    """``extract`` of 8 runs of 300k voxels (46 MB each, a graph per run: about a second of a
+    worker each) through SLURM, and the uninterrupted store it gives."""
+    root = tmp_path_factory.mktemp("faults")
+    maps = make_maps(dtype=np.float64)
+    maps.to_filename(root / "maps.nii.gz")
+    runs = []
+    for i in range(BIG_RUNS):
+        runs.append(str(root / f"sub-{i:02d}_task-rest_bold.nii"))
+        img = make_data(maps, BIG_SCANS, seed=i, shape=BIG_SHAPE, affine=BIG_AFFINE)
+        img.header.set_zooms((1.0, 1.0, 1.0, 2.0))
+        img.to_filename(runs[-1])
+    args = [*runs, "--maps", str(root / "maps.nii.gz"), "--standardize", "zscore_sample"]
+    args += ["--detrend", "--cluster", "slurm", "--interface", "lo", "--no-progress"]
+    out = str(root / "uninterrupted.zarr")
+    done = subprocess.run(
+        ["daskmasker", "extract", *args, "--out", out], env=env(), capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
-    return out
+    return args, out
 
 
-def test_worker_job_cancelled_mid_batch(slurm, dataset, tmp_path, uninterrupted):
+def test_worker_job_cancelled_mid_batch(slurm, batch, tmp_path):
     """``scancel`` of a worker job once a run is complete: its work moves to the other worker,
     and the store equals the uninterrupted one bit for bit."""
+    args, uninterrupted = batch
     out = str(tmp_path / "timeseries.zarr")
     proc = subprocess.Popen(
-        cluster_command(dataset, out, "--workers", "2"),
+        ["daskmasker", "extract", *args, "--out", out, "--workers", "2"],
         env=env(),
         stderr=subprocess.PIPE,
         text=True,
@@ -311,20 +334,22 @@ def test_worker_job_cancelled_mid_batch(slurm, dataset, tmp_path, uninterrupted)
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert before < N_RUNS, "the batch ended before the worker job was cancelled"
+    assert before < BIG_RUNS, "the batch ended before the worker job was cancelled"
+    assert f"{BIG_RUNS} extracted, 0 already complete, 0 failed" in err
     (record,) = [r for r in slurm.job_records() if r["JobId"] == victim]
     assert record["JobState"] == "CANCELLED"
     assert_same_store(out, uninterrupted, exact=True)
 
 
-def test_client_killed_and_restarted(slurm, dataset, tmp_path, uninterrupted):
+def test_client_killed_and_restarted(slurm, batch, tmp_path):
     """SIGKILL of the client mid-batch: its workers exit at their death timeout (set in a
     --jobqueue-config file), the same command run again resumes, and the store equals the
     uninterrupted one bit for bit."""
+    args, uninterrupted = batch
     config = tmp_path / "jobqueue.yaml"
     config.write_text("jobqueue:\n  slurm:\n    death-timeout: 5\n")
     out = str(tmp_path / "timeseries.zarr")
-    command = cluster_command(dataset, out, "--jobqueue-config", str(config))
+    command = ["daskmasker", "extract", *args, "--out", out, "--jobqueue-config", str(config)]
     proc = subprocess.Popen(command, env=env(), stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: complete_runs(out) >= 1, 120, "a complete run")
@@ -338,5 +363,6 @@ def test_client_killed_and_restarted(slurm, dataset, tmp_path, uninterrupted):
     done = subprocess.run(command, env=env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     resumed = re.search(r"(\d+) extracted, (\d+) already complete, 0 failed", done.stderr)
-    assert int(resumed[2]) >= first >= 1 and int(resumed[1]) + int(resumed[2]) == N_RUNS
+    assert int(resumed[2]) >= first >= 1 and int(resumed[1]) + int(resumed[2]) == BIG_RUNS
+    assert int(resumed[1]) >= 1, "the client was killed after the batch ended"
     assert_same_store(out, uninterrupted, exact=True)
