@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -366,3 +367,34 @@ def test_client_killed_and_restarted(slurm, batch, tmp_path):
     assert int(resumed[2]) >= first >= 1 and int(resumed[1]) + int(resumed[2]) == BIG_RUNS
     assert int(resumed[1]) >= 1, "the client was killed after the batch ended"
     assert_same_store(out, uninterrupted, exact=True)
+
+
+def test_job_scripts(slurm, tmp_path):
+    """The worker job script: this Python, no `module load` or venv to activate, the worker
+    allocator variables, logs in the given folder; sized by deploy/slurm/jobqueue.yaml (the
+    command line winning) or, without it, from the partition (its DefMemPerCPU, no time limit
+    asked as its MaxTime is unlimited)."""
+    from daskmasker.runtime.client import WORKER_ENVIRON
+    from daskmasker.runtime.slurm import slurm_cluster
+
+    config = str(REPO / "deploy" / "slurm" / "jobqueue.yaml")
+    scripts = {}
+    for name, options in (
+        ("config", {"jobqueue_config": config, "cores": 1, "memory": "1GB"}),
+        ("partition", {}),
+    ):
+        cluster, plan = slurm_cluster(log_dir=str(tmp_path / name), interface="lo", **options)
+        with cluster:
+            scripts[name] = cluster.job_script()
+        assert plan.partition == "debug" and plan.jobs == slurm.cpus
+    for name, script in scripts.items():
+        assert "module load" not in script and "activate" not in script
+        assert f"{sys.executable} -m distributed.cli.dask_worker" in script
+        for variable, value in WORKER_ENVIRON.items():
+            assert f"export {variable}={value}" in script
+        assert f"#SBATCH -e {tmp_path / name}/daskmasker-worker-%J.err" in script
+        assert "#SBATCH -p debug" in script and "--interface lo" in script
+    assert "#SBATCH -t 02:00:00" in scripts["config"] and "--death-timeout 60" in scripts["config"]
+    assert "#SBATCH --mem=954M" in scripts["config"]  # 1 GB
+    assert "#SBATCH -t" not in scripts["partition"]
+    assert "#SBATCH --mem=1G" in scripts["partition"]  # DefMemPerCPU=1024
