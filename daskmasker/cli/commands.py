@@ -54,6 +54,9 @@ def client_from_args(args: argparse.Namespace, work: int | None = None):
     from daskmasker.runtime.cluster import cluster_client
 
     slurm = {name: getattr(args, name, None) for name in _SLURM_FLAGS}
+    if args.workers is not None and (args.scheduler or args.scheduler_file):
+        given = "--scheduler" if args.scheduler else "--scheduler-file"
+        raise CommandError(f"--workers: not with {given} (its workers are already running)")
     if args.cluster != "slurm":
         given = [f"--{n.replace('_', '-')}" for n, v in slurm.items() if v is not None]
         if given:

@@ -179,8 +179,9 @@ def slurm_cluster(
     cores : int, optional
         Cores (one worker process each) per SLURM job (default: the config's, else 1).
     memory : str, optional
-        Memory per job, e.g. ``"8GB"`` (default: the config's, else a core's share of the
-        smallest node, times ``cores``).
+        Memory per job, e.g. ``"8GB"`` (default: the config's when its ``cores`` are used, else
+        the partition's ``DefMemPerCPU`` or a core's share of the smallest node, times
+        ``cores``).
     walltime : str, optional
         Time limit per job (default: the ``jobqueue_config`` file's, else the partition's
         MaxTime, else none asked: the partition's default).
@@ -212,7 +213,8 @@ def slurm_cluster(
     section = _jobqueue_section(jobqueue_config)
     queue = partition_name or section.get("queue")
     part = partition(queue)
-    if cores is None and section.get("cores"):
+    sized_by_config = cores is None and bool(section.get("cores"))
+    if sized_by_config:
         cores = int(section["cores"])
         processes = int(section.get("processes") or cores)
     else:
@@ -223,8 +225,10 @@ def slurm_cluster(
             f"--cores {cores}: the nodes of partition {part.name} have at most "
             f"{part.max_node_cpus} CPUs"
         )
-    if memory is None:
-        memory = section.get("memory") or f"{part.node_memory_per_cpu_mb * cores}MiB"
+    if memory is None:  # the config's is for its cores
+        memory = (sized_by_config and section.get("memory")) or (
+            f"{part.node_memory_per_cpu_mb * cores}MiB"
+        )
     try:
         job_mb = dask.utils.parse_bytes(memory) / 2**20
     except ValueError:

@@ -398,3 +398,30 @@ def test_job_scripts(slurm, tmp_path):
     assert "#SBATCH --mem=954M" in scripts["config"]  # 1 GB
     assert "#SBATCH -t" not in scripts["partition"]
     assert "#SBATCH --mem=1G" in scripts["partition"]  # DefMemPerCPU=1024
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--cores", "2"], "--cores: SLURM job options, for --cluster slurm"),
+        (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "--workers: not with --scheduler"),
+        (
+            ["--cluster", "slurm", "--scheduler-file", "s.json"],
+            "argument --cluster: not allowed with argument --scheduler-file",
+        ),
+    ],
+)
+def test_where_options_that_do_not_go_together(dataset, tmp_path, capsys, extra, message):
+    """Refused before any cluster starts (no SLURM needed), naming the flags."""
+    from daskmasker.cli import main
+
+    run = str(dataset / "ds" / "sub-00" / "func" / "sub-00_task-rest_bold.nii.gz")
+    argv = ["extract", run, "--maps", str(dataset / "difumo64.nii.gz")]
+    argv += ["--out", str(tmp_path / "o.zarr"), *extra]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o.zarr").exists()
