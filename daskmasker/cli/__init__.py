@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"daskmasker {args.command}: error: {_flag_names(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP while SLURM jobs run
+        how = f" ({exc})" if str(exc) else ""
+        print(f"daskmasker {args.command}: interrupted{how}", file=sys.stderr)
+        return 130
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)

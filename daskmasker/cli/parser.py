@@ -105,16 +105,86 @@ def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
     )
 
 
-def _add_execution(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS", help="address of a running Dask scheduler")
-    where.add_argument("--scheduler-file", metavar="PATH", help="a Dask scheduler file")
+CLUSTERS = ("local", "slurm")
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Where a command's work runs: ``--cluster {local,slurm}``, ``--scheduler``,
+    ``--scheduler-file``, ``--workers`` and the SLURM jobs' sizes, the same options for every
+    command that computes.  :func:`daskmasker.cli.commands.client_from_args` turns them into
+    the client the command runs on."""
+    where = parser.add_argument_group(
+        "where the work runs",
+        "default: threads of this process; --workers N: N local worker processes; "
+        "--cluster slurm: workers as SLURM jobs submitted from this login node "
+        "(dask-jobqueue), cancelled when the command ends or is interrupted",
+    )
+    running = where.add_mutually_exclusive_group()
+    running.add_argument(
+        "--scheduler", metavar="ADDRESS", help="address of a running Dask scheduler"
+    )
+    running.add_argument("--scheduler-file", metavar="PATH", help="a Dask scheduler file")
+    running.add_argument(
+        "--cluster",
+        choices=CLUSTERS,
+        default="local",
+        help="start the workers here (local) or as SLURM jobs (slurm)",
+    )
     where.add_argument(
         "--workers",
         type=_positive(int),
         metavar="N",
-        help="start a local cluster of N worker processes",
+        help="worker processes: a local cluster of N, or at most N SLURM workers "
+        "(default there: what the partition's CPUs hold, at most one per run)",
     )
+    slurm = parser.add_argument_group(
+        "SLURM jobs (--cluster slurm; default: a jobqueue config's 'jobqueue: slurm:', else "
+        "sized from the partition)"
+    )
+    slurm.add_argument(
+        "--partition", "--queue", dest="partition", default=None, help="SLURM partition"
+    )
+    slurm.add_argument(
+        "--cores",
+        type=_positive(int),
+        default=None,
+        help="cores per job, one single-threaded worker each (default 1)",
+    )
+    slurm.add_argument(
+        "--memory",
+        default=None,
+        metavar="SIZE",
+        help="memory per job, e.g. 8GB (default: a core's share of a node, per core)",
+    )
+    slurm.add_argument(
+        "--walltime",
+        default=None,
+        metavar="HH:MM:SS",
+        help="time limit per job (default: the partition's)",
+    )
+    slurm.add_argument(
+        "--jobqueue-config",
+        default=None,
+        metavar="YAML",
+        help="dask-jobqueue settings ('jobqueue: slurm:' section, e.g. "
+        "deploy/slurm/jobqueue.yaml); default: dask's config (~/.config/dask/jobqueue.yaml)",
+    )
+    slurm.add_argument(
+        "--log-dir",
+        default=None,
+        metavar="DIR",
+        help="the jobs' logs (default: daskmasker-slurm-logs/ beside --out)",
+    )
+    slurm.add_argument(
+        "--interface",
+        default=None,
+        metavar="NAME",
+        help="network interface of the scheduler and workers, e.g. ib0",
+    )
+
+
+def _add_execution(parser: argparse.ArgumentParser) -> None:
+    add_cluster_options(parser)
     parser.add_argument(
         "--storage-options",
         type=_json_object,
