@@ -28,7 +28,7 @@ import nibabel as nib
 import numpy as np
 from nilearn.reporting.html_report import HTMLReport
 
-from daskmasker.report import content, figures
+from daskmasker.report import content, figures, output
 from daskmasker.stacklevel import find_stack_level
 
 HEAD = string.Template(
@@ -55,15 +55,7 @@ class Report(HTMLReport):
 
     def save_as_html(self, file_name, storage_options: dict | None = None) -> None:
         """Write the whole page to a local path or an fsspec URL."""
-        import fsspec
-
-        fs, _, (target,) = fsspec.get_fs_token_paths(
-            str(file_name), storage_options=storage_options or {}
-        )
-        tmp = f"{target}.partial"
-        with fs.open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.get_standalone())
-        fs.mv(tmp, target)
+        output.write_page(self.get_standalone(), file_name, storage_options)
 
 
 def describe_value(value: Any) -> str:
