@@ -97,9 +97,12 @@ def _extract(args: argparse.Namespace) -> int:
         )
     if not args.no_report and result.done:
         target = beside(args.out, ".masker.html")
-        report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
-        report.save_as_html(target, storage_options=args.storage_options)
-        logger.info("masker report: %s", target)
+        try:
+            report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
+            report.save_as_html(target, storage_options=args.storage_options)
+            logger.info("masker report: %s", target)
+        except ImportError as exc:  # the plotting extra is not installed
+            logger.warning("no masker report: %s", exc)
     if not args.no_report:
         failed = {name: _flag_names(error) for name, error in result.failed.items()}
         target = _study_report(args.out, args.storage_options, failed)

@@ -423,8 +423,12 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         nilearn.reporting.HTMLReport
             A daskmasker :class:`~daskmasker.report.html.Report`, which also saves to URLs.
         """
-        from daskmasker.report import html
+        from daskmasker.report import figures
 
+        try:
+            from daskmasker.report import html
+        except ImportError as exc:  # nilearn (the plotting extra) is not installed
+            raise ImportError(figures.MISSING) from exc
         return html.generate_report(self, displayed_maps=displayed_maps, title=title, engine=engine)
 
     def _has_report_data(self) -> bool:

@@ -95,3 +95,45 @@ for _module_name, _selected in MODULES.items():
         if _name.startswith("test_") and callable(_value):
             short = _module_name.removeprefix("test_")
             globals()[f"test_{short}__{_name.removeprefix('test_')}"] = _with_our_classes(_value)
+
+
+class _NotMulti:
+    """Stands for nilearn's ``_MultiMixin`` so that multi maskers get the single-masker checks."""
+
+
+def _single_image_checks() -> list:
+    """The checks nilearn runs on single maskers only (a single 4D image with an array of
+    confounds or a sample mask): nilearn skips them on its multi maskers, which refuse those
+    arguments; run on both multi maskers, they must fail the same way."""
+    from nilearn._utils.estimator_checks import nilearn_check_estimator
+    from nilearn.conftest import _img_maps
+    from nilearn.maskers import MultiNiftiMapsMasker as NilearnMulti
+
+    from nilearn_checks import MAPPING
+
+    def names(mixin):
+        saved = MAPPING["_MultiMixin"]
+        MAPPING["_MultiMixin"] = mixin
+        try:
+            with ours_as_nilearns():
+                masker = NilearnMulti(_img_maps(n_regions=2), standardize=None)
+                return {n: c for _, c, n in nilearn_check_estimator(estimators=[masker])}
+        finally:
+            MAPPING["_MultiMixin"] = saved
+
+    multi = names(MAPPING["_MultiMixin"])
+    return [pytest.param(c, id=n) for n, c in names((_NotMulti,)).items() if n not in multi]
+
+
+@pytest.mark.parametrize("check", _single_image_checks())
+def test_multi_masker_refuses_single_image_arguments_as_nilearns(check):
+    from nilearn.conftest import _img_maps
+    from nilearn.maskers import MultiNiftiMapsMasker as NilearnMulti
+
+    outcomes = []
+    for cls in (NilearnMulti, daskmasker.MultiNiftiMapsMasker):
+        with ours_as_nilearns(), pytest.raises(Exception) as info:
+            check(cls(_img_maps(n_regions=2), standardize=None))
+        outcomes.append((type(info.value), str(info.value)))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] is TypeError and "must be a None or a list" in outcomes[0][1]
