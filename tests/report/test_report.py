@@ -162,3 +162,27 @@ def test_report_in_headless_chromium(fitted, tmp_path):
         assert (
             "maps_img" in table.inner_text() and "data shape (14, 16, 12, 6)" in table.inner_text()
         )
+
+
+def test_background_and_cut_of_each_map(fitted):
+    """MNI-space maps are drawn over the MNI152 template, others over the image given to fit,
+    else the mask, else nothing; each map is cut at its peak (in mm)."""
+    import nibabel as nib
+
+    from daskmasker.report import figures, html
+
+    mni = np.array([[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
+    assert figures.in_mni_space(nib.Nifti1Image(np.zeros((91, 109, 91, 1), np.float32), mni))
+    assert not figures.in_mni_space(fitted.maps_img_)  # a 28 mm grid
+    small = nib.Nifti1Image(np.zeros((4, 4, 4, 1), np.float32), np.eye(4))
+    small.header.set_sform(np.eye(4), code=4)  # the header says MNI
+    assert figures.in_mni_space(small)
+    assert html._background(fitted)[1] == "image given to fit"
+    no_image = NiftiMapsMasker(make_maps(n_maps=2), mask_img=make_mask()).fit()
+    assert html._background(no_image)[1] == "mask"
+    assert html._background(NiftiMapsMasker(make_maps(n_maps=2)).fit())[1] == "no background"
+    volume = np.zeros((5, 6, 7), np.float32)
+    volume[1, 4, 2] = -3.0  # the largest absolute weight, negative
+    volume[3, 3, 3] = 2.0
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    assert figures.peak_mm(nib.Nifti1Image(volume, affine)) == (2.0, 12.0, 8.0)
