@@ -20,8 +20,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 _EXPORTS = {
-    "MultiNiftiMapsMasker": "daskmasker.masker.multi",
-    "NiftiMapsMasker": "daskmasker.masker.estimator",
+    "MultiNiftiMapsMasker": "daskmasker.maskers",
+    "NiftiMapsMasker": "daskmasker.maskers",
     "connectivity": "daskmasker.batch.connectivity",
     "connectivity_measure": "daskmasker.batch.connectivity",
     "dask_client": "daskmasker.runtime.client",
