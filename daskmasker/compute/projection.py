@@ -22,14 +22,14 @@ from scipy import sparse
 
 from daskmasker import config
 from daskmasker.compute.chunks import gemm_volumes
+from daskmasker.compute.dtypes import compact_dtype
 from daskmasker.compute.graph import paced_reads, task_array
-from daskmasker.compute.maps import SparseMaps, is_sparse
+from daskmasker.compute.maps import NONFINITE_WARNING, is_sparse
 from daskmasker.compute.regression import (
     GramSolver,
     MapsBlock,
     _batch_sizes,
     batch_chunks,
-    compact_dtype,
     compact_maps,
     count_nonfinite,
     gather_support,
@@ -38,13 +38,12 @@ from daskmasker.compute.regression import (
     support_products,
 )
 from daskmasker.compute.source import ChunkSource
+from daskmasker.compute.sparse_maps import SparseMaps
 from daskmasker.stacklevel import find_stack_level
 
 Share = tuple[Hashable, Callable[[np.ndarray], np.ndarray]]
 """How the maps blocks reach the tasks: a key (e.g. a client's id) and a function that turns the
 blocks into what tasks refer to (e.g. futures of blocks scattered to a cluster's workers)."""
-
-NONFINITE_WARNING = "Non-finite values detected. These values will be replaced with zeros."
 
 
 @dataclass
@@ -314,8 +313,8 @@ def project(
     reader : ChunkSource, optional
         The source ``data`` was made from, block for block (a Zarr
         :class:`~daskmasker.io.zarr.ChunkReader` or a ``.nii.gz``'s
-        :class:`~daskmasker.io.nifti.GzipChunks`): each block is then read and gathered in the
-        same task, so the raw volumes never travel between tasks.  It has ``read_chunk(where)``
+        :class:`~daskmasker.io.nifti_chunks.GzipChunks`): each block is then read and gathered in
+        the same task, so the raw volumes never travel between tasks.  It has ``read_chunk(where)``
         (the chunk at that grid position, possibly in a per-thread scratch buffer) and
         ``sequential``: read the chunks in order (see ``fused``).
     fused : bool, default=True

@@ -47,6 +47,7 @@ import numpy as np
 from scipy import sparse
 
 from daskmasker import config
+from daskmasker.compute.dtypes import compact_dtype
 from daskmasker.compute.maps import is_sparse
 
 
@@ -118,7 +119,7 @@ def compact_maps(
 
 
 def _compact_sparse(maps, support, kept) -> MapsBlock:
-    """:func:`compact_maps` of :class:`~daskmasker.compute.maps.SparseMaps`: CSR rows when
+    """:func:`compact_maps` of :class:`~daskmasker.compute.sparse_maps.SparseMaps`: CSR rows when
     sparse enough (``daskmasker.sparse-products-density``), else dense rows as for dense maps."""
     chosen = np.arange(len(maps)) if kept is None else np.asarray(kept)
     if support is None:
@@ -172,22 +173,6 @@ def split_maps(
         index = np.ravel_multi_index(local, sizes) if sel.size else np.zeros(0, np.int64)
         out[where] = MapsBlock(index=index, rows=whole.rows[sel])
     return out
-
-
-def compact_dtype(dtype: np.dtype) -> np.dtype:
-    """The precision the support voxels are gathered in: exact for every input dtype.
-
-    float32 and the integers that fit its 24-bit mantissa stay float32 (half the memory traffic);
-    everything else becomes float64.
-    """
-    dtype = np.dtype(dtype)
-    if (
-        dtype == np.float32
-        or (dtype.kind in "iub" and dtype.itemsize <= 2)
-        or (dtype.kind == "f" and dtype.itemsize < 4)
-    ):
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
 
 
 def count_nonfinite(flat: np.ndarray) -> np.ndarray:

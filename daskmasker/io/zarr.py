@@ -45,7 +45,7 @@ from daskmasker.io.image import (
     make_image,
     netcdf_attrs,
 )
-from daskmasker.io.nifti import scaled_dtype
+from daskmasker.io.nifti_header import scaled_dtype
 from daskmasker.io.retry import retry
 
 ATTR = "daskmasker"

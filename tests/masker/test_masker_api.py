@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from daskmasker import NiftiMapsMasker, to_zarr
 from daskmasker.compute.chunks import gemm_volumes
-from daskmasker.io import nifti
+from daskmasker.io import nifti_chunks
 
 from helpers import make_data, traced_peak
 from parity import TOL64, assert_close
@@ -53,8 +53,8 @@ def test_fit_and_graph_building_read_no_voxels(tmp_path, monkeypatch, maps, data
     path = tmp_path / "bold.nii"
     data.to_filename(path)
     reads = []
-    original = nifti._read_volumes
-    monkeypatch.setattr(nifti, "_read_volumes", lambda *a: reads.append(a) or original(*a))
+    original = nifti_chunks.read_volumes
+    monkeypatch.setattr(nifti_chunks, "read_volumes", lambda *a: reads.append(a) or original(*a))
     masker = NiftiMapsMasker(maps, detrend=True).fit(str(path))
     lazy = masker.set_output(transform="xarray").transform(str(path))
     assert reads == [], "fit and building the transform graph read no voxel data"
