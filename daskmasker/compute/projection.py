@@ -16,14 +16,21 @@ from dataclasses import dataclass, field
 
 import dask.array as da
 import numpy as np
-from dask._task_spec import DataNode, List, Task, TaskRef, parse_input
 from dask.base import tokenize
 from scipy import sparse
 
 from daskmasker import config
 from daskmasker.compute.chunks import gemm_volumes
 from daskmasker.compute.dtypes import compact_dtype
-from daskmasker.compute.graph import paced_reads, task_array
+from daskmasker.compute.graph import (
+    data_node,
+    graph_input,
+    paced_reads,
+    ref,
+    task,
+    task_array,
+    task_list,
+)
 from daskmasker.compute.maps import NONFINITE_WARNING, is_sparse
 from daskmasker.compute.regression import (
     GramSolver,
@@ -272,12 +279,12 @@ def _batched_products(gathered: da.Array, maps, step: int, n_maps: int) -> da.Ar
     ``(T, 1, 1, S + 1)``; ``(T, K + 1)`` out."""
     batches = batch_chunks(gathered.chunks[0], step)
     name = f"support-products-{tokenize(gathered.name, maps, batches)}"
-    maps_arg = parse_input(maps)  # a scattered future becomes a reference to its key
+    maps_arg = graph_input(maps)  # a scattered future becomes a reference to its key
     layer = {}
     for b, batch in enumerate(batches):
         key = (name, b, 0)
-        parts = List(*(TaskRef((gathered.name, i, 0, 0, 0)) for i in batch))
-        layer[key] = Task(key, support_products, parts, maps_arg)
+        parts = task_list(ref((gathered.name, i, 0, 0, 0)) for i in batch)
+        layer[key] = task(key, support_products, parts, maps_arg)
     sizes = _batch_sizes(gathered.chunks[0], batches)
     return task_array(name, layer, (sizes, (n_maps + 1,)), np.float64, [gathered])
 
@@ -389,12 +396,12 @@ def _read_gathered(
     read and gathered by one task."""
     name = f"read-gather-{tokenize(reader, where, maps)}"
     reader_key = f"chunk-reader-{tokenize(reader)}"
-    layer = {reader_key: DataNode(reader_key, reader)}  # one reader object for all threads
-    reader_ref = TaskRef(reader_key)
-    maps_arg = parse_input(maps)
+    layer = {reader_key: data_node(reader_key, reader)}  # one reader object for all threads
+    reader_ref = ref(reader_key)
+    maps_arg = graph_input(maps)
     for i in range(len(sub.chunks[0])):
         key = (name, i, 0, 0, 0)
-        layer[key] = Task(key, _read_gather, reader_ref, (i, *where), maps_arg)
+        layer[key] = task(key, _read_gather, reader_ref, (i, *where), maps_arg)
     return task_array(name, layer, (sub.chunks[0], (1,), (1,), (size + 1,)), dtype)
 
 
@@ -415,7 +422,7 @@ def _paced_gathered(
         reader,
         len(sub.chunks[0]),
         _gather_block,
-        parse_input(maps),
+        graph_input(maps),
         where=where,
         tail=(0, 0, 0),
     )
@@ -435,14 +442,14 @@ def _read_products(
     """
     batches = batch_chunks(sub.chunks[0], step)
     name = f"read-products-{tokenize(reader, where, maps, batches)}"
-    maps_arg = parse_input(maps)
+    maps_arg = graph_input(maps)
     layer = {}
     for b, batch in enumerate(batches):
         key = (name, b, 0)
-        after = (TaskRef((name, b - 1, 0)),) if b else ()
+        after = (ref((name, b - 1, 0)),) if b else ()
         positions = [(i, *where) for i in batch]
         # the reader (a path and a header) travels in each task: the first one is ready at once
-        layer[key] = Task(key, _read_batch_products, reader, positions, maps_arg, *after)
+        layer[key] = task(key, _read_batch_products, reader, positions, maps_arg, *after)
     sizes = _batch_sizes(sub.chunks[0], batches)
     return task_array(name, layer, (sizes, (n_maps + 1,)), np.float64)
 

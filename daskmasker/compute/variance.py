@@ -15,7 +15,7 @@ volumes, for an out-of-core version:
 :func:`lazy_high_variance_confounds` strings these steps into a lazy Dask graph over chunks of
 whole volumes: two passes (the partial sums, tree-summed; then the selected voxels, 2 % of the
 image, gathered), the second waiting for the selection and reading its own copy of the chunks
-(:func:`reread`), so no chunk is held in memory between them.
+(:func:`~daskmasker.compute.graph.reread`), so no chunk is held in memory between them.
 """
 
 from __future__ import annotations
@@ -23,13 +23,10 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 from dask import delayed
-from dask._task_spec import Task, TaskRef, convert_legacy_graph
-from dask.base import clone_key
-from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
 from scipy import linalg
 
 from daskmasker.compute.clean import detrend_signals
+from daskmasker.compute.graph import reread
 
 
 def _ramp(n_scans: int) -> np.ndarray:
@@ -185,43 +182,6 @@ def high_variance_confounds(
     variance = (x**2).mean(axis=0).astype(np.float64)
     kept = x[:, select_high_variance(variance, percentile)]
     return high_variance_components(kept, n_confounds, detrend=False)
-
-
-def _after(value, *done):
-    """``value``, once the tasks ``done`` are (only an ordering)."""
-    del done
-    return value
-
-
-def reread(data: da.Array, seed: str, after: Delayed | None = None) -> da.Array:
-    """A copy of ``data`` under new keys: its chunks are read again rather than shared.
-
-    ``dask.graph_manipulation.clone`` and ``bind`` do this for tuple graphs, but they rename
-    the keys of a layer of ``Task`` objects without renaming the tasks (Dask then refuses to
-    fuse them: "Cannot fuse tasks with multiple outputs"), and leave their ``TaskRef``
-    arguments pointing at the original keys.  Here every task is renamed with its references.
-
-    Parameters
-    ----------
-    data : dask array
-    seed : str
-        Makes the new keys (the same seed, the same keys).
-    after : Delayed, optional
-        The copy's source tasks (those that depend on no other task) wait for it.
-    """
-    graph = convert_legacy_graph(dict(data.__dask_graph__()))
-    subs = {key: clone_key(key, seed) for key in graph}
-    layer = {}
-    for key, node in graph.items():
-        new = node.substitute(subs, key=subs[key])
-        if after is not None and not node.dependencies:
-            new = Task(subs[key], _after, new, TaskRef(after.key))
-        layer[subs[key]] = new
-    name = clone_key(data.name, seed)
-    graph = HighLevelGraph.from_collections(
-        name, layer, dependencies=[after] if after is not None else []
-    )
-    return da.Array(graph, name, data.chunks, meta=data._meta)
 
 
 def _gather(block: np.ndarray, selected: np.ndarray) -> np.ndarray:

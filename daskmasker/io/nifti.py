@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from dask._task_spec import Task, TaskRef
 from dask.base import tokenize
 
 from daskmasker.compute.chunks import time_chunks
-from daskmasker.compute.graph import task_array
+from daskmasker.compute.graph import ref, task, task_array
 from daskmasker.io import nifti_chunks
 from daskmasker.io.fs import normalize
 from daskmasker.io.image import READER_ENCODING, make_image
@@ -72,7 +71,7 @@ def open_nifti(
     name = f"nifti-{tokenize(url, storage_options, blob)}"
     if len(shape) == 3:
         key = (name, 0, 0, 0)
-        layer = {key: Task(key, nifti_chunks.read_volumes, url, storage_options, blob, 0, 1, 3)}
+        layer = {key: task(key, nifti_chunks.read_volumes, url, storage_options, blob, 0, 1, 3)}
         data = task_array(name, layer, tuple((n,) for n in zyx), dtype)
     else:
         volume_nbytes = int(np.prod(zyx)) * np.dtype(dtype).itemsize
@@ -88,12 +87,12 @@ def open_nifti(
             if url.endswith(".gz"):
                 # gzip is sequential: each chunk's read waits for the previous one (a tiny
                 # token), so the per-process decompressor streams through the file once
-                done = (TaskRef((f"{name}-read", i - 1)),) if i else ()
-                layer[key] = Task(key, nifti_chunks.read_after, *where, a, b, *done)
+                done = (ref((f"{name}-read", i - 1)),) if i else ()
+                layer[key] = task(key, nifti_chunks.read_after, *where, a, b, *done)
                 token = (f"{name}-read", i)
-                layer[token] = Task(token, nifti_chunks.read_done, TaskRef(key))
+                layer[token] = task(token, nifti_chunks.read_done, ref(key))
             else:
-                layer[key] = Task(key, nifti_chunks.read_volumes, *where, a, b, 4)
+                layer[key] = task(key, nifti_chunks.read_volumes, *where, a, b, 4)
         data = task_array(name, layer, (tuple(sizes), *((n,) for n in zyx)), dtype)
     image = make_image(
         data, header.get_best_affine(), header=header, attrs={"source": url}, maps=maps
