@@ -13,6 +13,7 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -20,7 +21,6 @@ from dask.base import tokenize
 from scipy import sparse
 
 from daskmasker import config
-from daskmasker.compute.chunks import gemm_volumes
 from daskmasker.compute.dtypes import compact_dtype
 from daskmasker.compute.graph import (
     data_node,
@@ -32,11 +32,10 @@ from daskmasker.compute.graph import (
     task_list,
 )
 from daskmasker.compute.maps import NONFINITE_WARNING, is_sparse
+from daskmasker.compute.plan import ExtractionPlan, plan_extraction
 from daskmasker.compute.regression import (
     GramSolver,
     MapsBlock,
-    _batch_sizes,
-    batch_chunks,
     compact_maps,
     count_nonfinite,
     gather_support,
@@ -274,19 +273,22 @@ def warn_nonfinite(count: float) -> None:
         warnings.warn(NONFINITE_WARNING, UserWarning, stacklevel=find_stack_level())
 
 
-def _batched_products(gathered: da.Array, maps, step: int, n_maps: int) -> da.Array:
-    """:func:`support_products` of batches of consecutive chunks of ``gathered``
+def _batched_products(gathered: da.Array, maps: Any, plan: ExtractionPlan, n_maps: int) -> da.Array:
+    """:func:`support_products` of the plan's batches of consecutive chunks of ``gathered``
     ``(T, 1, 1, S + 1)``; ``(T, K + 1)`` out."""
-    batches = batch_chunks(gathered.chunks[0], step)
-    name = f"support-products-{tokenize(gathered.name, maps, batches)}"
+    name = f"support-products-{tokenize(gathered.name, maps, plan.batches)}"
     maps_arg = graph_input(maps)  # a scattered future becomes a reference to its key
     layer = {}
-    for b, batch in enumerate(batches):
+    for b, batch in enumerate(plan.batches):
         key = (name, b, 0)
         parts = task_list(ref((gathered.name, i, 0, 0, 0)) for i in batch)
-        layer[key] = task(key, support_products, parts, maps_arg)
-    sizes = _batch_sizes(gathered.chunks[0], batches)
-    return task_array(name, layer, (sizes, (n_maps + 1,)), np.float64, [gathered])
+        layer[key] = task(key, support_products, parts, maps_arg, _widths(plan, b))
+    return task_array(name, layer, (plan.batch_sizes, (n_maps + 1,)), np.float64, [gathered])
+
+
+def _widths(plan: ExtractionPlan, batch: int) -> tuple[int, int]:
+    """The dense and sparse slab widths of a batch's products."""
+    return plan.slab_widths[batch], plan.sparse_slab_widths[batch]
 
 
 def project(
@@ -316,7 +318,8 @@ def project(
     split_every : int, optional
         Fan-in of the tree reduction across spatial blocks.
     batch_volumes : int, optional
-        Volumes per product batch; by default ``daskmasker.gemm-bytes`` of gathered support.
+        Volumes per product batch; by default the plan's
+        (:func:`~daskmasker.compute.plan.plan_extraction`).
     reader : ChunkSource, optional
         The source ``data`` was made from, block for block (a Zarr
         :class:`~daskmasker.io.zarr.ChunkReader` or a ``.nii.gz``'s
@@ -342,10 +345,14 @@ def project(
         raise ValueError(
             f"expected {grid} maps blocks for chunks {data.chunks[1:]}, got {maps_blocks.shape}"
         )
-    n_volumes = data.shape[0]
     gathered_dtype = compact_dtype(data.dtype)
-    step = batch_volumes or gemm_volumes(
-        int(np.sum(sizes)), n_volumes, itemsize=gathered_dtype.itemsize
+    plan = plan_extraction(
+        int(data.shape[0]),
+        int(np.prod(data.shape[1:])) * data.dtype.itemsize,
+        n_support=int(np.sum(sizes)),
+        gathered_itemsize=gathered_dtype.itemsize,
+        time_chunks=data.chunks[0],
+        batch_volumes=batch_volumes,
     )
     parts, counts = [], []
     for where in np.ndindex(*grid):
@@ -359,7 +366,7 @@ def project(
             )
             continue
         if reader is not None and reader.sequential and fused:
-            parts.append(_read_products(reader, sub, where, maps_blocks[where], step, n_maps))
+            parts.append(_read_products(reader, where, maps_blocks[where], plan, n_maps))
             continue
         if reader is not None and reader.sequential:
             gathered = _paced_gathered(reader, sub, where, maps_blocks[where], size, gathered_dtype)
@@ -375,7 +382,7 @@ def project(
                 dtype=gathered_dtype,
                 meta=np.empty((0, 0, 0, 0), dtype=gathered_dtype),
             )
-        parts.append(_batched_products(gathered, maps_blocks[where], step, n_maps))
+        parts.append(_batched_products(gathered, maps_blocks[where], plan, n_maps))
     if parts:  # the count-only parts follow the products' batches
         counts = [part.rechunk(parts[0].chunks) for part in counts]
     parts += counts
@@ -430,7 +437,7 @@ def _paced_gathered(
 
 
 def _read_products(
-    reader, sub: da.Array, where: tuple[int, ...], maps, step: int, n_maps: int
+    reader: ChunkSource, where: tuple[int, ...], maps: Any, plan: ExtractionPlan, n_maps: int
 ) -> da.Array:
     """``[XᵀM, count]`` of ``sub`` from a sequential reader (a ``.nii.gz``, on a cluster): one
     task per product batch reads, gathers and multiplies its chunks, each batch after the
@@ -440,23 +447,29 @@ def _read_products(
     for a scheduler round trip: a batch per task (3 tasks for 200 volumes instead of 29 reads
     and 3 products) took 4 images on one worker from 7.1 to 6.4 s.
     """
-    batches = batch_chunks(sub.chunks[0], step)
-    name = f"read-products-{tokenize(reader, where, maps, batches)}"
+    name = f"read-products-{tokenize(reader, where, maps, plan.batches)}"
     maps_arg = graph_input(maps)
     layer = {}
-    for b, batch in enumerate(batches):
+    for b, batch in enumerate(plan.batches):
         key = (name, b, 0)
         after = (ref((name, b - 1, 0)),) if b else ()
         positions = [(i, *where) for i in batch]
+        widths = _widths(plan, b)
         # the reader (a path and a header) travels in each task: the first one is ready at once
-        layer[key] = task(key, _read_batch_products, reader, positions, maps_arg, *after)
-    sizes = _batch_sizes(sub.chunks[0], batches)
-    return task_array(name, layer, (sizes, (n_maps + 1,)), np.float64)
+        layer[key] = task(key, _read_batch_products, reader, positions, maps_arg, widths, *after)
+    return task_array(name, layer, (plan.batch_sizes, (n_maps + 1,)), np.float64)
 
 
-def _read_batch_products(reader, positions: list, maps: MapsBlock, *after) -> np.ndarray:
+def _read_batch_products(
+    reader: ChunkSource,
+    positions: list,
+    maps: MapsBlock,
+    widths: tuple[int, int],
+    *after: Any,
+) -> np.ndarray:
     del after  # the previous batch: only an ordering
-    return support_products([_read_gather(reader, where, maps) for where in positions], maps)
+    parts = [_read_gather(reader, where, maps) for where in positions]
+    return support_products(parts, maps, widths)
 
 
 def _count_block(block: np.ndarray, n_maps: int) -> np.ndarray:

@@ -18,16 +18,14 @@ has two stages per spatial block:
 1. **gather** — each chunk of volumes as read keeps only its support voxels (a fifth of the
    field of view for a brain atlas), in its own precision; non-finite values become 0 (as nilearn
    does) and are counted over the whole chunk in the same task, so the caller can warn;
-2. **products** — consecutive gathered chunks are grouped into batches of up to 64 volumes (at
-   most ``daskmasker.gemm-bytes`` gathered, see :func:`~daskmasker.compute.chunks.gemm_volumes`) and
-   each batch is multiplied by ``M`` in float64, a slab of support voxels at a time
-   (:func:`support_products`).  A batch reads ``M`` (tens of MB) once instead of once per small read
-   chunk: the product of a 7-volume chunk is bound by streaming ``M`` from memory and costs 2.5
-   times as much per volume as a 70-volume batch.  The slabs are cast to float64 in a cache-sized
-   buffer, so a batch is never concatenated or cast whole (which made the products 1.5× slower: 1.01
-   against 0.68 s for 600 volumes of 240 000 support voxels and 64 maps, on one core).  The batches
-   are plain tasks on lists of chunks (Dask's task spec: ``Task``/``TaskRef``), not a rechunk, which
-   would concatenate them.
+2. **products** — consecutive gathered chunks are grouped into batches of up to
+   ``daskmasker.gemm-max-volumes`` volumes and ``daskmasker.gemm-bytes`` gathered (planned by
+   :func:`~daskmasker.compute.plan.plan_extraction`) and each batch is multiplied by ``M`` in
+   float64, a slab of support voxels at a time (:func:`support_products`).  A batch reads ``M``
+   (tens of MB) once instead of once per small read chunk, whose product is bound by streaming
+   ``M`` from memory.  The slabs are cast to float64 in a cache-sized buffer, so a batch is never
+   concatenated or cast whole.  The batches are plain tasks on lists of chunks, not a rechunk,
+   which would concatenate them.
 
 The graph that strings these kernels together is :mod:`daskmasker.compute.projection`; a reader of
 the source's chunks (see :func:`~daskmasker.compute.projection.project`) fuses the stages: a Zarr
@@ -210,7 +208,9 @@ def gather_support(block: np.ndarray, maps: MapsBlock) -> np.ndarray:
     return out
 
 
-def support_products(parts: list[np.ndarray], maps: MapsBlock) -> np.ndarray:
+def support_products(
+    parts: list[np.ndarray], maps: MapsBlock, slab_widths: tuple[int, int]
+) -> np.ndarray:
     """``[X_support @ M, count]`` for consecutive gathered chunks ``(t_i, ..., S + 1)``, in
     float64.
 
@@ -218,15 +218,24 @@ def support_products(parts: list[np.ndarray], maps: MapsBlock) -> np.ndarray:
     buffer and multiplied by the matching rows of ``M``: the batch is never concatenated or
     cast whole.  BLAS runs on one thread here: the tasks already occupy the cores, and OpenBLAS
     threads competing with them (and spinning) made the products 4× slower on two cores.
+
+    Parameters
+    ----------
+    parts : list of ndarray
+        Gathered chunks (:func:`gather_support`), in time order.
+    maps : MapsBlock
+    slab_widths : (int, int)
+        Support voxels per slab with dense rows and with CSR rows (the plan's ``slab_widths``
+        and ``sparse_slab_widths`` of this batch, see
+        :func:`~daskmasker.compute.plan.plan_extraction`).
     """
     parts = [part.reshape(part.shape[0], -1) for part in parts]
     n_volumes = sum(part.shape[0] for part in parts)
     n_support, n_maps = maps.rows.shape
     if sparse.issparse(maps.rows):
-        return _sparse_products(parts, maps, n_volumes)
+        return _sparse_products(parts, maps, n_volumes, slab_widths[1])
     out = np.zeros((n_volumes, n_maps + 1))
-    # float64 support values cast per step: a slab that fits in L2
-    width = max(256, int(config.get("slab-bytes")) // (8 * max(n_volumes, 1)))
+    width = slab_widths[0]  # float64 support values cast per step: a slab that fits in L2
     slab = np.empty((n_volumes, min(width, n_support)))
     with one_blas_thread():
         for start in range(0, n_support, width):
@@ -240,7 +249,9 @@ def support_products(parts: list[np.ndarray], maps: MapsBlock) -> np.ndarray:
     return out
 
 
-def _sparse_products(parts: list[np.ndarray], maps: MapsBlock, n_volumes: int) -> np.ndarray:
+def _sparse_products(
+    parts: list[np.ndarray], maps: MapsBlock, n_volumes: int, width: int
+) -> np.ndarray:
     """:func:`support_products` with CSR rows: cost non-zeros × volumes.
 
     A slab of support voxels is copied transposed, ``(voxels, volumes)`` in float64, so the
@@ -248,7 +259,6 @@ def _sparse_products(parts: list[np.ndarray], maps: MapsBlock, n_volumes: int) -
     """
     n_support, n_maps = maps.rows.shape
     acc = np.zeros((n_maps, n_volumes))
-    width = max(256, 8 * int(config.get("slab-bytes")) // (8 * max(n_volumes, 1)))
     for start in range(0, n_support, width):
         stop = min(start + width, n_support)
         block = maps.rows[start:stop]
@@ -264,34 +274,6 @@ def _sparse_products(parts: list[np.ndarray], maps: MapsBlock, n_volumes: int) -
     out[:, :-1] = acc.T
     out[:, -1] = np.concatenate([part[:, -1] for part in parts])
     return out
-
-
-def batch_chunks(chunks: tuple[int, ...], step: int) -> list[list[int]]:
-    """Group consecutive chunks (by index) into batches of at least ``step`` volumes, the last
-    one excepted; a chunk larger than ``step`` is a batch of its own.
-
-    Examples
-    --------
-    >>> batch_chunks((7, 7, 7, 7, 7, 7, 5), 14)
-    [[0, 1], [2, 3], [4, 5, 6]]
-    """
-    batches: list[list[int]] = []
-    size = step
-    for index, chunk in enumerate(chunks):
-        if size >= step:
-            batches.append([])
-            size = 0
-        batches[-1].append(index)
-        size += chunk
-    if len(batches) > 1 and sum(chunks[i] for i in batches[-1]) < step / 2:
-        last = batches.pop()
-        batches[-1].extend(last)  # no small straggler batch
-    return batches
-
-
-def _batch_sizes(chunks: tuple[int, ...], batches: list[list[int]]) -> tuple[int, ...]:
-    """Volumes in each batch of :func:`batch_chunks`."""
-    return tuple(sum(chunks[i] for i in batch) for batch in batches)
 
 
 @functools.cache

@@ -95,15 +95,15 @@ class Screener:
 
     Examples
     --------
-    >>> block = np.zeros((1, 2, 2, 4), np.float32)
-    >>> block[0, 1, 0, 2] = 3.0
+    >>> block = np.zeros((1, 9, 2, 4), np.float32)
+    >>> block[0, 5, 0, 2] = 3.0
     >>> screener = Screener.for_block(block.shape, block.dtype)
     >>> raw = block.reshape(-1).view(np.uint8)
     >>> for offset in range(0, raw.size, screener.granule):
     ...     screener.consume(offset, raw[offset : offset + screener.granule])
     >>> screened = screener.result()
-    >>> screened.hit, screened.segments.shape
-    (array([1]), (1, 8))
+    >>> screener.width, screened.hit, screened.segments[0, 2]
+    (8, array([5]), np.float32(3.0))
     """
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype, width: int):

@@ -21,8 +21,8 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from daskmasker.compute.chunks import time_chunks
 from daskmasker.compute.graph import ref, task, task_array
+from daskmasker.compute.plan import plan_extraction
 from daskmasker.io import nifti_chunks
 from daskmasker.io.fs import normalize
 from daskmasker.io.image import READER_ENCODING, make_image
@@ -76,7 +76,9 @@ def open_nifti(
     else:
         volume_nbytes = int(np.prod(zyx)) * np.dtype(dtype).itemsize
         sizes = (
-            time_chunks(shape[3], volume_nbytes) if chunks is None else _as_sizes(chunks, shape[3])
+            plan_extraction(shape[3], volume_nbytes).time_chunks
+            if chunks is None
+            else _as_sizes(chunks, shape[3])
         )
         bounds = np.cumsum((0, *sizes))
         name = f"{name}-{tokenize(sizes)}"

@@ -32,8 +32,8 @@ import zarr
 from dask.base import tokenize
 from zarr.codecs import BloscCodec
 
-from daskmasker.compute.chunks import time_chunks
 from daskmasker.compute.graph import paced_reads, task_array
+from daskmasker.compute.plan import plan_extraction
 from daskmasker.io import niftizarr
 from daskmasker.io.fs import Location
 from daskmasker.io.image import (
@@ -167,7 +167,9 @@ def volumes_per_chunk(shape: tuple[int, ...], dtype, chunks: int | None = None) 
     """The volumes of a store's chunks: ``chunks``, or ``daskmasker.chunk-bytes`` of volumes."""
     if chunks is not None:
         return int(chunks)
-    return time_chunks(shape[0], int(np.prod(shape[1:])) * np.dtype(dtype).itemsize)[0]
+    return plan_extraction(
+        shape[0], int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
+    ).time_chunks[0]
 
 
 def _paced_store(reader, data: da.Array, array) -> da.Array:
@@ -404,7 +406,7 @@ def _lazy(array, mapper: Location, chunks) -> tuple[da.Array, ChunkReader | None
     if len(shape) == 3:
         return da.from_zarr(array, chunks=-1), None
     volume = int(np.prod(shape[1:])) * array.dtype.itemsize
-    sizes = time_chunks(shape[0], volume) if chunks is None else int(chunks)
+    sizes = plan_extraction(shape[0], volume).time_chunks if chunks is None else int(chunks)
     return da.from_zarr(array, chunks=(sizes, *shape[1:])), None
 
 

@@ -21,6 +21,7 @@ from scipy import sparse
 from daskmasker import NiftiMapsMasker, config
 from daskmasker.compute import maps as maps_arrays
 from daskmasker.compute.grid import Grid
+from daskmasker.compute.plan import plan_extraction
 from daskmasker.compute.projection import prepare_grid_maps
 from daskmasker.compute.regression import compact_maps, support_products
 from daskmasker.compute.resample import resample_array
@@ -161,8 +162,10 @@ def test_sparse_products_and_gram_equal_dense():
     rng = np.random.default_rng(0)
     n = dense_grid.compact.size
     parts = [rng.standard_normal((t, n + 1)).astype(np.float32) for t in (5, 9)]
-    got = support_products(parts, sparse_grid.compact)
-    want = support_products(parts, dense_grid.compact)
+    plan = plan_extraction(14, 4 * (n + 1), n_support=n, time_chunks=(5, 9))
+    widths = (plan.slab_widths[0], plan.sparse_slab_widths[0])
+    got = support_products(parts, sparse_grid.compact, widths)
+    want = support_products(parts, dense_grid.compact, widths)
     assert rel(got, want) <= EXACT
 
 

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from daskmasker import open_nifti, open_zarr, to_nifti, to_zarr
-from daskmasker.compute.chunks import time_chunks
+from daskmasker.compute.plan import plan_extraction
 from daskmasker.io import gzip_cursors, nifti_chunks, nifti_write
 
 from helpers import traced_peak
@@ -151,7 +151,7 @@ def test_not_an_image_store(tmp_path):
 @pytest.mark.parametrize("n", [1, 7, 600, 6000])
 def test_time_chunks_cover_and_fit_budget(n):
     volume = 99 * 117 * 95 * 4
-    sizes = time_chunks(n, volume)
+    sizes = plan_extraction(n, volume).time_chunks
     assert sum(sizes) == n
     assert max(sizes) * volume <= max(32 * 2**20, volume)
     assert max(sizes) - min(sizes) <= 1
