@@ -33,7 +33,9 @@ from daskmasker.compute.graph import (
 )
 from daskmasker.compute.maps import NONFINITE_WARNING, is_sparse
 from daskmasker.compute.plan import ExtractionPlan, plan_extraction
+from daskmasker.compute.reduction import combine_partials
 from daskmasker.compute.regression import (
+    NORMAL_EQUATIONS,
     GramSolver,
     MapsBlock,
     compact_maps,
@@ -41,7 +43,6 @@ from daskmasker.compute.regression import (
     gather_support,
     gram_matrix,
     split_maps,
-    support_products,
 )
 from daskmasker.compute.source import ChunkSource
 from daskmasker.compute.sparse_maps import SparseMaps
@@ -171,9 +172,9 @@ def raw_signals(
 ) -> da.Array:
     """Lazy ``[XᵀM, count]``: the products with the maps and the per-volume non-finite count.
 
-    The region signals are ``products[:, :-1] @ grid_maps.solver.operator`` (see
-    :func:`region_signals`); the solve runs in the task that consumes them, as the products are
-    one small ``(T, K + 1)`` array.
+    The region signals are ``products[:, :-1] @ grid_maps.solver.operator``, the ``finalize``
+    of :data:`~daskmasker.compute.regression.NORMAL_EQUATIONS`; the solve runs in the task that
+    consumes them, as the products are one small ``(T, K + 1)`` array.
 
     Parameters
     ----------
@@ -261,12 +262,6 @@ def joint_grid_maps(members: list[GridMaps]) -> list[GridMaps]:
     ]
 
 
-def region_signals(products: np.ndarray, operator: np.ndarray) -> tuple[np.ndarray, float]:
-    """The region signals ``(T, K)`` and the total non-finite count from computed
-    :func:`raw_signals`."""
-    return products[:, :-1] @ operator, float(products[:, -1].sum())
-
-
 def warn_nonfinite(count: float) -> None:
     """Emit nilearn's warning when the data held NaN or Inf."""
     if count:
@@ -282,7 +277,7 @@ def _batched_products(gathered: da.Array, maps: Any, plan: ExtractionPlan, n_map
     for b, batch in enumerate(plan.batches):
         key = (name, b, 0)
         parts = task_list(ref((gathered.name, i, 0, 0, 0)) for i in batch)
-        layer[key] = task(key, support_products, parts, maps_arg, _widths(plan, b))
+        layer[key] = task(key, NORMAL_EQUATIONS.chunk, parts, maps_arg, _widths(plan, b))
     return task_array(name, layer, (plan.batch_sizes, (n_maps + 1,)), np.float64, [gathered])
 
 
@@ -386,9 +381,7 @@ def project(
     if parts:  # the count-only parts follow the products' batches
         counts = [part.rechunk(parts[0].chunks) for part in counts]
     parts += counts
-    if len(parts) == 1:
-        return parts[0]
-    return da.stack(parts).sum(axis=0, split_every=split_every)
+    return combine_partials(NORMAL_EQUATIONS, parts, split_every=split_every)
 
 
 def _gather_block(block: np.ndarray, maps: MapsBlock) -> np.ndarray:
@@ -421,8 +414,8 @@ def _paced_gathered(
 ) -> da.Array:
     """The gathered blocks of ``sub`` from a sequential reader, each chunk read in order and
     gathered by a task of its own, the reads paced by the gathers
-    (:func:`~daskmasker.compute.graph.paced_reads`): one thread computing a 600-volume
-    ``.nii.gz`` held 2.8 GB with a plain chain of reads, 0.4 GB paced."""
+    (:func:`~daskmasker.compute.graph.paced_reads`): one thread computing a ``.nii.gz`` then
+    holds a few chunks, not the whole image a plain chain of reads held."""
     name = f"paced-gather-{tokenize(reader, where, maps)}"
     layer = paced_reads(
         name,
@@ -444,8 +437,8 @@ def _read_products(
     previous one.
 
     The chain keeps an image's stream on one worker and in order.  Each task of a chain waits
-    for a scheduler round trip: a batch per task (3 tasks for 200 volumes instead of 29 reads
-    and 3 products) took 4 images on one worker from 7.1 to 6.4 s.
+    for a scheduler round trip, so a batch per task (3 tasks for 200 volumes instead of 29 reads
+    and 3 products) saves most of them.
     """
     name = f"read-products-{tokenize(reader, where, maps, plan.batches)}"
     maps_arg = graph_input(maps)
@@ -469,7 +462,7 @@ def _read_batch_products(
 ) -> np.ndarray:
     del after  # the previous batch: only an ordering
     parts = [_read_gather(reader, where, maps) for where in positions]
-    return support_products(parts, maps, widths)
+    return NORMAL_EQUATIONS.chunk(parts, maps, widths)
 
 
 def _count_block(block: np.ndarray, n_maps: int) -> np.ndarray:

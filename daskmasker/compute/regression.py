@@ -47,6 +47,7 @@ from scipy import sparse
 from daskmasker import config
 from daskmasker.compute.dtypes import compact_dtype
 from daskmasker.compute.maps import is_sparse
+from daskmasker.compute.reduction import Reduction, sum_stacked
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,7 +218,7 @@ def support_products(
     The chunks are read a slab of support voxels at a time, cast to float64 into one small
     buffer and multiplied by the matching rows of ``M``: the batch is never concatenated or
     cast whole.  BLAS runs on one thread here: the tasks already occupy the cores, and OpenBLAS
-    threads competing with them (and spinning) made the products 4× slower on two cores.
+    threads competing with them (and spinning) made the products several times slower.
 
     Parameters
     ----------
@@ -358,3 +359,21 @@ class GramSolver:
     def solve(self, products: np.ndarray) -> np.ndarray:
         """Coefficients (T × K) from ``XᵀM`` (T × K)."""
         return np.asarray(products, dtype=np.float64) @ self.operator
+
+
+def region_signals(products: np.ndarray, operator: np.ndarray) -> tuple[np.ndarray, float]:
+    """The region signals ``(T, K)`` and the total non-finite count from the combined
+    ``[XᵀM, count]`` products: the solve with the Gram matrix's ``operator``
+    (:attr:`GramSolver.operator`)."""
+    return products[:, :-1] @ operator, float(products[:, -1].sum())
+
+
+NORMAL_EQUATIONS = Reduction(
+    "normal-equations",
+    chunk=support_products,
+    combine=sum_stacked,
+    finalize=region_signals,
+)
+"""The maps regression as a reduction: per product batch and spatial block ``[XᵀM, count]``
+(:func:`support_products`), summed over the spatial blocks, solved with the Gram matrix
+(:func:`region_signals`)."""
