@@ -48,7 +48,7 @@ class Budgets:
     slab_bytes : int
         float64 support values cast per product step (fits in L2).
     whole_item_bytes : int
-        Voxels of a run small enough to run whole on a worker, several per job.
+        Voxels of a run small enough to run whole on a worker, several per job (0: none).
     """
 
     chunk_bytes: int = 32 * 2**20
@@ -60,8 +60,11 @@ class Budgets:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"budget {field.name} must be a positive integer, got {value!r}")
+            least = 0 if field.name == "whole_item_bytes" else 1  # 0: no run is small enough
+            if not isinstance(value, int) or value < least:
+                raise ValueError(
+                    f"budget {field.name} must be an integer of at least {least}, got {value!r}"
+                )
 
     @classmethod
     def from_config(cls) -> Budgets:

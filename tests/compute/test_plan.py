@@ -115,5 +115,6 @@ def test_bad_shapes_are_refused_with_their_values(kwargs, match):
 
 
 def test_bad_budgets_are_refused_with_their_values():
-    with pytest.raises(ValueError, match="slab_bytes must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="slab_bytes must be an integer of at least 1, got 0"):
         Budgets(slab_bytes=0)
+    assert not plan_extraction(1, 1, budgets=Budgets(whole_item_bytes=0)).runs_whole
