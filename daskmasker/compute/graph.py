@@ -33,7 +33,7 @@ def task(key: Key, func: Callable, *args: Any) -> Any:
 
 def ref(key: Key) -> Any:
     """A reference to the output of the task ``key``, as an argument of another task."""
-    return TaskRef(key)
+    return TaskRef(key)  # type: ignore[arg-type]  # any hashable key
 
 
 def data_node(key: Key, value: Any) -> Any:
@@ -115,7 +115,7 @@ def paced_reads(
         The layer (consumers, reads and the reader as one data node).
     """
     read, reader_key = f"{name}-read", f"{name}-reader"
-    layer = {reader_key: DataNode(reader_key, reader)}
+    layer: dict[Any, Any] = {reader_key: DataNode(reader_key, reader)}
     for i in range(n_chunks):
         after = [TaskRef((read, i - 1))] if i else []
         if i >= 2:
@@ -162,7 +162,6 @@ def reread(data: da.Array, seed: str, after: Delayed | None = None) -> da.Array:
             new = Task(subs[key], _after, new, TaskRef(after.key))
         layer[subs[key]] = new
     name = clone_key(data.name, seed)
-    hlg = HighLevelGraph.from_collections(
-        name, layer, dependencies=[after] if after is not None else []
-    )
+    dependencies: list[Any] = [after] if after is not None else []
+    hlg = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
     return da.Array(hlg, name, data.chunks, meta=data._meta)

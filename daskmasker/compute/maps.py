@@ -9,13 +9,16 @@ images and resampling them onto a grid is :mod:`daskmasker.masker.maps_loading`.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from daskmasker.compute.dtypes import float_dtype
 from daskmasker.compute.sparse_maps import SparseMaps
 from daskmasker.stacklevel import find_stack_level
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 NONFINITE_WARNING = "Non-finite values detected. These values will be replaced with zeros."
 
@@ -45,7 +48,7 @@ def binarize_mask(data: np.ndarray) -> np.ndarray:
     if data.dtype.kind == "f" and not np.isfinite(data).all():
         warnings.warn(NONFINITE_WARNING, UserWarning, stacklevel=find_stack_level())
         data = np.where(np.isfinite(data), data, 0)
-    mask = data.astype(bool).all(axis=0)
+    mask = np.asarray(data.astype(bool).all(axis=0))
     check_mask(mask)
     return mask
 
@@ -73,7 +76,7 @@ def check_overlap(maps: np.ndarray | SparseMaps) -> None:
         )
 
 
-def is_sparse(maps: Any) -> bool:
+def is_sparse(maps: Any) -> TypeIs[SparseMaps]:
     """Whether maps are :class:`SparseMaps` (else a dense ``(K, z, y, x)`` array)."""
     return isinstance(maps, SparseMaps)
 

@@ -89,7 +89,9 @@ class GridMaps:
         """Indices of maps removed because they are empty inside the mask."""
         return sorted(set(range(self.maps.shape[0])) - {int(k) for k in self.kept})
 
-    def blocks_for(self, spatial_chunks: tuple[tuple[int, ...], ...], share: Share | None = None):
+    def blocks_for(
+        self, spatial_chunks: tuple[tuple[int, ...], ...], share: Share | None = None
+    ) -> tuple[Any, np.ndarray]:
         """The maps blocks matching a data array's spatial chunks, and their sizes (cached).
 
         Blocks are split from the whole-grid compaction (no copy for whole-volume chunks) and,
@@ -249,7 +251,7 @@ def joint_grid_maps(members: list[GridMaps]) -> list[GridMaps]:
     if matrix.nnz > float(config.get("sparse-products-density")) * index.size * offset:
         matrix = matrix.toarray(order="F")
     joint = GridMaps(
-        maps=None,
+        maps=None,  # type: ignore[arg-type]  # the joint maps are only products' columns
         mask=None,
         kept=np.arange(offset),
         support=support,
@@ -396,7 +398,8 @@ def _read_gathered(
     read and gathered by one task."""
     name = f"read-gather-{tokenize(reader, where, maps)}"
     reader_key = f"chunk-reader-{tokenize(reader)}"
-    layer = {reader_key: data_node(reader_key, reader)}  # one reader object for all threads
+    # one reader object for all threads
+    layer: dict[Any, Any] = {reader_key: data_node(reader_key, reader)}
     reader_ref = ref(reader_key)
     maps_arg = graph_input(maps)
     for i in range(len(sub.chunks[0])):

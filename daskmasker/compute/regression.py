@@ -39,6 +39,7 @@ import contextlib
 import functools
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +49,7 @@ from daskmasker import config
 from daskmasker.compute.dtypes import compact_dtype
 from daskmasker.compute.maps import is_sparse
 from daskmasker.compute.reduction import Reduction, sum_stacked
+from daskmasker.compute.sparse_maps import SparseMaps
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,7 +81,7 @@ class MapsBlock:
 
 
 def compact_maps(
-    maps: np.ndarray, support: np.ndarray | None = None, kept: np.ndarray | None = None
+    maps: np.ndarray | SparseMaps, support: np.ndarray | None = None, kept: np.ndarray | None = None
 ) -> MapsBlock:
     """Compact a block of maps to its support voxels.
 
@@ -263,7 +265,7 @@ def _sparse_products(
     for start in range(0, n_support, width):
         stop = min(start + width, n_support)
         block = maps.rows[start:stop]
-        if block.nnz == 0:
+        if block.nnz == 0:  # type: ignore[attr-defined]  # CSR rows
             continue
         slab = np.empty((stop - start, n_volumes))
         row = 0
@@ -290,7 +292,7 @@ _one_thread_limit = None
 
 
 @contextlib.contextmanager
-def one_blas_thread():
+def one_blas_thread() -> Iterator[None]:
     """BLAS limited to one thread inside the block, safe when several threads enter it at once.
 
     threadpoolctl's limits are process-wide: each block saving and restoring them on its own,
@@ -309,7 +311,8 @@ def one_blas_thread():
         with _ONE_THREAD_LOCK:
             _one_thread_users -= 1
             if _one_thread_users == 0:
-                _one_thread_limit.restore_original_limits()
+                if _one_thread_limit is not None:
+                    _one_thread_limit.restore_original_limits()
                 _one_thread_limit = None
 
 

@@ -72,7 +72,8 @@ def sparse_nonzero(flat: np.ndarray, segment: int) -> tuple[np.ndarray, np.ndarr
     """
     width = screen_width(flat.size, segment, flat.dtype.itemsize)
     if width is None or not flat.flags.c_contiguous:
-        return np.nonzero(flat)
+        rows, cols = np.nonzero(flat)
+        return rows, cols
     hit, segments = screen(flat.reshape(-1), width)
     return screened_nonzero(hit, segments, flat.shape[1])[:2]
 

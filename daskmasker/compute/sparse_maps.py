@@ -163,7 +163,7 @@ def stays_sparse(block: np.ndarray | ScreenedBlock) -> bool:
         density = np.count_nonzero(block.segments) / max(1, int(np.prod(block.shape)))
     else:
         density = np.count_nonzero(block) / max(1, block.size)
-    return density <= float(config.get("sparse-maps-density"))
+    return bool(density <= float(config.get("sparse-maps-density")))
 
 
 class SparseMapsSink:

@@ -32,7 +32,7 @@ class SparseResampler:
         self.plan = grid.integer_grid_map(
             source.shape_xyz, source.affine, target.shape_xyz, target.affine
         )
-        self._lookup = None
+        self._lookup: np.ndarray | None = None
         transform = np.linalg.inv(source.affine) @ target.affine
         self.matrix, self.offset = transform[:3, :3], transform[:3, 3]
 
@@ -48,20 +48,26 @@ class SparseResampler:
 
     def _move(self, maps: SparseMaps) -> SparseMaps:
         if self._lookup is None:
-            n_source = int(np.prod(self.source.shape))
-            numbered = np.arange(1, n_source + 1, dtype=np.int64).reshape(1, *self.source.shape)
-            found = grid.apply_integer_grid_map_reversed(
-                numbered, self.plan, self.target.shape_xyz
-            ).reshape(-1)
-            lookup = np.full(n_source, -1, dtype=np.int64)
-            hit = np.flatnonzero(found)
-            lookup[found[hit] - 1] = hit
-            self._lookup = lookup
+            self._lookup = self._target_of_source()
         m = maps.matrix
         cols = self._lookup[m.indices]
         rows = np.repeat(np.arange(len(maps)), np.diff(m.indptr))
         keep = cols >= 0
         return csr_maps(rows[keep], cols[keep], m.data[keep], len(maps), self.target.shape)
+
+    def _target_of_source(self) -> np.ndarray:
+        """Per flat source voxel, its flat target voxel under the whole-voxel map (-1: none)."""
+        if self.plan is None:
+            raise ValueError("the grids do not differ by whole voxels: nothing to move")
+        n_source = int(np.prod(self.source.shape))
+        numbered = np.arange(1, n_source + 1, dtype=np.int64).reshape(1, *self.source.shape)
+        found = grid.apply_integer_grid_map_reversed(
+            numbered, self.plan, self.target.shape_xyz
+        ).reshape(-1)
+        lookup = np.full(n_source, -1, dtype=np.int64)
+        hit = np.flatnonzero(found)
+        lookup[found[hit] - 1] = hit
+        return lookup
 
     def _interpolate(self, row: sparse.csr_array) -> tuple[np.ndarray, np.ndarray]:
         """One map (a 1-row CSR) → flat target indices and values."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from isal import isal_zlib
@@ -27,7 +27,10 @@ confounds read one file in three chains)."""
 _CURSORS: dict[tuple, list[GzipCursor]] = {}
 _CURSORS_LOCK = threading.Lock()
 
-INFLATE_ERRORS = (OSError, EOFError, ValueError, zlib_ng.error, isal_zlib.error)
+INFLATE_ERRORS = cast(
+    tuple[type[BaseException], ...],
+    (OSError, EOFError, ValueError, zlib_ng.error, isal_zlib.error),
+)
 """What a truncated or corrupt ``.nii.gz`` raises while it is inflated."""
 
 T = TypeVar("T")
@@ -96,7 +99,7 @@ class GzipCursor:
             buffer = np.empty(min(step, nbytes), np.uint8)
             for offset in range(0, nbytes, step):
                 piece = buffer[: min(step, nbytes - offset)]
-                got = self._read_into(memoryview(piece))
+                got = self._read_into(piece.data)
                 if got != piece.size:
                     raise self._truncated(start, nbytes, offset + got)
                 consume(offset, piece)

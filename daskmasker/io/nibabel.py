@@ -11,7 +11,9 @@ from daskmasker.compute.plan import plan_extraction
 from daskmasker.io.image import DimensionError, make_image
 
 
-def from_nibabel(img: nib.spatialimages.SpatialImage, chunks=None) -> xr.DataArray:
+def from_nibabel(
+    img: nib.spatialimages.SpatialImage, chunks: int | tuple[int, ...] | None = None
+) -> xr.DataArray:
     """A lazy image reading ``img``'s data by chunks of whole volumes (nothing is read now)."""
     proxy = img.dataobj
     shape = tuple(int(s) for s in img.shape)

@@ -70,8 +70,9 @@ def open_nifti(
     zyx = shape[2::-1]
     name = f"nifti-{tokenize(url, storage_options, blob)}"
     if len(shape) == 3:
-        key = (name, 0, 0, 0)
-        layer = {key: task(key, nifti_chunks.read_volumes, url, storage_options, blob, 0, 1, 3)}
+        key: tuple = (name, 0, 0, 0)
+        read = task(key, nifti_chunks.read_volumes, url, storage_options, blob, 0, 1, 3)
+        layer: dict[Any, Any] = {key: read}
         data = task_array(name, layer, tuple((n,) for n in zyx), dtype)
     else:
         volume_nbytes = int(np.prod(zyx)) * np.dtype(dtype).itemsize
@@ -110,7 +111,7 @@ def open_nifti(
 def _as_sizes(chunks: int | dict, n: int) -> tuple[int, ...]:
     if isinstance(chunks, dict):
         chunks = chunks.get("time", next(iter(chunks.values())))
-    step = int(chunks)
+    step = int(chunks)  # type: ignore[arg-type]  # a dict's value for time
     if step < 1:
         raise ValueError(f"chunks must be a positive number of volumes, got {chunks!r}")
     return tuple(min(step, n - s) for s in range(0, n, step))

@@ -5,7 +5,7 @@ NaN and Inf are written bit for bit; a stored header is reused, so a round trip 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import fsspec
@@ -125,7 +125,7 @@ def _write_nifti(
             if isinstance(volumes, da.Array):
                 # one pass over the graph (a gzip source is read once); chunks arrive roughly
                 # in order and are written in order
-                da.store(volumes, writer, lock=True, scheduler="threads")
+                da.store(volumes, cast(Any, writer), lock=True, scheduler="threads")
             else:
                 writer[0 : volumes.shape[0]] = np.asarray(volumes)
             writer.check_complete()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Hashable, Iterator
+from typing import Any
 
 from daskmasker import config
 
@@ -32,7 +34,7 @@ class FitCache:
         return max(size, self._floor)
 
     @contextlib.contextmanager
-    def holding(self, count: int):
+    def holding(self, count: int) -> Iterator[FitCache]:
         """Keep at least ``count`` entries inside the block (the atlases of one ``fit_many``)."""
         previous, self._floor = self._floor, max(self._floor, count)
         try:
@@ -43,7 +45,7 @@ class FitCache:
                 self._trim()
 
     @staticmethod
-    def identity(obj) -> tuple:
+    def identity(obj: Any) -> tuple:
         """What identifies an input: a file's path, size and mtime; a URL; an object's id."""
         if obj is None:
             return (None,)
@@ -58,7 +60,7 @@ class FitCache:
             return ("url", obj)
         return ("object", id(obj))
 
-    def get(self, key):
+    def get(self, key: Hashable) -> Any:
         """The cached value for ``key`` (now the most recent), or None."""
         with self._lock:
             entry = self._entries.pop(key, None)
@@ -67,13 +69,13 @@ class FitCache:
                 return entry[1]
         return None
 
-    def put(self, key, objects, value) -> None:
+    def put(self, key: Hashable, objects: Any, value: Any) -> None:
         """Cache ``value``, keeping ``objects`` alive with it; the oldest entries go."""
         with self._lock:
             self._entries[key] = (objects, value)
             self._trim()
 
-    def discard(self, key) -> None:
+    def discard(self, key: Hashable) -> None:
         """Forget ``key`` if cached."""
         with self._lock:
             self._entries.pop(key, None)

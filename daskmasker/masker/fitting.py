@@ -85,8 +85,9 @@ class FittedMaps:
                     maps = resample_maps(maps, self.maps_grid, grid)
                 if not maps.any():
                     raise ValueError("No map left after resampling maps_img.")
-            if mask is not None and not grid.same_as(self.mask_grid):
-                mask = spatial.resample_mask(mask, self.mask_grid, grid, check=False)
+            mask_grid = self.mask_grid
+            if mask is not None and mask_grid is not None and not grid.same_as(mask_grid):
+                mask = spatial.resample_mask(mask, mask_grid, grid, check=False)
             self._on_grid[grid.key] = prepare_grid_maps(maps, mask, self.keep_masked_maps)
         return self._on_grid[grid.key]
 
@@ -248,7 +249,8 @@ def prefit_maps(
             pass
 
     prefix = "daskmasker-prefit"
-    ours, others = [], []
+    ours: list[tuple] = []
+    others: list[tuple] = []
 
     def record(message, category, filename, lineno, *args, **kwargs) -> None:
         mine = threading.current_thread().name.startswith(prefix)
@@ -304,7 +306,7 @@ def _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_gr
     any_map = bool(maps.any())
     if onto is not None:
         messages.append("Resampling regions")
-        maps_grid = ref
+        maps_grid = onto
         if not any_map:
             raise ValueError("No map left after resampling maps_img.")
     if ref is not None and mask is not None and not ref.same_as(mask_grid):

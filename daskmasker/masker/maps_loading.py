@@ -11,7 +11,7 @@ import itertools
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -39,7 +39,7 @@ def load_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarray 
     :meth:`~daskmasker.io.nifti_chunks.GzipChunks.read_pieces` is given a
     :class:`~daskmasker.compute.screening.Screener`), while one other thread makes the previous
     block sparse: at most three blocks exist at once (through
-    Dask, reads ran ahead of the conversions and a 1024-map atlas held 2.6 GB of blocks).
+    Dask, reads ran ahead of the conversions and a large atlas's blocks piled up).
     """
     img = maps_image if maps_image.ndim == 4 else maps_image.expand_dims(MAP_DIM)
     data = img.data
@@ -61,7 +61,7 @@ def load_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarray 
     if blocks is None:
         del first
         # computed here, in this process, whatever the active scheduler: the maps stay local
-        da.store(data, sink, lock=False, scheduler="threads")
+        da.store(data, cast(Any, sink), lock=False, scheduler="threads")
     else:
         _pipeline(itertools.chain([first], blocks), data.chunks[0], sink)
     return sink.result()
@@ -107,9 +107,8 @@ def _dense_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarra
     Notes
     -----
     The maps stream chunk by chunk (a few maps at a time) into one preallocated array of the
-    target grid: the source maps are never held whole, and no chunk is copied twice.  On this
-    kind of machine a fresh page of memory costs about as much as decompressing it, so for a
-    64-map DiFuMo atlas this halves the fit.
+    target grid: the source maps are never held whole, and no chunk is copied twice (a fresh
+    page of memory costs about as much as decompressing it).
     """
     img = maps_image if maps_image.ndim == 4 else maps_image.expand_dims(MAP_DIM)
     data = img.data

@@ -7,6 +7,8 @@ the arrays the fit needs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -40,7 +42,7 @@ def resample_image(
     return result
 
 
-def smooth_image(img: xr.DataArray, fwhm) -> xr.DataArray:
+def smooth_image(img: xr.DataArray, fwhm: Any) -> xr.DataArray:
     """Smooth a 3D or 4D image with a Gaussian of ``fwhm`` mm (per axis), lazily."""
     if fwhm is None:
         return img
