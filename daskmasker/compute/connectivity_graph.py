@@ -12,9 +12,10 @@ tree reductions (:mod:`daskmasker.compute.connectivity` holds the numpy steps).
   ``n_regions²`` partial sums travel between tasks, never a chunk's matrices.
 
 Between the steps the covariances are either kept (by the scheduler, or on the workers that
-computed them) or recomputed from the signals for every step (:func:`~daskmasker.compute.graph.reread`: their chunks are
-read again, so memory stays bounded by a few chunks of runs whatever the number of runs).  They
-are kept when they fit ``daskmasker.connectivity.keep-bytes``.
+computed them) or recomputed from the signals for every step
+(:func:`~daskmasker.compute.graph.reread`: their chunks are read again, so memory stays bounded
+by a few chunks of runs whatever the number of runs).  They are kept when they fit
+``daskmasker.connectivity.keep-bytes``.
 """
 
 from __future__ import annotations
