@@ -23,6 +23,7 @@ import warnings
 
 import dask.array as da
 import numpy as np
+from numpy.typing import DTypeLike
 from scipy import ndimage
 
 from daskmasker.compute import grid
@@ -31,7 +32,7 @@ from daskmasker.stacklevel import find_stack_level
 ORDERS = {"continuous": 3, "linear": 1, "nearest": 0}
 
 
-def resampled_dtype(dtype, interpolation: str) -> np.dtype:
+def resampled_dtype(dtype: DTypeLike, interpolation: str) -> np.dtype:
     """nilearn's output dtype: signed ints become floats for continuous interpolation."""
     dtype = np.dtype(dtype)
     if interpolation == "continuous" and dtype.kind == "i":
@@ -52,7 +53,7 @@ def resample_volume(
     offset: np.ndarray,
     shape_xyz: tuple[int, int, int],
     order: int,
-    out_dtype,
+    out_dtype: DTypeLike,
 ) -> np.ndarray:
     """One volume in nibabel order (x, y, z), as nilearn's ``_resample_one_img``."""
     out = np.zeros(shape_xyz, dtype=out_dtype)
