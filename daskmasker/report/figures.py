@@ -69,7 +69,8 @@ def peak_mm(map_img: nib.Nifti1Image) -> tuple[float, float, float]:
     """World coordinates (mm) of the voxel of largest absolute weight: where the map is cut."""
     data = np.nan_to_num(np.asarray(map_img.dataobj, dtype=np.float64))
     voxel = np.unravel_index(int(np.argmax(np.abs(data))), data.shape)
-    return tuple(float(c) for c in nib.affines.apply_affine(map_img.affine, voxel))
+    x, y, z = (float(c) for c in nib.affines.apply_affine(map_img.affine, voxel))
+    return x, y, z
 
 
 def _svg(display) -> bytes:

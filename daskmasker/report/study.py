@@ -93,8 +93,8 @@ def coverage_figure(coverage: xr.DataArray, names: list[str]) -> str:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    values = coverage.mean("run") if "run" in coverage.dims else coverage
-    values = np.asarray(values.values, dtype=float)
+    per_map = coverage.mean("run") if "run" in coverage.dims else coverage
+    values = np.asarray(per_map.values, dtype=float)
     figure, ax = plt.subplots(figsize=(11, 3))
     ax.bar(range(values.size), values, color="#3b75af")
     ax.set_xlabel("map")
