@@ -1,4 +1,5 @@
-"""The commands: ``convert``, ``extract`` (one atlas or several), ``demo``, ``info``, ``clean``.
+"""The commands: ``convert``, ``extract`` (one atlas or several), ``demo``, ``info``, ``clean``,
+``connectivity``.
 Each imports what it uses, so ``--help`` loads neither Dask nor xarray."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 
 from daskmasker.cli.checks import _check_exists, _check_extract, _output
 from daskmasker.cli.parser import _STANDARDIZE, _TARGETS, CommandError, _flag_names, logger
+from daskmasker.report.output import beside, write_page
 
 
 def _masker_from_args(args: argparse.Namespace):
@@ -135,10 +137,17 @@ def _extract(args: argparse.Namespace) -> int:
             client=client,
         )
     if not args.no_report and result.done:
-        target = f"{args.out.rstrip('/')}/report.html"
-        report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
-        report.save_as_html(target, storage_options=args.storage_options)
-        logger.info("report: %s", target)
+        target = beside(args.out, ".masker.html")
+        try:
+            report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
+            report.save_as_html(target, storage_options=args.storage_options)
+            logger.info("masker report: %s", target)
+        except ImportError as exc:  # the plotting extra is not installed
+            logger.warning("no masker report: %s", exc)
+    if not args.no_report:
+        failed = {name: _flag_names(error) for name, error in result.failed.items()}
+        target = _study_report(args.out, args.storage_options, failed)
+        logger.info("study report: %s", target)
     logger.info("%s in %.1f s", result, time.perf_counter() - start)
     for name, error in result.failed.items():
         logger.error("FAILED %s: %s", name, _flag_names(error))
@@ -154,7 +163,7 @@ def _extract_many(args: argparse.Namespace) -> int:
 
     import dask
 
-    from daskmasker.batch.jobs import item_confounds, source
+    from daskmasker.batch.jobs import source
     from daskmasker.batch.record import Recorder, index_entry
     from daskmasker.batch.run import make_items
     from daskmasker.batch.store import Index, completed, open_output, write_item
@@ -182,9 +191,9 @@ def _extract_many(args: argparse.Namespace) -> int:
         outputs = []
         for name, masker in zip(names, maskers, strict=True):
             store = f"{args.out.rstrip('/')}/{name}.zarr"
-            attrs = masker._attrs_params()
-            group, mapper = open_output(store, attrs, args.overwrite, so)
-            recorder = Recorder(masker, attrs, so).prepare()
+            spec = masker.extraction_spec()
+            group, mapper = open_output(store, spec.attrs, args.overwrite, so)
+            recorder = Recorder(spec, so).prepare()
             todo, _ = recorder.split(group, items, completed(group, Location(store, so)))
             outputs.append((masker, recorder, mapper, Index(group), {i.name for i in todo}))
         try:
@@ -194,8 +203,8 @@ def _extract_many(args: argparse.Namespace) -> int:
                     continue
                 try:
                     lazies = [
-                        m._lazy_outputs(source(item.image, so), *item_confounds(m, item))
-                        for m, *_ in wanted
+                        rec.spec.lazy(source(item.image, so), item.confounds, item.sample_mask)
+                        for _, rec, *_ in wanted
                     ]
                     # one computation: the atlases' linked maps share the image's reads
                     values = dask.compute(*[(sig.data, raw, conf) for sig, conf, raw in lazies])
@@ -248,7 +257,38 @@ def _info(args: argparse.Namespace) -> int:
     from daskmasker.batch.read import store_info
 
     print(store_info(args.store, storage_options=args.storage_options))
+    if args.report:
+        print(f"study report: {_study_report(args.store, args.storage_options)}")
     return 0
+
+
+def _study_report(store: str, storage_options, failed: dict | None = None) -> str:
+    """Write the study report beside ``store`` (see :mod:`daskmasker.report.study`); its path.
+
+    The store is read through its public reader (``open_timeseries``) and its list of runs;
+    ``failed`` (run -> message) adds the runs this command could not extract.
+    """
+    import pandas as pd
+
+    from daskmasker.batch.read import open_store, open_timeseries
+    from daskmasker.batch.store import run_names
+    from daskmasker.report.study import study_report
+
+    group, _ = open_store(store, storage_options)
+    complete = run_names(group, complete_only=True)
+    rows = {name: {"run": name, "status": "incomplete"} for name in run_names(group)}
+    for name in complete:
+        run = open_timeseries(store, name, storage_options=storage_options)
+        rows[name].update(
+            status="complete", volumes=run.sizes.get("volume"), source=run.attrs.get("source", "")
+        )
+    for name, message in (failed or {}).items():
+        rows.setdefault(name, {"run": name}).update(status="failed", message=message)
+    signals = open_timeseries(store, storage_options=storage_options) if complete else None
+    page = study_report(signals, pd.DataFrame(list(rows.values())), title=str(store))
+    target = beside(store, ".report.html")
+    write_page(page, target, storage_options)
+    return target
 
 
 _CLEAN_FLAGS = {
@@ -290,3 +330,21 @@ def _clean(args: argparse.Namespace) -> int:
     for name, error in result.failed.items():
         print(f"FAILED {name}: {error}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def _connectivity(args: argparse.Namespace) -> int:
+    _check_exists("store", [args.store])
+    from daskmasker.batch.connectome import write_relmats
+
+    start = time.perf_counter()
+    with _client(args) as client, _progress(args, "connectivity", client):
+        written = write_relmats(args.store, args.out, args.kind, args.storage_options)
+    relmats = sum(path.endswith("_relmat.tsv") for path in written)
+    logger.info(
+        "%d relmat.tsv files (%s) in %s in %.1f s",
+        relmats,
+        ", ".join(args.kind),
+        args.out,
+        time.perf_counter() - start,
+    )
+    return 0

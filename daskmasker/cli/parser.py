@@ -39,6 +39,10 @@ _FLAGS = {
 _ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
 
 
+# nilearn's kinds (daskmasker.compute.connectivity.KINDS, not imported: --help loads no numpy)
+KINDS = ("correlation", "partial correlation", "tangent", "covariance", "precision")
+
+
 class CommandError(Exception):
     """A wrong command-line value: reported as argparse does, with exit code 2."""
 
@@ -278,7 +282,9 @@ def _get_parser() -> argparse.ArgumentParser:
         "--labels", default=None, help="region names: a .txt (one per line) or a .tsv/.csv table"
     )
     extract.add_argument(
-        "--no-report", action="store_true", help="do not write the job's report.html in --out"
+        "--no-report",
+        action="store_true",
+        help="do not write the reports beside --out (OUT.masker.html, OUT.report.html)",
     )
     masker = extract.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
     masker.add_argument("--standardize", choices=sorted(_STANDARDIZE), default="none")
@@ -310,6 +316,7 @@ def _get_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     _add_execution(demo)
     _add_store_commands(sub)
+    _add_connectivity(sub)
     return parser
 
 
@@ -318,6 +325,11 @@ def _add_store_commands(sub) -> None:
     info = sub.add_parser("info", help="describe a batch store: runs, shapes, fingerprint status")
     info.add_argument("store", help="batch store (path or URL)")
     info.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON")
+    info.add_argument(
+        "--report",
+        action="store_true",
+        help="also write the study report (runs, kept frames, carpet plot) as STORE.report.html",
+    )
 
     clean = sub.add_parser(
         "clean", help="re-clean a batch store's raw region signals into a new store (no image read)"
@@ -347,6 +359,29 @@ def _add_store_commands(sub) -> None:
     refused.add_argument("--high-variance-confounds", action="store_true", default=keep)
     refused.add_argument("--mask", default=keep)
     refused.add_argument("--maps", default=keep)
+
+
+def _add_connectivity(sub) -> None:
+    """``connectivity STORE --kind K [--kind K2 ...] --out BIDS_DIR``."""
+    conn = sub.add_parser(
+        "connectivity",
+        help="connectivity matrices of a batch store's runs as BIDS *_relmat.tsv",
+        description="Each run's connectivity matrix (nilearn's ConnectivityMeasure: Ledoit-Wolf "
+        "covariance) as BIDS-derivative *_meas-<Measure>_relmat.tsv with JSON sidecars, beside "
+        "the runs' time series, and the group means under group/.",
+    )
+    conn.add_argument("store", help="batch store (path or URL) written by extract or clean")
+    conn.add_argument(
+        "--kind",
+        action="append",
+        choices=KINDS,
+        required=True,
+        help="nilearn's kind; repeat for several (computed together, the store read once)",
+    )
+    conn.add_argument(
+        "--out", required=True, help="BIDS derivatives folder (usually extract's --bids-dir)"
+    )
+    _add_execution(conn)
 
 
 def _number_or_none(text: str) -> float | None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import nibabel as nib
 import numpy as np
@@ -39,8 +39,11 @@ from daskmasker.compute.clean import STANDARDIZE_BOOL_WARNING
 from daskmasker.io import load
 from daskmasker.io.image import as_nibabel
 from daskmasker.masker import inverse, labels, params
+from daskmasker.masker.confounds import confounds_list
 from daskmasker.masker.fitting import fit_maps
-from daskmasker.masker.transform import HighVariance, json_params, lazy_signals
+from daskmasker.masker.spec import ExtractionSpec
+from daskmasker.masker.transform import lazy_signals
+from daskmasker.report import content as report_content
 from daskmasker.runtime.scheduling import compute_images
 from daskmasker.stacklevel import find_stack_level, reemits_warnings
 
@@ -123,6 +126,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
     n_elements_ : int
         Number of maps.
     """
+
+    __module__ = "daskmasker.maskers"  # the public path, as nilearn.maskers (see maskers.py)
 
     def __init__(
         self,
@@ -233,7 +238,10 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         self._region_names = labels.region_names(self.region_names, fitted.n_maps)
         # the regression's maps and Gram solver on the fitted grid (shared through the cache)
         fitted.on_grid(fitted.maps_grid)
-        self._report_content = {"reports_at_fit_time": self.reports, "warning_message": None}
+        self._report_content = report_content.initial_content()
+        self._report_content["reports_at_fit_time"] = self.reports
+        if hasattr(self, "_reporting_data"):
+            del self._reporting_data
         if self.reports:
             self._reporting_data = {
                 "maps_image": self.maps_img_,
@@ -243,9 +251,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             }
             if data is not None:
                 self._reporting_data["images"] = _MiddleVolume(data)
-                self._reporting_data["dim"] = tuple(data.shape[::-1])
-        else:
-            self._reporting_data = None
+                self._reporting_data["dim"] = data.ndim
         self.n_elements_ = fitted.n_maps
         self._log("fit", "Finished fit")
         return self
@@ -291,13 +297,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         check_is_fitted(self)
         if self.standardize in [True, False]:  # nilearn's test: 1, 0 and np.True_ warn too
             warnings.warn(STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=find_stack_level())
-        all_confounds = None
-        if confounds is not None or self.high_variance_confounds:
-            all_confounds = []
-            if self.high_variance_confounds:
-                all_confounds.append(HighVariance())
-            if confounds is not None:
-                all_confounds += confounds if isinstance(confounds, list) else [confounds]
+        all_confounds = confounds_list(confounds, self.high_variance_confounds)
         return self.transform_single_imgs(imgs, confounds=all_confounds, sample_mask=sample_mask)
 
     @reemits_warnings
@@ -307,15 +307,31 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         lazy = self._lazy_signals(imgs, confounds=confounds, sample_mask=sample_mask)
         return self._finalize_output(lazy)
 
+    def extraction_spec(self) -> ExtractionSpec:
+        """The fitted extraction, frozen: a :class:`~daskmasker.masker.spec.ExtractionSpec`.
+
+        Batches, the command line and several-atlas passes build their lazy extractions from it;
+        it holds the fitted maps and mask, the current parameters, ``clean_args_`` and the region
+        names.
+
+        Returns
+        -------
+        ExtractionSpec
+        """
+        check_is_fitted(self)
+        return ExtractionSpec(
+            fitted=self._fitted,
+            params=dict(self.get_params(deep=False)),
+            clean_args=dict(self.clean_args_),
+            region_names=tuple(str(n) for n in self._region_names_of(np.arange(self.n_elements_))),
+            high_variance_last=self._high_variance_last,
+        )
+
+    _high_variance_last = False  # nilearn's multi masker puts them after the user's confounds
+
     def _lazy_signals(self, imgs, confounds=None, sample_mask=None) -> xr.DataArray:
-        return self._lazy_outputs(imgs, confounds, sample_mask)[0]
-
-    def _attrs_params(self) -> dict:
-        """The constructor parameters as JSON-friendly attributes for outputs."""
-        return json_params(self.get_params(deep=False))
-
-    def _lazy_outputs(self, imgs, confounds=None, sample_mask=None):
-        """Lazy cleaned signals (DataArray) and the lazy confounds they were cleaned with."""
+        """Lazy signals of one image; ``confounds`` already in nilearn's order (HighVariance
+        marked, :func:`~daskmasker.masker.confounds.confounds_list`)."""
         self._log_loading("transform", "data", imgs)
         return lazy_signals(
             self._fitted,
@@ -325,7 +341,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             confounds=confounds,
             sample_mask=sample_mask,
             log=lambda msg: self._log("transform", msg),
-        )
+        )[0]
 
     def _finalize_output(self, lazy: xr.DataArray):
         output = getattr(self, "_output", "default")
@@ -400,21 +416,70 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         )
 
     # ------------------------------------------------------------------ reports
-    def generate_report(self, displayed_maps=10, title=None):
-        """An HTML report of the fitted maps (see :mod:`daskmasker.report.html`)."""
-        from daskmasker.report import html
+    # nilearn's class-level default, read by its report checks before any fit or report
+    _report_content: ClassVar[dict[str, Any]] = {}
 
-        return html.generate_report(self, displayed_maps=displayed_maps, title=title)
+    def generate_report(self, engine="matplotlib", title=None, displayed_maps=10):
+        """An HTML report of the fitted maps, as nilearn's (see :mod:`daskmasker.report.html`).
+
+        Parameters
+        ----------
+        engine : {'matplotlib'}, default='matplotlib'
+        title : str, optional
+            Default: the class name.
+        displayed_maps : int, list or array of ints, or 'all', default=10
+            The maps shown one by one (an overview shows all of them).
+
+        Returns
+        -------
+        nilearn.reporting.HTMLReport
+            A daskmasker :class:`~daskmasker.report.html.Report`, which also saves to URLs.
+        """
+        from daskmasker.report import figures
+
+        try:
+            from daskmasker.report import html
+        except ImportError as exc:  # nilearn (the plotting extra) is not installed
+            raise ImportError(figures.MISSING) from exc
+        return html.generate_report(self, displayed_maps=displayed_maps, title=title, engine=engine)
+
+    def _has_report_data(self) -> bool:
+        """Whether fit kept what a report draws (nilearn's name)."""
+        return hasattr(self, "_reporting_data")
+
+    @property
+    def _report_warnings(self) -> list[str]:
+        """The report's warnings, sorted and without duplicates (nilearn's name)."""
+        return sorted(set(self._report_content.get("warning_messages", [])))
+
+    # ------------------------------------------------------------------ documentation
+    # sklearn's HTML repr links the class to its documentation: nilearn's page of the class that
+    # daskmasker's replaces (same parameters, attributes and methods)
+    _doc_link_module = "daskmasker"
+    _doc_link_template = (
+        "https://nilearn.github.io/stable/modules/generated/nilearn.maskers.{estimator_name}.html"
+    )
+
+    def _doc_link_url_param_generator(self, *args) -> dict[str, str]:
+        del args
+        return {"estimator_name": type(self).__name__}
 
 
 class _MiddleVolume:
     """The volume nilearn shows in reports (the middle one of a 4D image), read on first use:
     ``fit`` reads no voxel data, a report reads this one volume."""
 
-    def __init__(self, img: xr.DataArray):
-        self._volume = img[img.shape[0] // 2] if img.ndim == 4 else img
+    def __init__(self, img: xr.DataArray, index: int | None = None):
+        if index is None:
+            index = img.shape[0] // 2 if img.ndim == 4 else None
+        self._img = img
+        self._volume = img if index is None else img[index]
         self._affine = np.asarray(img.attrs["affine"])
         self._image = None
+
+    def first(self) -> _MiddleVolume:
+        """The first volume instead (nilearn shows it for a list of 4D images)."""
+        return _MiddleVolume(self._img, 0)
 
     def load(self) -> nib.Nifti1Image:
         if self._image is None:

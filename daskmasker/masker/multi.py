@@ -5,8 +5,8 @@ from __future__ import annotations
 import nibabel as nib
 from sklearn.utils.validation import check_is_fitted
 
+from daskmasker.masker.confounds import confounds_list
 from daskmasker.masker.estimator import NiftiMapsMasker
-from daskmasker.masker.transform import HighVariance
 from daskmasker.runtime.scheduling import compute_images
 from daskmasker.stacklevel import reemits_warnings
 
@@ -51,6 +51,7 @@ def _confounds_list(confounds) -> list | None:
 
 class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
     # the docstring is NiftiMapsMasker's with n_jobs before clean_args (see _multi_docstring)
+    __module__ = "daskmasker.maskers"  # the public path, as nilearn.maskers (see maskers.py)
 
     def __init__(
         self,
@@ -103,6 +104,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
         self.n_jobs = n_jobs
 
     __doc__ = _multi_docstring(NiftiMapsMasker.__doc__)
+    _high_variance_last = True
 
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
         """Fit on ``imgs`` (the first image gives the grid), then transform them."""
@@ -112,9 +114,15 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
 
     def fit(self, imgs=None, y=None):
         """Fit the maps; for a list of images the first one gives the reference grid."""
-        if imgs is not None and not _is_single(imgs):
+        several = imgs is not None and not _is_single(imgs)
+        if several:
             imgs = imgs[0] if len(imgs) else None
-        return super().fit(imgs, y=y)
+        super().fit(imgs, y=y)
+        if several and self._has_report_data() and self._reporting_data["dim"] == 4:
+            # nilearn's report of a list of 4D images: the first subject's first volume, a warning
+            self._reporting_data["dim"] = 5
+            self._reporting_data["images"] = self._reporting_data["images"].first()
+        return self
 
     def transform(self, imgs, confounds=None, sample_mask=None):
         """Signals of one image (an array) or of a list of images (a list of arrays)."""
@@ -146,9 +154,11 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
 
         def graphs():  # on a cluster each image's graph is built when a worker is free for it
             for i, img in enumerate(imgs_list):
-                conf = _confounds_list(None if confounds is None else confounds[i])
-                if self.high_variance_confounds:
-                    conf = [*(conf or []), HighVariance()]
+                conf = confounds_list(
+                    _confounds_list(None if confounds is None else confounds[i]),
+                    self.high_variance_confounds,
+                    last=True,
+                )
                 sm = None if sample_mask is None else sample_mask[i]
                 lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))
                 yield lazies[-1].data
