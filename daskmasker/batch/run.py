@@ -40,7 +40,7 @@ from daskmasker.compute.plan import plan_extraction
 from daskmasker.io.fs import Location
 from daskmasker.io.load import describe
 from daskmasker.masker.estimator import NiftiMapsMasker
-from daskmasker.runtime.scheduling import compute_per_worker
+from daskmasker.runtime.scheduling import compute_per_worker, held
 
 _NIFTI_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr)$")
 
@@ -190,7 +190,7 @@ def run_batch(
         """Each job's graph, built when it is its turn to run.  Small items run whole, several
         per task (graph built where it runs); others one graph per item, built here (a failure
         to build, a bad input, is recorded and the batch goes on)."""
-        shared = recorder if client is None else client.scatter(recorder, broadcast=True)
+        shared = recorder if client is None else held(client, recorder, "recorder")
         if whole:
             size = _items_per_job(len(todo), client)
             for start in range(0, len(todo), size):

@@ -116,6 +116,19 @@ def compute_per_worker(
         ahead = ahead or next(pending, None)
 
 
+def held(client: Any, value: Any, prefix: str) -> Any:
+    """A future of ``value`` that survives the loss of any worker: the result of a task that
+    holds it, computed again elsewhere if its worker dies.  A scattered value (even broadcast:
+    Dask's active memory manager drops the extra replicas) is lost for good with the worker
+    holding it, and every job needing it is cancelled ("lost dependencies"): a SLURM worker job
+    cancelled mid-batch failed all the batch's remaining runs so."""
+    import uuid
+
+    import dask
+
+    return client.compute(dask.delayed(value, name=f"{prefix}-{uuid.uuid4().hex}"))
+
+
 def share_blocks(blocks: np.ndarray, client: Any) -> np.ndarray:
     """The maps blocks held on a distributed ``client``'s workers, as futures.
 

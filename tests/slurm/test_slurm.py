@@ -268,21 +268,22 @@ def test_pending_job_reason_is_reported(slurm, dataset, tmp_path):
     assert f"{N_RUNS} extracted" in rest
 
 
-def test_impossible_sizes_are_refused_before_any_job(slurm, dataset, tmp_path):
+def test_impossible_sizes_are_refused_before_any_job(slurm, dataset, tmp_path, capsys):
+    from daskmasker.cli import main
+
     out = str(tmp_path / "timeseries.zarr")
-    for extra, message in (
-        (["--cores", "64"], "--cores 64: the nodes of partition debug have at most"),
-        (["--memory", "100TB"], "--memory 100TB: more than any node of partition debug has"),
-        (["--partition", "nosuch"], "--partition nosuch: no such partition"),
-    ):
-        done = subprocess.run(
-            cluster_command(dataset, out, *extra),
-            cwd=dataset,
-            env=env(),
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 2 and message in done.stderr, done.stderr
+    here = os.getcwd()
+    os.chdir(dataset)
+    try:
+        for extra, message in (
+            (["--cores", "64"], "--cores 64: the nodes of partition debug have at most"),
+            (["--memory", "100TB"], "--memory 100TB: more than any node of partition debug has"),
+            (["--partition", "nosuch"], "--partition nosuch: no such partition"),
+        ):
+            assert main(cluster_command(dataset, out, *extra)[1:]) == 2
+            assert message in capsys.readouterr().err
+    finally:
+        os.chdir(here)
     assert not slurm.queue()
 
 
@@ -334,11 +335,11 @@ def test_worker_job_cancelled_mid_batch(slurm, batch, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 0, f"exit {proc.returncode}: {err}"
     assert before < BIG_RUNS, "the batch ended before the worker job was cancelled"
     assert f"{BIG_RUNS} extracted, 0 already complete, 0 failed" in err
     (record,) = [r for r in slurm.job_records() if r["JobId"] == victim]
-    assert record["JobState"] == "CANCELLED"
+    assert record["JobState"] == "CANCELLED", record
     assert_same_store(out, uninterrupted, exact=True)
 
 
@@ -407,7 +408,7 @@ def test_job_scripts(slurm, tmp_path):
         (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "--workers: not with --scheduler"),
         (
             ["--cluster", "slurm", "--scheduler-file", "s.json"],
-            "argument --cluster: not allowed with argument --scheduler-file",
+            "argument --scheduler-file: not allowed with argument --cluster",
         ),
     ],
 )
