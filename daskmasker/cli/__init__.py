@@ -1,4 +1,5 @@
-"""The ``daskmasker`` command: ``convert``, ``extract``, ``demo``, ``info`` and ``clean``.
+"""The ``daskmasker`` command: ``convert``, ``extract``, ``demo``, ``info``, ``clean`` and
+``bids`` (a BIDS App over fMRIPrep derivatives).
 
 ``main(argv=None)`` returns the exit code (nibabel's pattern), so tests call it directly.
 Only the standard library is imported here: ``--help`` and ``--version`` load neither Dask nor
@@ -13,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from daskmasker.cli.bidsapp import _bids
 from daskmasker.cli.commands import _clean, _convert, _demo, _extract, _info
 from daskmasker.cli.parser import CommandError, _flag_names, _get_parser, logger
 
@@ -34,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "info": _info,
         "clean": _clean,
+        "bids": _bids,
     }
     try:
         return commands[args.command](args)
