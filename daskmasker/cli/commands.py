@@ -1,15 +1,18 @@
-"""The commands: ``convert``, ``extract`` (one atlas or several), ``demo``, ``info``, ``clean``.
+"""The commands: ``convert``, ``extract`` (one atlas or several), ``demo``, ``info``, ``clean``,
+``connectivity``.
 Each imports what it uses, so ``--help`` loads neither Dask nor xarray."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
 
 from daskmasker.cli.checks import _check_exists, _check_extract, _output
 from daskmasker.cli.parser import _STANDARDIZE, _TARGETS, CommandError, _flag_names, logger
+from daskmasker.report.output import beside, write_page
 
 
 def _masker_from_args(args: argparse.Namespace):
@@ -35,12 +38,51 @@ def _masker_from_args(args: argparse.Namespace):
     )
 
 
-def _client(args: argparse.Namespace):
-    from daskmasker.runtime.client import dask_client
+_SLURM_FLAGS = (
+    "partition",
+    "cores",
+    "memory",
+    "walltime",
+    "jobqueue_config",
+    "log_dir",
+    "interface",
+)
 
-    return dask_client(
-        scheduler=args.scheduler, scheduler_file=args.scheduler_file, workers=args.workers
+
+def client_from_args(args: argparse.Namespace, work: int | None = None):
+    """The client the options of :func:`~daskmasker.cli.parser.add_cluster_options` ask for,
+    as a context manager (None: the threaded scheduler).  ``work``: the command's independent
+    pieces of work (runs), so SLURM is asked no more workers than that."""
+    from daskmasker.runtime.cluster import cluster_client
+
+    slurm = {name: getattr(args, name, None) for name in _SLURM_FLAGS}
+    if args.workers is not None and (args.scheduler or args.scheduler_file):
+        given = "--scheduler" if args.scheduler else "--scheduler-file"
+        raise CommandError(f"--workers: not with {given} (its workers are already running)")
+    if args.cluster != "slurm":
+        given = [f"--{n.replace('_', '-')}" for n, v in slurm.items() if v is not None]
+        if given:
+            raise CommandError(f"{', '.join(given)}: SLURM job options, for --cluster slurm")
+    elif args.workers is not None and work is not None:
+        work = min(work, args.workers)
+    if args.cluster == "slurm" and slurm["log_dir"] is None:
+        out = getattr(args, "out", None)
+        if out and "://" not in out:
+            slurm["log_dir"] = os.path.join(
+                os.path.dirname(os.path.abspath(out)), "daskmasker-slurm-logs"
+            )
+    return cluster_client(
+        args.cluster,
+        scheduler=args.scheduler,
+        scheduler_file=args.scheduler_file,
+        workers=args.workers,
+        work=work,
+        say=logger.info,
+        **slurm,
     )
+
+
+_client = client_from_args
 
 
 def _progress(args: argparse.Namespace, label: str, client):
@@ -82,7 +124,7 @@ def _extract(args: argparse.Namespace) -> int:
     masker = _masker_from_args(args)
     logger.debug("masker: %r", masker)
     start = time.perf_counter()
-    with _client(args) as client, _progress(args, "extract", client):
+    with _client(args, len(args.imgs)) as client, _progress(args, "extract", client):
         result = run_batch(
             masker,
             args.imgs,
@@ -95,10 +137,17 @@ def _extract(args: argparse.Namespace) -> int:
             client=client,
         )
     if not args.no_report and result.done:
-        target = f"{args.out.rstrip('/')}/report.html"
-        report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
-        report.save_as_html(target, storage_options=args.storage_options)
-        logger.info("report: %s", target)
+        target = beside(args.out, ".masker.html")
+        try:
+            report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
+            report.save_as_html(target, storage_options=args.storage_options)
+            logger.info("masker report: %s", target)
+        except ImportError as exc:  # the plotting extra is not installed
+            logger.warning("no masker report: %s", exc)
+    if not args.no_report:
+        failed = {name: _flag_names(error) for name, error in result.failed.items()}
+        target = _study_report(args.out, args.storage_options, failed)
+        logger.info("study report: %s", target)
     logger.info("%s in %.1f s", result, time.perf_counter() - start)
     for name, error in result.failed.items():
         logger.error("FAILED %s: %s", name, _flag_names(error))
@@ -135,7 +184,7 @@ def _extract_many(args: argparse.Namespace) -> int:
     items = make_items(args.imgs, confounds=args.confounds)
     start = time.perf_counter()
     failed = done = 0
-    with _client(args):
+    with _client(args, len(items)):
         if active_client() is None:  # the images computed by this process's threads
             tune_local_allocator()
         maskers = fit_many(atlases, source(items[0].image, so), **params)
@@ -213,7 +262,38 @@ def _info(args: argparse.Namespace) -> int:
     from daskmasker.batch.read import store_info
 
     print(store_info(args.store, storage_options=args.storage_options))
+    if args.report:
+        print(f"study report: {_study_report(args.store, args.storage_options)}")
     return 0
+
+
+def _study_report(store: str, storage_options, failed: dict | None = None) -> str:
+    """Write the study report beside ``store`` (see :mod:`daskmasker.report.study`); its path.
+
+    The store is read through its public reader (``open_timeseries``) and its list of runs;
+    ``failed`` (run -> message) adds the runs this command could not extract.
+    """
+    import pandas as pd
+
+    from daskmasker.batch.read import open_store, open_timeseries
+    from daskmasker.batch.store import run_names
+    from daskmasker.report.study import study_report
+
+    group, _ = open_store(store, storage_options)
+    complete = run_names(group, complete_only=True)
+    rows = {name: {"run": name, "status": "incomplete"} for name in run_names(group)}
+    for name in complete:
+        run = open_timeseries(store, name, storage_options=storage_options)
+        rows[name].update(
+            status="complete", volumes=run.sizes.get("volume"), source=run.attrs.get("source", "")
+        )
+    for name, message in (failed or {}).items():
+        rows.setdefault(name, {"run": name}).update(status="failed", message=message)
+    signals = open_timeseries(store, storage_options=storage_options) if complete else None
+    page = study_report(signals, pd.DataFrame(list(rows.values())), title=str(store))
+    target = beside(store, ".report.html")
+    write_page(page, target, storage_options)
+    return target
 
 
 _CLEAN_FLAGS = {
@@ -255,3 +335,21 @@ def _clean(args: argparse.Namespace) -> int:
     for name, error in result.failed.items():
         print(f"FAILED {name}: {error}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def _connectivity(args: argparse.Namespace) -> int:
+    _check_exists("store", [args.store])
+    from daskmasker.batch.connectome import write_relmats
+
+    start = time.perf_counter()
+    with _client(args) as client, _progress(args, "connectivity", client):
+        written = write_relmats(args.store, args.out, args.kind, args.storage_options)
+    relmats = sum(path.endswith("_relmat.tsv") for path in written)
+    logger.info(
+        "%d relmat.tsv files (%s) in %s in %.1f s",
+        relmats,
+        ", ".join(args.kind),
+        args.out,
+        time.perf_counter() - start,
+    )
+    return 0
