@@ -207,7 +207,7 @@ def group(
     output_dir: str | Path,
     kinds: Sequence[str] = ("correlation",),
     storage_options: dict | None = None,
-) -> dict[str, list[str]]:
+) -> tuple[dict[str, list[str]], dict[str, str]]:
     """The study-level outputs of each atlas's store: a summary TSV and the connectomes.
 
     Connectomes are written by ``daskmasker.batch.connectome.write_relmats`` when this
@@ -215,8 +215,9 @@ def group(
 
     Returns
     -------
-    dict
-        Atlas label -> the files written.
+    (dict, dict)
+        Atlas label -> the files written; atlas label -> why its connectomes failed (the
+        summaries are written whatever happens to the connectomes).
     """
     found = stores(output_dir)
     if not found:
@@ -232,6 +233,7 @@ def group(
             "(write_relmats); the group summary is written"
         )
     written: dict[str, list[str]] = {}
+    failed: dict[str, str] = {}
     folder = Path(output_dir) / GROUP
     folder.mkdir(parents=True, exist_ok=True)
     for label, store in found.items():
@@ -242,8 +244,16 @@ def group(
         )
         written[label] = [str(path)]
         if connectome is not None:
-            out = connectome.write_relmats(
-                store, str(folder / f"atlas-{label}"), list(kinds), storage_options=storage_options
-            )
-            written[label] += [str(p) for p in (out or [])] if isinstance(out, list) else []
-    return written
+            try:
+                out = connectome.write_relmats(
+                    store,
+                    str(folder / f"atlas-{label}"),
+                    list(kinds),
+                    storage_options=storage_options,
+                )
+            except Exception as exc:  # the summary stands; the failure is reported
+                failed[label] = f"{type(exc).__name__}: {exc}"
+                logger.error("connectomes of atlas %s failed: %s", label, failed[label])
+                continue
+            written[label] += [str(p) for p in out]
+    return written, failed

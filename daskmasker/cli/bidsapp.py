@@ -35,9 +35,9 @@ def _run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     if args.analysis_level == "group":
-        bidsapp.group(args.output_dir, args.connectivity_kind or ["correlation"])
+        _, failed = bidsapp.group(args.output_dir, args.connectivity_kind or ["correlation"])
         logger.info("group level of %s in %.1f s", args.output_dir, time.perf_counter() - start)
-        return 0
+        return 1 if failed else 0
     if not args.maps:
         raise CommandError("the participant level needs --maps (one per atlas)")
     selection = {
