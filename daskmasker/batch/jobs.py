@@ -95,7 +95,10 @@ def run_items(recorder: Recorder, entries: list, storage_options: dict | None) -
     for item, target in entries:
         try:
             signals, conf, raw = spec.lazy(
-                source(item.image, storage_options), item.confounds, item.sample_mask
+                source(item.image, storage_options),
+                item.confounds,
+                item.sample_mask,
+                brain_mask=source(item.brain_mask, storage_options),
             )
             values, raw_values, conf_values = dask.compute(
                 signals.data, raw, conf, scheduler="sync"

@@ -90,7 +90,8 @@ def store_info(store: str, storage_options: dict | None = None) -> str:
     lines.append("parameters: " + ", ".join(f"{k}={v}" for k, v in shown))
     if first.get("recleaned_from"):
         lines.append(f"re-cleaned from: {first['recleaned_from']['store']}")
-    lines.append(f"{'run':<32} {'complete':<9} {'time x region':<14} {'volumes':<8} fingerprint")
+    head = f"{'run':<32} {'complete':<9} {'time x region':<14} {'volumes':<8}"
+    lines.append(f"{head} {'coverage min (below)':<21} fingerprint")
     installed = versions()
     shared: dict = {}
     for name in runs:
@@ -102,8 +103,20 @@ def store_info(store: str, storage_options: dict | None = None) -> str:
         except KeyError:
             shape, volumes = "-", "-"
         status = _status(attrs.get("fingerprint"), installed, storage_options, shared)
-        lines.append(f"{name:<32} {done:<9} {shape:<14} {volumes:<8} {status}")
+        cover = _coverage(group[name], attrs)
+        lines.append(f"{name:<32} {done:<9} {shape:<14} {volumes:<8} {cover:<21} {status}")
     return "\n".join(lines)
+
+
+def _coverage(run: zarr.Group, attrs: dict) -> str:
+    """The run's lowest map coverage by its brain mask, and how many regions are below
+    ``min_coverage`` (``-`` for a run extracted without a brain mask)."""
+    try:
+        values = run["coverage"][...]
+    except KeyError:
+        return "-"
+    low = len(attrs.get("low_coverage_regions") or [])
+    return f"{float(values.min()):.3f} ({low})" if values.size else "-"
 
 
 def _status(fp: dict | None, installed: dict, storage_options, shared: dict) -> str:

@@ -65,8 +65,15 @@ class Recorder:
             "mask": self._shared_digest("mask", self.spec.params["mask_img"], known.get("mask")),
             "confounds": digest(item.confounds, self.storage_options, known.get("confounds")),
         }
+        if getattr(item, "brain_mask", None) is not None:
+            inputs["brain_mask"] = digest(
+                item.brain_mask, self.storage_options, known.get("brain_mask")
+            )
         sample_mask = None if item.sample_mask is None else np.asarray(item.sample_mask)
-        return fingerprint(self.params, inputs, sample_mask, self.region_names)
+        denoise = getattr(item, "denoise", None)
+        if denoise is not None:  # what chose the confounds, not what was derived from them
+            denoise = {k: denoise[k] for k in ("strategy", "load_confounds") if k in denoise}
+        return fingerprint(self.params, inputs, sample_mask, self.region_names, denoise)
 
     def prepare(self) -> Recorder:
         """Digest the maps and mask now (once per batch, before the Recorder goes to workers)."""
@@ -159,6 +166,14 @@ class Recorder:
             "n_high_variance_confounds": n_hv,
             "fingerprint": fp,
         }
+        if getattr(item, "denoise", None) is not None:
+            attrs["denoise"] = item.denoise
+        if meta.get("coverage") is not None:
+            attrs["brain_mask_source"] = (
+                _text(fp["brain_mask"]["source"]) if fp.get("brain_mask") else ""
+            )
+            attrs["min_coverage"] = self.spec.params.get("min_coverage")
+            attrs["low_coverage_regions"] = list(meta.get("low_coverage_regions") or [])
         return run_dataset(
             signals,
             raw,
@@ -169,6 +184,7 @@ class Recorder:
             confound_names=names,
             t_r=attrs["t_r"],
             attrs=attrs,
+            coverage=meta.get("coverage"),
         )
 
 
@@ -178,6 +194,8 @@ def run_meta(lazy: xr.DataArray) -> dict:
         "frame": lazy["frame"].values,
         "region": lazy["region"].values,
         "encoding": {k: lazy.encoding.get(k) for k in ("header_t_r", "dtypes")},
+        "coverage": lazy["coverage"].values if "coverage" in lazy.coords else None,
+        "low_coverage_regions": lazy.attrs.get("low_coverage_regions"),
     }
 
 

@@ -47,12 +47,16 @@ _NIFTI_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr)$")
 
 @dataclass
 class Item:
-    """One image to process: its source, name, confounds and sample mask."""
+    """One image to process: its source, name, confounds and sample mask; optionally its
+    brain mask (the maps' coverage is measured inside it) and a ``denoise`` record (how the
+    confounds and sample mask were chosen: kept in the run's attributes and fingerprint)."""
 
     image: Any
     name: str
     confounds: Any = None
     sample_mask: Any = None
+    brain_mask: Any = None
+    denoise: dict | None = None
 
 
 @dataclass
@@ -85,10 +89,23 @@ def item_name(source: Any, index: int) -> str:
     return f"item-{index:04d}"
 
 
-def make_items(imgs: Sequence, confounds=None, sample_masks=None, names=None) -> list[Item]:
-    """Pair images with their confounds and sample masks (lists of the same length)."""
+def make_items(
+    imgs: Sequence,
+    confounds=None,
+    sample_masks=None,
+    names=None,
+    brain_masks=None,
+    denoise=None,
+) -> list[Item]:
+    """Pair images with their confounds, sample masks, brain masks and denoise records
+    (lists of the same length)."""
     n = len(imgs)
-    for label, values in (("confounds", confounds), ("sample_masks", sample_masks)):
+    for label, values in (
+        ("confounds", confounds),
+        ("sample_masks", sample_masks),
+        ("brain_masks", brain_masks),
+        ("denoise", denoise),
+    ):
         if values is not None and len(values) != n:
             raise ValueError(
                 f"number of {label} ({len(values)}) unequal to number of images ({n})."
@@ -105,6 +122,8 @@ def make_items(imgs: Sequence, confounds=None, sample_masks=None, names=None) ->
             name=names[i],
             confounds=None if confounds is None else confounds[i],
             sample_mask=None if sample_masks is None else sample_masks[i],
+            brain_mask=None if brain_masks is None else brain_masks[i],
+            denoise=None if denoise is None else denoise[i],
         )
         for i, img in enumerate(imgs)
     ]
@@ -118,6 +137,8 @@ def run_batch(
     confounds=None,
     sample_masks=None,
     names=None,
+    brain_masks=None,
+    denoise=None,
     overwrite: bool = False,
     storage_options: dict | None = None,
     tsv_dir: str | None = None,
@@ -139,6 +160,13 @@ def run_batch(
         One entry (or None) per image.
     names : sequence of str, optional
         Group names; default from the BIDS file names.
+    brain_masks : sequence, optional
+        One brain mask (or None) per image, as fMRIPrep's ``desc-brain_mask``: each run stores
+        its maps' ``coverage`` inside it, and the masker's ``min_coverage`` applies to it.
+    denoise : sequence of dict, optional
+        One record per image of how its confounds and sample mask were chosen (a denoising
+        strategy and its parameters): kept in the run's attributes and fingerprint, so a rerun
+        with another strategy is refused naming what differs.
     overwrite : bool, default=False
         Start afresh: remove an existing daskmasker batch store first (never another path).
         Without it, a complete run is skipped only if its fingerprint (parameters, input
@@ -161,7 +189,7 @@ def run_batch(
     -------
     BatchResult
     """
-    items = make_items(list(imgs), confounds, sample_masks, names)
+    items = make_items(list(imgs), confounds, sample_masks, names, brain_masks, denoise)
     atlas = None if tsv_dir is None else bids.atlas_label(masker.maps_img, atlas_label)
     if not hasattr(masker, "n_elements_"):
         masker.fit(source(items[0].image, storage_options) if items else None)
@@ -204,7 +232,10 @@ def run_batch(
         for item in todo:
             try:
                 signals, conf, raw = spec.lazy(
-                    source(item.image, storage_options), item.confounds, item.sample_mask
+                    source(item.image, storage_options),
+                    item.confounds,
+                    item.sample_mask,
+                    brain_mask=source(item.brain_mask, storage_options),
                 )
             except Exception as exc:
                 result.failed[item.name] = f"{type(exc).__name__}: {exc}"

@@ -24,6 +24,8 @@ variable              dims                      content
 ``region``            (region,)                 index of each extracted map
 ``region_name``       (region,)                 its name (as pandas columns and TSV headers)
 ``confound``          (confound,)               confound column names
+``coverage``          (region,)                 fraction of each map's weight inside the run's
+                                                brain mask, when one was given
 ====================  ========================  ==============================================
 
 Attributes: ``source`` and ``checksum`` (``sha256:...``) of the image, ``confounds_source`` and
@@ -175,6 +177,7 @@ def run_dataset(
     confound_names: Sequence[str] | None,
     t_r: float | None,
     attrs: dict,
+    coverage: np.ndarray | None = None,
 ) -> xr.Dataset:
     """One run's Dataset (see the module docstring for its variables).
 
@@ -195,6 +198,8 @@ def run_dataset(
         Repetition time (s): gives the ``time`` coordinate.
     attrs : dict
         JSON-friendly attributes.
+    coverage : ndarray of shape (K,), optional
+        The fraction of each extracted map's weight inside the run's brain mask.
 
     Returns
     -------
@@ -216,7 +221,13 @@ def run_dataset(
     if confounds is not None:
         data["confounds"] = (("volume", "confound"), np.asarray(confounds))
         coords["confound"] = ("confound", np.asarray(list(confound_names), dtype=object))
+    if coverage is not None:
+        data["coverage"] = (("region",), np.asarray(coverage, dtype=np.float64))
     ds = xr.Dataset(data, coords=coords)
+    if coverage is not None:
+        ds["coverage"].attrs["description"] = (
+            "fraction of the map's weight inside the run's brain mask (and the masker's mask)"
+        )
     ds["raw_signals"].attrs["description"] = "least-squares region signals before cleaning"
     ds.attrs.update(attrs)
     return ds

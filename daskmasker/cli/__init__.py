@@ -1,5 +1,5 @@
-"""The ``daskmasker`` command: ``convert``, ``extract``, ``demo``, ``info``, ``clean`` and
-``connectivity``.
+"""The ``daskmasker`` command: ``convert``, ``extract``, ``demo``, ``info``, ``clean``,
+``connectivity`` and ``bids`` (a BIDS App over fMRIPrep derivatives).
 
 ``main(argv=None)`` returns the exit code (nibabel's pattern), so tests call it directly.
 Only the standard library is imported here: ``--help`` and ``--version`` load neither Dask nor
@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from daskmasker.cli.bidsapp import _bids
 from daskmasker.cli.commands import _clean, _connectivity, _convert, _demo, _extract, _info
 from daskmasker.cli.parser import CommandError, _flag_names, _get_parser, logger
 
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "info": _info,
         "clean": _clean,
         "connectivity": _connectivity,
+        "bids": _bids,
     }
     try:
         return commands[args.command](args)

@@ -203,7 +203,12 @@ def _extract_many(args: argparse.Namespace) -> int:
                     continue
                 try:
                     lazies = [
-                        rec.spec.lazy(source(item.image, so), item.confounds, item.sample_mask)
+                        rec.spec.lazy(
+                            source(item.image, so),
+                            item.confounds,
+                            item.sample_mask,
+                            brain_mask=source(item.brain_mask, so),
+                        )
                         for _, rec, *_ in wanted
                     ]
                     # one computation: the atlases' linked maps share the image's reads

@@ -317,7 +317,128 @@ def _get_parser() -> argparse.ArgumentParser:
     _add_execution(demo)
     _add_store_commands(sub)
     _add_connectivity(sub)
+    _add_bids_app(sub)
     return parser
+
+
+_CONFOUND_MODELS = ("basic", "power2", "derivatives", "full")
+_COMPCOR = (
+    "anat_combined",
+    "anat_separated",
+    "temporal",
+    "temporal_anat_combined",
+    "temporal_anat_separated",
+)
+
+
+def _n_compcor(text: str) -> int | str:
+    return "all" if text == "all" else _positive(int)(text)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _add_bids_app(sub) -> None:
+    """``bids FMRIPREP_DIR OUTPUT_DIR participant|group``, a BIDS App over fMRIPrep outputs."""
+    app = sub.add_parser(
+        "bids",
+        help="BIDS App: region time series of an fMRIPrep dataset, denoised as nilearn does",
+        description="Extract the maps' time series of every preprocessed BOLD run of an fMRIPrep "
+        "derivatives dataset, denoised with nilearn's load_confounds_strategy (participant "
+        "level: a batch store per atlas in OUTPUT_DIR/stores and BIDS derivatives in OUTPUT_DIR), "
+        "then the study's connectomes and summary (group level: OUTPUT_DIR/group).",
+    )
+    app.add_argument("fmriprep_dir", help="fMRIPrep's output folder (BIDS derivatives)")
+    app.add_argument("output_dir", help="where the derivatives are written")
+    app.add_argument("analysis_level", choices=["participant", "group"])
+    select = app.add_argument_group("selection (BIDS Apps)")
+    select.add_argument(
+        "--participant-label",
+        "--participant_label",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="subjects to process (with or without sub-); default all",
+    )
+    select.add_argument("--session-label", nargs="+", default=None, metavar="LABEL")
+    select.add_argument("--task", nargs="+", default=None, metavar="LABEL")
+    select.add_argument(
+        "--space",
+        default="MNI152NLin2009cAsym",
+        help="space-<label> of the BOLD runs (ICA-AROMA's are in MNI152NLin6Asym)",
+    )
+    select.add_argument("--res", default=None, help="res-<label> of the BOLD runs")
+    select.add_argument(
+        "--bids-filter-file",
+        default=None,
+        metavar="JSON",
+        help='fMRIPrep-style filters: {"bold": {"session": "1", "acquisition": null}}',
+    )
+    app.add_argument(
+        "--maps",
+        action="append",
+        default=None,
+        help="4D maps image (participant level); repeat for several atlases",
+    )
+    app.add_argument(
+        "--atlas-label",
+        action="append",
+        default=None,
+        help="atlas-<label> of each --maps, in order (default: from the maps file name)",
+    )
+    app.add_argument("--mask", default=None, help="3D mask applied to the maps (all runs)")
+    app.add_argument("--overwrite", action="store_true", help="start the batch stores afresh")
+    denoise = app.add_argument_group(
+        "denoising (nilearn's load_confounds_strategy; parameters default to the strategy's)"
+    )
+    denoise.add_argument(
+        "--denoise-strategy",
+        choices=["simple", "scrubbing", "compcor", "ica_aroma"],
+        default="simple",
+    )
+    denoise.add_argument("--motion", choices=_CONFOUND_MODELS, default=None)
+    denoise.add_argument("--wm-csf", choices=_CONFOUND_MODELS, default=None)
+    denoise.add_argument("--global-signal", choices=_CONFOUND_MODELS, default=None)
+    denoise.add_argument("--scrub", type=int, default=None, help="shortest segment kept")
+    denoise.add_argument("--fd-threshold", type=_positive(float), default=None, help="mm")
+    denoise.add_argument("--std-dvars-threshold", type=_positive(float), default=None)
+    denoise.add_argument("--compcor", choices=_COMPCOR, default=None)
+    denoise.add_argument("--n-compcor", type=_n_compcor, default=None, help="a number or 'all'")
+    denoise.add_argument(
+        "--demean",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="demean the confounds (the strategies' default: yes)",
+    )
+    masker = app.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
+    masker.add_argument("--standardize", choices=sorted(_STANDARDIZE), default="zscore_sample")
+    masker.add_argument("--detrend", action="store_true")
+    masker.add_argument("--low-pass", type=_positive(float), default=None, help="Hz")
+    masker.add_argument("--high-pass", type=_positive(float), default=None, help="Hz")
+    masker.add_argument("--smoothing-fwhm", type=_positive(float), default=None, help="mm")
+    masker.add_argument("--dtype", type=_dtype, default=None)
+    masker.add_argument(
+        "--min-coverage",
+        type=_fraction,
+        default=None,
+        help="regions with less of their map's weight inside a run's brain mask are NaN in "
+        "that run (as xcp_d's --min-coverage; default off)",
+    )
+    group = app.add_argument_group("group level")
+    group.add_argument(
+        "--connectivity-kind",
+        action="append",
+        default=None,
+        help="connectome kinds (default: correlation); needs daskmasker.batch.connectome",
+    )
+    _add_execution(app)
 
 
 def _add_store_commands(sub) -> None:

@@ -113,6 +113,11 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         A daskmasker extension: one name per map (a ``.txt`` file with one per line, or a
         ``.tsv``/``.csv`` with a ``name`` column), used by ``get_feature_names_out``, so by
         pandas/polars outputs and batch stores. Default: nilearn's ``niftimapsmasker<k>``.
+    min_coverage : float in [0, 1], optional
+        A daskmasker extension (default None: off, as nilearn): a region whose map has less than
+        this fraction of its weight inside the mask (the masker's, and a run's brain mask in
+        batches, see :mod:`daskmasker.masker.coverage`) gets NaN signals, with a warning naming
+        it, as xcp_d's ``min_coverage``.
 
     Attributes
     ----------
@@ -152,6 +157,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         cmap="CMRmap_r",
         clean_args=None,
         region_names=None,
+        min_coverage=None,
     ):
         self.maps_img = maps_img
         self.mask_img = mask_img
@@ -174,6 +180,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         self.cmap = cmap
         self.clean_args = clean_args
         self.region_names = region_names
+        self.min_coverage = min_coverage
 
     # ------------------------------------------------------------------ logging
     def _log(self, method: str, msg: str) -> None:

@@ -77,6 +77,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
         n_jobs=1,
         clean_args=None,
         region_names=None,
+        min_coverage=None,
     ):
         super().__init__(
             maps_img=maps_img,
@@ -100,6 +101,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
             cmap=cmap,
             clean_args=clean_args,
             region_names=region_names,
+            min_coverage=min_coverage,
         )
         self.n_jobs = n_jobs
 
