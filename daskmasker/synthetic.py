@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -316,7 +317,7 @@ def fmriprep_confounds(
     rng = np.random.default_rng(seed)
     n = motion.shape[0]
     motion = motion * np.array([1, 1, 1, 0.01, 0.01, 0.01])  # rotations in radians
-    columns: dict[str, np.ndarray] = {}
+    columns: dict[str, Any] = {}
     names = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
     for name in ("global_signal", "csf", "white_matter", "csf_wm"):
         columns.update(_with_expansions(name, 500 + np.cumsum(rng.standard_normal(n))))

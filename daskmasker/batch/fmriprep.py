@@ -194,13 +194,13 @@ def find_runs(
         "task": [_label(t, "task-") for t in task or []],
     }
     for key, wanted in selections.items():
-        present = sorted({e.get(key) for _, e in bolds if e.get(key) is not None})
+        present = sorted({str(e[key]) for _, e in bolds if e.get(key) is not None})
         missing = [w for w in wanted if w not in present]
         if missing:
             raise ValueError(
                 f"{key} {missing} not found in '{root}' (present: {present or 'none'})"
             )
-    criteria = {k: v for k, v in selections.items() if v}
+    criteria: dict[str, Any] = {k: v for k, v in selections.items() if v}
     criteria.update(bids_filter or {})
     criteria["space"] = space
     if res is not None:

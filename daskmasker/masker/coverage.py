@@ -74,9 +74,10 @@ def apply(
     low = below(cov, min_coverage)
     signals.attrs["low_coverage_regions"] = [int(k) for k in kept[low]]
     if low.size:
-        names = labels.region_names(params.get("region_names"), int(grid_maps.maps.shape[0]))
-        if names is None:  # nilearn's default names
-            names = [f"niftimapsmasker{k}" for k in range(int(grid_maps.maps.shape[0]))]
+        n_maps = int(grid_maps.maps.shape[0])
+        given = labels.region_names(params.get("region_names"), n_maps)
+        # nilearn's default names without region_names
+        names = [f"niftimapsmasker{k}" for k in range(n_maps)] if given is None else list(given)
         listed = ", ".join(f"{names[kept[i]]} ({cov[i]:.2f})" for i in low)
         source = load.describe(brain_mask) if brain_mask is not None else "the mask"
         warnings.warn(
