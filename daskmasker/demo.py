@@ -117,7 +117,7 @@ def run_demo(
         f"extracted {signals.shape[1]} time series × {signals.shape[0]} volumes "
         f"in {time.perf_counter() - t2:.1f} s"
     )
-    r = recovery(signals, latent[:, masker._kept_maps()])
+    r = recovery(signals, latent[:, masker.extraction_spec().kept])
     say(f"recovery of the latent signals: median r = {np.median(r):.3f}, min r = {r.min():.3f}")
 
     report_path = out / "report.html"

@@ -84,30 +84,18 @@ def source(image: Any, storage_options: dict | None):
     return image
 
 
-def item_confounds(masker, item) -> tuple:
-    conf = item.confounds
-    if masker.high_variance_confounds or conf is not None:
-        from daskmasker.masker.transform import HighVariance
-
-        parts = [HighVariance()] if masker.high_variance_confounds else []
-        if conf is not None:
-            parts += conf if isinstance(conf, list) else [conf]
-        conf = parts
-    return conf, item.sample_mask
-
-
 def run_items(recorder: Recorder, entries: list, storage_options: dict | None) -> Outcome:
     """Run items whole, one after the other: build, compute (synchronous scheduler) and store.
 
     ``entries`` are ``(item, target)`` pairs; returns the errors of the items that failed and
     the index entries of the others (complete in the store).
     """
-    masker = recorder.masker
+    spec = recorder.spec
     errors, done = {}, {}
     for item, target in entries:
         try:
-            signals, conf, raw = masker._lazy_outputs(
-                source(item.image, storage_options), *item_confounds(masker, item)
+            signals, conf, raw = spec.lazy(
+                source(item.image, storage_options), item.confounds, item.sample_mask
             )
             values, raw_values, conf_values = dask.compute(
                 signals.data, raw, conf, scheduler="sync"

@@ -10,7 +10,7 @@ index does not name.  A Recorder is sent to the workers, which build and write t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -20,6 +20,9 @@ from daskmasker.batch import provenance
 from daskmasker.batch.fingerprint import differences, fingerprint, fingerprint_sha
 from daskmasker.batch.store import COMPLETE_ATTR, run_attrs, run_dataset
 from daskmasker.io.checksum import digest
+
+if TYPE_CHECKING:
+    from daskmasker.masker.spec import ExtractionSpec
 
 OVERWRITE_HINT = "rerun with --overwrite (Python: overwrite=True) to recompute"
 
@@ -33,19 +36,17 @@ class Recorder:
 
     Parameters
     ----------
-    masker : NiftiMapsMasker
-        Fitted.
-    params : dict
-        Its parameters as attributes (``masker._attrs_params()``).
+    spec : ExtractionSpec
+        The fitted extraction (``masker.extraction_spec()``).
     storage_options : dict, optional
         fsspec options for URLs.
     """
 
-    def __init__(self, masker, params: dict, storage_options: dict | None = None):
-        self.masker = masker
-        self.params = params
+    def __init__(self, spec: ExtractionSpec, storage_options: dict | None = None):
+        self.spec = spec
+        self.params = spec.attrs
         self.storage_options = storage_options
-        self.region_names = [str(n) for n in masker._region_names_of(np.arange(masker.n_elements_))]
+        self.region_names = list(spec.region_names)
         self._shared: dict[str, dict | None] = {}
         self.reopened: dict[str, dict] = {}  # skipped runs :meth:`split` opened: index entries
 
@@ -60,8 +61,8 @@ class Recorder:
         known = known or {}
         inputs = {
             "image": digest(item.image, self.storage_options, known.get("image")),
-            "maps": self._shared_digest("maps", self.masker.maps_img, known.get("maps")),
-            "mask": self._shared_digest("mask", self.masker.mask_img, known.get("mask")),
+            "maps": self._shared_digest("maps", self.spec.params["maps_img"], known.get("maps")),
+            "mask": self._shared_digest("mask", self.spec.params["mask_img"], known.get("mask")),
             "confounds": digest(item.confounds, self.storage_options, known.get("confounds")),
         }
         sample_mask = None if item.sample_mask is None else np.asarray(item.sample_mask)
@@ -69,8 +70,8 @@ class Recorder:
 
     def prepare(self) -> Recorder:
         """Digest the maps and mask now (once per batch, before the Recorder goes to workers)."""
-        self._shared_digest("maps", self.masker.maps_img, None)
-        self._shared_digest("mask", self.masker.mask_img, None)
+        self._shared_digest("maps", self.spec.params["maps_img"], None)
+        self._shared_digest("mask", self.spec.params["mask_img"], None)
         return self
 
     def split(

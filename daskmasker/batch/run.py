@@ -28,7 +28,6 @@ from daskmasker import config
 from daskmasker.batch import bids
 from daskmasker.batch.jobs import (
     Target,
-    item_confounds,
     run_items,
     source,
     source_name,
@@ -165,10 +164,10 @@ def run_batch(
     atlas = None if tsv_dir is None else bids.atlas_label(masker.maps_img, atlas_label)
     if not hasattr(masker, "n_elements_"):
         masker.fit(source(items[0].image, storage_options) if items else None)
-    params = masker._attrs_params()
-    group, mapper = open_output(store, params, overwrite, storage_options)
+    spec = masker.extraction_spec()
+    group, mapper = open_output(store, spec.attrs, overwrite, storage_options)
     result = BatchResult(store=str(store))
-    recorder = Recorder(masker, params, storage_options).prepare()
+    recorder = Recorder(spec, storage_options).prepare()
     done = completed(group, Location(store, storage_options))
     todo, result.skipped = recorder.split(group, items, done)
     targets = {
@@ -203,8 +202,8 @@ def run_batch(
             return
         for item in todo:
             try:
-                signals, conf, raw = masker._lazy_outputs(
-                    source(item.image, storage_options), *item_confounds(masker, item)
+                signals, conf, raw = spec.lazy(
+                    source(item.image, storage_options), item.confounds, item.sample_mask
                 )
             except Exception as exc:
                 result.failed[item.name] = f"{type(exc).__name__}: {exc}"

@@ -114,7 +114,7 @@ def _extract_many(args: argparse.Namespace) -> int:
 
     import dask
 
-    from daskmasker.batch.jobs import item_confounds, source
+    from daskmasker.batch.jobs import source
     from daskmasker.batch.record import Recorder, index_entry
     from daskmasker.batch.run import make_items
     from daskmasker.batch.store import Index, completed, open_output, write_item
@@ -142,9 +142,9 @@ def _extract_many(args: argparse.Namespace) -> int:
         outputs = []
         for name, masker in zip(names, maskers, strict=True):
             store = f"{args.out.rstrip('/')}/{name}.zarr"
-            attrs = masker._attrs_params()
-            group, mapper = open_output(store, attrs, args.overwrite, so)
-            recorder = Recorder(masker, attrs, so).prepare()
+            spec = masker.extraction_spec()
+            group, mapper = open_output(store, spec.attrs, args.overwrite, so)
+            recorder = Recorder(spec, so).prepare()
             todo, _ = recorder.split(group, items, completed(group, Location(store, so)))
             outputs.append((masker, recorder, mapper, Index(group), {i.name for i in todo}))
         try:
@@ -154,8 +154,8 @@ def _extract_many(args: argparse.Namespace) -> int:
                     continue
                 try:
                     lazies = [
-                        m._lazy_outputs(source(item.image, so), *item_confounds(m, item))
-                        for m, *_ in wanted
+                        rec.spec.lazy(source(item.image, so), item.confounds, item.sample_mask)
+                        for _, rec, *_ in wanted
                     ]
                     # one computation: the atlases' linked maps share the image's reads
                     values = dask.compute(*[(sig.data, raw, conf) for sig, conf, raw in lazies])

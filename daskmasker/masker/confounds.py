@@ -242,3 +242,42 @@ def load_sample_mask(sample_mask: Any, n_scans: int) -> np.ndarray | None:
             f"The signal contains {n_scans} time points."
         )
     return mask.astype(np.int32)
+
+
+class HighVariance:
+    """Marks where the high-variance confounds of the raw image go in the confounds list."""
+
+
+def confounds_list(user: Any, high_variance: bool, last: bool = False) -> list | None:
+    """The confounds of one image in nilearn's order: the user's and the high-variance ones.
+
+    Parameters
+    ----------
+    user : array, DataFrame, path, a list of them, or None
+        The confounds the user gave for this image.
+    high_variance : bool
+        The masker's ``high_variance_confounds``.
+    last : bool, default=False
+        The high-variance confounds after the user's (nilearn's ``MultiNiftiMapsMasker``), not
+        before (``NiftiMapsMasker``).
+
+    Returns
+    -------
+    list or None
+        None when there are no confounds at all.
+
+    Examples
+    --------
+    >>> confounds_list(None, False) is None
+    True
+    >>> [type(c).__name__ for c in confounds_list(["a.tsv"], True)]
+    ['HighVariance', 'str']
+    >>> [type(c).__name__ for c in confounds_list("a.tsv", True, last=True)]
+    ['str', 'HighVariance']
+    """
+    if user is None and not high_variance:
+        return None
+    parts = [] if user is None else list(user) if isinstance(user, list) else [user]
+    if high_variance:
+        parts.insert(len(parts) if last else 0, HighVariance())
+    return parts

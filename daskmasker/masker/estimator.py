@@ -39,8 +39,10 @@ from daskmasker.compute.clean import STANDARDIZE_BOOL_WARNING
 from daskmasker.io import load
 from daskmasker.io.image import as_nibabel
 from daskmasker.masker import inverse, labels, params
+from daskmasker.masker.confounds import confounds_list
 from daskmasker.masker.fitting import fit_maps
-from daskmasker.masker.transform import HighVariance, json_params, lazy_signals
+from daskmasker.masker.spec import ExtractionSpec
+from daskmasker.masker.transform import lazy_signals
 from daskmasker.runtime.scheduling import compute_images
 from daskmasker.stacklevel import find_stack_level, reemits_warnings
 
@@ -291,13 +293,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         check_is_fitted(self)
         if self.standardize in [True, False]:  # nilearn's test: 1, 0 and np.True_ warn too
             warnings.warn(STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=find_stack_level())
-        all_confounds = None
-        if confounds is not None or self.high_variance_confounds:
-            all_confounds = []
-            if self.high_variance_confounds:
-                all_confounds.append(HighVariance())
-            if confounds is not None:
-                all_confounds += confounds if isinstance(confounds, list) else [confounds]
+        all_confounds = confounds_list(confounds, self.high_variance_confounds)
         return self.transform_single_imgs(imgs, confounds=all_confounds, sample_mask=sample_mask)
 
     @reemits_warnings
@@ -307,15 +303,31 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         lazy = self._lazy_signals(imgs, confounds=confounds, sample_mask=sample_mask)
         return self._finalize_output(lazy)
 
+    def extraction_spec(self) -> ExtractionSpec:
+        """The fitted extraction, frozen: a :class:`~daskmasker.masker.spec.ExtractionSpec`.
+
+        Batches, the command line and several-atlas passes build their lazy extractions from it;
+        it holds the fitted maps and mask, the current parameters, ``clean_args_`` and the region
+        names.
+
+        Returns
+        -------
+        ExtractionSpec
+        """
+        check_is_fitted(self)
+        return ExtractionSpec(
+            fitted=self._fitted,
+            params=dict(self.get_params(deep=False)),
+            clean_args=dict(self.clean_args_),
+            region_names=tuple(str(n) for n in self._region_names_of(np.arange(self.n_elements_))),
+            high_variance_last=self._high_variance_last,
+        )
+
+    _high_variance_last = False  # nilearn's multi masker puts them after the user's confounds
+
     def _lazy_signals(self, imgs, confounds=None, sample_mask=None) -> xr.DataArray:
-        return self._lazy_outputs(imgs, confounds, sample_mask)[0]
-
-    def _attrs_params(self) -> dict:
-        """The constructor parameters as JSON-friendly attributes for outputs."""
-        return json_params(self.get_params(deep=False))
-
-    def _lazy_outputs(self, imgs, confounds=None, sample_mask=None):
-        """Lazy cleaned signals (DataArray) and the lazy confounds they were cleaned with."""
+        """Lazy signals of one image; ``confounds`` already in nilearn's order (HighVariance
+        marked, :func:`~daskmasker.masker.confounds.confounds_list`)."""
         self._log_loading("transform", "data", imgs)
         return lazy_signals(
             self._fitted,
@@ -325,7 +337,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             confounds=confounds,
             sample_mask=sample_mask,
             log=lambda msg: self._log("transform", msg),
-        )
+        )[0]
 
     def _finalize_output(self, lazy: xr.DataArray):
         output = getattr(self, "_output", "default")

@@ -22,7 +22,6 @@ from daskmasker.io import load
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.masker.fitting import FIT_CACHE, link_fitted, prefit_maps
 from daskmasker.masker.params import check_params, check_resampling_target
-from daskmasker.masker.transform import HighVariance
 from daskmasker.runtime.scheduling import compute_images
 
 
@@ -122,12 +121,13 @@ def transform_many(
             raise ValueError(
                 f"number of {label} ({len(values)}) unequal to number of images ({len(images)})."
             )
+    specs = [m.extraction_spec() for m in maskers]
     lazies: list[list[xr.DataArray]] = []
 
     def graphs():  # one array per image: on a cluster an image's tasks stay on one worker
         inputs = zip(images, per_image["confounds"], per_image["sample_mask"], strict=True)
         for img, conf, mask in inputs:
-            outs = [m._lazy_signals(img, _confounds_list(m, conf), mask) for m in maskers]
+            outs = [spec.lazy(img, conf, mask).signals for spec in specs]
             lazies.append(outs)
             yield da.concatenate([out.data for out in outs], axis=1)
 
@@ -140,13 +140,3 @@ def transform_many(
             part = joint[:, bounds[a] : bounds[a + 1]]
             results[a].append(part.squeeze() if out.attrs["is_3d"] else part)
     return [r[0] for r in results] if single else results
-
-
-def _confounds_list(masker: NiftiMapsMasker, confounds: Any) -> list | None:
-    """The confounds in ``NiftiMapsMasker.transform``'s order (high-variance ones first)."""
-    if confounds is None and not masker.high_variance_confounds:
-        return None
-    out: list = [HighVariance()] if masker.high_variance_confounds else []
-    if confounds is not None:
-        out += confounds if isinstance(confounds, list) else [confounds]
-    return out

@@ -5,8 +5,8 @@ from __future__ import annotations
 import nibabel as nib
 from sklearn.utils.validation import check_is_fitted
 
+from daskmasker.masker.confounds import confounds_list
 from daskmasker.masker.estimator import NiftiMapsMasker
-from daskmasker.masker.transform import HighVariance
 from daskmasker.runtime.scheduling import compute_images
 from daskmasker.stacklevel import reemits_warnings
 
@@ -103,6 +103,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
         self.n_jobs = n_jobs
 
     __doc__ = _multi_docstring(NiftiMapsMasker.__doc__)
+    _high_variance_last = True
 
     def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
         """Fit on ``imgs`` (the first image gives the grid), then transform them."""
@@ -146,9 +147,11 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
 
         def graphs():  # on a cluster each image's graph is built when a worker is free for it
             for i, img in enumerate(imgs_list):
-                conf = _confounds_list(None if confounds is None else confounds[i])
-                if self.high_variance_confounds:
-                    conf = [*(conf or []), HighVariance()]
+                conf = confounds_list(
+                    _confounds_list(None if confounds is None else confounds[i]),
+                    self.high_variance_confounds,
+                    last=True,
+                )
                 sm = None if sample_mask is None else sample_mask[i]
                 lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))
                 yield lazies[-1].data
