@@ -61,6 +61,7 @@ def lazy_signals(
         cleaning of ``signals`` applied to them gives ``signals``).
     """
     raw = load.load_image(imgs)
+    checks.check_real(raw.dtype, raw.attrs.get("source"))
     is_3d = raw.ndim == 3
     if is_3d:
         raw = raw.expand_dims(TIME_DIM)
