@@ -22,6 +22,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 _EXPORTS = {
     "MultiNiftiMapsMasker": "daskmasker.masker.multi",
     "NiftiMapsMasker": "daskmasker.masker.estimator",
+    "connectivity": "daskmasker.batch.connectivity",
+    "connectivity_measure": "daskmasker.batch.connectivity",
     "dask_client": "daskmasker.runtime.client",
     "extract_many": "daskmasker.masker.many",
     "fit_many": "daskmasker.masker.many",
@@ -38,6 +40,8 @@ __all__ = [  # noqa: RUF022 - __version__ first, then the exports in _EXPORTS' o
     "__version__",
     "MultiNiftiMapsMasker",
     "NiftiMapsMasker",
+    "connectivity",
+    "connectivity_measure",
     "dask_client",
     "extract_many",
     "fit_many",
@@ -51,6 +55,7 @@ __all__ = [  # noqa: RUF022 - __version__ first, then the exports in _EXPORTS' o
 ]
 
 if TYPE_CHECKING:
+    from daskmasker.batch.connectivity import connectivity, connectivity_measure
     from daskmasker.batch.read import open_timeseries
     from daskmasker.batch.reclean import reclean
     from daskmasker.batch.run import run_batch

@@ -1,9 +1,11 @@
-"""The commands: ``convert``, ``extract`` (one atlas or several), ``demo``, ``info``, ``clean``.
+"""The commands: ``convert``, ``extract`` (one atlas or several), ``demo``, ``info``, ``clean``,
+``connectivity``.
 Each imports what it uses, so ``--help`` loads neither Dask nor xarray."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -35,12 +37,51 @@ def _masker_from_args(args: argparse.Namespace):
     )
 
 
-def _client(args: argparse.Namespace):
-    from daskmasker.runtime.client import dask_client
+_SLURM_FLAGS = (
+    "partition",
+    "cores",
+    "memory",
+    "walltime",
+    "jobqueue_config",
+    "log_dir",
+    "interface",
+)
 
-    return dask_client(
-        scheduler=args.scheduler, scheduler_file=args.scheduler_file, workers=args.workers
+
+def client_from_args(args: argparse.Namespace, work: int | None = None):
+    """The client the options of :func:`~daskmasker.cli.parser.add_cluster_options` ask for,
+    as a context manager (None: the threaded scheduler).  ``work``: the command's independent
+    pieces of work (runs), so SLURM is asked no more workers than that."""
+    from daskmasker.runtime.cluster import cluster_client
+
+    slurm = {name: getattr(args, name, None) for name in _SLURM_FLAGS}
+    if args.workers is not None and (args.scheduler or args.scheduler_file):
+        given = "--scheduler" if args.scheduler else "--scheduler-file"
+        raise CommandError(f"--workers: not with {given} (its workers are already running)")
+    if args.cluster != "slurm":
+        given = [f"--{n.replace('_', '-')}" for n, v in slurm.items() if v is not None]
+        if given:
+            raise CommandError(f"{', '.join(given)}: SLURM job options, for --cluster slurm")
+    elif args.workers is not None and work is not None:
+        work = min(work, args.workers)
+    if args.cluster == "slurm" and slurm["log_dir"] is None:
+        out = getattr(args, "out", None)
+        if out and "://" not in out:
+            slurm["log_dir"] = os.path.join(
+                os.path.dirname(os.path.abspath(out)), "daskmasker-slurm-logs"
+            )
+    return cluster_client(
+        args.cluster,
+        scheduler=args.scheduler,
+        scheduler_file=args.scheduler_file,
+        workers=args.workers,
+        work=work,
+        say=logger.info,
+        **slurm,
     )
+
+
+_client = client_from_args
 
 
 def _progress(args: argparse.Namespace, label: str, client):
@@ -82,7 +123,7 @@ def _extract(args: argparse.Namespace) -> int:
     masker = _masker_from_args(args)
     logger.debug("masker: %r", masker)
     start = time.perf_counter()
-    with _client(args) as client, _progress(args, "extract", client):
+    with _client(args, len(args.imgs)) as client, _progress(args, "extract", client):
         result = run_batch(
             masker,
             args.imgs,
@@ -135,7 +176,7 @@ def _extract_many(args: argparse.Namespace) -> int:
     items = make_items(args.imgs, confounds=args.confounds)
     start = time.perf_counter()
     failed = done = 0
-    with _client(args):
+    with _client(args, len(items)):
         if active_client() is None:  # the images computed by this process's threads
             tune_local_allocator()
         maskers = fit_many(atlases, source(items[0].image, so), **params)
@@ -250,3 +291,21 @@ def _clean(args: argparse.Namespace) -> int:
     for name, error in result.failed.items():
         print(f"FAILED {name}: {error}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def _connectivity(args: argparse.Namespace) -> int:
+    _check_exists("store", [args.store])
+    from daskmasker.batch.connectome import write_relmats
+
+    start = time.perf_counter()
+    with _client(args) as client, _progress(args, "connectivity", client):
+        written = write_relmats(args.store, args.out, args.kind, args.storage_options)
+    relmats = sum(path.endswith("_relmat.tsv") for path in written)
+    logger.info(
+        "%d relmat.tsv files (%s) in %s in %.1f s",
+        relmats,
+        ", ".join(args.kind),
+        args.out,
+        time.perf_counter() - start,
+    )
+    return 0

@@ -46,6 +46,10 @@ _FLAGS = {
 _ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
 
 
+# nilearn's kinds (daskmasker.compute.connectivity.KINDS, not imported: --help loads no numpy)
+KINDS = ("correlation", "partial correlation", "tangent", "covariance", "precision")
+
+
 class CommandError(Exception):
     """A wrong command-line value: reported as argparse does, with exit code 2."""
 
@@ -108,16 +112,86 @@ def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
     )
 
 
-def _add_execution(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS", help="address of a running Dask scheduler")
-    where.add_argument("--scheduler-file", metavar="PATH", help="a Dask scheduler file")
+CLUSTERS = ("local", "slurm")
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Where a command's work runs: ``--cluster {local,slurm}``, ``--scheduler``,
+    ``--scheduler-file``, ``--workers`` and the SLURM jobs' sizes, the same options for every
+    command that computes.  :func:`daskmasker.cli.commands.client_from_args` turns them into
+    the client the command runs on."""
+    where = parser.add_argument_group(
+        "where the work runs",
+        "default: threads of this process; --workers N: N local worker processes; "
+        "--cluster slurm: workers as SLURM jobs submitted from this login node "
+        "(dask-jobqueue), cancelled when the command ends or is interrupted",
+    )
+    running = where.add_mutually_exclusive_group()
+    running.add_argument(
+        "--scheduler", metavar="ADDRESS", help="address of a running Dask scheduler"
+    )
+    running.add_argument("--scheduler-file", metavar="PATH", help="a Dask scheduler file")
+    running.add_argument(
+        "--cluster",
+        choices=CLUSTERS,
+        default="local",
+        help="start the workers here (local) or as SLURM jobs (slurm)",
+    )
     where.add_argument(
         "--workers",
         type=_positive(int),
         metavar="N",
-        help="start a local cluster of N worker processes",
+        help="worker processes: a local cluster of N, or at most N SLURM workers "
+        "(default there: what the partition's CPUs hold, at most one per run)",
     )
+    slurm = parser.add_argument_group(
+        "SLURM jobs (--cluster slurm; default: a jobqueue config's 'jobqueue: slurm:', else "
+        "sized from the partition)"
+    )
+    slurm.add_argument(
+        "--partition", "--queue", dest="partition", default=None, help="SLURM partition"
+    )
+    slurm.add_argument(
+        "--cores",
+        type=_positive(int),
+        default=None,
+        help="cores per job, one single-threaded worker each (default 1)",
+    )
+    slurm.add_argument(
+        "--memory",
+        default=None,
+        metavar="SIZE",
+        help="memory per job, e.g. 8GB (default: a core's share of a node, per core)",
+    )
+    slurm.add_argument(
+        "--walltime",
+        default=None,
+        metavar="HH:MM:SS",
+        help="time limit per job (default: the partition's)",
+    )
+    slurm.add_argument(
+        "--jobqueue-config",
+        default=None,
+        metavar="YAML",
+        help="dask-jobqueue settings ('jobqueue: slurm:' section, e.g. "
+        "deploy/slurm/jobqueue.yaml); default: dask's config (~/.config/dask/jobqueue.yaml)",
+    )
+    slurm.add_argument(
+        "--log-dir",
+        default=None,
+        metavar="DIR",
+        help="the jobs' logs (default: daskmasker-slurm-logs/ beside --out)",
+    )
+    slurm.add_argument(
+        "--interface",
+        default=None,
+        metavar="NAME",
+        help="network interface of the scheduler and workers, e.g. ib0",
+    )
+
+
+def _add_execution(parser: argparse.ArgumentParser) -> None:
+    add_cluster_options(parser)
     parser.add_argument(
         "--storage-options",
         type=_json_object,
@@ -247,6 +321,7 @@ def _get_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     _add_execution(demo)
     _add_store_commands(sub)
+    _add_connectivity(sub)
     return parser
 
 
@@ -284,6 +359,29 @@ def _add_store_commands(sub) -> None:
     refused.add_argument("--high-variance-confounds", action="store_true", default=keep)
     refused.add_argument("--mask", default=keep)
     refused.add_argument("--maps", default=keep)
+
+
+def _add_connectivity(sub) -> None:
+    """``connectivity STORE --kind K [--kind K2 ...] --out BIDS_DIR``."""
+    conn = sub.add_parser(
+        "connectivity",
+        help="connectivity matrices of a batch store's runs as BIDS *_relmat.tsv",
+        description="Each run's connectivity matrix (nilearn's ConnectivityMeasure: Ledoit-Wolf "
+        "covariance) as BIDS-derivative *_meas-<Measure>_relmat.tsv with JSON sidecars, beside "
+        "the runs' time series, and the group means under group/.",
+    )
+    conn.add_argument("store", help="batch store (path or URL) written by extract or clean")
+    conn.add_argument(
+        "--kind",
+        action="append",
+        choices=KINDS,
+        required=True,
+        help="nilearn's kind; repeat for several (computed together, the store read once)",
+    )
+    conn.add_argument(
+        "--out", required=True, help="BIDS derivatives folder (usually extract's --bids-dir)"
+    )
+    _add_execution(conn)
 
 
 def _number_or_none(text: str) -> float | None:
