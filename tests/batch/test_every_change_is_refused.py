@@ -216,7 +216,8 @@ def test_other_input_files_and_none_are_refused(extracted, tmp_path):
 
 
 def test_changed_in_memory_inputs_are_refused(tmp_path):
-    """Images and confounds given as arrays are hashed by value."""
+    """Images and confounds given in memory are hashed by value (an image's header TR too: it
+    is the run's TR when ``t_r`` is not given)."""
     maps = make_maps(dtype=np.float64)
     images = []
     for seed in (1, 2):
@@ -239,6 +240,12 @@ def test_changed_in_memory_inputs_are_refused(tmp_path):
     with pytest.raises(StaleStoreError, match="run item-0001: image content changed") as info:
         batch()
     assert "item-0000" not in str(info.value)
+    # the same voxels, another TR in the header: the TR of the run (its time coordinate)
+    header = original.header.copy()
+    header.set_zooms((*header.get_zooms()[:3], 2.5))
+    images[1] = nib.Nifti1Image(np.asarray(original.dataobj), original.affine, header)
+    with pytest.raises(StaleStoreError, match="run item-0001: image content changed"):
+        batch()
     images[1] = original
     confounds[0] = confounds[0] * 1.0001
     with pytest.raises(StaleStoreError, match="run item-0000: confounds content changed") as info:
