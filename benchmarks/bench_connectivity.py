@@ -8,12 +8,17 @@ study store's signals.  nilearn gets each run's kept frames as numpy arrays read
 read is timed apart); daskmasker opens it lazily as ``open_timeseries``' Dataset and computes.
 
     python benchmarks/bench_connectivity.py [--runs 1000] [--frames 200] [--regions 64]
+        [--blas-threads 1]
+
+``--blas-threads N`` sets ``OPENBLAS_NUM_THREADS`` (and OMP/MKL's) of both tools' processes:
+on a busy 2-core machine OpenBLAS's default threads slow 64 x 64 eigen-problems down many times.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -69,9 +74,9 @@ def worker(job: dict) -> dict:
         block = group["signals"][:]
         runs = [block[i, :n] for i, n in enumerate(frames)]
         read = time.perf_counter() - start
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = ConnectivityMeasure(kind=kind).fit_transform(runs)
-        compute = time.perf_counter() - start
+        compute, cpu = time.perf_counter() - start, time.process_time() - cpu
     else:
         import dask
         import xarray  # noqa: F401 - imported before the clock, as nilearn is
@@ -83,14 +88,14 @@ def worker(job: dict) -> dict:
         if job.get("keep_bytes") is not None:
             dask.config.set({"daskmasker.connectivity.keep-bytes": job["keep_bytes"]})
         frames = zarr.open_group(path, mode="r").attrs["n_frames"]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         ds = _open(path).assign_coords(n_frames=("run", np.array(frames)))
         lazy = daskmasker.connectivity(ds, kind=kind)
         read = 0.0
         result = lazy.values
-        compute = time.perf_counter() - start
+        compute, cpu = time.perf_counter() - start, time.process_time() - cpu
     np.save(out, result)
-    return {"read": read, "compute": compute}
+    return {"read": read, "compute": compute, "cpu": cpu}
 
 
 def main() -> None:
@@ -98,16 +103,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--regions", type=int, default=64)
+    parser.add_argument("--blas-threads", type=int, default=None)
     parser.add_argument("--worker", default=None)
     args = parser.parse_args()
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return
+    if args.blas_threads:
+        for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = str(args.blas_threads)  # the workers inherit it
     with tempfile.TemporaryDirectory() as tmp:
         store = f"{tmp}/signals.zarr"
         make_store(store, args.runs, args.frames, args.regions)
-        print(f"{args.runs} runs, up to {args.frames} frames x {args.regions} regions, float64")
-        header = "| kind | tool | compute | process wall | peak RSS | ratio nilearn/daskmasker |"
+        print(
+            f"{args.runs} runs, up to {args.frames} frames x {args.regions} regions, float64; "
+            f"BLAS threads: {args.blas_threads or 'default'}; load {os.getloadavg()[0]:.1f}"
+        )
+        header = "| kind | tool | compute (CPU) | process wall | peak RSS | nilearn/daskmasker |"
         print(header + " max diff |\n|---|---|---|---|---|---|---|")
         nilearn = {}
         for kind, keep in (("correlation", None), ("tangent", None), ("tangent", 0)):
@@ -131,7 +143,8 @@ def main() -> None:
                     )
                 read = f" (+ read {result['read']:.2f} s)" if result["read"] else ""
                 print(
-                    f"| {kind} | {name} | {result['compute']:.2f} s{read} | {wall:.2f} s "
+                    f"| {kind} | {name} | {result['compute']:.2f} s ({result['cpu']:.1f} s){read} "
+                    f"| {wall:.2f} s "
                     f"| {rss:.2f} GB | {ratio} | {diff:.1e} |",
                     flush=True,
                 )

@@ -20,8 +20,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 _EXPORTS = {
-    "MultiNiftiMapsMasker": "daskmasker.masker.multi",
-    "NiftiMapsMasker": "daskmasker.masker.estimator",
+    "MultiNiftiMapsMasker": "daskmasker.maskers",
+    "NiftiMapsMasker": "daskmasker.maskers",
     "connectivity": "daskmasker.batch.connectivity",
     "connectivity_measure": "daskmasker.batch.connectivity",
     "dask_client": "daskmasker.runtime.client",
@@ -32,7 +32,7 @@ _EXPORTS = {
     "open_zarr": "daskmasker.io.zarr",
     "reclean": "daskmasker.batch.reclean",
     "run_batch": "daskmasker.batch.run",
-    "to_nifti": "daskmasker.io.nifti",
+    "to_nifti": "daskmasker.io.nifti_write",
     "to_zarr": "daskmasker.io.convert",
 }
 
@@ -60,7 +60,8 @@ if TYPE_CHECKING:
     from daskmasker.batch.reclean import reclean
     from daskmasker.batch.run import run_batch
     from daskmasker.io.convert import to_zarr
-    from daskmasker.io.nifti import open_nifti, to_nifti
+    from daskmasker.io.nifti import open_nifti
+    from daskmasker.io.nifti_write import to_nifti
     from daskmasker.io.zarr import open_zarr
     from daskmasker.masker.estimator import NiftiMapsMasker
     from daskmasker.masker.many import extract_many, fit_many

@@ -43,7 +43,7 @@ def _commands() -> list[list[str]]:
 
 def test_opening_commands_install_and_run():
     first, second = BLOCKS[0][1].strip().splitlines()[:2]
-    assert first.startswith("python3 -m pip install -e . && daskmasker demo")
+    assert first.startswith('python3 -m pip install -e ".[plotting]" && daskmasker demo')
     assert second.split("#")[0].strip() == ".ci/run"
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
 

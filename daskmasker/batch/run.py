@@ -22,9 +22,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import dask
+import numpy as np
 import xarray as xr
 
-from daskmasker import config
 from daskmasker.batch import bids
 from daskmasker.batch.jobs import (
     Target,
@@ -36,6 +36,7 @@ from daskmasker.batch.jobs import (
 )
 from daskmasker.batch.record import Recorder, run_meta
 from daskmasker.batch.store import Index, completed, open_output
+from daskmasker.compute.plan import plan_extraction
 from daskmasker.io.fs import Location
 from daskmasker.io.load import describe
 from daskmasker.masker.estimator import NiftiMapsMasker
@@ -281,15 +282,17 @@ def _runs_whole(masker: NiftiMapsMasker, todo: list[Item], storage_options) -> b
             img = load_image(source(item.image, storage_options))
         except Exception:
             continue
-        return img.size * img.dtype.itemsize <= int(config.get("batch.whole-item-bytes"))
+        volumes = int(img.shape[0]) if img.ndim == 4 else 1
+        volume_nbytes = int(np.prod(img.shape[-3:])) * img.dtype.itemsize
+        return plan_extraction(volumes, volume_nbytes).runs_whole
     return False
 
 
 def _items_per_job(n_items: int, client) -> int:
-    """Small items per job: enough to amortise a job's scheduling, few enough that every
-    worker thread gets several jobs (and a progress bar moves)."""
+    """Small items per job, as planned for the client's threads
+    (:func:`~daskmasker.compute.plan.items_per_job`)."""
     slots = 1 if client is None else max(1, sum(client.nthreads().values()))
-    return max(1, min(16, n_items // (4 * slots)))
+    return plan_extraction(0, 0, n_items=n_items, slots=slots).items_per_job
 
 
 def _progress(total: int, enabled: bool):

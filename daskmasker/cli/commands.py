@@ -12,6 +12,7 @@ import time
 
 from daskmasker.cli.checks import _check_exists, _check_extract, _output
 from daskmasker.cli.parser import _STANDARDIZE, _TARGETS, CommandError, _flag_names, logger
+from daskmasker.report.output import beside, write_page
 
 
 def _masker_from_args(args: argparse.Namespace):
@@ -136,10 +137,17 @@ def _extract(args: argparse.Namespace) -> int:
             client=client,
         )
     if not args.no_report and result.done:
-        target = f"{args.out.rstrip('/')}/report.html"
-        report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
-        report.save_as_html(target, storage_options=args.storage_options)
-        logger.info("report: %s", target)
+        target = beside(args.out, ".masker.html")
+        try:
+            report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
+            report.save_as_html(target, storage_options=args.storage_options)
+            logger.info("masker report: %s", target)
+        except ImportError as exc:  # the plotting extra is not installed
+            logger.warning("no masker report: %s", exc)
+    if not args.no_report:
+        failed = {name: _flag_names(error) for name, error in result.failed.items()}
+        target = _study_report(args.out, args.storage_options, failed)
+        logger.info("study report: %s", target)
     logger.info("%s in %.1f s", result, time.perf_counter() - start)
     for name, error in result.failed.items():
         logger.error("FAILED %s: %s", name, _flag_names(error))
@@ -249,7 +257,38 @@ def _info(args: argparse.Namespace) -> int:
     from daskmasker.batch.read import store_info
 
     print(store_info(args.store, storage_options=args.storage_options))
+    if args.report:
+        print(f"study report: {_study_report(args.store, args.storage_options)}")
     return 0
+
+
+def _study_report(store: str, storage_options, failed: dict | None = None) -> str:
+    """Write the study report beside ``store`` (see :mod:`daskmasker.report.study`); its path.
+
+    The store is read through its public reader (``open_timeseries``) and its list of runs;
+    ``failed`` (run -> message) adds the runs this command could not extract.
+    """
+    import pandas as pd
+
+    from daskmasker.batch.read import open_store, open_timeseries
+    from daskmasker.batch.store import run_names
+    from daskmasker.report.study import study_report
+
+    group, _ = open_store(store, storage_options)
+    complete = run_names(group, complete_only=True)
+    rows = {name: {"run": name, "status": "incomplete"} for name in run_names(group)}
+    for name in complete:
+        run = open_timeseries(store, name, storage_options=storage_options)
+        rows[name].update(
+            status="complete", volumes=run.sizes.get("volume"), source=run.attrs.get("source", "")
+        )
+    for name, message in (failed or {}).items():
+        rows.setdefault(name, {"run": name}).update(status="failed", message=message)
+    signals = open_timeseries(store, storage_options=storage_options) if complete else None
+    page = study_report(signals, pd.DataFrame(list(rows.values())), title=str(store))
+    target = beside(store, ".report.html")
+    write_page(page, target, storage_options)
+    return target
 
 
 _CLEAN_FLAGS = {

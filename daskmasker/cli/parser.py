@@ -289,7 +289,9 @@ def _get_parser() -> argparse.ArgumentParser:
         "--labels", default=None, help="region names: a .txt (one per line) or a .tsv/.csv table"
     )
     extract.add_argument(
-        "--no-report", action="store_true", help="do not write the job's report.html in --out"
+        "--no-report",
+        action="store_true",
+        help="do not write the reports beside --out (OUT.masker.html, OUT.report.html)",
     )
     masker = extract.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
     masker.add_argument("--standardize", choices=sorted(_STANDARDIZE), default="none")
@@ -330,6 +332,11 @@ def _add_store_commands(sub) -> None:
     info = sub.add_parser("info", help="describe a batch store: runs, shapes, fingerprint status")
     info.add_argument("store", help="batch store (path or URL)")
     info.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON")
+    info.add_argument(
+        "--report",
+        action="store_true",
+        help="also write the study report (runs, kept frames, carpet plot) as STORE.report.html",
+    )
 
     clean = sub.add_parser(
         "clean", help="re-clean a batch store's raw region signals into a new store (no image read)"

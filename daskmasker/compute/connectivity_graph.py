@@ -12,9 +12,10 @@ tree reductions (:mod:`daskmasker.compute.connectivity` holds the numpy steps).
   ``n_regions²`` partial sums travel between tasks, never a chunk's matrices.
 
 Between the steps the covariances are either kept (by the scheduler, or on the workers that
-computed them) or recomputed from the signals for every step (:func:`reread`: their chunks are
-read again, so memory stays bounded by a few chunks of runs whatever the number of runs).  They
-are kept when they fit ``daskmasker.connectivity.keep-bytes``.
+computed them) or recomputed from the signals for every step
+(:func:`~daskmasker.compute.graph.reread`: their chunks are read again, so memory stays bounded
+by a few chunks of runs whatever the number of runs).  They are kept when they fit
+``daskmasker.connectivity.keep-bytes``.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ from typing import NamedTuple
 
 import dask.array as da
 import numpy as np
-from dask._task_spec import Task, TaskRef
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from daskmasker import config
 from daskmasker.compute import connectivity as conn
+from daskmasker.compute.graph import ref, reread, task
 from daskmasker.compute.regression import one_blas_thread
-from daskmasker.compute.variance import reread
 
 
 class LazyConnectivity(NamedTuple):
@@ -237,7 +237,7 @@ def tree_sum(layer: dict, name: str, parts: list, split_every: int = 8) -> tuple
         parts = []
         for j, group in enumerate(groups):
             key = (f"{name}-{level}", j)
-            layer[key] = Task(key, _add, *(TaskRef(k) for k in group))
+            layer[key] = task(key, _add, *(ref(k) for k in group))
             parts.append(key)
         level += 1
     return parts[0]
@@ -264,24 +264,24 @@ def _tangent(covs, labels, n_runs, vectorize, discard_diagonal, token) -> LazyCo
     parts = []
     for i in blocks:
         key = (f"gmean-init-{token}", i)
-        layer[key] = Task(key, _spd_sum, TaskRef((first.name, i, 0, 0)), TaskRef(names[i].key))
+        layer[key] = task(key, _spd_sum, ref((first.name, i, 0, 0)), ref(names[i].key))
         parts.append(key)
     total = tree_sum(layer, f"gmean-init-sum-{token}", parts)
     state = f"gmean-state-0-{token}"
-    layer[state] = Task(state, _initial, TaskRef(total), n_runs)
+    layer[state] = task(state, _initial, ref(total), n_runs)
     for k in range(conn.MAX_ITER):
         covs_k = source(f"gmean-{k}")
         parts = []
         for i in blocks:
             key = (f"gmean-logs-{k}-{token}", i)
-            layer[key] = Task(key, _log_sum, TaskRef((covs_k.name, i, 0, 0)), TaskRef(state))
+            layer[key] = task(key, _log_sum, ref((covs_k.name, i, 0, 0)), ref(state))
             parts.append(key)
         total = tree_sum(layer, f"gmean-logs-sum-{k}-{token}", parts)
         new = f"gmean-state-{k + 1}-{token}"
-        layer[new] = Task(new, _step, TaskRef(state), TaskRef(total), n_runs)
+        layer[new] = task(new, _step, ref(state), ref(total), n_runs)
         state = new
     final = f"gmean-final-{token}"
-    layer[final] = Task(final, _final, TaskRef(state))
+    layer[final] = task(final, _final, ref(state))
     graph = HighLevelGraph.from_collections(f"gmean-{token}", layer, dependencies=inputs)
     result = Delayed(final, graph, layer=f"gmean-{token}")
     mean, whitening = (da.from_delayed(result[i], shape=(n, n), dtype=np.float64) for i in range(2))

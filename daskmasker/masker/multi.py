@@ -51,6 +51,7 @@ def _confounds_list(confounds) -> list | None:
 
 class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
     # the docstring is NiftiMapsMasker's with n_jobs before clean_args (see _multi_docstring)
+    __module__ = "daskmasker.maskers"  # the public path, as nilearn.maskers (see maskers.py)
 
     def __init__(
         self,
@@ -113,9 +114,15 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
 
     def fit(self, imgs=None, y=None):
         """Fit the maps; for a list of images the first one gives the reference grid."""
-        if imgs is not None and not _is_single(imgs):
+        several = imgs is not None and not _is_single(imgs)
+        if several:
             imgs = imgs[0] if len(imgs) else None
-        return super().fit(imgs, y=y)
+        super().fit(imgs, y=y)
+        if several and self._has_report_data() and self._reporting_data["dim"] == 4:
+            # nilearn's report of a list of 4D images: the first subject's first volume, a warning
+            self._reporting_data["dim"] = 5
+            self._reporting_data["images"] = self._reporting_data["images"].first()
+        return self
 
     def transform(self, imgs, confounds=None, sample_mask=None):
         """Signals of one image (an array) or of a list of images (a list of arrays)."""

@@ -139,8 +139,10 @@ def test_cli_extract(dataset, tmp_path, capsys):
     )
     assert code == 0
     assert "3 extracted" in capsys.readouterr().err  # the summary is logged on stderr
-    report = (tmp_path / "cli.zarr" / "report.html").read_text()
+    report = (tmp_path / "cli.zarr.masker.html").read_text()  # beside the store, not inside
     assert "The masker has <b>6</b> spatial maps in total." in report
+    assert (tmp_path / "cli.zarr.report.html").exists()
+    assert not (tmp_path / "cli.zarr" / "report.html").exists()
     path, conf = dataset["runs"][1]
     got = xr.open_zarr(out, group="sub-02_task-rest", consolidated=False)["signals"].values
     np.testing.assert_allclose(got, expected(dataset, path, conf), atol=1e-12)

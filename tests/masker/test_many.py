@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from daskmasker import NiftiMapsMasker, config
-from daskmasker.io import nifti
-from daskmasker.masker.fitting import FIT_CACHE
+from daskmasker.io import nifti_chunks
+from daskmasker.masker.fit_cache import FIT_CACHE
 from daskmasker.masker.many import extract_many
 
 from helpers import make_data, make_maps, make_mask
@@ -36,13 +36,13 @@ def run_gz(tmp_path, atlases):
 def reads(monkeypatch):
     """Every chunk read of a .nii.gz: (path, first volume, last volume)."""
     calls = []
-    original = nifti._read_volumes
+    original = nifti_chunks.read_volumes
 
     def counting(url, storage_options, header_blob, t0, t1, ndim):
         calls.append((url, t0, t1))
         return original(url, storage_options, header_blob, t0, t1, ndim)
 
-    monkeypatch.setattr(nifti, "_read_volumes", counting)
+    monkeypatch.setattr(nifti_chunks, "read_volumes", counting)
     return calls
 
 

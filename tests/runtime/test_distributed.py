@@ -84,13 +84,14 @@ def test_images_given_the_same_confounds_share_no_task(files):
 def test_confounds_are_not_rechunked_to_the_product_batches(files, monkeypatch):
     """The cleaning task takes the products' batches and the confounds each in their own time
     chunks (no rechunk tasks between them), with the same numbers."""
+    import dask
+
     from daskmasker import open_nifti
-    from daskmasker.compute import projection
 
     masker, conf = _xarray_masker(files), _confounds()
     whole = masker.transform(files["runs"][0], confounds=conf)
-    monkeypatch.setattr(projection, "gemm_volumes", lambda *args, **kwargs: 16)
-    batched = masker.transform(open_nifti(files["runs"][0], chunks=10), confounds=conf)
+    with dask.config.set({"daskmasker.gemm-max-volumes": 16}):
+        batched = masker.transform(open_nifti(files["runs"][0], chunks=10), confounds=conf)
     layers = batched.data.dask.layers
     (products,) = [layer for name, layer in layers.items() if name.startswith("support-products")]
     assert len(products) == 3  # 6 chunks of 10 volumes in batches of 2
