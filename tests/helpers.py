@@ -126,6 +126,31 @@ def write_maps_and_mask(root) -> dict:
     return {**paths, "maps_img": maps}
 
 
+def write_study(root) -> dict:
+    """Maps, a mask and two runs (40 and 45 volumes) with their confounds, as files in ``root``."""
+    maps = make_maps(dtype=np.float64)
+    maps.to_filename(root / "maps.nii.gz")
+    make_mask().to_filename(root / "mask.nii.gz")
+    runs = []
+    for sub, n_scans in ((1, 40), (2, 45)):
+        func = root / f"sub-0{sub}" / "func"
+        func.mkdir(parents=True)
+        img = func / f"sub-0{sub}_task-rest_bold.nii.gz"
+        conf = func / f"sub-0{sub}_task-rest_desc-confounds_timeseries.tsv"
+        write_run(img, maps, n_scans, seed=sub)
+        write_confounds(conf, n_scans, seed=10 + sub)
+        runs.append(
+            {"img": str(img), "conf": str(conf), "n": n_scans, "name": f"sub-0{sub}_task-rest"}
+        )
+    return {
+        "root": root,
+        "maps_img": maps,
+        "maps": str(root / "maps.nii.gz"),
+        "mask": str(root / "mask.nii.gz"),
+        "runs": runs,
+    }
+
+
 def traced_peak(compute):
     """``compute()``'s result and the peak of Python's traced allocations while it ran (bytes)."""
     tracemalloc.start()

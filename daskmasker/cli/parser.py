@@ -33,6 +33,13 @@ _FLAGS = {
     r"'?\bdetrend\b'?": "--detrend",
     r"'?\bmask_img\b'?": "--mask",
     r"'?\bmaps_img\b'?": "--maps",
+    # a rerun refused (:func:`daskmasker.batch.fingerprint.differences`): the flag that differs
+    r"parameter 'standardize'": "parameter --standardize",
+    r"parameter 'dtype'": "parameter --dtype",
+    r"parameter 'keep_masked_maps'": "parameter --keep-masked-maps",
+    r"parameter 'allow_overlap'": "parameter allow-overlap (--no-allow-overlap)",
+    r"parameter 'clean_args'": "parameter --filter",
+    r"region names were": "region names (--labels) were",
 }
 
 

@@ -67,6 +67,7 @@ def lazy_signals(
         regions below ``min_coverage`` are NaN.
     """
     raw = load.load_image(imgs)
+    checks.check_real(raw.dtype, raw.attrs.get("source"))
     is_3d = raw.ndim == 3
     if is_3d:
         raw = raw.expand_dims(TIME_DIM)

@@ -251,7 +251,11 @@ def test_fit_of_sparse_maps_holds_no_dense_copy():
 
     maps, peak = traced_peak(lambda: load_maps(image, onto=target))
     assert maps_arrays.is_sparse(maps)
-    assert peak < dense_bytes / 10
+    # one block of 8 maps at a time, made sparse on the target grid: measured 4.15 MB (the
+    # same in 6 runs; a float64 copy of each block before it is made sparse: 8.9 MB, blocks of
+    # 16 maps: 17.1 MB); the bound is 1.25 such blocks, 1/20 of dense
+    block_bytes = 8 * values[..., 0].nbytes
+    assert peak < 1.25 * block_bytes <= dense_bytes / 20
     expected = resample_array(da.from_array(values.T), img.affine, target, "linear").compute()
     assert rel(maps.toarray(), expected) <= EXACT
 

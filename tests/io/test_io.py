@@ -292,9 +292,10 @@ def test_one_thread_converts_a_gz_holding_a_few_chunks(tmp_path):
     plain = peak(open_nifti(path), "plain.zarr")  # its default chunks rechunked into 8 volumes
     np.testing.assert_array_equal(open_zarr(str(tmp_path / "plain.zarr")).values, data.T)
     assert plain > image_bytes / 2
-    # measured 4.2-5.3 MB for either length (a few 1 MB chunks and the codecs' buffers) and
-    # 81.6 MB for the plain chain
-    assert max(peaks.values()) < 10 * step * volume_bytes < image_bytes / 7
+    # measured 4.1-5.54 MB for either length in 24 runs (a few 1 MB chunks and the codecs'
+    # buffers; 6.3 and 7.4 MB when each read waits for the write 4 chunks back, not 2) and
+    # 81.5-82.5 MB for the plain chain: the bound is 1.23 times the highest, 5.54 MB
+    assert max(peaks.values()) < 6.5 * step * volume_bytes < image_bytes / 10
 
 
 @pytest.mark.parametrize(("level", "inflater"), [(1, "isal"), (6, "zlib_ng")])
