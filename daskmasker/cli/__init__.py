@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from daskmasker.cli.commands import _clean, _convert, _demo, _extract, _info
+from daskmasker.cli.commands import _clean, _convert, _demo, _extract, _info, _upgrade
 from daskmasker.cli.parser import CommandError, _flag_names, _get_parser, logger
 
 __all__ = ["_get_parser", "main"]
@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "info": _info,
         "clean": _clean,
+        "upgrade": _upgrade,
     }
     try:
         return commands[args.command](args)

@@ -116,9 +116,8 @@ def _extract_many(args: argparse.Namespace) -> int:
 
     from daskmasker.batch.jobs import source
     from daskmasker.batch.record import Recorder, index_entry
-    from daskmasker.batch.run import make_items
-    from daskmasker.batch.store import Index, completed, open_output, write_item
-    from daskmasker.io.fs import Location
+    from daskmasker.batch.run import finish, make_items
+    from daskmasker.batch.store import completed, open_output, write_run
     from daskmasker.masker.many import fit_many
     from daskmasker.runtime.client import active_client, tune_local_allocator
 
@@ -134,7 +133,7 @@ def _extract_many(args: argparse.Namespace) -> int:
     so = args.storage_options
     items = make_items(args.imgs, confounds=args.confounds)
     start = time.perf_counter()
-    failed = done = 0
+    failed = n_done = 0
     with _client(args):
         if active_client() is None:  # the images computed by this process's threads
             tune_local_allocator()
@@ -143,10 +142,12 @@ def _extract_many(args: argparse.Namespace) -> int:
         for name, masker in zip(names, maskers, strict=True):
             store = f"{args.out.rstrip('/')}/{name}.zarr"
             spec = masker.extraction_spec()
-            group, mapper = open_output(store, spec.attrs, args.overwrite, so)
+            location = open_output(store, spec.attrs, args.overwrite, so)
             recorder = Recorder(spec, so).prepare()
-            todo, _ = recorder.split(group, items, completed(group, Location(store, so)))
-            outputs.append((masker, recorder, mapper, Index(group), {i.name for i in todo}))
+            done = completed(location)
+            todo, _ = recorder.split(location, items, done)
+            index = {**done, **recorder.refreshed}
+            outputs.append((masker, recorder, location, index, {i.name for i in todo}))
         try:
             for item in items:
                 wanted = [out for out in outputs if item.name in out[4]]
@@ -163,16 +164,16 @@ def _extract_many(args: argparse.Namespace) -> int:
                     logger.error("FAILED %s: %s: %s", item.name, type(exc).__name__, exc)
                     failed += 1
                     continue
-                for (_, recorder, mapper, index, _), lazy, (sig, raw, conf) in zip(
+                for (_, recorder, location, index, _), lazy, (sig, raw, conf) in zip(
                     wanted, lazies, values, strict=True
                 ):
                     ds = recorder.dataset(item, lazy[0], sig, raw, conf)
-                    write_item(mapper, item.name, ds)
-                    index.add(item.name, index_entry(ds))
-                done += 1
+                    write_run(location, item.name, ds)
+                    index[item.name] = index_entry(ds)
+                n_done += 1
         finally:
-            for out in outputs:
-                out[3].flush()
+            for _, _, location, index, _ in outputs:
+                finish(location, index)
     logger.info(
         "%d images x %d atlases into %s/{%s}.zarr: %d extracted, %d already complete, "
         "%d failed in %.1f s",
@@ -180,8 +181,8 @@ def _extract_many(args: argparse.Namespace) -> int:
         len(atlases),
         args.out,
         ",".join(names),
-        done,
-        len(items) - done - failed,
+        n_done,
+        len(items) - n_done - failed,
         failed,
         time.perf_counter() - start,
     )
@@ -208,6 +209,15 @@ def _info(args: argparse.Namespace) -> int:
     from daskmasker.batch.read import store_info
 
     print(store_info(args.store, storage_options=args.storage_options))
+    return 0
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    from daskmasker.batch.upgrade import upgrade
+
+    start = time.perf_counter()
+    n = upgrade(args.store, args.out, storage_options=args.storage_options)
+    print(f"{args.store} -> {args.out}: {n} runs in {time.perf_counter() - start:.1f} s")
     return 0
 
 
