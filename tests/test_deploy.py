@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tomllib
-import xarray as xr
 import yaml
+
+from daskmasker import open_timeseries
 
 from helpers import make_data, make_maps, stop_processes
 
@@ -189,7 +190,7 @@ def test_sbatch_recipe_end_to_end(tmp_path):
         with Client(scheduler_file=sched_file) as client:
             executed = client.run(lambda dask_worker: dask_worker.state.executed_count)
         assert sum(executed.values()) > 0
-        ds = xr.open_zarr(out, group="sub-01_task-rest", consolidated=False)
+        ds = open_timeseries(out, "sub-01_task-rest")
         assert ds["signals"].shape == (30, maps.shape[3])
     finally:
         stop_processes(procs)

@@ -28,7 +28,7 @@ def open_store(store: str, storage_options: dict | None = None) -> tuple[Locatio
     store of the previous layout is refused with the command that converts it."""
     location = Location(store, storage_options)
     try:
-        group = zarr.open_group(location.store, mode="r")
+        group = zarr.open_group(location.store, mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise FileNotFoundError(f"no batch store at '{store}'") from exc
     attrs = dict(group.attrs)
@@ -89,7 +89,7 @@ def open_timeseries(
             names = sorted(listed_runs(location))
             shown = f"{names[:10]}" + (f" and {len(names) - 10} more" if len(names) > 10 else "")
             raise KeyError(f"no run {run!r} in {store}; runs: {shown}") from None
-    ds = xr.open_zarr(location.store, consolidated=True)
+    ds = xr.open_zarr(location.store, consolidated=True, zarr_format=3)
     if "run" not in ds.dims:
         raise ValueError(f"{store} holds no complete run (or none gathered yet: rerun the batch)")
     missing = len(listed_runs(location) - set(ds["run"].values.tolist()))
@@ -115,7 +115,7 @@ def store_info(store: str, storage_options: dict | None = None) -> str:
     batch = attrs[BATCH_ATTR]
     listed = listed_runs(location)
     shapes: dict[str, tuple[int, int, int]] = {}
-    ds = xr.open_zarr(location.store, consolidated=True)
+    ds = xr.open_zarr(location.store, consolidated=True, zarr_format=3)
     if "run" in ds.dims:
         names = ds["run"].values.tolist()
         frames, volumes = ds["n_frames"].values.tolist(), ds["n_volumes"].values.tolist()

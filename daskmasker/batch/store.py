@@ -80,7 +80,7 @@ def open_output(
     fs, root = location.fs, location.root
     if fs.exists(root):
         try:
-            attrs = dict(zarr.open_group(location.store, mode="r").attrs)
+            attrs = dict(zarr.open_group(location.store, mode="r", zarr_format=3).attrs)
         except Exception:
             attrs = {}
         if BATCH_ATTR not in attrs:

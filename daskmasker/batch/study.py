@@ -126,11 +126,19 @@ def runs_per_chunk(n_volumes: int, n_regions: int) -> int:
     return int(min(MAX_RUNS_PER_CHUNK, max(1, CHUNK_BYTES // per_run)))
 
 
+def committed(group: zarr.Group) -> dict[str, zarr.Array]:
+    """The arrays of the last commit (the root's consolidated metadata): arrays written since
+    by a gathering that did not finish are not among them."""
+    meta = group.metadata.consolidated_metadata
+    if meta is None:
+        return {}
+    return {name: group[name] for name in meta.metadata if "/" not in name}
+
+
 def committed_runs(group: zarr.Group) -> list[str]:
     """The runs the committed study arrays hold, in their order."""
-    if "run" not in group:
-        return []
-    return [str(n) for n in group["run"][:]]
+    arrays = committed(group)
+    return [str(n) for n in arrays["run"][:]] if "run" in arrays else []
 
 
 def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
@@ -143,15 +151,15 @@ def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Object at .* is not recognized")
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not")
-        group = zarr.open_group(location.store, mode="r+")
-        committed = committed_runs(group)
-        position = {name: i for i, name in enumerate(committed)}
+        group = zarr.open_group(location.store, mode="r+", zarr_format=3)
+        names = committed_runs(group)
+        position = {name: i for i, name in enumerate(names)}
         listed = listed_runs(location)
         redone = [n for n in sorted(set(redone)) if n in position and n in listed]
         new = sorted(listed - set(position))
-        if not new and not redone and "run" in group:
+        if not new and not redone:
             return []
-        writer = _Writer(group, len(committed))
+        writer = _Writer(group, len(names))
         for names in _blocks(redone + new, writer):
             packs = read_packs(location, names)
             runs = [unpack(packs[n]) for n in names if n in packs]
@@ -172,8 +180,11 @@ class _Writer:
 
     def __init__(self, group: zarr.Group, n_committed: int):
         self.group, self.n = group, n_committed
-        self.chunk = group["raw_signals"].chunks[0] if "raw_signals" in group else None
-        self.confounds = [str(c) for c in group["confound"][:]] if "confound" in group else []
+        self.arrays = committed(group)
+        raw = self.arrays.get("raw_signals")
+        self.chunk = None if raw is None else raw.chunks[0]
+        confound = self.arrays.get("confound")
+        self.confounds = [] if confound is None else [str(c) for c in confound[:]]
 
     def write(self, names: Sequence[str], runs: list[xr.Dataset], position: dict) -> None:
         if not runs:
@@ -212,7 +223,7 @@ class _Writer:
         self._array("region_name", ("region",), names)
 
     def _check_regions(self, runs: list[xr.Dataset], names: Sequence[str]) -> None:
-        regions = self.group["region"][:]
+        regions = self.arrays["region"][:]
         for name, ds in zip(names, runs, strict=True):
             if not np.array_equal(ds["region"].values, regions):
                 raise ValueError(
@@ -233,12 +244,14 @@ class _Writer:
         )
         arr[...] = values
         arr.attrs.update(_labels(name))
+        self.arrays[name] = arr
 
     def _put(self, name: str, dims: tuple, values: np.ndarray, rows: list[int]) -> None:
         """Write a block's rows of a run-first array, creating or growing it first."""
         shape = (self.n, *values.shape[1:])
-        if name not in self.group:
-            chunks = (RUN_COORD_CHUNK,) if len(dims) == 1 else (self.chunk, *values.shape[1:])
+        if name not in self.arrays:
+            inner = tuple(max(1, s) for s in values.shape[1:])
+            chunks = (RUN_COORD_CHUNK,) if len(dims) == 1 else (self.chunk, *inner)
             arr = self.group.create_array(
                 name,
                 shape=shape,
@@ -249,8 +262,9 @@ class _Writer:
                 overwrite=True,
             )
             arr.attrs.update(_labels(name))
+            self.arrays[name] = arr
         else:
-            arr = self.group[name]
+            arr = self.arrays[name]
             if arr.dtype != values.dtype and values.dtype != object:
                 raise ValueError(
                     f"{name} of the new runs is {values.dtype}, the study's {arr.dtype}: a store "
@@ -271,22 +285,23 @@ class _Writer:
         per-run coordinates created after some runs, and each variable's ``coordinates``
         attribute (CF: how xarray tells coordinates from data)."""
         for dim, ref in (("time", "signals"), ("volume", "raw_signals")):
-            length = self.group[ref].shape[1]
+            length = self.arrays[ref].shape[1]
             self._array(dim, (dim,), np.arange(length, dtype=np.int64))
-        for name in list(self.group.array_keys()):
-            arr = self.group[name]
+        for arr in self.arrays.values():
             dims = arr.metadata.dimension_names
             if dims and dims[0] == "run" and arr.shape[0] < self.n:
                 arr.resize((self.n, *arr.shape[1:]))
-        coords = sorted(
-            n for n in self.group.array_keys() if n not in ("signals", "raw_signals", "confounds")
-        )
-        for name in ("signals", "raw_signals", "confounds"):
-            if name in self.group:
-                dims = set(self.group[name].metadata.dimension_names)
-                own = [c for c in coords if set(self.group[c].metadata.dimension_names) <= dims]
-                own = [c for c in own if c not in dims]
-                self.group[name].attrs["coordinates"] = " ".join(own)
+        data = ("signals", "raw_signals", "confounds")
+        coords = sorted(n for n in self.arrays if n not in data)
+        for name in data:
+            if name in self.arrays:
+                dims = set(self.arrays[name].metadata.dimension_names)
+                own = [
+                    c
+                    for c in coords
+                    if set(self.arrays[c].metadata.dimension_names) <= dims and c not in dims
+                ]
+                self.arrays[name].attrs["coordinates"] = " ".join(own)
 
 
 def _runs_of(rows: list[int]):
