@@ -71,7 +71,8 @@ def open_timeseries(
         - ``frame`` and ``onset`` (run, time): the kept volume of each time point (-1 past
           ``n_frames``) and its onset in s; ``region_name`` on ``region``.
 
-        So ``ds.where(ds.subject == "01", drop=True)``, ``ds.groupby("task")`` and
+        The one-dimensional coordinates are read (so they index without computing), the
+        others are lazy.  So ``ds.where(ds.subject == "01", drop=True)``, ``ds.groupby("task")`` and
         ``ds.sel(run="sub-01_task-rest")`` work as on any Dataset; ``xr.open_zarr(store)`` opens
         the same arrays.
 
@@ -100,7 +101,8 @@ def open_timeseries(
             "them) or call daskmasker.batch.study.gather",
             stacklevel=2,
         )
-    return ds.assign_attrs(store=str(store))
+    small = {name: ds[name].load() for name, c in ds.coords.items() if c.ndim == 1}
+    return ds.assign_coords(small).assign_attrs(store=str(store))
 
 
 def store_info(store: str, storage_options: dict | None = None) -> str:

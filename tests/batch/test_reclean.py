@@ -9,10 +9,9 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
-import xarray as xr
 from nilearn.maskers import NiftiMapsMasker as NilearnMasker
 
-from daskmasker import NiftiMapsMasker, reclean, run_batch
+from daskmasker import NiftiMapsMasker, open_timeseries, reclean, run_batch
 from daskmasker.batch.record import StaleStoreError
 
 from helpers import make_mask
@@ -41,7 +40,7 @@ def extract(study, out, params, confounds=True, sample_masks=None, **kwargs):
 
 
 def open_run(out, name):
-    return xr.open_zarr(out, group=name, consolidated=False)
+    return open_timeseries(out, name)
 
 
 def hide_images(study):
