@@ -93,14 +93,14 @@ def open_output(
             fs.rm(root, recursive=True)
         else:
             check_layout(attrs, store)
-    group = zarr.open_group(location.store, mode="a", zarr_format=3)
-    if BATCH_ATTR not in group.attrs:
-        group.attrs[BATCH_ATTR] = {
+    if not fs.exists(f"{root.rstrip('/')}/zarr.json"):  # created with its attributes: one write
+        batch = {
             "layout": LAYOUT,
             "parameters": params,
             "versions": provenance.versions(),
             **({"recleaned_from": recleaned_from} if recleaned_from else {}),
         }
+        zarr.create_group(location.store, attributes={BATCH_ATTR: batch}, zarr_format=3)
     return location
 
 

@@ -233,6 +233,9 @@ class _Writer:
 
     def _array(self, name: str, dims: tuple, values: np.ndarray) -> None:
         """A whole array (the fixed coordinates), written at once."""
+        old = self.arrays.get(name)
+        if old is not None and old.shape == values.shape and np.array_equal(old[...], values):
+            return  # unchanged: not rewritten
         arr = self.group.create_array(
             name,
             shape=values.shape,
@@ -240,10 +243,10 @@ class _Writer:
             dtype=str if values.dtype == object else values.dtype,
             fill_value=_fill(values.dtype),
             dimension_names=dims,
+            attributes=_labels(name),
             overwrite=True,
         )
         arr[...] = values
-        arr.attrs.update(_labels(name))
         self.arrays[name] = arr
 
     def _put(self, name: str, dims: tuple, values: np.ndarray, rows: list[int]) -> None:
@@ -259,9 +262,9 @@ class _Writer:
                 dtype=str if values.dtype == object else values.dtype,
                 fill_value=_fill(values.dtype),
                 dimension_names=dims,
+                attributes=_labels(name),
                 overwrite=True,
             )
-            arr.attrs.update(_labels(name))
             self.arrays[name] = arr
         else:
             arr = self.arrays[name]
@@ -301,7 +304,8 @@ class _Writer:
                     for c in coords
                     if set(self.arrays[c].metadata.dimension_names) <= dims and c not in dims
                 ]
-                self.arrays[name].attrs["coordinates"] = " ".join(own)
+                if self.arrays[name].attrs.get("coordinates") != " ".join(own):
+                    self.arrays[name].attrs["coordinates"] = " ".join(own)
 
 
 def _runs_of(rows: list[int]):

@@ -40,17 +40,22 @@ def upgrade(store: str, out: str, storage_options: dict | None = None) -> int:
         raise ValueError(f"'{store}' is not a daskmasker batch store")
     if batch.get("layout", 1) == LAYOUT:
         raise ValueError(f"'{store}' is already in the current layout: nothing to upgrade")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
+        names = sorted(group.group_keys())
+    complete = [n for n in names if group[n].attrs.get(OLD_COMPLETE)]
+    older = [n for n in complete if "raw_signals" not in group[n]]
+    if older:
+        raise ValueError(
+            f"runs {older} of {store} have no raw_signals (written by an older daskmasker): "
+            "extract them again (daskmasker extract) rather than upgrading"
+        )
     target = Location(out, storage_options)
     if target.fs.exists(target.root):
         raise ValueError(f"'{out}' exists: upgrade writes a new store, give another path")
     location = open_output(out, batch.get("parameters", {}), False, storage_options)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
-        names = sorted(group.group_keys())
     index = {}
-    for name in names:
-        if not group[name].attrs.get(OLD_COMPLETE):
-            continue  # half-written by a killed batch: the resume will compute it
+    for name in complete:  # the others were half-written by a killed batch: a resume redoes them
         ds = xr.open_zarr(old.store, group=name, consolidated=False, chunks=None).load()
         attrs = {k: v for k, v in ds.attrs.items() if k != OLD_COMPLETE}
         confounds = ds["confounds"].values if "confounds" in ds else None
