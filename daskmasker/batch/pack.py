@@ -25,11 +25,21 @@ _ARRAYS = ("signals", "raw_signals", "confounds", "frame", "region")
 
 def pack(ds: xr.Dataset) -> bytes:
     """A run's Dataset (:func:`~daskmasker.batch.dataset.run_dataset`) as ``.npz`` bytes."""
-    arrays = {name: np.asarray(ds[name].values) for name in _ARRAYS if name in ds.variables}
-    arrays["region_name"] = np.asarray([str(n) for n in ds["region_name"].values], dtype=str)
+    arrays = {name: ds[name].values for name in _ARRAYS if name in ds.variables}
+    arrays["region_name"] = ds["region_name"].values
     if "confound" in ds.variables:
-        arrays["confound"] = np.asarray([str(n) for n in ds["confound"].values], dtype=str)
-    text = json.dumps(dict(ds.attrs), sort_keys=True, allow_nan=True)
+        arrays["confound"] = ds["confound"].values
+    return pack_arrays(arrays, dict(ds.attrs))
+
+
+def pack_arrays(arrays: dict[str, np.ndarray], attrs: dict) -> bytes:
+    """A run's arrays (``signals``, ``raw_signals``, ``frame``, ``region``, ``region_name``,
+    and ``confounds`` with ``confound`` if any) and attributes as ``.npz`` bytes."""
+    arrays = {name: np.asarray(value) for name, value in arrays.items()}
+    for name in ("region_name", "confound"):
+        if name in arrays:
+            arrays[name] = np.asarray([str(n) for n in arrays[name]], dtype=str)
+    text = json.dumps(attrs, sort_keys=True, allow_nan=True)
     arrays[ATTRS] = np.frombuffer(text.encode(), dtype=np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -58,6 +68,15 @@ def unpack(data: bytes) -> xr.Dataset:
             t_r=attrs.get("t_r"),
             attrs=attrs,
         )
+
+
+def unpack_arrays(data: bytes) -> dict:
+    """A packed run as plain arrays (``attrs`` a dict): what gathering a study needs, without
+    building a Dataset per run."""
+    with _open(data) as npz:
+        out = {name: npz[name] for name in npz.files if name != ATTRS}
+        out[ATTRS] = _attrs(npz)
+        return out
 
 
 def unpack_attrs(data: bytes) -> dict:

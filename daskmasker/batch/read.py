@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import dask
 import xarray as xr
 import zarr
 
@@ -101,7 +102,9 @@ def open_timeseries(
             "them) or call daskmasker.batch.study.gather",
             stacklevel=2,
         )
-    small = {name: ds[name].load() for name, c in ds.coords.items() if c.ndim == 1}
+    names = [name for name, c in ds.coords.items() if c.ndim == 1 and name not in ds.dims]
+    values = dask.compute(*[ds[name].data for name in names])  # concurrent reads
+    small = {name: ds[name].copy(data=value) for name, value in zip(names, values, strict=True)}
     return ds.assign_coords(small).assign_attrs(store=str(store))
 
 

@@ -39,17 +39,17 @@ runs already committed) and the next one finishes it.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import xarray as xr
 import zarr
 
 from daskmasker.batch.bids import _schema, parse_name
 from daskmasker.batch.dataset import LABELS
-from daskmasker.batch.pack import unpack
+from daskmasker.batch.pack import ATTRS, unpack_arrays
 from daskmasker.batch.store import listed_runs, read_packs
 from daskmasker.io.fs import Location
 
@@ -96,9 +96,15 @@ def entity_coords(source: str) -> dict[str, str]:
     {'subject': '01', 'task': 'rest', 'bids_run': '2', 'description': 'preproc'}
     """
     entities, _ = parse_name(source)
+    names = _long_names()
+    return {coord_name(names[k]): v for k, v in entities.items() if k in names}
+
+
+@functools.cache
+def _long_names() -> dict[str, str]:
+    """Short entity names (``sub``) to the schema's long ones (``subject``)."""
     schema = _schema()
-    short_to_long = {schema.objects.entities[k]["name"]: k for k in schema.rules.entities}
-    return {coord_name(short_to_long[k]): v for k, v in entities.items() if k in short_to_long}
+    return {schema.objects.entities[k]["name"]: k for k in schema.rules.entities}
 
 
 def coord_name(entity: str) -> str:
@@ -162,7 +168,7 @@ def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
         writer = _Writer(group, len(names))
         for names in _blocks(redone + new, writer):
             packs = read_packs(location, names)
-            runs = [unpack(packs[n]) for n in names if n in packs]
+            runs = [unpack_arrays(packs[n]) for n in names if n in packs]
             writer.write([n for n in names if n in packs], runs, position)
         writer.finish()
         zarr.consolidate_metadata(location.store)
@@ -186,19 +192,20 @@ class _Writer:
         confound = self.arrays.get("confound")
         self.confounds = [] if confound is None else [str(c) for c in confound[:]]
 
-    def write(self, names: Sequence[str], runs: list[xr.Dataset], position: dict) -> None:
+    def write(self, names: Sequence[str], runs: list[dict], position: dict) -> None:
+        """Write runs (:func:`~daskmasker.batch.pack.unpack_arrays`) at their rows."""
         if not runs:
             return
         first = runs[0]
-        n_regions = first.sizes["region"]
-        n_volumes = max(r.sizes["volume"] for r in runs)
-        n_frames = max(r.sizes["time"] for r in runs)
+        n_regions = first["region"].shape[0]
+        n_volumes = max(r["raw_signals"].shape[0] for r in runs)
+        n_frames = max(r["signals"].shape[0] for r in runs)
         if self.chunk is None:
             self.chunk = runs_per_chunk(n_volumes, n_regions)
             self._create_fixed(first)
         self._check_regions(runs, names)
-        for ds in runs:
-            for c in ds["confound"].values if "confound" in ds.coords else ():
+        for run in runs:
+            for c in run.get("confound", ()):
                 if str(c) not in self.confounds:
                     self.confounds.append(str(c))
         rows = [position.get(n, -1) for n in names]
@@ -217,17 +224,17 @@ class _Writer:
         self._data_coordinates()
 
     # arrays -------------------------------------------------------------------------------
-    def _create_fixed(self, first: xr.Dataset) -> None:
-        self._array("region", ("region",), first["region"].values.astype(np.int64))
-        names = np.asarray([str(n) for n in first["region_name"].values], dtype=object)
+    def _create_fixed(self, first: dict) -> None:
+        self._array("region", ("region",), first["region"].astype(np.int64))
+        names = np.asarray([str(n) for n in first["region_name"]], dtype=object)
         self._array("region_name", ("region",), names)
 
-    def _check_regions(self, runs: list[xr.Dataset], names: Sequence[str]) -> None:
+    def _check_regions(self, runs: list[dict], names: Sequence[str]) -> None:
         regions = self.arrays["region"][:]
-        for name, ds in zip(names, runs, strict=True):
-            if not np.array_equal(ds["region"].values, regions):
+        for name, run in zip(names, runs, strict=True):
+            if not np.array_equal(run["region"], regions):
                 raise ValueError(
-                    f"run {name!r} has regions {ds['region'].values.tolist()}, the study "
+                    f"run {name!r} has regions {run['region'].tolist()}, the study "
                     f"{regions.tolist()}: a store holds runs of one extraction"
                 )
 
@@ -319,9 +326,9 @@ def _runs_of(rows: list[int]):
             start = k
 
 
-def _block(runs: list[xr.Dataset], n_frames: int, n_volumes: int, confounds: list[str]) -> dict:
+def _block(runs: list[dict], n_frames: int, n_volumes: int, confounds: list[str]) -> dict:
     """The runs' rows of every run-first array, padded (NaN, -1, "")."""
-    n, k = len(runs), runs[0].sizes["region"]
+    n, k = len(runs), runs[0]["region"].shape[0]
     dtype = runs[0]["signals"].dtype
     signals = np.full((n, n_frames, k), np.nan, dtype=dtype)
     raw = np.full((n, n_volumes, k), np.nan)
@@ -330,21 +337,22 @@ def _block(runs: list[xr.Dataset], n_frames: int, n_volumes: int, confounds: lis
     conf = np.full((n, n_volumes, len(confounds)), np.nan) if confounds else None
     per_run: dict[str, list] = {name: [] for name in PER_RUN}
     entities: dict[str, list] = {}
-    for i, ds in enumerate(runs):
-        t, v = ds.sizes["time"], ds.sizes["volume"]
-        signals[i, :t] = ds["signals"].values
-        raw[i, :v] = ds["raw_signals"].values
-        frame[i, :t] = ds["frame"].values
-        t_r = ds.attrs.get("t_r") or math.nan
-        onset[i, :t] = ds["frame"].values * t_r
-        if conf is not None and "confounds" in ds:
-            columns = [confounds.index(str(c)) for c in ds["confound"].values]
-            conf[i][:v, columns] = ds["confounds"].values
-        source = str(ds.attrs.get("source", ""))
+    for i, run in enumerate(runs):
+        attrs = run[ATTRS]
+        t, v = run["signals"].shape[0], run["raw_signals"].shape[0]
+        signals[i, :t] = run["signals"]
+        raw[i, :v] = run["raw_signals"]
+        frame[i, :t] = run["frame"]
+        t_r = attrs.get("t_r") or math.nan
+        onset[i, :t] = run["frame"] * t_r
+        if conf is not None and "confounds" in run:
+            columns = [confounds.index(str(c)) for c in run["confound"]]
+            conf[i][:v, columns] = run["confounds"]
+        source = str(attrs.get("source", ""))
         values = {
             "source": source,
-            "checksum": str(ds.attrs.get("checksum", "")),
-            "confounds_source": str(ds.attrs.get("confounds_source", "")),
+            "checksum": str(attrs.get("checksum", "")),
+            "confounds_source": str(attrs.get("confounds_source", "")),
             "t_r": float(t_r),
             "n_volumes": v,
             "n_frames": t,
