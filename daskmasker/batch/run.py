@@ -238,16 +238,20 @@ def run_batch(
                 bar.update(1)
     finally:
         bar.close()
-        finish(location, index, redone=result.done)
+        finish(location, index, redone=result.done, recorded=done)
     for item in missing_tsv:
         write_bids(targets[item.name], open_run(location, item.name))
     return result
 
 
-def finish(location, index: dict[str, dict], redone=()) -> None:
+def finish(
+    location, index: dict[str, dict], redone=(), recorded: dict[str, dict] | None = None
+) -> None:
     """The end of a batch (also of one that failed or was interrupted): the resume index
-    written, then the new runs gathered into the study's arrays and committed."""
-    write_index(location, index)
+    written (unless it equals ``recorded``, the one read at the start), then the new runs
+    gathered into the study's arrays and committed."""
+    if index != recorded:
+        write_index(location, index)
     gather(location, redone=redone)
 
 
