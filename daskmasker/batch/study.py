@@ -166,7 +166,11 @@ def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
         if not new and not redone:
             return []
         writer = _Writer(group, len(names))
-        for names in _blocks(redone + new, writer):
+        todo = redone + new
+        if writer.chunk is None:  # a new study: chunks sized on its first run
+            first = unpack_arrays(read_packs(location, todo[:1])[todo[0]])
+            writer.chunk = runs_per_chunk(*first["raw_signals"].shape)
+        for names in _blocks(todo, writer.chunk, len(position)):
             packs = read_packs(location, names)
             runs = [unpack_arrays(packs[n]) for n in names if n in packs]
             writer.write([n for n in names if n in packs], runs, position)
@@ -175,10 +179,14 @@ def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
     return redone + new
 
 
-def _blocks(names: list[str], writer: _Writer):
-    size = writer.chunk or 64
-    for start in range(0, len(names), size):
+def _blocks(names: list[str], chunk: int, n_committed: int):
+    """Blocks of runs that fill the chunks along ``run`` (the first completes the last
+    chunk), so each chunk is written about once."""
+    start = 0
+    size = chunk - n_committed % chunk
+    while start < len(names):
         yield names[start : start + size]
+        start, size = start + size, chunk
 
 
 class _Writer:
@@ -197,11 +205,9 @@ class _Writer:
         if not runs:
             return
         first = runs[0]
-        n_regions = first["region"].shape[0]
         n_volumes = max(r["raw_signals"].shape[0] for r in runs)
         n_frames = max(r["signals"].shape[0] for r in runs)
-        if self.chunk is None:
-            self.chunk = runs_per_chunk(n_volumes, n_regions)
+        if "region" not in self.arrays:
             self._create_fixed(first)
         self._check_regions(runs, names)
         for run in runs:
