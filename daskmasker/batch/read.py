@@ -104,7 +104,10 @@ def open_timeseries(
         )
     names = [name for name, c in ds.coords.items() if c.ndim == 1 and name not in ds.dims]
     values = dask.compute(*[ds[name].data for name in names])  # concurrent reads
-    small = {name: ds[name].copy(data=value) for name, value in zip(names, values, strict=True)}
+    small = {
+        name: xr.Variable(ds[name].dims, value, ds[name].attrs)
+        for name, value in zip(names, values, strict=True)
+    }
     return ds.assign_coords(small).assign_attrs(store=str(store))
 
 

@@ -24,6 +24,7 @@ that converts it: ``daskmasker upgrade OLD NEW``).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 
 import fsspec
@@ -146,10 +147,13 @@ def write_run(location: Location, name: str, ds: xr.Dataset) -> None:
 def listed_runs(location: Location) -> set[str]:
     """The names of the complete runs: one listing of ``runs/``."""
     try:
-        entries = location.fs.ls(_runs_dir(location), detail=False, refresh=True)
+        if _is_local(location.fs):  # a plain listing: fsspec's also normalises every path
+            names = os.listdir(_runs_dir(location))
+        else:
+            entries = location.fs.ls(_runs_dir(location), detail=False, refresh=True)
+            names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
     except FileNotFoundError:
         return set()
-    names = (str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
     return {n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX) and not n.startswith(".")}
 
 
