@@ -177,7 +177,7 @@ def test_cli_with_custom_endpoint(s3, tmp_path):
         ]
     )
     assert code == 0
-    assert s3["fs"].exists("lab-private/derivatives/cli.zarr/sub-01_task-rest/signals/zarr.json")
+    assert s3["fs"].exists("lab-private/derivatives/cli.zarr/runs/sub-01_task-rest.npz")
 
 
 @pytest.mark.parametrize(
