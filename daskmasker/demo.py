@@ -108,11 +108,9 @@ def run_demo(
         )
     if result.failed:
         raise RuntimeError(f"extraction failed: {result.failed}")
-    import xarray as xr
+    from daskmasker.batch.read import open_timeseries
 
-    signals = xr.open_zarr(out / "timeseries.zarr", group="sub-01_task-rest", consolidated=False)[
-        "signals"
-    ].values
+    signals = open_timeseries(str(out / "timeseries.zarr"), "sub-01_task-rest")["signals"].values
     say(
         f"extracted {signals.shape[1]} time series × {signals.shape[0]} volumes "
         f"in {time.perf_counter() - t2:.1f} s"

@@ -20,7 +20,7 @@ from distributed import Client
 from nilearn.maskers import NiftiMapsMasker as NilearnMasker
 
 import daskmasker
-from daskmasker import NiftiMapsMasker
+from daskmasker import NiftiMapsMasker, open_timeseries
 from daskmasker.batch.run import item_name
 from daskmasker.cli import main
 
@@ -78,7 +78,7 @@ def api_signals(files, run, **params) -> np.ndarray:
 
 
 def stored(out, run) -> np.ndarray:
-    return xr.open_zarr(out, group=item_name(run, 0), consolidated=False)["signals"].values
+    return open_timeseries(out, item_name(run, 0))["signals"].values
 
 
 def progress_lines(stderr: str, label: str) -> list[int]:
@@ -344,7 +344,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     r = re.search(r"median r = ([\d.]+), min r = ([-\d.]+)", captured.out)
     assert r and float(r.group(1)) > 0.5, captured.out
     assert progress_lines(captured.err, "convert") and progress_lines(captured.err, "extract")
-    group = xr.open_zarr(out / "timeseries.zarr", group="sub-01_task-rest", consolidated=False)
+    group = open_timeseries(str(out / "timeseries.zarr"), "sub-01_task-rest")
     signals = group["signals"].values
     assert signals.shape == (30, 4)
     (tsv,) = glob.glob(str(out / "derivatives" / "**" / "*_timeseries.tsv"), recursive=True)

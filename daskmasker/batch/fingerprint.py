@@ -12,6 +12,7 @@ a recorded digest whose file is unchanged is reused without reading the bytes ag
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 from typing import Any
@@ -40,7 +41,13 @@ def canonical(value: Any) -> Any:
     >>> canonical("{'filter': 'cosine', 'extrapolate': False}")
     "{'extrapolate': False, 'filter': 'cosine'}"
     """
-    if isinstance(value, str) and value.startswith("{"):
+    return _canonical_text(value) if isinstance(value, str) else value
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical_text(value: str) -> str:
+    """:func:`canonical` of a text, parsed once per process (a resume compares thousands)."""
+    if value.startswith("{"):
         try:
             parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError):

@@ -1,9 +1,11 @@
 """Many subjects and runs into one resumable Zarr store (see :mod:`daskmasker.batch.store`).
 
 A rerun skips complete runs and rewrites the others, so a batch killed at any point resumes
-without losing finished work; which runs are complete is read from the store's index and one
-listing (:func:`daskmasker.batch.store.completed`), not by opening every run.  Optional
-BIDS derivatives (:mod:`daskmasker.batch.bids`) are written beside it, each file atomically.
+without losing finished work; which runs are complete is read from the store's resume index
+and one listing (:func:`daskmasker.batch.store.completed`), not by opening every run.  At
+the end (even of a failed or interrupted batch) the new runs are gathered into the study's
+arrays (:func:`daskmasker.batch.study.gather`).  Optional BIDS derivatives
+(:mod:`daskmasker.batch.bids`) are written beside it, each file atomically.
 
 Small runs (at most ``daskmasker.batch.whole-item-bytes`` of voxels, judged on the first) run
 whole on the workers, several per task; larger ones run as one graph per run built here.  In
@@ -23,7 +25,6 @@ from typing import Any
 
 import dask
 import numpy as np
-import xarray as xr
 
 from daskmasker.batch import bids
 from daskmasker.batch.jobs import (
@@ -35,9 +36,9 @@ from daskmasker.batch.jobs import (
     write_bids,
 )
 from daskmasker.batch.record import Recorder, run_meta
-from daskmasker.batch.store import Index, completed, open_output
+from daskmasker.batch.store import check_name, completed, open_output, open_run, write_index
+from daskmasker.batch.study import gather
 from daskmasker.compute.plan import plan_extraction
-from daskmasker.io.fs import Location
 from daskmasker.io.load import describe
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.runtime.scheduling import compute_per_worker, held
@@ -111,6 +112,8 @@ def make_items(
                 f"number of {label} ({len(values)}) unequal to number of images ({n})."
             )
     names = list(names) if names is not None else [item_name(img, i) for i, img in enumerate(imgs)]
+    for name in names:
+        check_name(name)
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
@@ -194,22 +197,20 @@ def run_batch(
     if not hasattr(masker, "n_elements_"):
         masker.fit(source(items[0].image, storage_options) if items else None)
     spec = masker.extraction_spec()
-    group, mapper = open_output(store, spec.attrs, overwrite, storage_options)
+    location = open_output(store, spec.attrs, overwrite, storage_options)
     result = BatchResult(store=str(store))
     recorder = Recorder(spec, storage_options).prepare()
-    done = completed(group, Location(store, storage_options))
-    todo, result.skipped = recorder.split(group, items, done)
+    done = completed(location)
+    todo, result.skipped = recorder.split(location, items, done)
     targets = {
-        item.name: Target(
-            store=mapper, url=str(store), name=item.name, storage_options=storage_options
-        )
+        item.name: Target(url=str(store), name=item.name, storage_options=storage_options)
         for item in items
     }
     missing_tsv: list[Item] = []
     if tsv_dir is not None:
         missing_tsv = _plan_bids(masker, items, targets, set(done), tsv_dir, atlas, storage_options)
     bar = _progress(len(todo), progress)
-    index = Index(group)
+    index = {**done, **recorder.refreshed}
 
     whole = _runs_whole(masker, todo, storage_options)
     built: list[list[str]] = []
@@ -265,16 +266,25 @@ def run_batch(
                     result.failed[name] = errors[name]
                 else:
                     result.done.append(name)
-                    index.add(name, entries[name])
+                    index[name] = entries[name]
                 bar.update(1)
-        for name, entry in recorder.reopened.items():  # complete, not indexed: recorded now
-            index.add(name, entry)
     finally:
-        index.flush()
         bar.close()
+        finish(location, index, redone=result.done, recorded=done)
     for item in missing_tsv:
-        write_bids(targets[item.name], _open_run(mapper, item.name))
+        write_bids(targets[item.name], open_run(location, item.name))
     return result
+
+
+def finish(
+    location, index: dict[str, dict], redone=(), recorded: dict[str, dict] | None = None
+) -> None:
+    """The end of a batch (also of one that failed or was interrupted): the resume index
+    written (unless it equals ``recorded``, the one read at the start), then the new runs
+    gathered into the study's arrays and committed."""
+    if index != recorded:
+        write_index(location, index)
+    gather(location, redone=redone)
 
 
 def _plan_bids(
@@ -296,11 +306,6 @@ def _plan_bids(
         bids_target = (root, stems[item.name], maps, sources_)
         targets[item.name] = dataclasses.replace(targets[item.name], bids=bids_target)
     return [i for i in items if i.name in done and f"{stems[i.name]}.tsv" not in present]
-
-
-def _open_run(mapper, name: str) -> xr.Dataset:
-    """A complete run's Dataset, read from the store."""
-    return xr.open_zarr(mapper, group=name, consolidated=False, chunks=None).load()
 
 
 def _runs_whole(masker: NiftiMapsMasker, todo: list[Item], storage_options) -> bool:

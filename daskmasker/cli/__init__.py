@@ -15,7 +15,15 @@ import sys
 from collections.abc import Sequence
 
 from daskmasker.cli.bidsapp import _bids
-from daskmasker.cli.commands import _clean, _connectivity, _convert, _demo, _extract, _info
+from daskmasker.cli.commands import (
+    _clean,
+    _connectivity,
+    _convert,
+    _demo,
+    _extract,
+    _info,
+    _upgrade,
+)
 from daskmasker.cli.parser import CommandError, _flag_names, _get_parser, logger
 
 __all__ = ["_get_parser", "main"]
@@ -38,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clean": _clean,
         "connectivity": _connectivity,
         "bids": _bids,
+        "upgrade": _upgrade,
     }
     try:
         return commands[args.command](args)

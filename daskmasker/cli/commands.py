@@ -165,9 +165,8 @@ def _extract_many(args: argparse.Namespace) -> int:
 
     from daskmasker.batch.jobs import source
     from daskmasker.batch.record import Recorder, index_entry
-    from daskmasker.batch.run import make_items
-    from daskmasker.batch.store import Index, completed, open_output, write_item
-    from daskmasker.io.fs import Location
+    from daskmasker.batch.run import finish, make_items
+    from daskmasker.batch.store import completed, open_output, write_run
     from daskmasker.masker.many import fit_many
     from daskmasker.runtime.client import active_client, tune_local_allocator
 
@@ -183,7 +182,7 @@ def _extract_many(args: argparse.Namespace) -> int:
     so = args.storage_options
     items = make_items(args.imgs, confounds=args.confounds)
     start = time.perf_counter()
-    failed = done = 0
+    failed = n_done = 0
     with _client(args, len(items)):
         if active_client() is None:  # the images computed by this process's threads
             tune_local_allocator()
@@ -192,10 +191,12 @@ def _extract_many(args: argparse.Namespace) -> int:
         for name, masker in zip(names, maskers, strict=True):
             store = f"{args.out.rstrip('/')}/{name}.zarr"
             spec = masker.extraction_spec()
-            group, mapper = open_output(store, spec.attrs, args.overwrite, so)
+            location = open_output(store, spec.attrs, args.overwrite, so)
             recorder = Recorder(spec, so).prepare()
-            todo, _ = recorder.split(group, items, completed(group, Location(store, so)))
-            outputs.append((masker, recorder, mapper, Index(group), {i.name for i in todo}))
+            done = completed(location)
+            todo, _ = recorder.split(location, items, done)
+            index = {**done, **recorder.refreshed}
+            outputs.append((masker, recorder, location, index, {i.name for i in todo}))
         try:
             for item in items:
                 wanted = [out for out in outputs if item.name in out[4]]
@@ -217,16 +218,16 @@ def _extract_many(args: argparse.Namespace) -> int:
                     logger.error("FAILED %s: %s: %s", item.name, type(exc).__name__, exc)
                     failed += 1
                     continue
-                for (_, recorder, mapper, index, _), lazy, (sig, raw, conf) in zip(
+                for (_, recorder, location, index, _), lazy, (sig, raw, conf) in zip(
                     wanted, lazies, values, strict=True
                 ):
                     ds = recorder.dataset(item, lazy[0], sig, raw, conf)
-                    write_item(mapper, item.name, ds)
-                    index.add(item.name, index_entry(ds))
-                done += 1
+                    write_run(location, item.name, ds)
+                    index[item.name] = index_entry(ds)
+                n_done += 1
         finally:
-            for out in outputs:
-                out[3].flush()
+            for _, _, location, index, _ in outputs:
+                finish(location, index)
     logger.info(
         "%d images x %d atlases into %s/{%s}.zarr: %d extracted, %d already complete, "
         "%d failed in %.1f s",
@@ -234,8 +235,8 @@ def _extract_many(args: argparse.Namespace) -> int:
         len(atlases),
         args.out,
         ",".join(names),
-        done,
-        len(items) - done - failed,
+        n_done,
+        len(items) - n_done - failed,
         failed,
         time.perf_counter() - start,
     )
@@ -270,30 +271,47 @@ def _info(args: argparse.Namespace) -> int:
 def _study_report(store: str, storage_options, failed: dict | None = None) -> str:
     """Write the study report beside ``store`` (see :mod:`daskmasker.report.study`); its path.
 
-    The store is read through its public reader (``open_timeseries``) and its list of runs;
-    ``failed`` (run -> message) adds the runs this command could not extract.
+    The store is read through its public reader (``open_timeseries``); ``failed`` (run ->
+    message) adds the runs this command could not extract.
     """
     import pandas as pd
 
-    from daskmasker.batch.read import open_store, open_timeseries
-    from daskmasker.batch.store import run_names
+    from daskmasker.batch.read import open_timeseries
     from daskmasker.report.study import study_report
 
-    group, _ = open_store(store, storage_options)
-    complete = run_names(group, complete_only=True)
-    rows = {name: {"run": name, "status": "incomplete"} for name in run_names(group)}
-    for name in complete:
-        run = open_timeseries(store, name, storage_options=storage_options)
-        rows[name].update(
-            status="complete", volumes=run.sizes.get("volume"), source=run.attrs.get("source", "")
-        )
+    ds = open_timeseries(store, storage_options=storage_options)
+    complete = "run" in ds.dims and ds.sizes["run"] > 0
+    rows: dict[str, dict] = {}
+    if complete:
+        names = [str(n) for n in ds["run"].values]
+        for name, volumes, source in zip(
+            names, ds["n_volumes"].values, ds["source"].values, strict=True
+        ):
+            rows[name] = {
+                "run": name,
+                "status": "complete",
+                "volumes": int(volumes),
+                "source": str(source),
+            }
     for name, message in (failed or {}).items():
         rows.setdefault(name, {"run": name}).update(status="failed", message=message)
-    signals = open_timeseries(store, storage_options=storage_options) if complete else None
-    page = study_report(signals, pd.DataFrame(list(rows.values())), title=str(store))
+    page = study_report(
+        ds if complete else None,
+        pd.DataFrame(list(rows.values()), columns=None if rows else ["run", "status"]),
+        title=str(store),
+    )
     target = beside(store, ".report.html")
     write_page(page, target, storage_options)
     return target
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    from daskmasker.batch.upgrade import upgrade
+
+    start = time.perf_counter()
+    n = upgrade(args.store, args.out, storage_options=args.storage_options)
+    print(f"{args.store} -> {args.out}: {n} runs in {time.perf_counter() - start:.1f} s")
+    return 0
 
 
 _CLEAN_FLAGS = {

@@ -449,7 +449,8 @@ def _add_bids_app(sub) -> None:
 
 
 def _add_store_commands(sub) -> None:
-    """``info STORE`` and ``clean STORE --out NEW`` (batch stores, no image read)."""
+    """``info STORE``, ``clean STORE --out NEW`` and ``upgrade OLD NEW`` (batch stores, no
+    image read)."""
     info = sub.add_parser("info", help="describe a batch store: runs, shapes, fingerprint status")
     info.add_argument("store", help="batch store (path or URL)")
     info.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON")
@@ -457,6 +458,17 @@ def _add_store_commands(sub) -> None:
         "--report",
         action="store_true",
         help="also write the study report (runs, kept frames, carpet plot) as STORE.report.html",
+    )
+
+    upgrade = sub.add_parser(
+        "upgrade",
+        help="convert a batch store of the previous layout (a Zarr group per run) to the "
+        "current one (packed runs and study arrays); the old store is left as it is",
+    )
+    upgrade.add_argument("store", help="batch store of the previous layout (path or URL)")
+    upgrade.add_argument("out", help="new batch store (path or URL; must not exist)")
+    upgrade.add_argument(
+        "--storage-options", type=json.loads, default=None, metavar="JSON", help="fsspec options"
     )
 
     clean = sub.add_parser(

@@ -62,7 +62,7 @@ def test_info_shows_runs_shapes_parameters_and_fingerprint_status(extracted, cap
     study, out = extracted
     assert main(["info", out]) == 0
     text = capsys.readouterr().out
-    assert "2 runs (2 complete)" in text
+    assert "2 runs (2 complete, 2 in the study's arrays)" in text
     assert "detrend=True" in text and "standardize=zscore_sample" in text
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[3:]}
     assert rows["sub-01_task-rest"] == ["yes", "40x6", "40", "-", "current"]

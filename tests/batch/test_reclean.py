@@ -9,10 +9,9 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
-import xarray as xr
 from nilearn.maskers import NiftiMapsMasker as NilearnMasker
 
-from daskmasker import NiftiMapsMasker, reclean, run_batch
+from daskmasker import NiftiMapsMasker, open_timeseries, reclean, run_batch
 from daskmasker.batch.record import StaleStoreError
 
 from helpers import make_mask
@@ -41,7 +40,7 @@ def extract(study, out, params, confounds=True, sample_masks=None, **kwargs):
 
 
 def open_run(out, name):
-    return xr.open_zarr(out, group=name, consolidated=False)
+    return open_timeseries(out, name)
 
 
 def hide_images(study):
@@ -195,10 +194,12 @@ def test_reclean_of_something_else_names_it(study):
     assert not (study["root"] / "out.zarr").exists()
 
 
-def test_a_store_without_raw_signals_is_refused(study):
+def test_a_store_of_the_previous_layout_is_refused_naming_upgrade(study):
+    import zarr
+
     root = study["root"]
-    extract(study, str(root / "first.zarr"), EXTRACTED)
-    shutil.rmtree(root / "first.zarr" / "sub-02_task-rest" / "raw_signals")
-    with pytest.raises(ValueError, match=r"runs \['sub-02_task-rest'\] of .* have no raw_signals"):
+    old = zarr.open_group(str(root / "first.zarr"), mode="w", zarr_format=3)
+    old.attrs["daskmasker_batch"] = {"parameters": {}, "versions": {}}
+    with pytest.raises(ValueError, match="previous layout .* daskmasker upgrade"):
         reclean(str(root / "first.zarr"), str(root / "again.zarr"))
     assert not (root / "again.zarr").exists()

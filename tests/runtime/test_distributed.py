@@ -14,10 +14,9 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
-import xarray as xr
 from distributed import Client
 
-from daskmasker import MultiNiftiMapsMasker, NiftiMapsMasker, dask_client
+from daskmasker import MultiNiftiMapsMasker, NiftiMapsMasker, dask_client, open_timeseries
 from daskmasker.cli import main
 
 from helpers import make_data, stop_processes, write_maps_and_mask
@@ -235,7 +234,7 @@ def test_cli_on_separate_scheduler_and_workers(files, cluster, tmp_path):
     assert sum(executed.values()) > 0, "the graph should have run on the cluster's workers"
     for run in files["runs"]:
         name = os.path.basename(run).replace("_bold.nii", "")
-        got = xr.open_zarr(out, group=name, consolidated=False)["signals"].values
+        got = open_timeseries(out, name)["signals"].values
         np.testing.assert_allclose(got, local_result(files, run), atol=1e-12)
 
 
