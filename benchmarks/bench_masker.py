@@ -53,7 +53,7 @@ def prepare(
         synthetic.write_fmri(gz, nib.load(maps_path), volumes, seed=subject, background=background)
     nii = Path(f"{stem}_bold.nii")
     if "nii" in formats and not nii.exists():
-        from daskmasker.io.nifti import open_nifti, to_nifti
+        from daskmasker import open_nifti, to_nifti
 
         to_nifti(open_nifti(str(gz)), str(nii))
     zarr_path = Path(f"{stem}_bold.zarr")

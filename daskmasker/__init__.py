@@ -18,8 +18,10 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
     __version__ = "0.0.0"
 
 _EXPORTS = {
-    "MultiNiftiMapsMasker": "daskmasker.masker.multi",
-    "NiftiMapsMasker": "daskmasker.masker.estimator",
+    "MultiNiftiMapsMasker": "daskmasker.maskers",
+    "NiftiMapsMasker": "daskmasker.maskers",
+    "connectivity": "daskmasker.batch.connectivity",
+    "connectivity_measure": "daskmasker.batch.connectivity",
     "dask_client": "daskmasker.runtime.client",
     "extract_many": "daskmasker.masker.many",
     "fit_many": "daskmasker.masker.many",
@@ -28,7 +30,7 @@ _EXPORTS = {
     "open_zarr": "daskmasker.io.zarr",
     "reclean": "daskmasker.batch.reclean",
     "run_batch": "daskmasker.batch.run",
-    "to_nifti": "daskmasker.io.nifti",
+    "to_nifti": "daskmasker.io.nifti_write",
     "to_zarr": "daskmasker.io.convert",
 }
 
@@ -36,6 +38,8 @@ __all__ = [  # noqa: RUF022 - __version__ first, then the exports in _EXPORTS' o
     "__version__",
     "MultiNiftiMapsMasker",
     "NiftiMapsMasker",
+    "connectivity",
+    "connectivity_measure",
     "dask_client",
     "extract_many",
     "fit_many",
@@ -49,11 +53,13 @@ __all__ = [  # noqa: RUF022 - __version__ first, then the exports in _EXPORTS' o
 ]
 
 if _typing.TYPE_CHECKING:
+    from daskmasker.batch.connectivity import connectivity, connectivity_measure
     from daskmasker.batch.read import open_timeseries
     from daskmasker.batch.reclean import reclean
     from daskmasker.batch.run import run_batch
     from daskmasker.io.convert import to_zarr
-    from daskmasker.io.nifti import open_nifti, to_nifti
+    from daskmasker.io.nifti import open_nifti
+    from daskmasker.io.nifti_write import to_nifti
     from daskmasker.io.zarr import open_zarr
     from daskmasker.masker.estimator import NiftiMapsMasker
     from daskmasker.masker.many import extract_many, fit_many

@@ -46,8 +46,8 @@ def snippet(store: str | Path) -> str:
     """Three lines of Python that open the demo's time series with plain xarray."""
     return (
         "import xarray as xr\n"
-        f"ds = xr.open_zarr({str(store)!r}, group={RUN_NAME!r})\n"
-        'print(ds["signals"])'
+        f"ds = xr.open_zarr({str(store)!r})\n"
+        f'print(ds["signals"].sel(run={RUN_NAME!r}))'
     )
 
 
@@ -222,10 +222,9 @@ def run_demo(
         )
     if result.failed:
         raise RuntimeError(f"extraction failed: {result.failed}")
-    import xarray as xr
+    from daskmasker.batch.read import open_timeseries
 
-    with xr.open_zarr(timeseries, group=RUN_NAME, consolidated=False) as ds:
-        signals = ds["signals"].values
+    signals = open_timeseries(str(timeseries), RUN_NAME)["signals"].values
     say(
         f"extracted {signals.shape[1]} time series × {signals.shape[0]} volumes "
         f"in {time.perf_counter() - t2:.1f} s"
@@ -235,16 +234,20 @@ def run_demo(
     say(f"recovery of the latent signals: median r = {np.median(r):.3f}, min r = {r.min():.3f}")
 
     report_path = out / "report.html"
-    with _phase("writing report", progress, unit="reports") as line:
-        masker.generate_report(displayed_maps=min(10, signals.shape[1])).save_as_html(
-            str(report_path)
-        )
-        if line is not None:
-            line.update(1, 1)
+    try:
+        with _phase("writing report", progress, unit="reports") as line:
+            masker.generate_report(displayed_maps=min(10, signals.shape[1])).save_as_html(
+                str(report_path)
+            )
+            if line is not None:
+                line.update(1, 1)
+        opened = f"  {report_path}  (the report, in a browser)\n"
+    except ImportError as exc:  # the plotting extra (nilearn) is not installed
+        opened = f"  (no report: {exc})\n"
     say(
-        f"\nwrote:\n  {timeseries}  (the time series, one group per run)\n"
+        f"\nwrote:\n  {timeseries}  (the time series of the study, a run axis first)\n"
         f"  {out / 'derivatives'}  (BIDS *_timeseries.tsv)\n"
-        f"\nopen next:\n  {report_path}  (the report, in a browser)\n"
+        f"\nopen next:\n{opened}"
         f"\n{snippet(timeseries)}"
     )
     return {

@@ -126,6 +126,31 @@ def write_maps_and_mask(root) -> dict:
     return {**paths, "maps_img": maps}
 
 
+def write_study(root) -> dict:
+    """Maps, a mask and two runs (40 and 45 volumes) with their confounds, as files in ``root``."""
+    maps = make_maps(dtype=np.float64)
+    maps.to_filename(root / "maps.nii.gz")
+    make_mask().to_filename(root / "mask.nii.gz")
+    runs = []
+    for sub, n_scans in ((1, 40), (2, 45)):
+        func = root / f"sub-0{sub}" / "func"
+        func.mkdir(parents=True)
+        img = func / f"sub-0{sub}_task-rest_bold.nii.gz"
+        conf = func / f"sub-0{sub}_task-rest_desc-confounds_timeseries.tsv"
+        write_run(img, maps, n_scans, seed=sub)
+        write_confounds(conf, n_scans, seed=10 + sub)
+        runs.append(
+            {"img": str(img), "conf": str(conf), "n": n_scans, "name": f"sub-0{sub}_task-rest"}
+        )
+    return {
+        "root": root,
+        "maps_img": maps,
+        "maps": str(root / "maps.nii.gz"),
+        "mask": str(root / "mask.nii.gz"),
+        "runs": runs,
+    }
+
+
 def traced_peak(compute):
     """``compute()``'s result and the peak of Python's traced allocations while it ran (bytes)."""
     tracemalloc.start()
@@ -134,3 +159,46 @@ def traced_peak(compute):
         return out, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def correlated_runs(lengths, n_regions: int, seed: int = 0) -> list[np.ndarray]:
+    """Runs of correlated region signals (frames × regions), one per length, with offsets."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.standard_normal((n_regions, n_regions))
+    return [
+        rng.standard_normal((n, n_regions)) @ (mixing + 0.3 * rng.standard_normal(mixing.shape))
+        + rng.standard_normal(n_regions) * 5
+        for n in lengths
+    ]
+
+
+def timeseries_dataset(runs, entities=None, t_r: float = 2.0, chunks: int = 1, names=None):
+    """A Dataset shaped as ``daskmasker.open_timeseries(store)`` returns a study's runs:
+    ``signals`` (run, time, region), lazy, each run's frames first and NaN after them;
+    run-axis coordinates ``n_frames``, ``t_r`` and BIDS entities (``subject``, ``task``...,
+    empty strings when absent); ``region_name`` on the region axis."""
+    import dask.array as da
+    import xarray as xr
+
+    n_time = max(len(r) for r in runs)
+    n_regions = runs[0].shape[1]
+    padded = np.full((len(runs), n_time, n_regions), np.nan)
+    for i, run in enumerate(runs):
+        padded[i, : len(run)] = run
+    entities = entities or [{"subject": f"{i:02d}", "task": "rest"} for i in range(len(runs))]
+    keys = sorted({k for e in entities for k in e})
+    names = names or [
+        "_".join(f"{k[:3]}-{e[k]}" for k in keys if e.get(k)) or f"run{i}"
+        for i, e in enumerate(entities)
+    ]
+    coords = {
+        "run": names,
+        "n_frames": ("run", np.array([len(r) for r in runs])),
+        "t_r": ("run", np.full(len(runs), t_r)),
+        "time": ("time", np.arange(n_time) * t_r, {"units": "s"}),
+        "region": np.arange(n_regions),
+        "region_name": ("region", [f"region {j}" for j in range(n_regions)]),
+        **{k: ("run", [e.get(k, "") for e in entities]) for k in keys},
+    }
+    signals = da.from_array(padded, chunks=(chunks, -1, -1))
+    return xr.Dataset({"signals": (("run", "time", "region"), signals)}, coords=coords)

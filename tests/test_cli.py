@@ -22,7 +22,7 @@ from distributed import Client
 from nilearn.maskers import NiftiMapsMasker as NilearnMasker
 
 import daskmasker
-from daskmasker import NiftiMapsMasker
+from daskmasker import NiftiMapsMasker, open_timeseries
 from daskmasker.batch.run import item_name
 from daskmasker.cli import _get_parser, main
 from daskmasker.compute.grid import _affine_text
@@ -81,7 +81,7 @@ def api_signals(files, run, **params) -> np.ndarray:
 
 
 def stored(out, run) -> np.ndarray:
-    return xr.open_zarr(out, group=item_name(run, 0), consolidated=False)["signals"].values
+    return open_timeseries(out, item_name(run, 0))["signals"].values
 
 
 def progress_lines(stderr: str, label: str) -> list[int]:
@@ -116,7 +116,9 @@ def subcommands() -> dict:
     return action.choices
 
 
-@pytest.mark.parametrize("name", ["convert", "extract", "demo", "info", "clean"])
+@pytest.mark.parametrize(
+    "name", ["convert", "extract", "demo", "info", "clean", "upgrade", "connectivity", "bids"]
+)
 def test_every_option_has_help_and_shows_its_default(name):
     parser = subcommands()[name]
     formatter = parser._get_formatter()
@@ -472,7 +474,7 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert [d for d, _ in steps] == sorted(d for d, _ in steps), (label, steps)
         assert re.search(rf"^{label}: \d+ [\w ]+ done in [\d.]+ s$", captured.err, re.M)
     assert lines["generating data"][-1] == (4 + 30, 4 + 30)  # the maps, then the volumes
-    group = xr.open_zarr(out / "timeseries.zarr", group="sub-01_task-rest", consolidated=False)
+    group = open_timeseries(str(out / "timeseries.zarr"), "sub-01_task-rest")
     signals = group["signals"].values
     assert signals.shape == (30, 4)
     (tsv,) = glob.glob(str(out / "derivatives" / "**" / "*_timeseries.tsv"), recursive=True)
@@ -496,9 +498,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "generating data: reusing" in again.out and "generating data" not in counters(again.err)
     assert bold.stat().st_mtime_ns == written
     np.testing.assert_array_equal(
-        xr.open_zarr(out / "timeseries.zarr", group="sub-01_task-rest", consolidated=False)[
-            "signals"
-        ].values,
+        open_timeseries(str(out / "timeseries.zarr"), "sub-01_task-rest")["signals"].values,
         signals,
     )
     assert main([*argv[:-1], "5"]) == 0  # five maps: regenerated

@@ -9,7 +9,10 @@ from the BIDS schema, through ``bidsschematools``)::
     <out>/sub-01/[ses-1/]func/..._timeseries.json
                                             SamplingFrequency (1/TR, null when unknown), StartTime,
                                             Columns, one {"Description", "Units"} per column,
-                                            Sources, and the run's provenance under "daskmasker"
+                                            Sources, the run's provenance under "daskmasker"
+                                            (with the maps' coverage by the run's brain mask),
+                                            and "Denoising" (strategy, parameters, volumes
+                                            removed) for runs denoised from fMRIPrep confounds
 
 The source's entities are kept (``sub``, ``ses``, ``task``, ``acq``, ``ce``, ``rec``, ``dir``,
 ``run``, ``echo``, ``space``, ``res``, ``den``, ... any entity the schema knows), its ``desc``
@@ -47,8 +50,14 @@ def _schema():
 
 def entity_order() -> list[str]:
     """The entities' short names (``sub``, ``ses``, ...) in the order BIDS file names use."""
+    return list(_entity_order())
+
+
+@functools.cache
+def _entity_order() -> tuple[str, ...]:
+    # computed once: each lookup in the schema's namespace costs ~5 ms (1,000 runs: 4 s)
     schema = _schema()
-    return [schema.objects.entities[key]["name"] for key in schema.rules.entities]
+    return tuple(schema.objects.entities[key]["name"] for key in schema.rules.entities)
 
 
 def bids_version() -> str:
@@ -387,4 +396,16 @@ def run_files(ds: Any, stem: str, maps: str, sources: Sequence[str] = ()) -> dic
         sources=sources,
         volumes=frames.tolist() if masked else None,
     )
+    if attrs.get("denoise"):
+        meta["Denoising"] = attrs["denoise"]
+    if "coverage" in ds:
+        low = set(attrs.get("low_coverage_regions") or [])
+        meta["daskmasker"]["coverage"] = {
+            "BrainMask": attrs.get("brain_mask_source") or None,
+            "MinCoverage": attrs.get("min_coverage"),
+            "Coverage": dict(zip(columns, ds["coverage"].values.tolist(), strict=True)),
+            "BelowMinCoverage": [
+                c for c, k in zip(columns, ds["region"].values.tolist(), strict=True) if k in low
+            ],
+        }
     return {f"{stem}.tsv": tsv_text(ds["signals"].values, columns), f"{stem}.json": to_json(meta)}

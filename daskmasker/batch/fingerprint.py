@@ -12,6 +12,7 @@ a recorded digest whose file is unchanged is reused without reading the bytes ag
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 from typing import Any
@@ -28,6 +29,7 @@ INPUT_PARAMS = ("maps_img", "mask_img", "region_names")
 VERSIONED = ("daskmasker", "numpy", "scipy", "dask", "nibabel")
 """Packages whose versions shape the numbers: a change is a difference."""
 ROLES = ("image", "maps", "mask", "confounds")
+OPTIONAL_ROLES = ("brain_mask",)
 
 
 def canonical(value: Any) -> Any:
@@ -39,7 +41,13 @@ def canonical(value: Any) -> Any:
     >>> canonical("{'filter': 'cosine', 'extrapolate': False}")
     "{'extrapolate': False, 'filter': 'cosine'}"
     """
-    if isinstance(value, str) and value.startswith("{"):
+    return _canonical_text(value) if isinstance(value, str) else value
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical_text(value: str) -> str:
+    """:func:`canonical` of a text, parsed once per process (a resume compares thousands)."""
+    if value.startswith("{"):
         try:
             parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -54,6 +62,7 @@ def fingerprint(
     inputs: dict[str, dict | None],
     sample_mask: np.ndarray | None,
     region_names: list[str],
+    denoise: dict | None = None,
 ) -> dict:
     """A run's fingerprint (JSON-friendly).
 
@@ -67,13 +76,21 @@ def fingerprint(
         The volumes kept, in order.
     region_names : list of str
         The names of the extracted regions.
+    denoise : dict, optional
+        How the confounds and sample mask were chosen (a denoising strategy and its
+        parameters); ``inputs`` may also hold a ``brain_mask`` digest.  Both are recorded only
+        when given, so fingerprints without them are unchanged.
 
     Returns
     -------
     dict
     """
     versions = provenance.versions()
+    extra = {role: inputs[role] for role in OPTIONAL_ROLES if inputs.get(role) is not None}
+    if denoise is not None:
+        extra["denoise"] = denoise
     return {
+        **extra,
         "parameters": {
             k: canonical(v) for k, v in params.items() if k not in NOT_NUMBERS + INPUT_PARAMS
         },
@@ -110,10 +127,18 @@ def differences(old: dict | None, new: dict) -> list[str]:
     out = []
     old_params, new_params = old.get("parameters", {}), new.get("parameters", {})
     for key in sorted(set(old_params) | set(new_params)):
+        # a parameter added since (absent from the old fingerprint) at its default is no change
+        if {old_params.get(key, "None"), new_params.get(key, "None")} == {"None"}:
+            continue
         if old_params.get(key, "<absent>") != new_params.get(key, "<absent>"):
             was, now = old_params.get(key, "<absent>"), new_params.get(key, "<absent>")
             out.append(f"parameter '{key}' was {was}, now {now}")
-    for role in ROLES:
+    old_denoise, new_denoise = old.get("denoise") or {}, new.get("denoise") or {}
+    for key in sorted(set(old_denoise) | set(new_denoise)):
+        if old_denoise.get(key, "<absent>") != new_denoise.get(key, "<absent>"):
+            was, now = old_denoise.get(key, "<absent>"), new_denoise.get(key, "<absent>")
+            out.append(f"denoising '{key}' was {was}, now {now}")
+    for role in ROLES + OPTIONAL_ROLES:
         was, now = old.get(role), new.get(role)
         if (was is None) != (now is None):
             out.append(f"{role} was {_short(was)}, now {_short(now)}")

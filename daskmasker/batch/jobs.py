@@ -19,7 +19,8 @@ import xarray as xr
 
 from daskmasker.batch import bids
 from daskmasker.batch.record import Recorder, index_entry, run_meta
-from daskmasker.batch.store import write_item
+from daskmasker.batch.store import write_run
+from daskmasker.io.fs import Location
 from daskmasker.io.retry import retry
 
 
@@ -27,7 +28,6 @@ from daskmasker.io.retry import retry
 class Target:
     """Where an item's outputs are written (sent with its task)."""
 
-    store: Any
     url: str
     name: str
     storage_options: dict | None = None
@@ -49,12 +49,13 @@ def store_item(
     target: Target,
 ) -> Outcome:
     """Write an item's outputs where it was computed: its Dataset (fingerprint included: the
-    inputs are hashed here) and BIDS files (if asked), its group marked complete last, so a
-    complete group implies its BIDS files exist.  Returns its index entry."""
+    inputs are hashed here) and BIDS files (if asked); the run is written last, as one object,
+    so a complete run implies its BIDS files exist.  Returns its index entry."""
     ds = recorder.dataset(item, meta, signals, raw, conf)
     if target.bids is not None:
         write_bids(target, ds)
-    retry(lambda: write_item(target.store, target.name, ds), f"{target.url}/{target.name}")
+    location = Location(target.url, target.storage_options)
+    retry(lambda: write_run(location, target.name, ds), f"{target.url}/runs/{target.name}")
     return {}, {target.name: index_entry(ds)}
 
 
@@ -95,7 +96,10 @@ def run_items(recorder: Recorder, entries: list, storage_options: dict | None) -
     for item, target in entries:
         try:
             signals, conf, raw = spec.lazy(
-                source(item.image, storage_options), item.confounds, item.sample_mask
+                source(item.image, storage_options),
+                item.confounds,
+                item.sample_mask,
+                brain_mask=source(item.brain_mask, storage_options),
             )
             values, raw_values, conf_values = dask.compute(
                 signals.data, raw, conf, scheduler="sync"

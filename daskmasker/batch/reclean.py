@@ -17,18 +17,20 @@ import numpy as np
 import xarray as xr
 
 from daskmasker.batch import bids
-from daskmasker.batch.fingerprint import canonical, differences
+from daskmasker.batch.dataset import run_dataset
+from daskmasker.batch.fingerprint import canonical, differences, fingerprint_sha
 from daskmasker.batch.provenance import confound_names, versions
 from daskmasker.batch.read import open_store
 from daskmasker.batch.record import OVERWRITE_HINT, StaleStoreError
-from daskmasker.batch.run import BatchResult
+from daskmasker.batch.run import BatchResult, finish
 from daskmasker.batch.store import (
-    COMPLETE_ATTR,
+    completed,
+    entry_of,
+    listed_runs,
     open_output,
+    open_run,
     run_attrs,
-    run_dataset,
-    run_names,
-    write_item,
+    write_run,
 )
 from daskmasker.compute.clean import clean_arrays
 from daskmasker.io.checksum import array_sha, digest
@@ -151,11 +153,9 @@ def reclean(
     -------
     BatchResult
     """
-    source, source_store = open_store(store, storage_options)
-    runs = run_names(source, complete_only=True)
-    stored = dict(source.attrs.get("daskmasker_batch", {}).get("parameters", {}))
-    if runs:
-        stored = dict(source[runs[0]].attrs["parameters"])
+    source, root_attrs = open_store(store, storage_options)
+    runs = sorted(listed_runs(source))
+    stored = dict(root_attrs.get("daskmasker_batch", {}).get("parameters", {}))
     _check_requested(params, stored)
     merged = {k: _decode(v) for k, v in stored.items() if k in CLEANING}
     merged.update(params)
@@ -163,79 +163,80 @@ def reclean(
     new_params = {**stored, **json_params(params)}
     conf_by_run = _per_run(confounds, runs, "confounds")
     mask_by_run = _per_run(sample_masks, runs, "sample_masks")
-    older = [run for run in runs if "raw_signals" not in source[run]]
-    if older:
-        raise ValueError(
-            f"runs {older} of {store} have no raw_signals (written by an older daskmasker): "
-            "extract them again to re-clean them"
-        )
-    group, mapper = open_output(out, new_params, overwrite, storage_options)
-    stems, uris = _plan_bids(source, runs, stored, tsv_dir, atlas_label, storage_options)
+    location = open_output(out, new_params, overwrite, storage_options, recleaned_from=str(store))
+    source_attrs = run_attrs(source, runs)
+    stems, uris = _plan_bids(source_attrs, runs, stored, tsv_dir, atlas_label, storage_options)
     result = BatchResult(store=str(out), action="re-cleaned")
-    planned = {}
-    stale = []
+    done = completed(location)
+    planned, stale = {}, []
+    differing = []
     for run in runs:
-        attrs = dict(source[run].attrs)
-        fp = _new_fingerprint(attrs, new_params, conf_by_run[run], mask_by_run[run])
-        done = run_attrs(group, run)
-        if done and done.get(COMPLETE_ATTR):
-            diffs = differences(done.get("fingerprint"), fp)
-            if diffs:
-                stale.append(f"run {run}: {'; '.join(diffs)}")
-            else:
-                result.skipped.append(run)
-            continue
-        planned[run] = (attrs, fp)
+        fp = _new_fingerprint(source_attrs[run], new_params, conf_by_run[run], mask_by_run[run])
+        if run not in done:
+            planned[run] = fp
+        elif done[run].get("fingerprint") == fingerprint_sha(fp):
+            result.skipped.append(run)
+        else:
+            differing.append((run, fp))
+    recorded = run_attrs(location, [run for run, _ in differing])
+    for run, fp in differing:
+        diffs = differences(recorded.get(run, {}).get("fingerprint"), fp)
+        stale.append(f"run {run}: {'; '.join(diffs) or 'recorded otherwise'}")
     if stale:
         raise StaleStoreError(
             f"{out} holds complete runs cleaned otherwise:\n"
             + "\n".join(stale)
             + f"\n{OVERWRITE_HINT}"
         )
-    for run, (attrs, fp) in planned.items():
-        ds = xr.open_zarr(source_store, group=run, consolidated=False, chunks=None)
-        try:
-            cleaned = _clean_run(ds, attrs, merged, conf_by_run[run], mask_by_run[run], params)
-        except Exception as exc:  # a run that cannot be cleaned so fails alone, as in extract
-            result.failed[run] = f"{type(exc).__name__}: {exc}"
-            continue
-        new_attrs = {
-            **attrs,
-            "parameters": new_params,
-            "versions": versions(),
-            "fingerprint": fp,
-            "recleaned_from": {"store": str(store), "run": run},
-            **cleaned["attrs"],
-        }
-        new_attrs.pop(COMPLETE_ATTR, None)
-        out_ds = run_dataset(
-            cleaned["signals"],
-            ds["raw_signals"].values,
-            cleaned["confounds"],
-            frames=cleaned["frames"],
-            region=ds["region"].values,
-            region_names=[str(n) for n in ds["region_name"].values],
-            confound_names=cleaned["confound_names"],
-            t_r=new_attrs["t_r"],
-            attrs=new_attrs,
-        )
-        if tsv_dir is not None:  # before the group is marked complete, as in run_batch
-            sources = (uris[run],) if run in uris else ()
-            texts = bids.run_files(out_ds, stems[run], str(stored.get("maps_img")), sources)
-            bids.write_files(tsv_dir, texts, storage_options)
-        write_item(mapper, run, out_ds)
-        result.done.append(run)
+    index = dict(done)
+    try:
+        for run, fp in planned.items():
+            ds = open_run(source, run)
+            attrs = source_attrs[run]
+            try:
+                cleaned = _clean_run(ds, attrs, merged, conf_by_run[run], mask_by_run[run], params)
+            except Exception as exc:  # a run that cannot be cleaned so fails alone, as extract
+                result.failed[run] = f"{type(exc).__name__}: {exc}"
+                continue
+            new_attrs = {
+                **attrs,
+                "parameters": new_params,
+                "versions": versions(),
+                "fingerprint": fp,
+                "recleaned_from": {"store": str(store), "run": run},
+                **cleaned["attrs"],
+            }
+            out_ds = run_dataset(
+                cleaned["signals"],
+                ds["raw_signals"].values,
+                cleaned["confounds"],
+                frames=cleaned["frames"],
+                region=ds["region"].values,
+                region_names=[str(n) for n in ds["region_name"].values],
+                confound_names=cleaned["confound_names"],
+                t_r=new_attrs["t_r"],
+                attrs=new_attrs,
+            )
+            if tsv_dir is not None:  # before the run is written, as in run_batch
+                sources = (uris[run],) if run in uris else ()
+                texts = bids.run_files(out_ds, stems[run], str(stored.get("maps_img")), sources)
+                bids.write_files(tsv_dir, texts, storage_options)
+            write_run(location, run, out_ds)
+            index[run] = entry_of(fp)
+            result.done.append(run)
+    finally:
+        finish(location, index, redone=result.done)
     return result
 
 
-def _plan_bids(source, runs, stored, root, atlas_label, storage_options) -> tuple[dict, dict]:
+def _plan_bids(attrs, runs, stored, root, atlas_label, storage_options) -> tuple[dict, dict]:
     """The BIDS destinations of the runs (``dataset_description.json`` written now)."""
     if root is None:
         return {}, {}
     from importlib.metadata import version
 
     atlas = bids.atlas_label(stored.get("maps_img"), atlas_label)
-    sources = {run: str(source[run].attrs.get("source") or run) for run in runs}
+    sources = {run: str(attrs[run].get("source") or run) for run in runs}
     stems, uris, _ = bids.start(root, sources, atlas, version("daskmasker"), storage_options)
     return stems, uris
 

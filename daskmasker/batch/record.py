@@ -2,10 +2,10 @@
 
 :class:`Recorder` sorts a batch's runs into those to extract and those complete with the same
 fingerprint (skipped); a complete run whose fingerprint differs stops the batch with a
-:class:`StaleStoreError` naming what differs, before anything is computed.  The root's index
+:class:`StaleStoreError` naming what differs, before anything is computed.  The resume index
 (:func:`daskmasker.batch.store.completed`) holds each complete run's fingerprint sha256 and
-input digests, so a resume opens only the groups of runs that differ (to say how) or that the
-index does not name.  A Recorder is sent to the workers, which build and write the Datasets.
+input digests, so a resume opens only the runs that differ (to say how).  A Recorder is sent
+to the workers, which build and write the Datasets.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
-import zarr
 
 from daskmasker.batch import provenance
+from daskmasker.batch.dataset import run_dataset
 from daskmasker.batch.fingerprint import differences, fingerprint, fingerprint_sha
-from daskmasker.batch.store import COMPLETE_ATTR, run_attrs, run_dataset
+from daskmasker.batch.store import entry_of, run_attrs
 from daskmasker.io.checksum import digest
+from daskmasker.io.fs import Location
 
 if TYPE_CHECKING:
     from daskmasker.masker.spec import ExtractionSpec
@@ -48,7 +49,7 @@ class Recorder:
         self.storage_options = storage_options
         self.region_names = list(spec.region_names)
         self._shared: dict[str, dict | None] = {}
-        self.reopened: dict[str, dict] = {}  # skipped runs :meth:`split` opened: index entries
+        self.refreshed: dict[str, dict] = {}  # skipped runs whose index entries are renewed
 
     def _shared_digest(self, role: str, obj: Any, known: dict | None) -> dict | None:
         """The maps' or mask's digest, computed once per batch."""
@@ -65,8 +66,15 @@ class Recorder:
             "mask": self._shared_digest("mask", self.spec.params["mask_img"], known.get("mask")),
             "confounds": digest(item.confounds, self.storage_options, known.get("confounds")),
         }
+        if getattr(item, "brain_mask", None) is not None:
+            inputs["brain_mask"] = digest(
+                item.brain_mask, self.storage_options, known.get("brain_mask")
+            )
         sample_mask = None if item.sample_mask is None else np.asarray(item.sample_mask)
-        return fingerprint(self.params, inputs, sample_mask, self.region_names)
+        denoise = getattr(item, "denoise", None)
+        if denoise is not None:  # what chose the confounds, not what was derived from them
+            denoise = {k: denoise[k] for k in ("strategy", "load_confounds") if k in denoise}
+        return fingerprint(self.params, inputs, sample_mask, self.region_names, denoise)
 
     def prepare(self) -> Recorder:
         """Digest the maps and mask now (once per batch, before the Recorder goes to workers)."""
@@ -75,14 +83,14 @@ class Recorder:
         return self
 
     def split(
-        self, group: zarr.Group, items: list, done: dict[str, dict | None] | None = None
+        self, location: Location, items: list, done: dict[str, dict]
     ) -> tuple[list, list[str]]:
         """The runs to extract, and the names of those complete with the same fingerprint.
 
-        ``done`` are the complete runs (:func:`~daskmasker.batch.store.completed`): a run whose
-        index entry matches its new fingerprint is skipped without opening its group; others
-        are opened (those found unchanged are kept in ``reopened``, with their index
-        entries).  Without ``done``, every run's group is opened.
+        ``done`` are the complete runs and their index entries
+        (:func:`~daskmasker.batch.store.completed`): a run whose entry matches its new
+        fingerprint is skipped without opening it; the others are opened (concurrently) to say
+        what differs.
 
         Raises
         ------
@@ -90,30 +98,29 @@ class Recorder:
             If complete runs have another fingerprint (or none), naming each run and what
             differs.
         """
-        todo, skipped, stale = [], [], []
-        self.reopened = {}
+        todo, skipped, differing = [], [], []
         for item in items:
-            if done is not None and item.name not in done:
+            entry = done.get(item.name)
+            if entry is None:
                 todo.append(item)
                 continue
-            entry = None if done is None else done[item.name]
-            if entry is not None:
-                known = {"image": entry.get("image"), "confounds": entry.get("confounds")}
-                if fingerprint_sha(self.fingerprint(item, known)) == entry.get("fingerprint"):
-                    skipped.append(item.name)
-                    continue
-            attrs = run_attrs(group, item.name)
-            if not attrs or not attrs.get(COMPLETE_ATTR):
-                todo.append(item)
-                continue
-            old = attrs.get("fingerprint")
+            known = {"image": entry.get("image"), "confounds": entry.get("confounds")}
+            if fingerprint_sha(self.fingerprint(item, known)) == entry.get("fingerprint"):
+                skipped.append(item.name)
+            else:
+                differing.append(item)
+        stale = []
+        self.refreshed = {}
+        recorded = run_attrs(location, [item.name for item in differing])
+        for item in differing:
+            old = recorded.get(item.name, {}).get("fingerprint")
             new = self.fingerprint(item, old)
             diffs = differences(old, new)
             if diffs:
                 stale.append(f"run {item.name}: {'; '.join(diffs)}")
-            else:
+            else:  # same contents, other stat (a file touched): kept, its entry refreshed
                 skipped.append(item.name)
-                self.reopened[item.name] = entry_of(new)
+                self.refreshed[item.name] = entry_of(new)
         if stale:
             more = f"\n(and {len(stale) - 5} more runs)" if len(stale) > 5 else ""
             raise StaleStoreError(
@@ -159,6 +166,14 @@ class Recorder:
             "n_high_variance_confounds": n_hv,
             "fingerprint": fp,
         }
+        if getattr(item, "denoise", None) is not None:
+            attrs["denoise"] = item.denoise
+        if meta.get("coverage") is not None:
+            attrs["brain_mask_source"] = (
+                _text(fp["brain_mask"]["source"]) if fp.get("brain_mask") else ""
+            )
+            attrs["min_coverage"] = self.spec.params.get("min_coverage")
+            attrs["low_coverage_regions"] = list(meta.get("low_coverage_regions") or [])
         return run_dataset(
             signals,
             raw,
@@ -169,6 +184,7 @@ class Recorder:
             confound_names=names,
             t_r=attrs["t_r"],
             attrs=attrs,
+            coverage=meta.get("coverage"),
         )
 
 
@@ -178,22 +194,14 @@ def run_meta(lazy: xr.DataArray) -> dict:
         "frame": lazy["frame"].values,
         "region": lazy["region"].values,
         "encoding": {k: lazy.encoding.get(k) for k in ("header_t_r", "dtypes")},
+        "coverage": lazy["coverage"].values if "coverage" in lazy.coords else None,
+        "low_coverage_regions": lazy.attrs.get("low_coverage_regions"),
     }
 
 
 def index_entry(ds: xr.Dataset) -> dict:
-    """A complete run's entry in the root's index: its fingerprint's sha256 and the digests of
-    its image and confounds (reused by the quick checks of a resume)."""
+    """A complete run's entry in the resume index (:func:`~daskmasker.batch.store.entry_of`)."""
     return entry_of(ds.attrs["fingerprint"])
-
-
-def entry_of(fp: dict) -> dict:
-    """The index entry of a fingerprint (see :func:`index_entry`)."""
-    return {
-        "fingerprint": fingerprint_sha(fp),
-        "image": fp.get("image"),
-        "confounds": fp.get("confounds"),
-    }
 
 
 def _text(source: str | list) -> str:

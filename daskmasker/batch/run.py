@@ -1,9 +1,11 @@
 """Many subjects and runs into one resumable Zarr store (see :mod:`daskmasker.batch.store`).
 
 A rerun skips complete runs and rewrites the others, so a batch killed at any point resumes
-without losing finished work; which runs are complete is read from the store's index and one
-listing (:func:`daskmasker.batch.store.completed`), not by opening every run.  Optional
-BIDS derivatives (:mod:`daskmasker.batch.bids`) are written beside it, each file atomically.
+without losing finished work; which runs are complete is read from the store's resume index
+and one listing (:func:`daskmasker.batch.store.completed`), not by opening every run.  At
+the end (even of a failed or interrupted batch) the new runs are gathered into the study's
+arrays (:func:`daskmasker.batch.study.gather`).  Optional BIDS derivatives
+(:mod:`daskmasker.batch.bids`) are written beside it, each file atomically.
 
 Small runs (at most ``daskmasker.batch.whole-item-bytes`` of voxels, judged on the first) run
 whole on the workers, several per task; larger ones run as one graph per run built here.  In
@@ -22,9 +24,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import dask
-import xarray as xr
+import numpy as np
 
-from daskmasker import config
 from daskmasker.batch import bids
 from daskmasker.batch.jobs import (
     Target,
@@ -35,23 +36,28 @@ from daskmasker.batch.jobs import (
     write_bids,
 )
 from daskmasker.batch.record import Recorder, run_meta
-from daskmasker.batch.store import Index, completed, open_output
-from daskmasker.io.fs import Location
+from daskmasker.batch.store import check_name, completed, open_output, open_run, write_index
+from daskmasker.batch.study import gather
+from daskmasker.compute.plan import plan_extraction
 from daskmasker.io.load import describe
 from daskmasker.masker.estimator import NiftiMapsMasker
-from daskmasker.runtime.scheduling import compute_per_worker
+from daskmasker.runtime.scheduling import compute_per_worker, held
 
 _NIFTI_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr)$")
 
 
 @dataclass
 class Item:
-    """One image to process: its source, name, confounds and sample mask."""
+    """One image to process: its source, name, confounds and sample mask; optionally its
+    brain mask (the maps' coverage is measured inside it) and a ``denoise`` record (how the
+    confounds and sample mask were chosen: kept in the run's attributes and fingerprint)."""
 
     image: Any
     name: str
     confounds: Any = None
     sample_mask: Any = None
+    brain_mask: Any = None
+    denoise: dict | None = None
 
 
 @dataclass
@@ -84,15 +90,30 @@ def item_name(source: Any, index: int) -> str:
     return f"item-{index:04d}"
 
 
-def make_items(imgs: Sequence, confounds=None, sample_masks=None, names=None) -> list[Item]:
-    """Pair images with their confounds and sample masks (lists of the same length)."""
+def make_items(
+    imgs: Sequence,
+    confounds=None,
+    sample_masks=None,
+    names=None,
+    brain_masks=None,
+    denoise=None,
+) -> list[Item]:
+    """Pair images with their confounds, sample masks, brain masks and denoise records
+    (lists of the same length)."""
     n = len(imgs)
-    for label, values in (("confounds", confounds), ("sample_masks", sample_masks)):
+    for label, values in (
+        ("confounds", confounds),
+        ("sample_masks", sample_masks),
+        ("brain_masks", brain_masks),
+        ("denoise", denoise),
+    ):
         if values is not None and len(values) != n:
             raise ValueError(
                 f"number of {label} ({len(values)}) unequal to number of images ({n})."
             )
     names = list(names) if names is not None else [item_name(img, i) for i, img in enumerate(imgs)]
+    for name in names:
+        check_name(name)
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
@@ -104,6 +125,8 @@ def make_items(imgs: Sequence, confounds=None, sample_masks=None, names=None) ->
             name=names[i],
             confounds=None if confounds is None else confounds[i],
             sample_mask=None if sample_masks is None else sample_masks[i],
+            brain_mask=None if brain_masks is None else brain_masks[i],
+            denoise=None if denoise is None else denoise[i],
         )
         for i, img in enumerate(imgs)
     ]
@@ -117,6 +140,8 @@ def run_batch(
     confounds=None,
     sample_masks=None,
     names=None,
+    brain_masks=None,
+    denoise=None,
     overwrite: bool = False,
     storage_options: dict | None = None,
     tsv_dir: str | None = None,
@@ -138,6 +163,13 @@ def run_batch(
         One entry (or None) per image.
     names : sequence of str, optional
         Group names; default from the BIDS file names.
+    brain_masks : sequence, optional
+        One brain mask (or None) per image, as fMRIPrep's ``desc-brain_mask``: each run stores
+        its maps' ``coverage`` inside it, and the masker's ``min_coverage`` applies to it.
+    denoise : sequence of dict, optional
+        One record per image of how its confounds and sample mask were chosen (a denoising
+        strategy and its parameters): kept in the run's attributes and fingerprint, so a rerun
+        with another strategy is refused naming what differs.
     overwrite : bool, default=False
         Start afresh: remove an existing daskmasker batch store first (never another path).
         Without it, a complete run is skipped only if its fingerprint (parameters, input
@@ -160,27 +192,25 @@ def run_batch(
     -------
     BatchResult
     """
-    items = make_items(list(imgs), confounds, sample_masks, names)
+    items = make_items(list(imgs), confounds, sample_masks, names, brain_masks, denoise)
     atlas = None if tsv_dir is None else bids.atlas_label(masker.maps_img, atlas_label)
     if not hasattr(masker, "n_elements_"):
         masker.fit(source(items[0].image, storage_options) if items else None)
     spec = masker.extraction_spec()
-    group, mapper = open_output(store, spec.attrs, overwrite, storage_options)
+    location = open_output(store, spec.attrs, overwrite, storage_options)
     result = BatchResult(store=str(store))
     recorder = Recorder(spec, storage_options).prepare()
-    done = completed(group, Location(store, storage_options))
-    todo, result.skipped = recorder.split(group, items, done)
+    done = completed(location)
+    todo, result.skipped = recorder.split(location, items, done)
     targets = {
-        item.name: Target(
-            store=mapper, url=str(store), name=item.name, storage_options=storage_options
-        )
+        item.name: Target(url=str(store), name=item.name, storage_options=storage_options)
         for item in items
     }
     missing_tsv: list[Item] = []
     if tsv_dir is not None:
         missing_tsv = _plan_bids(masker, items, targets, set(done), tsv_dir, atlas, storage_options)
     bar = _progress(len(todo), progress)
-    index = Index(group)
+    index = {**done, **recorder.refreshed}
 
     whole = _runs_whole(masker, todo, storage_options)
     built: list[list[str]] = []
@@ -189,7 +219,7 @@ def run_batch(
         """Each job's graph, built when it is its turn to run.  Small items run whole, several
         per task (graph built where it runs); others one graph per item, built here (a failure
         to build, a bad input, is recorded and the batch goes on)."""
-        shared = recorder if client is None else client.scatter(recorder, broadcast=True)
+        shared = recorder if client is None else held(client, recorder, "recorder")
         if whole:
             size = _items_per_job(len(todo), client)
             for start in range(0, len(todo), size):
@@ -203,7 +233,10 @@ def run_batch(
         for item in todo:
             try:
                 signals, conf, raw = spec.lazy(
-                    source(item.image, storage_options), item.confounds, item.sample_mask
+                    source(item.image, storage_options),
+                    item.confounds,
+                    item.sample_mask,
+                    brain_mask=source(item.brain_mask, storage_options),
                 )
             except Exception as exc:
                 result.failed[item.name] = f"{type(exc).__name__}: {exc}"
@@ -233,16 +266,25 @@ def run_batch(
                     result.failed[name] = errors[name]
                 else:
                     result.done.append(name)
-                    index.add(name, entries[name])
+                    index[name] = entries[name]
                 bar.update(1)
-        for name, entry in recorder.reopened.items():  # complete, not indexed: recorded now
-            index.add(name, entry)
     finally:
-        index.flush()
         bar.close()
+        finish(location, index, redone=result.done, recorded=done)
     for item in missing_tsv:
-        write_bids(targets[item.name], _open_run(mapper, item.name))
+        write_bids(targets[item.name], open_run(location, item.name))
     return result
+
+
+def finish(
+    location, index: dict[str, dict], redone=(), recorded: dict[str, dict] | None = None
+) -> None:
+    """The end of a batch (also of one that failed or was interrupted): the resume index
+    written (unless it equals ``recorded``, the one read at the start), then the new runs
+    gathered into the study's arrays and committed."""
+    if index != recorded:
+        write_index(location, index)
+    gather(location, redone=redone)
 
 
 def _plan_bids(
@@ -266,11 +308,6 @@ def _plan_bids(
     return [i for i in items if i.name in done and f"{stems[i.name]}.tsv" not in present]
 
 
-def _open_run(mapper, name: str) -> xr.Dataset:
-    """A complete run's Dataset, read from the store."""
-    return xr.open_zarr(mapper, group=name, consolidated=False, chunks=None).load()
-
-
 def _runs_whole(masker: NiftiMapsMasker, todo: list[Item], storage_options) -> bool:
     """Whether the items run whole, one task each: when the first that opens has at most
     ``daskmasker.batch.whole-item-bytes`` of voxels (reading its header only)."""
@@ -281,15 +318,17 @@ def _runs_whole(masker: NiftiMapsMasker, todo: list[Item], storage_options) -> b
             img = load_image(source(item.image, storage_options))
         except Exception:
             continue
-        return img.size * img.dtype.itemsize <= int(config.get("batch.whole-item-bytes"))
+        volumes = int(img.shape[0]) if img.ndim == 4 else 1
+        volume_nbytes = int(np.prod(img.shape[-3:])) * img.dtype.itemsize
+        return plan_extraction(volumes, volume_nbytes).runs_whole
     return False
 
 
 def _items_per_job(n_items: int, client) -> int:
-    """Small items per job: enough to amortise a job's scheduling, few enough that every
-    worker thread gets several jobs (and a progress bar moves)."""
+    """Small items per job, as planned for the client's threads
+    (:func:`~daskmasker.compute.plan.items_per_job`)."""
     slots = 1 if client is None else max(1, sum(client.nthreads().values()))
-    return max(1, min(16, n_items // (4 * slots)))
+    return plan_extraction(0, 0, n_items=n_items, slots=slots).items_per_job
 
 
 def _progress(total: int, enabled: bool):

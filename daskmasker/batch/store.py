@@ -1,229 +1,228 @@
-"""The batch store: a Zarr v3 group per run, written whole and then marked complete.
+"""The batch store of a study: one packed object per run, gathered into study-level arrays.
 
-Layout (a local path or fsspec URL)::
+Layout (Zarr v3; a local path or fsspec URL)::
 
-    out.zarr/                      attrs: daskmasker_batch (masker parameters, versions),
-                                   daskmasker_complete (index of complete runs, see Index)
-      sub-01_task-rest/            one run: an xarray Dataset (see :func:`run_dataset`)
-      sub-02_task-rest/
-      ...
+    out.zarr/
+      zarr.json            root group: attrs ``daskmasker_batch`` (layout, masker parameters,
+                           versions) and the consolidated metadata of every array below
+      signals/ ...         the study's arrays, a ``run`` axis first (:mod:`~.study`): what
+                           ``xr.open_zarr(out.zarr)`` and ``open_timeseries`` open
+      runs/<name>.npz      each complete run, packed in one object (:mod:`~.pack`)
+      runs/index.json      the resume index: run name -> fingerprint sha256, input digests
+      report.html          (``daskmasker extract``)
 
-A run's Dataset holds what is needed to audit and to re-clean it without the images:
-
-====================  ========================  ==============================================
-variable              dims                      content
-====================  ========================  ==============================================
-``signals``           (time, region)            the cleaned region signals (the output)
-``raw_signals``       (volume, region)          float64 least-squares region signals of every
-                                                volume, before cleaning
-``confounds``         (volume, confound)        confounds the signals were cleaned with (as
-                                                loaded: high-variance ones first), if any
-``time``              (time,)                   onset of each kept volume (s), when TR is known
-``frame``             (time,)                   index of each kept volume, in output order (the
-                                                sample mask; ``volume`` has no coordinate)
-``region``            (region,)                 index of each extracted map
-``region_name``       (region,)                 its name (as pandas columns and TSV headers)
-``confound``          (confound,)               confound column names
-====================  ========================  ==============================================
-
-Attributes: ``source`` and ``checksum`` (``sha256:...``) of the image, ``confounds_source`` and
-``confounds_checksum``, ``parameters``, ``versions``, ``t_r`` (and ``t_r_source``, ``header_t_r``),
-``dtypes``, ``n_high_variance_confounds``, ``fingerprint`` (see
-:mod:`daskmasker.batch.fingerprint`) and ``complete``.
-
-A run's group is written whole and only then marked ``complete`` (one small attribute write,
-atomic on file systems and object stores alike), so a half-written group is never taken for a
-finished one.
+A run is written by the worker that computed it, as one object under its final name, atomically
+(a local file is written beside and renamed; an object store's PUT is whole or absent): a run is
+complete exactly when ``runs/<name>.npz`` exists, so a killed batch never leaves a half-written
+run taken for a finished one.  At the end of a batch the client gathers the new runs into the
+study's arrays and commits them by rewriting the root's consolidated metadata (see
+:func:`daskmasker.batch.study.gather`).  A study therefore adds one object per run (13 with one
+Zarr group per run, the previous layout, which :func:`check_layout` refuses with the command
+that converts it: ``daskmasker upgrade OLD NEW``).
 """
 
 from __future__ import annotations
 
-import time
-import warnings
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Iterable
 
-import numpy as np
+import fsspec
 import xarray as xr
 import zarr
 
 from daskmasker.batch import provenance
+from daskmasker.batch.fingerprint import fingerprint_sha
+from daskmasker.batch.pack import pack, unpack, unpack_attrs
 from daskmasker.io.fs import Location, check_bucket
 
 BATCH_ATTR = "daskmasker_batch"
+LAYOUT = 2
+"""The store layout written by this daskmasker: 2 = packed runs and study arrays."""
+RUNS = "runs"
+SUFFIX = ".npz"
+INDEX = "index.json"
+PARTIAL = ".partial"
 
 
-COMPLETE_ATTR = "complete"
-FRAME_DOC = "index of the volume (of raw_signals, confounds) each time point was cleaned from"
-# the root's index of complete runs, name -> {fingerprint sha, image and confounds digests}: a
-# resume reads it and one listing, not every group
-INDEX_ATTR = "daskmasker_complete"
+class LegacyStoreError(ValueError):
+    """A batch store in the previous layout (one Zarr group per run)."""
 
 
-def open_output(store: str, params: dict, overwrite: bool, storage_options: dict | None):
-    """Open (or create) a batch store; refuse a path that exists and is not ours."""
+def upgrade_hint(store: str) -> str:
+    return (
+        f"'{store}' is a daskmasker batch store in the previous layout (one Zarr group per run, "
+        f"13 objects each); convert it with: daskmasker upgrade {store} NEW_STORE"
+    )
+
+
+def check_layout(attrs: dict, store: str) -> None:
+    """Refuse a batch store of another layout, naming the command that converts it."""
+    layout = attrs.get(BATCH_ATTR, {}).get("layout", 1)
+    if layout == 1:
+        raise LegacyStoreError(upgrade_hint(store))
+    if layout != LAYOUT:
+        raise ValueError(
+            f"'{store}' is a daskmasker batch store of layout {layout}, newer than this "
+            f"daskmasker reads ({LAYOUT}): upgrade daskmasker"
+        )
+
+
+def open_output(
+    store: str,
+    params: dict,
+    overwrite: bool,
+    storage_options: dict | None,
+    recleaned_from: str | None = None,
+) -> Location:
+    """Open (or create) a batch store; refuse a path that exists and is not ours, and a store
+    of the previous layout unless ``overwrite``."""
     location = Location(store, storage_options)
     check_bucket(location)
     fs, root = location.fs, location.root
     if fs.exists(root):
         try:
-            group = zarr.open_group(location.store, mode="r")
-            ours = BATCH_ATTR in group.attrs
+            attrs = dict(zarr.open_group(location.store, mode="r", zarr_format=3).attrs)
         except Exception:
-            ours = False
-        if not ours:
-            has_content = fs.isfile(root) or bool(fs.ls(root))
-            if has_content:
+            attrs = {}
+        if BATCH_ATTR not in attrs:
+            if fs.isfile(root) or bool(fs.ls(root)):
                 raise FileExistsError(
                     f"output {store!r} exists and is not a daskmasker batch store; "
                     "choose another path or remove it yourself"
                 )
         elif overwrite:
             fs.rm(root, recursive=True)
-    group = zarr.open_group(location.store, mode="a", zarr_format=3)
-    if BATCH_ATTR not in group.attrs:
-        group.attrs[BATCH_ATTR] = {"parameters": params, "versions": provenance.versions()}
-    return group, location.store
+        else:
+            check_layout(attrs, store)
+    if not fs.exists(f"{root.rstrip('/')}/zarr.json"):  # created with its attributes: one write
+        batch = {
+            "layout": LAYOUT,
+            "parameters": params,
+            "versions": provenance.versions(),
+            **({"recleaned_from": recleaned_from} if recleaned_from else {}),
+        }
+        zarr.create_group(location.store, attributes={BATCH_ATTR: batch}, zarr_format=3)
+    return location
 
 
-def run_names(group: zarr.Group, complete_only: bool = False) -> list[str]:
-    """The run groups of a batch store, sorted (files beside them, as ``report.html``, are not
-    runs: zarr's warning about them is silenced)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Object at .* is not recognized")
-        names = sorted(group.group_keys())
-    if complete_only:
-        names = [n for n in names if group[n].attrs.get(COMPLETE_ATTR)]
-    return names
+def check_name(name: str) -> str:
+    """A run name usable as an object name (no ``/``, not hidden, not the index)."""
+    if not name or "/" in name or name.startswith(".") or name == INDEX.removesuffix(".json"):
+        raise ValueError(f"run name {name!r} cannot name an object (no '/', no leading '.')")
+    return name
 
 
-def completed(group: zarr.Group, location: Location) -> dict[str, dict | None]:
-    """The store's complete runs, name -> index entry, in a bounded number of reads.
+def _runs_dir(location: Location) -> str:
+    return f"{location.root.rstrip('/')}/{RUNS}"
 
-    The root's index (:class:`Index`) and one listing of the store give the runs both indexed
-    and present, with their entries (the fingerprint's sha256 and the inputs' digests); only
-    groups present but not indexed (at most those finished in the last second of a killed run,
-    or written by an older daskmasker) are opened one by one, and given ``None``.  A group
-    removed by hand is not taken for complete, whatever the index says.
-    """
-    indexed = _index(group)
-    listed = {
-        entry["name"].rstrip("/").rsplit("/", 1)[-1]
-        for entry in location.fs.ls(location.root, detail=True, refresh=True)
-        if entry["type"] == "directory"
+
+def pack_path(location: Location, name: str) -> str:
+    return f"{_runs_dir(location)}/{name}{SUFFIX}"
+
+
+def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` at ``path`` whole or not at all: a local file is written beside (a hidden
+    ``.partial`` name no listing takes for a run) and renamed; an object store's PUT is atomic."""
+    if _is_local(fs):
+        folder, name = path.rsplit("/", 1)
+        tmp = f"{folder}/.{name}{PARTIAL}"
+        fs.makedirs(folder, exist_ok=True)
+        fs.pipe_file(tmp, data)
+        fs.mv(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def _is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) or (
+        isinstance(fs, fsspec.implementations.local.LocalFileSystem)
+    )
+
+
+def write_run(location: Location, name: str, ds: xr.Dataset) -> None:
+    """Write one run's Dataset as one object; its presence marks the run complete."""
+    put_atomic(location.fs, pack_path(location, check_name(name)), pack(ds))
+
+
+def listed_runs(location: Location) -> set[str]:
+    """The names of the complete runs: one listing of ``runs/``."""
+    try:
+        if _is_local(location.fs):  # a plain listing: fsspec's also normalises every path
+            names = os.listdir(_runs_dir(location))
+        else:
+            entries = location.fs.ls(_runs_dir(location), detail=False, refresh=True)
+            names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
+    except FileNotFoundError:
+        return set()
+    return {n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX) and not n.startswith(".")}
+
+
+def read_packs(location: Location, names: Iterable[str]) -> dict[str, bytes]:
+    """The packed bytes of runs, fetched concurrently (one request each); missing ones absent."""
+    paths = {pack_path(location, n): n for n in names}
+    if not paths:
+        return {}
+    fetched = location.fs.cat(list(paths), on_error="omit")
+    return {paths[p]: data for p, data in fetched.items() if isinstance(data, bytes)}
+
+
+def open_run(location: Location, name: str) -> xr.Dataset:
+    """A complete run's Dataset (in memory); KeyError if the run is not complete."""
+    data = read_packs(location, [name]).get(name)
+    if data is None:
+        raise KeyError(name)
+    return unpack(data)
+
+
+def read_index(location: Location) -> dict[str, dict]:
+    """The resume index (run name -> entry), empty when there is none."""
+    try:
+        return dict(json.loads(location.fs.cat_file(f"{_runs_dir(location)}/{INDEX}")))
+    except FileNotFoundError:
+        return {}
+
+
+def write_index(location: Location, entries: dict[str, dict]) -> None:
+    """Replace the resume index, atomically."""
+    text = json.dumps(dict(sorted(entries.items())), separators=(",", ":"))
+    put_atomic(location.fs, f"{_runs_dir(location)}/{INDEX}", text.encode())
+
+
+def entry_of(fp: dict) -> dict:
+    """A complete run's entry in the resume index: its fingerprint's sha256 and what a resume
+    or ``info`` re-checks without opening the run (the inputs' digests, the versions)."""
+    return {
+        "fingerprint": fingerprint_sha(fp),
+        **{role: fp.get(role) for role in ("image", "maps", "mask", "confounds")},
+        "versions": fp.get("versions"),
     }
+
+
+def completed(location: Location) -> dict[str, dict]:
+    """The store's complete runs, name -> index entry, in a bounded number of requests.
+
+    One listing of ``runs/`` gives the complete runs, the index their entries; runs complete but
+    not indexed (finished by a batch killed before its end) are read, concurrently, and
+    unreadable objects (put there by hand) are not complete.
+    """
+    listed = listed_runs(location)
+    indexed = read_index(location)
     found = {name: indexed[name] for name in listed if name in indexed}
-    found.update({name: None for name in listed - set(indexed) if is_complete(group, name)})
+    for name, data in read_packs(location, listed - set(found)).items():
+        try:
+            found[name] = entry_of(unpack_attrs(data).get("fingerprint") or {})
+        except ValueError:
+            continue
     return found
 
 
-def _index(group: zarr.Group) -> dict:
-    index = group.attrs.get(INDEX_ATTR, {})
-    return dict(index) if isinstance(index, dict) else {}  # a list: names alone, no fingerprints
-
-
-class Index:
-    """Records complete runs in the root's index, at most once per ``interval`` seconds.
-
-    Runs are recorded after their group is marked complete, with their entry (see
-    :func:`completed`), so the index never names a run that is not; a run complete but not
-    yet recorded (a run killed meanwhile) is found by :func:`completed` from its own mark and
-    recorded when its entry is given to :meth:`add`.  Call :meth:`flush` at the end.
-    """
-
-    def __init__(self, group: zarr.Group, interval: float = 1.0):
-        self.group, self.interval = group, interval
-        self.entries = _index(group)
-        self.pending = 0
-        self.flushed = time.monotonic()
-
-    def add(self, name: str, entry: dict) -> None:
-        self.entries[name] = entry
-        self.pending += 1
-        if time.monotonic() - self.flushed >= self.interval:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            self.group.attrs[INDEX_ATTR] = dict(sorted(self.entries.items()))
-            self.pending = 0
-        self.flushed = time.monotonic()
-
-
-def is_complete(group: zarr.Group, name: str) -> bool:
-    """Whether a run's group exists and was marked complete."""
-    try:
-        return bool(group[name].attrs.get(COMPLETE_ATTR, False))
-    except KeyError:
-        return False
-
-
-def run_attrs(group: zarr.Group, name: str) -> dict | None:
-    """A run group's attributes, or None when it does not exist."""
-    try:
-        return dict(group[name].attrs)
-    except KeyError:
-        return None
-
-
-def run_dataset(
-    signals: np.ndarray,
-    raw: np.ndarray,
-    confounds: np.ndarray | None,
-    *,
-    frames: np.ndarray,
-    region: np.ndarray,
-    region_names: Sequence[str],
-    confound_names: Sequence[str] | None,
-    t_r: float | None,
-    attrs: dict,
-) -> xr.Dataset:
-    """One run's Dataset (see the module docstring for its variables).
-
-    Parameters
-    ----------
-    signals : ndarray, shape (len(frames), K)
-        Cleaned signals.
-    raw : ndarray, shape (T, K)
-        Uncleaned region signals of every volume.
-    confounds : ndarray of shape (T, C), or None
-    frames : ndarray of int
-        The volumes kept, in output order.
-    region : ndarray of int
-        The extracted maps' indices.
-    region_names : sequence of str
-    confound_names : sequence of str, optional
-    t_r : float, optional
-        Repetition time (s): gives the ``time`` coordinate.
-    attrs : dict
-        JSON-friendly attributes.
-
-    Returns
-    -------
-    xarray.Dataset
-    """
-    # each array costs a metadata and a chunk write per run: the sample mask is ``frame``
-    # alone and volumes are numbered by position, not by a coordinate
-    data = {
-        "signals": (("time", "region"), signals),
-        "raw_signals": (("volume", "region"), np.asarray(raw, dtype=np.float64)),
-    }
-    coords = {
-        "frame": ("time", np.asarray(frames, dtype=np.int64), {"description": FRAME_DOC}),
-        "region": ("region", np.asarray(region, dtype=np.int64)),
-        "region_name": ("region", np.asarray(list(region_names), dtype=object)),
-    }
-    if t_r:
-        coords["time"] = ("time", np.asarray(frames) * float(t_r), {"units": "s"})
-    if confounds is not None:
-        data["confounds"] = (("volume", "confound"), np.asarray(confounds))
-        coords["confound"] = ("confound", np.asarray(list(confound_names), dtype=object))
-    ds = xr.Dataset(data, coords=coords)
-    ds["raw_signals"].attrs["description"] = "least-squares region signals before cleaning"
-    ds.attrs.update(attrs)
-    return ds
-
-
-def write_item(mapper, name: str, ds: xr.Dataset) -> None:
-    """Write one run's Dataset, then mark it complete (the last write)."""
-    ds.to_zarr(mapper, group=name, mode="w", zarr_format=3, consolidated=False)
-    zarr.open_group(mapper, path=name, mode="a").attrs[COMPLETE_ATTR] = True
+def run_attrs(location: Location, names: Iterable[str]) -> dict[str, dict]:
+    """The attributes of complete runs (concurrent reads); runs not complete are absent."""
+    out = {}
+    for name, data in read_packs(location, names).items():
+        try:
+            out[name] = unpack_attrs(data)
+        except ValueError:
+            continue
+    return out

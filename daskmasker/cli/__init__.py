@@ -1,4 +1,5 @@
-"""The ``daskmasker`` command: ``convert``, ``extract``, ``demo``, ``info`` and ``clean``.
+"""The ``daskmasker`` command: ``convert``, ``extract``, ``demo``, ``info``, ``clean``,
+``connectivity`` and ``bids`` (a BIDS App over fMRIPrep derivatives).
 
 ``main(argv=None)`` returns the exit code (nibabel's pattern), so tests call it directly.
 Only the standard library is imported here: ``--help`` and ``--version`` load neither Dask nor
@@ -13,7 +14,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from daskmasker.cli.commands import _clean, _convert, _demo, _extract, _info
+from daskmasker.cli.bidsapp import _bids
+from daskmasker.cli.commands import (
+    _clean,
+    _connectivity,
+    _convert,
+    _demo,
+    _extract,
+    _info,
+    _upgrade,
+)
 from daskmasker.cli.parser import CommandError, _flag_names, _get_parser, logger
 
 __all__ = ["_get_parser", "main"]
@@ -34,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "info": _info,
         "clean": _clean,
+        "connectivity": _connectivity,
+        "bids": _bids,
+        "upgrade": _upgrade,
     }
     try:
         return commands[args.command](args)
@@ -47,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ) as exc:
         print(f"daskmasker {args.command}: error: {_flag_names(str(exc))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP while SLURM jobs run
+        how = f" ({exc})" if str(exc) else ""
+        print(f"daskmasker {args.command}: interrupted{how}", file=sys.stderr)
+        return 130
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)

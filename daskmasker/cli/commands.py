@@ -1,15 +1,18 @@
-"""The commands: ``convert``, ``extract`` (one atlas or several), ``demo``, ``info``, ``clean``.
+"""The commands: ``convert``, ``extract`` (one atlas or several), ``demo``, ``info``, ``clean``,
+``connectivity``.
 Each imports what it uses, so ``--help`` loads neither Dask nor xarray."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
 
 from daskmasker.cli.checks import _check_exists, _check_extract, _output
 from daskmasker.cli.parser import _STANDARDIZE, _TARGETS, CommandError, _flag_names, logger
+from daskmasker.report.output import beside, write_page
 
 
 def _masker_from_args(args: argparse.Namespace):
@@ -35,12 +38,51 @@ def _masker_from_args(args: argparse.Namespace):
     )
 
 
-def _client(args: argparse.Namespace):
-    from daskmasker.runtime.client import dask_client
+_SLURM_FLAGS = (
+    "partition",
+    "cores",
+    "memory",
+    "walltime",
+    "jobqueue_config",
+    "log_dir",
+    "interface",
+)
 
-    return dask_client(
-        scheduler=args.scheduler, scheduler_file=args.scheduler_file, workers=args.workers
+
+def client_from_args(args: argparse.Namespace, work: int | None = None):
+    """The client the options of :func:`~daskmasker.cli.parser.add_cluster_options` ask for,
+    as a context manager (None: the threaded scheduler).  ``work``: the command's independent
+    pieces of work (runs), so SLURM is asked no more workers than that."""
+    from daskmasker.runtime.cluster import cluster_client
+
+    slurm = {name: getattr(args, name, None) for name in _SLURM_FLAGS}
+    if args.workers is not None and (args.scheduler or args.scheduler_file):
+        given = "--scheduler" if args.scheduler else "--scheduler-file"
+        raise CommandError(f"--workers: not with {given} (its workers are already running)")
+    if args.cluster != "slurm":
+        given = [f"--{n.replace('_', '-')}" for n, v in slurm.items() if v is not None]
+        if given:
+            raise CommandError(f"{', '.join(given)}: SLURM job options, for --cluster slurm")
+    elif args.workers is not None and work is not None:
+        work = min(work, args.workers)
+    if args.cluster == "slurm" and slurm["log_dir"] is None:
+        out = getattr(args, "out", None)
+        if out and "://" not in out:
+            slurm["log_dir"] = os.path.join(
+                os.path.dirname(os.path.abspath(out)), "daskmasker-slurm-logs"
+            )
+    return cluster_client(
+        args.cluster,
+        scheduler=args.scheduler,
+        scheduler_file=args.scheduler_file,
+        workers=args.workers,
+        work=work,
+        say=logger.info,
+        **slurm,
     )
+
+
+_client = client_from_args
 
 
 def _progress(args: argparse.Namespace, label: str, client):
@@ -82,7 +124,7 @@ def _extract(args: argparse.Namespace) -> int:
     masker = _masker_from_args(args)
     logger.debug("masker: %r", masker)
     start = time.perf_counter()
-    with _client(args) as client, _progress(args, "extract", client):
+    with _client(args, len(args.imgs)) as client, _progress(args, "extract", client):
         result = run_batch(
             masker,
             args.imgs,
@@ -95,10 +137,17 @@ def _extract(args: argparse.Namespace) -> int:
             client=client,
         )
     if not args.no_report and result.done:
-        target = f"{args.out.rstrip('/')}/report.html"
-        report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
-        report.save_as_html(target, storage_options=args.storage_options)
-        logger.info("report: %s", target)
+        target = beside(args.out, ".masker.html")
+        try:
+            report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
+            report.save_as_html(target, storage_options=args.storage_options)
+            logger.info("masker report: %s", target)
+        except ImportError as exc:  # the plotting extra is not installed
+            logger.warning("no masker report: %s", exc)
+    if not args.no_report:
+        failed = {name: _flag_names(error) for name, error in result.failed.items()}
+        target = _study_report(args.out, args.storage_options, failed)
+        logger.info("study report: %s", target)
     logger.info("%s in %.1f s", result, time.perf_counter() - start)
     for name, error in result.failed.items():
         logger.error("FAILED %s: %s", name, _flag_names(error))
@@ -116,9 +165,8 @@ def _extract_many(args: argparse.Namespace) -> int:
 
     from daskmasker.batch.jobs import source
     from daskmasker.batch.record import Recorder, index_entry
-    from daskmasker.batch.run import make_items
-    from daskmasker.batch.store import Index, completed, open_output, write_item
-    from daskmasker.io.fs import Location
+    from daskmasker.batch.run import finish, make_items
+    from daskmasker.batch.store import completed, open_output, write_run
     from daskmasker.masker.many import fit_many
     from daskmasker.runtime.client import active_client, tune_local_allocator
 
@@ -134,8 +182,8 @@ def _extract_many(args: argparse.Namespace) -> int:
     so = args.storage_options
     items = make_items(args.imgs, confounds=args.confounds)
     start = time.perf_counter()
-    failed = done = 0
-    with _client(args):
+    failed = n_done = 0
+    with _client(args, len(items)):
         if active_client() is None:  # the images computed by this process's threads
             tune_local_allocator()
         maskers = fit_many(atlases, source(items[0].image, so), **params)
@@ -143,10 +191,12 @@ def _extract_many(args: argparse.Namespace) -> int:
         for name, masker in zip(names, maskers, strict=True):
             store = f"{args.out.rstrip('/')}/{name}.zarr"
             spec = masker.extraction_spec()
-            group, mapper = open_output(store, spec.attrs, args.overwrite, so)
+            location = open_output(store, spec.attrs, args.overwrite, so)
             recorder = Recorder(spec, so).prepare()
-            todo, _ = recorder.split(group, items, completed(group, Location(store, so)))
-            outputs.append((masker, recorder, mapper, Index(group), {i.name for i in todo}))
+            done = completed(location)
+            todo, _ = recorder.split(location, items, done)
+            index = {**done, **recorder.refreshed}
+            outputs.append((masker, recorder, location, index, {i.name for i in todo}))
         try:
             for item in items:
                 wanted = [out for out in outputs if item.name in out[4]]
@@ -154,7 +204,12 @@ def _extract_many(args: argparse.Namespace) -> int:
                     continue
                 try:
                     lazies = [
-                        rec.spec.lazy(source(item.image, so), item.confounds, item.sample_mask)
+                        rec.spec.lazy(
+                            source(item.image, so),
+                            item.confounds,
+                            item.sample_mask,
+                            brain_mask=source(item.brain_mask, so),
+                        )
                         for _, rec, *_ in wanted
                     ]
                     # one computation: the atlases' linked maps share the image's reads
@@ -163,16 +218,16 @@ def _extract_many(args: argparse.Namespace) -> int:
                     logger.error("FAILED %s: %s: %s", item.name, type(exc).__name__, exc)
                     failed += 1
                     continue
-                for (_, recorder, mapper, index, _), lazy, (sig, raw, conf) in zip(
+                for (_, recorder, location, index, _), lazy, (sig, raw, conf) in zip(
                     wanted, lazies, values, strict=True
                 ):
                     ds = recorder.dataset(item, lazy[0], sig, raw, conf)
-                    write_item(mapper, item.name, ds)
-                    index.add(item.name, index_entry(ds))
-                done += 1
+                    write_run(location, item.name, ds)
+                    index[item.name] = index_entry(ds)
+                n_done += 1
         finally:
-            for out in outputs:
-                out[3].flush()
+            for _, _, location, index, _ in outputs:
+                finish(location, index)
     logger.info(
         "%d images x %d atlases into %s/{%s}.zarr: %d extracted, %d already complete, "
         "%d failed in %.1f s",
@@ -180,8 +235,8 @@ def _extract_many(args: argparse.Namespace) -> int:
         len(atlases),
         args.out,
         ",".join(names),
-        done,
-        len(items) - done - failed,
+        n_done,
+        len(items) - n_done - failed,
         failed,
         time.perf_counter() - start,
     )
@@ -211,6 +266,54 @@ def _info(args: argparse.Namespace) -> int:
     from daskmasker.batch.read import store_info
 
     print(store_info(args.store, storage_options=args.storage_options))
+    if args.report:
+        print(f"study report: {_study_report(args.store, args.storage_options)}")
+    return 0
+
+
+def _study_report(store: str, storage_options, failed: dict | None = None) -> str:
+    """Write the study report beside ``store`` (see :mod:`daskmasker.report.study`); its path.
+
+    The store is read through its public reader (``open_timeseries``); ``failed`` (run ->
+    message) adds the runs this command could not extract.
+    """
+    import pandas as pd
+
+    from daskmasker.batch.read import open_timeseries
+    from daskmasker.report.study import study_report
+
+    ds = open_timeseries(store, storage_options=storage_options)
+    complete = "run" in ds.dims and ds.sizes["run"] > 0
+    rows: dict[str, dict] = {}
+    if complete:
+        names = [str(n) for n in ds["run"].values]
+        for name, volumes, source in zip(
+            names, ds["n_volumes"].values, ds["source"].values, strict=True
+        ):
+            rows[name] = {
+                "run": name,
+                "status": "complete",
+                "volumes": int(volumes),
+                "source": str(source),
+            }
+    for name, message in (failed or {}).items():
+        rows.setdefault(name, {"run": name}).update(status="failed", message=message)
+    page = study_report(
+        ds if complete else None,
+        pd.DataFrame(list(rows.values()), columns=None if rows else ["run", "status"]),
+        title=str(store),
+    )
+    target = beside(store, ".report.html")
+    write_page(page, target, storage_options)
+    return target
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    from daskmasker.batch.upgrade import upgrade
+
+    start = time.perf_counter()
+    n = upgrade(args.store, args.out, storage_options=args.storage_options)
+    print(f"{args.store} -> {args.out}: {n} runs in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -253,3 +356,21 @@ def _clean(args: argparse.Namespace) -> int:
     for name, error in result.failed.items():
         print(f"FAILED {name}: {error}", file=sys.stderr)
     return 1 if result.failed else 0
+
+
+def _connectivity(args: argparse.Namespace) -> int:
+    _check_exists("store", [args.store])
+    from daskmasker.batch.connectome import write_relmats
+
+    start = time.perf_counter()
+    with _client(args) as client, _progress(args, "connectivity", client):
+        written = write_relmats(args.store, args.out, args.kind, args.storage_options)
+    relmats = sum(path.endswith("_relmat.tsv") for path in written)
+    logger.info(
+        "%d relmat.tsv files (%s) in %s in %.1f s",
+        relmats,
+        ", ".join(args.kind),
+        args.out,
+        time.perf_counter() - start,
+    )
+    return 0

@@ -34,10 +34,21 @@ _FLAGS = {
     r"'?\bdetrend\b'?": "--detrend",
     r"'?\bmask_img\b'?": "--mask",
     r"'?\bmaps_img\b'?": "--maps",
+    # a rerun refused (:func:`daskmasker.batch.fingerprint.differences`): the flag that differs
+    r"parameter 'standardize'": "parameter --standardize",
+    r"parameter 'dtype'": "parameter --dtype",
+    r"parameter 'keep_masked_maps'": "parameter --keep-masked-maps",
+    r"parameter 'allow_overlap'": "parameter allow-overlap (--no-allow-overlap)",
+    r"parameter 'clean_args'": "parameter --filter",
+    r"region names were": "region names (--labels) were",
 }
 
 
 _ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
+
+
+# nilearn's kinds (daskmasker.compute.connectivity.KINDS, not imported: --help loads no numpy)
+KINDS = ("correlation", "partial correlation", "tangent", "covariance", "precision")
 
 
 class CommandError(Exception):
@@ -155,24 +166,96 @@ def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
     )
 
 
-def _add_execution(parser: argparse.ArgumentParser) -> None:
+CLUSTERS = ("local", "slurm")
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Where a command's work runs: ``--cluster {local,slurm}``, ``--scheduler``,
+    ``--scheduler-file``, ``--workers`` and the SLURM jobs' sizes, the same options for every
+    command that computes.  :func:`daskmasker.cli.commands.client_from_args` turns them into
+    the client the command runs on."""
     where = parser.add_argument_group(
-        "where it runs (at most one; default: Dask's threaded scheduler in this process)"
-    ).add_mutually_exclusive_group()
-    where.add_argument(
+        "where the work runs",
+        "default: threads of this process; --workers N: N local worker processes; "
+        "--cluster slurm: workers as SLURM jobs submitted from this login node "
+        "(dask-jobqueue), cancelled when the command ends or is interrupted",
+    )
+    running = where.add_mutually_exclusive_group()
+    running.add_argument(
         "--scheduler",
         metavar="ADDRESS",
         help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786",
     )
-    where.add_argument(
+    running.add_argument(
         "--scheduler-file", metavar="PATH", help="a scheduler file written by `dask scheduler`"
+    )
+    running.add_argument(
+        "--cluster",
+        choices=CLUSTERS,
+        default="local",
+        help="start the workers here (local) or as SLURM jobs (slurm)",
     )
     where.add_argument(
         "--workers",
         type=_positive(int),
         metavar="N",
-        help="start a local cluster of N single-threaded worker processes",
+        help="worker processes: a local cluster of N single-threaded workers, or at most N "
+        "SLURM workers (default: none, threads of this process; with --cluster slurm, what "
+        "the partition's CPUs hold, at most one per run)",
     )
+    slurm = parser.add_argument_group(
+        "SLURM jobs (--cluster slurm; default: a jobqueue config's 'jobqueue: slurm:', else "
+        "sized from the partition)"
+    )
+    slurm.add_argument(
+        "--partition",
+        "--queue",
+        dest="partition",
+        default=None,
+        help="SLURM partition (default: the jobqueue config's, else SLURM's default partition)",
+    )
+    slurm.add_argument(
+        "--cores",
+        type=_positive(int),
+        default=None,
+        help="cores per job, one single-threaded worker each (default: 1)",
+    )
+    slurm.add_argument(
+        "--memory",
+        default=None,
+        metavar="SIZE",
+        help="memory per job, e.g. 8GB (default: a core's share of a node, per core)",
+    )
+    slurm.add_argument(
+        "--walltime",
+        default=None,
+        metavar="HH:MM:SS",
+        help="time limit per job (default: the partition's)",
+    )
+    slurm.add_argument(
+        "--jobqueue-config",
+        default=None,
+        metavar="YAML",
+        help="dask-jobqueue settings ('jobqueue: slurm:' section, e.g. "
+        "deploy/slurm/jobqueue.yaml); default: dask's config (~/.config/dask/jobqueue.yaml)",
+    )
+    slurm.add_argument(
+        "--log-dir",
+        default=None,
+        metavar="DIR",
+        help="the jobs' logs (default: daskmasker-slurm-logs/ beside --out)",
+    )
+    slurm.add_argument(
+        "--interface",
+        default=None,
+        metavar="NAME",
+        help="network interface of the scheduler and workers, e.g. ib0 (default: none, "
+        "dask's choice)",
+    )
+
+
+def _add_execution(parser: argparse.ArgumentParser) -> None:
+    add_cluster_options(parser)
     _add_storage_options(parser)
     parser.add_argument(
         "--no-progress",
@@ -296,7 +379,9 @@ def _get_parser() -> argparse.ArgumentParser:
         "(default: none, regions numbered)",
     )
     extract.add_argument(
-        "--no-report", action="store_true", help="do not write the job's report.html in --out"
+        "--no-report",
+        action="store_true",
+        help="do not write the reports beside --out (OUT.masker.html, OUT.report.html)",
     )
     masker = extract.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
     masker.add_argument(
@@ -393,14 +478,246 @@ def _get_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     _add_execution(demo)
     _add_store_commands(command)
+    _add_connectivity(command)
+    _add_bids_app(command)
     return parser
 
 
+_CONFOUND_MODELS = ("basic", "power2", "derivatives", "full")
+_COMPCOR = (
+    "anat_combined",
+    "anat_separated",
+    "temporal",
+    "temporal_anat_combined",
+    "temporal_anat_separated",
+)
+
+
+def _n_compcor(text: str) -> int | str:
+    return "all" if text == "all" else _positive(int)(text)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _add_bids_app(command) -> None:
+    """``bids FMRIPREP_DIR OUTPUT_DIR participant|group``, a BIDS App over fMRIPrep outputs."""
+    app = command(
+        "bids",
+        "BIDS App: region time series of an fMRIPrep dataset, denoised as nilearn does",
+        "Extract the maps' time series of every preprocessed BOLD run of an fMRIPrep "
+        "derivatives dataset, denoised with nilearn's load_confounds_strategy (participant "
+        "level: a batch store per atlas in OUTPUT_DIR/stores and BIDS derivatives in OUTPUT_DIR), "
+        "then the study's connectomes and summary (group level: OUTPUT_DIR/group).",
+    )
+    app.add_argument("fmriprep_dir", help="fMRIPrep's output folder (BIDS derivatives)")
+    app.add_argument("output_dir", help="where the derivatives are written")
+    app.add_argument(
+        "analysis_level",
+        choices=["participant", "group"],
+        help="participant: extract each run; group: the study's connectomes and summary",
+    )
+    select = app.add_argument_group("selection (BIDS Apps)")
+    select.add_argument(
+        "--participant-label",
+        "--participant_label",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="subjects to process (with or without sub-) (default: all)",
+    )
+    select.add_argument(
+        "--session-label",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="sessions to process (with or without ses-) (default: all)",
+    )
+    select.add_argument(
+        "--task",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="task-<label> of the BOLD runs (default: all)",
+    )
+    select.add_argument(
+        "--space",
+        default="MNI152NLin2009cAsym",
+        help="space-<label> of the BOLD runs (ICA-AROMA's are in MNI152NLin6Asym)",
+    )
+    select.add_argument(
+        "--res", default=None, help="res-<label> of the BOLD runs (default: any, or none)"
+    )
+    select.add_argument(
+        "--bids-filter-file",
+        default=None,
+        metavar="JSON",
+        help='fMRIPrep-style filters: {"bold": {"session": "1", "acquisition": null}} '
+        "(default: none)",
+    )
+    app.add_argument(
+        "--maps",
+        action="append",
+        default=None,
+        help="4D maps image (participant level); repeat for several atlases (required at the "
+        "participant level)",
+    )
+    app.add_argument(
+        "--atlas-label",
+        action="append",
+        default=None,
+        help="atlas-<label> of each --maps, in order (default: from the maps file name)",
+    )
+    app.add_argument(
+        "--mask",
+        default=None,
+        help="3D mask applied to the maps (all runs) (default: none, each run's brain mask only)",
+    )
+    app.add_argument("--overwrite", action="store_true", help="start the batch stores afresh")
+    denoise = app.add_argument_group(
+        "denoising (nilearn's load_confounds_strategy; parameters default to the strategy's)"
+    )
+    denoise.add_argument(
+        "--denoise-strategy",
+        choices=["simple", "scrubbing", "compcor", "ica_aroma"],
+        default="simple",
+        help="nilearn's load_confounds_strategy denoise_strategy",
+    )
+    strategy = " (default: the strategy's)"
+    denoise.add_argument(
+        "--motion",
+        choices=_CONFOUND_MODELS,
+        default=None,
+        help="motion parameters' model" + strategy,
+    )
+    denoise.add_argument(
+        "--wm-csf",
+        choices=_CONFOUND_MODELS,
+        default=None,
+        help="white matter and CSF signals' model" + strategy,
+    )
+    denoise.add_argument(
+        "--global-signal",
+        choices=_CONFOUND_MODELS,
+        default=None,
+        help="global signal's model" + strategy,
+    )
+    denoise.add_argument(
+        "--scrub",
+        type=int,
+        default=None,
+        metavar="N",
+        help="shortest segment of volumes kept between scrubbed ones" + strategy,
+    )
+    denoise.add_argument(
+        "--fd-threshold",
+        type=_positive(float),
+        default=None,
+        metavar="MM",
+        help="framewise displacement above which a volume is scrubbed, in mm" + strategy,
+    )
+    denoise.add_argument(
+        "--std-dvars-threshold",
+        type=_positive(float),
+        default=None,
+        help="standardized DVARS above which a volume is scrubbed" + strategy,
+    )
+    denoise.add_argument(
+        "--compcor", choices=_COMPCOR, default=None, help="CompCor components' kind" + strategy
+    )
+    denoise.add_argument(
+        "--n-compcor",
+        type=_n_compcor,
+        default=None,
+        help="number of CompCor components, a number or 'all'" + strategy,
+    )
+    denoise.add_argument(
+        "--demean",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="demean the confounds (the strategies' default: yes)",
+    )
+    masker = app.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
+    masker.add_argument(
+        "--standardize",
+        choices=sorted(_STANDARDIZE),
+        default="zscore_sample",
+        help="scale each region's series: z-score (sample or population std), percent signal "
+        "change, or none",
+    )
+    masker.add_argument("--detrend", action="store_true", help="remove each series' linear trend")
+    masker.add_argument(
+        "--low-pass",
+        type=_positive(float),
+        default=None,
+        metavar="HZ",
+        help="low-pass cut-off in Hz (default: none, no low-pass)",
+    )
+    masker.add_argument(
+        "--high-pass",
+        type=_positive(float),
+        default=None,
+        metavar="HZ",
+        help="high-pass cut-off in Hz (default: none, no high-pass)",
+    )
+    masker.add_argument(
+        "--smoothing-fwhm",
+        type=_positive(float),
+        default=None,
+        metavar="MM",
+        help="Gaussian smoothing FWHM in mm before extraction (default: none, no smoothing)",
+    )
+    masker.add_argument(
+        "--dtype",
+        type=_dtype,
+        default=None,
+        help="dtype of the signals, e.g. float32, or 'auto' "
+        "(default: none, as nilearn's dtype=None)",
+    )
+    masker.add_argument(
+        "--min-coverage",
+        type=_fraction,
+        default=None,
+        help="regions with less of their map's weight inside a run's brain mask are NaN in "
+        "that run (as xcp_d's --min-coverage) (default: off)",
+    )
+    group = app.add_argument_group("group level")
+    group.add_argument(
+        "--connectivity-kind",
+        action="append",
+        default=None,
+        help="connectome kinds (default: correlation); needs daskmasker.batch.connectome",
+    )
+    _add_execution(app)
+
+
 def _add_store_commands(command) -> None:
-    """``info STORE`` and ``clean STORE --out NEW`` (batch stores, no image read)."""
+    """``info STORE``, ``clean STORE --out NEW`` and ``upgrade OLD NEW`` (batch stores, no
+    image read)."""
     info = command("info", "describe a batch store: runs, shapes, fingerprint status")
     info.add_argument("store", help="batch store (path or URL)")
     _add_storage_options(info)
+    info.add_argument(
+        "--report",
+        action="store_true",
+        help="also write the study report (runs, kept frames, carpet plot) as STORE.report.html",
+    )
+
+    upgrade = command(
+        "upgrade",
+        "convert a batch store of the previous layout (a Zarr group per run) to the "
+        "current one (packed runs and study arrays); the old store is left as it is",
+    )
+    upgrade.add_argument("store", help="batch store of the previous layout (path or URL)")
+    upgrade.add_argument("out", help="new batch store (path or URL; must not exist)")
+    _add_storage_options(upgrade)
 
     clean = command(
         "clean", "re-clean a batch store's raw region signals into a new store (no image read)"
@@ -470,6 +787,29 @@ def _add_store_commands(command) -> None:
     refused.add_argument("--high-variance-confounds", action="store_true", default=keep, help=why)
     refused.add_argument("--mask", default=keep, help=why)
     refused.add_argument("--maps", default=keep, help=why)
+
+
+def _add_connectivity(command) -> None:
+    """``connectivity STORE --kind K [--kind K2 ...] --out BIDS_DIR``."""
+    conn = command(
+        "connectivity",
+        "connectivity matrices of a batch store's runs as BIDS *_relmat.tsv",
+        "Each run's connectivity matrix (nilearn's ConnectivityMeasure: Ledoit-Wolf "
+        "covariance) as BIDS-derivative *_meas-<Measure>_relmat.tsv with JSON sidecars, beside "
+        "the runs' time series, and the group means under group/.",
+    )
+    conn.add_argument("store", help="batch store (path or URL) written by extract or clean")
+    conn.add_argument(
+        "--kind",
+        action="append",
+        choices=KINDS,
+        required=True,
+        help="nilearn's kind; repeat for several (computed together, the store read once)",
+    )
+    conn.add_argument(
+        "--out", required=True, help="BIDS derivatives folder (usually extract's --bids-dir)"
+    )
+    _add_execution(conn)
 
 
 def _number_or_none(text: str) -> float | None:

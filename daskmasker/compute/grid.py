@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +53,9 @@ class Grid:
         return same_fov(self.shape, self.affine, other.shape, other.affine)
 
 
-def same_fov(shape_a, affine_a, shape_b, affine_b) -> bool:
+def same_fov(
+    shape_a: Sequence[int], affine_a: ArrayLike, shape_b: Sequence[int], affine_b: ArrayLike
+) -> bool:
     """nilearn's test: equal spatial shapes and ``np.allclose`` affines."""
     return tuple(shape_a)[:3] == tuple(shape_b)[:3] and bool(np.allclose(affine_a, affine_b))
 
@@ -108,7 +112,13 @@ def _affine_text(affine: np.ndarray) -> str:
     return str([[int(v) if v.is_integer() else v for v in row] for row in rows])
 
 
-def integer_grid_map(src_shape, src_affine, tgt_shape, tgt_affine, atol: float = 1e-6):
+def integer_grid_map(
+    src_shape: Sequence[int],
+    src_affine: ArrayLike,
+    tgt_shape: Sequence[int],
+    tgt_affine: ArrayLike,
+    atol: float = 1e-6,
+) -> tuple | None:
     """Plan a resampling that only copies voxels, or None.
 
     When ``inv(src_affine) @ tgt_affine`` maps target voxel indices to source voxel indices by a
@@ -136,7 +146,9 @@ def integer_grid_map(src_shape, src_affine, tgt_shape, tgt_affine, atol: float =
     return perm, signs, shifts
 
 
-def grid_map_slices(plan, src_shape, tgt_shape):
+def grid_map_slices(
+    plan: tuple, src_shape: Sequence[int], tgt_shape: Sequence[int]
+) -> tuple | None:
     """Per axis (x, y, z), the target and source slices of an integer grid map, or None when the
     two grids do not overlap.  Source axes are taken in ``plan``'s permuted order."""
     perm, signs, shifts = plan
@@ -155,7 +167,7 @@ def grid_map_slices(plan, src_shape, tgt_shape):
     return tuple(dst_slices), tuple(src_slices)
 
 
-def apply_integer_grid_map(volume: np.ndarray, plan, tgt_shape) -> np.ndarray:
+def apply_integer_grid_map(volume: np.ndarray, plan: tuple, tgt_shape: Sequence[int]) -> np.ndarray:
     """Copy a source volume (x, y, z order, optional trailing axes) onto an integer grid map's
     target grid."""
     src = np.transpose(volume, (*plan[0], *range(3, volume.ndim)))
@@ -166,7 +178,9 @@ def apply_integer_grid_map(volume: np.ndarray, plan, tgt_shape) -> np.ndarray:
     return out
 
 
-def apply_integer_grid_map_reversed(block: np.ndarray, plan, tgt_shape) -> np.ndarray:
+def apply_integer_grid_map_reversed(
+    block: np.ndarray, plan: tuple, tgt_shape: Sequence[int]
+) -> np.ndarray:
     """The same copy for a block in daskmasker order ``(lead, z, y, x)``; one strided copy when
     the map does not permute axes."""
     if tuple(plan[0]) != (0, 1, 2):

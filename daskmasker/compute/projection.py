@@ -13,38 +13,44 @@ import dataclasses
 import warnings
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import dask.array as da
 import numpy as np
-from dask._task_spec import DataNode, List, Task, TaskRef, parse_input
 from dask.base import tokenize
 from scipy import sparse
 
 from daskmasker import config
-from daskmasker.compute.chunks import gemm_volumes
-from daskmasker.compute.graph import paced_reads, task_array
-from daskmasker.compute.maps import SparseMaps, is_sparse
+from daskmasker.compute.dtypes import compact_dtype
+from daskmasker.compute.graph import (
+    data_node,
+    graph_input,
+    paced_reads,
+    ref,
+    task,
+    task_array,
+    task_list,
+)
+from daskmasker.compute.maps import NONFINITE_WARNING, is_sparse
+from daskmasker.compute.plan import ExtractionPlan, plan_extraction
+from daskmasker.compute.reduction import combine_partials
 from daskmasker.compute.regression import (
+    NORMAL_EQUATIONS,
     GramSolver,
     MapsBlock,
-    _batch_sizes,
-    batch_chunks,
-    compact_dtype,
     compact_maps,
     count_nonfinite,
     gather_support,
     gram_matrix,
     split_maps,
-    support_products,
 )
 from daskmasker.compute.source import ChunkSource
+from daskmasker.compute.sparse_maps import SparseMaps
 from daskmasker.stacklevel import find_stack_level
 
 Share = tuple[Hashable, Callable[[np.ndarray], np.ndarray]]
 """How the maps blocks reach the tasks: a key (e.g. a client's id) and a function that turns the
 blocks into what tasks refer to (e.g. futures of blocks scattered to a cluster's workers)."""
-
-NONFINITE_WARNING = "Non-finite values detected. These values will be replaced with zeros."
 
 
 @dataclass
@@ -83,7 +89,9 @@ class GridMaps:
         """Indices of maps removed because they are empty inside the mask."""
         return sorted(set(range(self.maps.shape[0])) - {int(k) for k in self.kept})
 
-    def blocks_for(self, spatial_chunks: tuple[tuple[int, ...], ...], share: Share | None = None):
+    def blocks_for(
+        self, spatial_chunks: tuple[tuple[int, ...], ...], share: Share | None = None
+    ) -> tuple[Any, np.ndarray]:
         """The maps blocks matching a data array's spatial chunks, and their sizes (cached).
 
         Blocks are split from the whole-grid compaction (no copy for whole-volume chunks) and,
@@ -166,9 +174,9 @@ def raw_signals(
 ) -> da.Array:
     """Lazy ``[XᵀM, count]``: the products with the maps and the per-volume non-finite count.
 
-    The region signals are ``products[:, :-1] @ grid_maps.solver.operator`` (see
-    :func:`region_signals`); the solve runs in the task that consumes them, as the products are
-    one small ``(T, K + 1)`` array.
+    The region signals are ``products[:, :-1] @ grid_maps.solver.operator``, the ``finalize``
+    of :data:`~daskmasker.compute.regression.NORMAL_EQUATIONS`; the solve runs in the task that
+    consumes them, as the products are one small ``(T, K + 1)`` array.
 
     Parameters
     ----------
@@ -243,7 +251,7 @@ def joint_grid_maps(members: list[GridMaps]) -> list[GridMaps]:
     if matrix.nnz > float(config.get("sparse-products-density")) * index.size * offset:
         matrix = matrix.toarray(order="F")
     joint = GridMaps(
-        maps=None,
+        maps=None,  # type: ignore[arg-type]  # the joint maps are only products' columns
         mask=None,
         kept=np.arange(offset),
         support=support,
@@ -256,31 +264,28 @@ def joint_grid_maps(members: list[GridMaps]) -> list[GridMaps]:
     ]
 
 
-def region_signals(products: np.ndarray, operator: np.ndarray) -> tuple[np.ndarray, float]:
-    """The region signals ``(T, K)`` and the total non-finite count from computed
-    :func:`raw_signals`."""
-    return products[:, :-1] @ operator, float(products[:, -1].sum())
-
-
 def warn_nonfinite(count: float) -> None:
     """Emit nilearn's warning when the data held NaN or Inf."""
     if count:
         warnings.warn(NONFINITE_WARNING, UserWarning, stacklevel=find_stack_level())
 
 
-def _batched_products(gathered: da.Array, maps, step: int, n_maps: int) -> da.Array:
-    """:func:`support_products` of batches of consecutive chunks of ``gathered``
+def _batched_products(gathered: da.Array, maps: Any, plan: ExtractionPlan, n_maps: int) -> da.Array:
+    """:func:`support_products` of the plan's batches of consecutive chunks of ``gathered``
     ``(T, 1, 1, S + 1)``; ``(T, K + 1)`` out."""
-    batches = batch_chunks(gathered.chunks[0], step)
-    name = f"support-products-{tokenize(gathered.name, maps, batches)}"
-    maps_arg = parse_input(maps)  # a scattered future becomes a reference to its key
+    name = f"support-products-{tokenize(gathered.name, maps, plan.batches)}"
+    maps_arg = graph_input(maps)  # a scattered future becomes a reference to its key
     layer = {}
-    for b, batch in enumerate(batches):
+    for b, batch in enumerate(plan.batches):
         key = (name, b, 0)
-        parts = List(*(TaskRef((gathered.name, i, 0, 0, 0)) for i in batch))
-        layer[key] = Task(key, support_products, parts, maps_arg)
-    sizes = _batch_sizes(gathered.chunks[0], batches)
-    return task_array(name, layer, (sizes, (n_maps + 1,)), np.float64, [gathered])
+        parts = task_list(ref((gathered.name, i, 0, 0, 0)) for i in batch)
+        layer[key] = task(key, NORMAL_EQUATIONS.chunk, parts, maps_arg, _widths(plan, b))
+    return task_array(name, layer, (plan.batch_sizes, (n_maps + 1,)), np.float64, [gathered])
+
+
+def _widths(plan: ExtractionPlan, batch: int) -> tuple[int, int]:
+    """The dense and sparse slab widths of a batch's products."""
+    return plan.slab_widths[batch], plan.sparse_slab_widths[batch]
 
 
 def project(
@@ -310,12 +315,13 @@ def project(
     split_every : int, optional
         Fan-in of the tree reduction across spatial blocks.
     batch_volumes : int, optional
-        Volumes per product batch; by default ``daskmasker.gemm-bytes`` of gathered support.
+        Volumes per product batch; by default the plan's
+        (:func:`~daskmasker.compute.plan.plan_extraction`).
     reader : ChunkSource, optional
         The source ``data`` was made from, block for block (a Zarr
         :class:`~daskmasker.io.zarr.ChunkReader` or a ``.nii.gz``'s
-        :class:`~daskmasker.io.nifti.GzipChunks`): each block is then read and gathered in the
-        same task, so the raw volumes never travel between tasks.  It has ``read_chunk(where)``
+        :class:`~daskmasker.io.nifti_chunks.GzipChunks`): each block is then read and gathered in
+        the same task, so the raw volumes never travel between tasks.  It has ``read_chunk(where)``
         (the chunk at that grid position, possibly in a per-thread scratch buffer) and
         ``sequential``: read the chunks in order (see ``fused``).
     fused : bool, default=True
@@ -336,10 +342,14 @@ def project(
         raise ValueError(
             f"expected {grid} maps blocks for chunks {data.chunks[1:]}, got {maps_blocks.shape}"
         )
-    n_volumes = data.shape[0]
     gathered_dtype = compact_dtype(data.dtype)
-    step = batch_volumes or gemm_volumes(
-        int(np.sum(sizes)), n_volumes, itemsize=gathered_dtype.itemsize
+    plan = plan_extraction(
+        int(data.shape[0]),
+        int(np.prod(data.shape[1:])) * data.dtype.itemsize,
+        n_support=int(np.sum(sizes)),
+        gathered_itemsize=gathered_dtype.itemsize,
+        time_chunks=data.chunks[0],
+        batch_volumes=batch_volumes,
     )
     parts, counts = [], []
     for where in np.ndindex(*grid):
@@ -353,7 +363,7 @@ def project(
             )
             continue
         if reader is not None and reader.sequential and fused:
-            parts.append(_read_products(reader, sub, where, maps_blocks[where], step, n_maps))
+            parts.append(_read_products(reader, where, maps_blocks[where], plan, n_maps))
             continue
         if reader is not None and reader.sequential:
             gathered = _paced_gathered(reader, sub, where, maps_blocks[where], size, gathered_dtype)
@@ -369,13 +379,11 @@ def project(
                 dtype=gathered_dtype,
                 meta=np.empty((0, 0, 0, 0), dtype=gathered_dtype),
             )
-        parts.append(_batched_products(gathered, maps_blocks[where], step, n_maps))
+        parts.append(_batched_products(gathered, maps_blocks[where], plan, n_maps))
     if parts:  # the count-only parts follow the products' batches
         counts = [part.rechunk(parts[0].chunks) for part in counts]
     parts += counts
-    if len(parts) == 1:
-        return parts[0]
-    return da.stack(parts).sum(axis=0, split_every=split_every)
+    return combine_partials(NORMAL_EQUATIONS, parts, split_every=split_every)
 
 
 def _gather_block(block: np.ndarray, maps: MapsBlock) -> np.ndarray:
@@ -390,12 +398,13 @@ def _read_gathered(
     read and gathered by one task."""
     name = f"read-gather-{tokenize(reader, where, maps)}"
     reader_key = f"chunk-reader-{tokenize(reader)}"
-    layer = {reader_key: DataNode(reader_key, reader)}  # one reader object for all threads
-    reader_ref = TaskRef(reader_key)
-    maps_arg = parse_input(maps)
+    # one reader object for all threads
+    layer: dict[Any, Any] = {reader_key: data_node(reader_key, reader)}
+    reader_ref = ref(reader_key)
+    maps_arg = graph_input(maps)
     for i in range(len(sub.chunks[0])):
         key = (name, i, 0, 0, 0)
-        layer[key] = Task(key, _read_gather, reader_ref, (i, *where), maps_arg)
+        layer[key] = task(key, _read_gather, reader_ref, (i, *where), maps_arg)
     return task_array(name, layer, (sub.chunks[0], (1,), (1,), (size + 1,)), dtype)
 
 
@@ -408,15 +417,15 @@ def _paced_gathered(
 ) -> da.Array:
     """The gathered blocks of ``sub`` from a sequential reader, each chunk read in order and
     gathered by a task of its own, the reads paced by the gathers
-    (:func:`~daskmasker.compute.graph.paced_reads`): one thread computing a 600-volume
-    ``.nii.gz`` held 2.8 GB with a plain chain of reads, 0.4 GB paced."""
+    (:func:`~daskmasker.compute.graph.paced_reads`): one thread computing a ``.nii.gz`` then
+    holds a few chunks, not the whole image a plain chain of reads held."""
     name = f"paced-gather-{tokenize(reader, where, maps)}"
     layer = paced_reads(
         name,
         reader,
         len(sub.chunks[0]),
         _gather_block,
-        parse_input(maps),
+        graph_input(maps),
         where=where,
         tail=(0, 0, 0),
     )
@@ -424,33 +433,39 @@ def _paced_gathered(
 
 
 def _read_products(
-    reader, sub: da.Array, where: tuple[int, ...], maps, step: int, n_maps: int
+    reader: ChunkSource, where: tuple[int, ...], maps: Any, plan: ExtractionPlan, n_maps: int
 ) -> da.Array:
     """``[XᵀM, count]`` of ``sub`` from a sequential reader (a ``.nii.gz``, on a cluster): one
     task per product batch reads, gathers and multiplies its chunks, each batch after the
     previous one.
 
     The chain keeps an image's stream on one worker and in order.  Each task of a chain waits
-    for a scheduler round trip: a batch per task (3 tasks for 200 volumes instead of 29 reads
-    and 3 products) took 4 images on one worker from 7.1 to 6.4 s.
+    for a scheduler round trip, so a batch per task (3 tasks for 200 volumes instead of 29 reads
+    and 3 products) saves most of them.
     """
-    batches = batch_chunks(sub.chunks[0], step)
-    name = f"read-products-{tokenize(reader, where, maps, batches)}"
-    maps_arg = parse_input(maps)
+    name = f"read-products-{tokenize(reader, where, maps, plan.batches)}"
+    maps_arg = graph_input(maps)
     layer = {}
-    for b, batch in enumerate(batches):
+    for b, batch in enumerate(plan.batches):
         key = (name, b, 0)
-        after = (TaskRef((name, b - 1, 0)),) if b else ()
+        after = (ref((name, b - 1, 0)),) if b else ()
         positions = [(i, *where) for i in batch]
+        widths = _widths(plan, b)
         # the reader (a path and a header) travels in each task: the first one is ready at once
-        layer[key] = Task(key, _read_batch_products, reader, positions, maps_arg, *after)
-    sizes = _batch_sizes(sub.chunks[0], batches)
-    return task_array(name, layer, (sizes, (n_maps + 1,)), np.float64)
+        layer[key] = task(key, _read_batch_products, reader, positions, maps_arg, widths, *after)
+    return task_array(name, layer, (plan.batch_sizes, (n_maps + 1,)), np.float64)
 
 
-def _read_batch_products(reader, positions: list, maps: MapsBlock, *after) -> np.ndarray:
+def _read_batch_products(
+    reader: ChunkSource,
+    positions: list,
+    maps: MapsBlock,
+    widths: tuple[int, int],
+    *after: Any,
+) -> np.ndarray:
     del after  # the previous batch: only an ordering
-    return support_products([_read_gather(reader, where, maps) for where in positions], maps)
+    parts = [_read_gather(reader, where, maps) for where in positions]
+    return NORMAL_EQUATIONS.chunk(parts, maps, widths)
 
 
 def _count_block(block: np.ndarray, n_maps: int) -> np.ndarray:

@@ -18,16 +18,14 @@ has two stages per spatial block:
 1. **gather** — each chunk of volumes as read keeps only its support voxels (a fifth of the
    field of view for a brain atlas), in its own precision; non-finite values become 0 (as nilearn
    does) and are counted over the whole chunk in the same task, so the caller can warn;
-2. **products** — consecutive gathered chunks are grouped into batches of up to 64 volumes (at
-   most ``daskmasker.gemm-bytes`` gathered, see :func:`~daskmasker.compute.chunks.gemm_volumes`) and
-   each batch is multiplied by ``M`` in float64, a slab of support voxels at a time
-   (:func:`support_products`).  A batch reads ``M`` (tens of MB) once instead of once per small read
-   chunk: the product of a 7-volume chunk is bound by streaming ``M`` from memory and costs 2.5
-   times as much per volume as a 70-volume batch.  The slabs are cast to float64 in a cache-sized
-   buffer, so a batch is never concatenated or cast whole (which made the products 1.5× slower: 1.01
-   against 0.68 s for 600 volumes of 240 000 support voxels and 64 maps, on one core).  The batches
-   are plain tasks on lists of chunks (Dask's task spec: ``Task``/``TaskRef``), not a rechunk, which
-   would concatenate them.
+2. **products** — consecutive gathered chunks are grouped into batches of up to
+   ``daskmasker.gemm-max-volumes`` volumes and ``daskmasker.gemm-bytes`` gathered (planned by
+   :func:`~daskmasker.compute.plan.plan_extraction`) and each batch is multiplied by ``M`` in
+   float64, a slab of support voxels at a time (:func:`support_products`).  A batch reads ``M``
+   (tens of MB) once instead of once per small read chunk, whose product is bound by streaming
+   ``M`` from memory.  The slabs are cast to float64 in a cache-sized buffer, so a batch is never
+   concatenated or cast whole.  The batches are plain tasks on lists of chunks, not a rechunk,
+   which would concatenate them.
 
 The graph that strings these kernels together is :mod:`daskmasker.compute.projection`; a reader of
 the source's chunks (see :func:`~daskmasker.compute.projection.project`) fuses the stages: a Zarr
@@ -41,13 +39,17 @@ import contextlib
 import functools
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
 
 from daskmasker import config
+from daskmasker.compute.dtypes import compact_dtype
 from daskmasker.compute.maps import is_sparse
+from daskmasker.compute.reduction import Reduction, sum_stacked
+from daskmasker.compute.sparse_maps import SparseMaps
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,7 +81,7 @@ class MapsBlock:
 
 
 def compact_maps(
-    maps: np.ndarray, support: np.ndarray | None = None, kept: np.ndarray | None = None
+    maps: np.ndarray | SparseMaps, support: np.ndarray | None = None, kept: np.ndarray | None = None
 ) -> MapsBlock:
     """Compact a block of maps to its support voxels.
 
@@ -118,7 +120,7 @@ def compact_maps(
 
 
 def _compact_sparse(maps, support, kept) -> MapsBlock:
-    """:func:`compact_maps` of :class:`~daskmasker.compute.maps.SparseMaps`: CSR rows when
+    """:func:`compact_maps` of :class:`~daskmasker.compute.sparse_maps.SparseMaps`: CSR rows when
     sparse enough (``daskmasker.sparse-products-density``), else dense rows as for dense maps."""
     chosen = np.arange(len(maps)) if kept is None else np.asarray(kept)
     if support is None:
@@ -174,22 +176,6 @@ def split_maps(
     return out
 
 
-def compact_dtype(dtype: np.dtype) -> np.dtype:
-    """The precision the support voxels are gathered in: exact for every input dtype.
-
-    float32 and the integers that fit its 24-bit mantissa stay float32 (half the memory traffic);
-    everything else becomes float64.
-    """
-    dtype = np.dtype(dtype)
-    if (
-        dtype == np.float32
-        or (dtype.kind in "iub" and dtype.itemsize <= 2)
-        or (dtype.kind == "f" and dtype.itemsize < 4)
-    ):
-        return np.dtype(np.float32)
-    return np.dtype(np.float64)
-
-
 def count_nonfinite(flat: np.ndarray) -> np.ndarray:
     """Per row of a ``(T, V)`` array, the number of non-finite values (float64)."""
     if flat.dtype.kind not in "fc" or flat.shape[1] == 0:
@@ -225,23 +211,34 @@ def gather_support(block: np.ndarray, maps: MapsBlock) -> np.ndarray:
     return out
 
 
-def support_products(parts: list[np.ndarray], maps: MapsBlock) -> np.ndarray:
+def support_products(
+    parts: list[np.ndarray], maps: MapsBlock, slab_widths: tuple[int, int]
+) -> np.ndarray:
     """``[X_support @ M, count]`` for consecutive gathered chunks ``(t_i, ..., S + 1)``, in
     float64.
 
     The chunks are read a slab of support voxels at a time, cast to float64 into one small
     buffer and multiplied by the matching rows of ``M``: the batch is never concatenated or
     cast whole.  BLAS runs on one thread here: the tasks already occupy the cores, and OpenBLAS
-    threads competing with them (and spinning) made the products 4× slower on two cores.
+    threads competing with them (and spinning) made the products several times slower.
+
+    Parameters
+    ----------
+    parts : list of ndarray
+        Gathered chunks (:func:`gather_support`), in time order.
+    maps : MapsBlock
+    slab_widths : (int, int)
+        Support voxels per slab with dense rows and with CSR rows (the plan's ``slab_widths``
+        and ``sparse_slab_widths`` of this batch, see
+        :func:`~daskmasker.compute.plan.plan_extraction`).
     """
     parts = [part.reshape(part.shape[0], -1) for part in parts]
     n_volumes = sum(part.shape[0] for part in parts)
     n_support, n_maps = maps.rows.shape
     if sparse.issparse(maps.rows):
-        return _sparse_products(parts, maps, n_volumes)
+        return _sparse_products(parts, maps, n_volumes, slab_widths[1])
     out = np.zeros((n_volumes, n_maps + 1))
-    # float64 support values cast per step: a slab that fits in L2
-    width = max(256, int(config.get("slab-bytes")) // (8 * max(n_volumes, 1)))
+    width = slab_widths[0]  # float64 support values cast per step: a slab that fits in L2
     slab = np.empty((n_volumes, min(width, n_support)))
     with one_blas_thread():
         for start in range(0, n_support, width):
@@ -255,7 +252,9 @@ def support_products(parts: list[np.ndarray], maps: MapsBlock) -> np.ndarray:
     return out
 
 
-def _sparse_products(parts: list[np.ndarray], maps: MapsBlock, n_volumes: int) -> np.ndarray:
+def _sparse_products(
+    parts: list[np.ndarray], maps: MapsBlock, n_volumes: int, width: int
+) -> np.ndarray:
     """:func:`support_products` with CSR rows: cost non-zeros × volumes.
 
     A slab of support voxels is copied transposed, ``(voxels, volumes)`` in float64, so the
@@ -263,11 +262,10 @@ def _sparse_products(parts: list[np.ndarray], maps: MapsBlock, n_volumes: int) -
     """
     n_support, n_maps = maps.rows.shape
     acc = np.zeros((n_maps, n_volumes))
-    width = max(256, 8 * int(config.get("slab-bytes")) // (8 * max(n_volumes, 1)))
     for start in range(0, n_support, width):
         stop = min(start + width, n_support)
         block = maps.rows[start:stop]
-        if block.nnz == 0:
+        if block.nnz == 0:  # type: ignore[attr-defined]  # CSR rows
             continue
         slab = np.empty((stop - start, n_volumes))
         row = 0
@@ -279,34 +277,6 @@ def _sparse_products(parts: list[np.ndarray], maps: MapsBlock, n_volumes: int) -
     out[:, :-1] = acc.T
     out[:, -1] = np.concatenate([part[:, -1] for part in parts])
     return out
-
-
-def batch_chunks(chunks: tuple[int, ...], step: int) -> list[list[int]]:
-    """Group consecutive chunks (by index) into batches of at least ``step`` volumes, the last
-    one excepted; a chunk larger than ``step`` is a batch of its own.
-
-    Examples
-    --------
-    >>> batch_chunks((7, 7, 7, 7, 7, 7, 5), 14)
-    [[0, 1], [2, 3], [4, 5, 6]]
-    """
-    batches: list[list[int]] = []
-    size = step
-    for index, chunk in enumerate(chunks):
-        if size >= step:
-            batches.append([])
-            size = 0
-        batches[-1].append(index)
-        size += chunk
-    if len(batches) > 1 and sum(chunks[i] for i in batches[-1]) < step / 2:
-        last = batches.pop()
-        batches[-1].extend(last)  # no small straggler batch
-    return batches
-
-
-def _batch_sizes(chunks: tuple[int, ...], batches: list[list[int]]) -> tuple[int, ...]:
-    """Volumes in each batch of :func:`batch_chunks`."""
-    return tuple(sum(chunks[i] for i in batch) for batch in batches)
 
 
 @functools.cache
@@ -322,7 +292,7 @@ _one_thread_limit = None
 
 
 @contextlib.contextmanager
-def one_blas_thread():
+def one_blas_thread() -> Iterator[None]:
     """BLAS limited to one thread inside the block, safe when several threads enter it at once.
 
     threadpoolctl's limits are process-wide: each block saving and restoring them on its own,
@@ -341,7 +311,8 @@ def one_blas_thread():
         with _ONE_THREAD_LOCK:
             _one_thread_users -= 1
             if _one_thread_users == 0:
-                _one_thread_limit.restore_original_limits()
+                if _one_thread_limit is not None:
+                    _one_thread_limit.restore_original_limits()
                 _one_thread_limit = None
 
 
@@ -391,3 +362,21 @@ class GramSolver:
     def solve(self, products: np.ndarray) -> np.ndarray:
         """Coefficients (T × K) from ``XᵀM`` (T × K)."""
         return np.asarray(products, dtype=np.float64) @ self.operator
+
+
+def region_signals(products: np.ndarray, operator: np.ndarray) -> tuple[np.ndarray, float]:
+    """The region signals ``(T, K)`` and the total non-finite count from the combined
+    ``[XᵀM, count]`` products: the solve with the Gram matrix's ``operator``
+    (:attr:`GramSolver.operator`)."""
+    return products[:, :-1] @ operator, float(products[:, -1].sum())
+
+
+NORMAL_EQUATIONS = Reduction(
+    "normal-equations",
+    chunk=support_products,
+    combine=sum_stacked,
+    finalize=region_signals,
+)
+"""The maps regression as a reduction: per product batch and spatial block ``[XᵀM, count]``
+(:func:`support_products`), summed over the spatial blocks, solved with the Gram matrix
+(:func:`region_signals`)."""

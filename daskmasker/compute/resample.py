@@ -11,9 +11,10 @@ When the two grids differ by a signed axis permutation and whole-voxel shifts (t
 2 mm grids do), linear and nearest interpolation only copy voxels: that case is done by slicing
 (:func:`daskmasker.compute.grid.integer_grid_map`), exactly and about 100× faster.
 
-Non-finite values: nilearn fills them by ``extrapolate_out_mask`` before resampling; here they are
-set to 0 before resampling (the difference is confined to the non-finite voxels' neighbourhood), and
-NaN is put back where the nearest-neighbour resampled non-finite mask is set, as nilearn does.
+Non-finite values, volume by volume, as nilearn's ``_resample_one_img``: the volume is filled by
+:func:`extrapolate_out_mask` (two rings of non-finite voxels around the finite ones take the mean of
+their finite 6-neighbours, the others 0; in float64), resampled, and NaN is put back where the
+nearest-neighbour resampled non-finite mask is set.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import warnings
 
 import dask.array as da
 import numpy as np
+from numpy.typing import DTypeLike
 from scipy import ndimage
 
 from daskmasker.compute import grid
@@ -30,7 +32,7 @@ from daskmasker.stacklevel import find_stack_level
 ORDERS = {"continuous": 3, "linear": 1, "nearest": 0}
 
 
-def resampled_dtype(dtype, interpolation: str) -> np.dtype:
+def resampled_dtype(dtype: DTypeLike, interpolation: str) -> np.dtype:
     """nilearn's output dtype: signed ints become floats for continuous interpolation."""
     dtype = np.dtype(dtype)
     if interpolation == "continuous" and dtype.kind == "i":
@@ -51,7 +53,7 @@ def resample_volume(
     offset: np.ndarray,
     shape_xyz: tuple[int, int, int],
     order: int,
-    out_dtype,
+    out_dtype: DTypeLike,
 ) -> np.ndarray:
     """One volume in nibabel order (x, y, z), as nilearn's ``_resample_one_img``."""
     out = np.zeros(shape_xyz, dtype=out_dtype)
@@ -61,7 +63,7 @@ def resample_volume(
         if finite.all():
             finite = None
         else:
-            volume = np.where(finite, volume, 0)
+            volume = extrapolate_out_mask(volume, finite, iterations=2)[0]
     ndimage.affine_transform(
         volume, matrix, offset=offset, output_shape=shape_xyz, output=out, cval=0, order=order
     )
@@ -71,6 +73,45 @@ def resample_volume(
         )
         out[bad.astype(bool)] = np.nan
     return out
+
+
+_NEIGHBOURS = ((1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1))
+
+
+def extrapolate_out_mask(
+    data: np.ndarray, mask: np.ndarray, iterations: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill a ring of voxels around ``mask`` with the mean of their in-mask 6-neighbours.
+
+    nilearn's ``masking.extrapolate_out_mask`` (0.14.1), which its resampling applies to the
+    finite voxels of a volume holding NaN or inf: each iteration dilates the mask by one voxel
+    (6-connectivity); a ring voxel takes the mean of its neighbours inside the previous mask
+    (0 when none is finite); voxels outside the final mask are 0.  The result is float64, as
+    nilearn's.
+
+    >>> data = np.array([[[1.0, np.nan, np.nan, np.nan]]])
+    >>> extrapolate_out_mask(data, np.isfinite(data), iterations=2)[0].ravel().tolist()
+    [1.0, 1.0, 1.0, 0.0]
+    """
+    if iterations > 1:
+        data, mask = extrapolate_out_mask(data, mask, iterations=iterations - 1)
+    new_mask = ndimage.binary_dilation(mask)
+    larger = np.zeros(np.array(mask.shape) + 2, dtype=bool)
+    larger[1:-1, 1:-1, 1:-1] = mask
+    padded = np.zeros(larger.shape + data.shape[3:])
+    padded[1:-1, 1:-1, 1:-1] = data
+    padded[~larger] = np.nan
+    shell = larger.copy()
+    shell[1:-1, 1:-1, 1:-1] = np.logical_xor(new_mask, mask)
+    x, y, z = np.nonzero(shell)
+    around = np.array([padded[x + i, y + j, z + k] for i, j, k in _NEIGHBOURS])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        filled = np.nansum(around, axis=0) / np.sum(np.isfinite(around), axis=0)
+    filled[~np.isfinite(filled)] = 0
+    out = np.zeros_like(padded)
+    out[shell] = filled
+    out[larger] = padded[larger]
+    return out[1:-1, 1:-1, 1:-1], new_mask
 
 
 def _resample_block(block, matrix, offset, shape_xyz, order, out_dtype, vmin, vmax, plan):

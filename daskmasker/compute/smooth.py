@@ -6,13 +6,14 @@ import warnings
 
 import dask.array as da
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 from scipy.ndimage import gaussian_filter1d
 
 from daskmasker.compute.grid import fwhm_to_sigma
 from daskmasker.stacklevel import find_stack_level
 
 
-def smoothed_dtype(dtype) -> np.dtype:
+def smoothed_dtype(dtype: DTypeLike) -> np.dtype:
     """nilearn's rule: integer data is smoothed in float32 (64-bit integers in float64)."""
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
@@ -37,7 +38,7 @@ def _smooth_block(block: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     return out
 
 
-def smooth_array(data: da.Array, affine: np.ndarray, fwhm) -> da.Array:
+def smooth_array(data: da.Array, affine: np.ndarray, fwhm: ArrayLike | None) -> da.Array:
     """Smooth 3D ``(z, y, x)`` or 4D ``(t, z, y, x)`` volumes with a Gaussian of ``fwhm`` mm.
 
     ``fwhm=None`` returns the data; ``0`` warns as nilearn does and returns it unsmoothed.  Lazy:

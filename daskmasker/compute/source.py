@@ -1,9 +1,10 @@
 """What the projection graph needs of a source of chunks: the :class:`ChunkSource` protocol.
 
 The readers of :mod:`daskmasker.io` implement it (a Zarr store's
-:class:`~daskmasker.io.zarr.ChunkReader`, a ``.nii.gz``'s :class:`~daskmasker.io.nifti.GzipChunks`)
-so that :func:`~daskmasker.compute.projection.project` can read and reduce each chunk in the same
-task, and raw volumes never travel between tasks.
+:class:`~daskmasker.io.zarr.ChunkReader`, a ``.nii.gz``'s
+:class:`~daskmasker.io.nifti_chunks.GzipChunks`) so that
+:func:`~daskmasker.compute.projection.project` can read and reduce each chunk in the same task,
+and raw volumes never travel between tasks.
 """
 
 from __future__ import annotations

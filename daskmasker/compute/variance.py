@@ -6,16 +6,17 @@ the kept (T × n_kept) series.  :func:`high_variance_confounds` does exactly tha
 array; the other functions are the same computation cut into pieces that work on chunks of
 volumes, for an out-of-core version:
 
-1. per chunk of volumes, :func:`variance_partial_sums` (Σx, Σx², Σ r_t x in float64, with r the
-   centred unit-norm ramp over all T volumes); the partial sums of all chunks add up;
-2. :func:`detrended_variance` from the total, and :func:`select_high_variance` (nilearn's
-   threshold and strict selection);
+1. each voxel's detrended variance, a reduction over chunks of volumes
+   (:data:`DETRENDED_VARIANCE`): per chunk its moments in float64 (:func:`variance_moments`),
+   merged with Chan's stable formula (:func:`merge_moments`), then :func:`detrended_variance`;
+2. :func:`select_high_variance` (nilearn's threshold and strict selection);
 3. :func:`high_variance_components` on the selected voxels' (T × n_kept) series.
 
 :func:`lazy_high_variance_confounds` strings these steps into a lazy Dask graph over chunks of
-whole volumes: two passes (the partial sums, tree-summed; then the selected voxels, 2 % of the
+whole volumes: two passes (the moments, merged in a tree by
+:func:`~daskmasker.compute.reduction.combine_partials`; then the selected voxels, 2 % of the
 image, gathered), the second waiting for the selection and reading its own copy of the chunks
-(:func:`reread`), so no chunk is held in memory between them.
+(:func:`~daskmasker.compute.graph.reread`), so no chunk is held in memory between them.
 """
 
 from __future__ import annotations
@@ -23,13 +24,11 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 from dask import delayed
-from dask._task_spec import Task, TaskRef, convert_legacy_graph
-from dask.base import clone_key
-from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
 from scipy import linalg
 
 from daskmasker.compute.clean import detrend_signals
+from daskmasker.compute.graph import reread
+from daskmasker.compute.reduction import Reduction, combine_partials
 
 
 def _ramp(n_scans: int) -> np.ndarray:
@@ -45,10 +44,8 @@ def _float_copy(series: np.ndarray) -> np.ndarray:
     return x if x.dtype.kind == "f" else x.astype(np.float64)
 
 
-def variance_partial_sums(
-    chunk: np.ndarray, offset: int, n_scans: int, center: np.ndarray | None = None
-) -> np.ndarray:
-    """Partial sums of a chunk of volumes for the detrended variance of each voxel.
+def variance_moments(chunk: np.ndarray, offset: int, n_scans: int) -> np.ndarray:
+    """The moments of a chunk of volumes from which each voxel's detrended variance follows.
 
     Parameters
     ----------
@@ -58,24 +55,24 @@ def variance_partial_sums(
         Index of the chunk's first volume in the series.
     n_scans : int
         Number of volumes T of the whole series.
-    center : ndarray, optional
-        One value per voxel subtracted before summing, the same for every chunk (for instance
-        the first volume).  The detrended variance does not depend on it, but plain sums lose
-        precision when the mean is large against the fluctuations (relative error ~1e-8 at a
-        mean/std ratio of 5000); summing ``x - center`` keeps them at float64 rounding.
 
     Returns
     -------
-    ndarray, shape (3, V), float64
-        ``(Σ x_t, Σ x_t², Σ r_t x_t)`` (of ``x - center``) over the chunk's volumes, for the V
-        voxels (flattened in C order).  Summed over chunks covering the series, they give the
-        whole series' sums.
+    ndarray, shape (3, V + 1), float64
+        Column 0 holds the chunk's count of volumes and the mean of the ramp ``r`` (the centred
+        unit-norm ramp over all T volumes) over them; columns 1: hold, per voxel (flattened in C
+        order), the mean of ``x``, ``Σ (x - x̄)²`` and ``Σ (r - r̄)(x - x̄)``.  Deviations from
+        the chunk's means keep float64 rounding however large the mean is against the
+        fluctuations (plain sums of squares lose ~1e-8 at a mean/std of 5000);
+        :func:`merge_moments` merges chunks without losing it (Chan's formula).  The array is
+        merged whole (never split along its voxels: column 0 belongs to all of them).
 
     Examples
     --------
     >>> x = np.random.default_rng(0).normal(size=(10, 4))
-    >>> sums = variance_partial_sums(x[:6], 0, 10) + variance_partial_sums(x[6:], 6, 10)
-    >>> np.allclose(detrended_variance(sums, 10), (detrend_signals(x) ** 2).mean(axis=0))
+    >>> parts = np.stack([variance_moments(x[:6], 0, 10), variance_moments(x[6:], 6, 10)])
+    >>> merged = merge_moments(parts)
+    >>> np.allclose(detrended_variance(merged, 10), (detrend_signals(x) ** 2).mean(axis=0))
     True
     """
     if offset < 0 or offset + chunk.shape[0] > n_scans:
@@ -84,41 +81,76 @@ def variance_partial_sums(
             f"{n_scans} volumes"
         )
     x = chunk.reshape(chunk.shape[0], -1).astype(np.float64)
-    if center is not None:
-        x -= np.reshape(center, -1)
-    ramp = _ramp(n_scans)[offset : offset + chunk.shape[0]]
-    return np.stack([x.sum(axis=0), np.einsum("tv,tv->v", x, x), ramp @ x])
+    n = x.shape[0]
+    ramp = _ramp(n_scans)[offset : offset + n]
+    out = np.zeros((3, x.shape[1] + 1))
+    out[0, 0], out[1, 0] = n, ramp.mean() if n else 0.0
+    if n:
+        out[0, 1:] = x.mean(axis=0)
+        x -= out[0, 1:]
+        out[1, 1:] = np.einsum("tv,tv->v", x, x)
+        out[2, 1:] = (ramp - out[1, 0]) @ x
+    return out
 
 
-def detrended_variance(
-    sums: np.ndarray, n_scans: int, detrend: bool = True, center: np.ndarray | None = None
-) -> np.ndarray:
-    """Each voxel's mean of squares after detrending, from the summed partial sums.
+def merge_moments(stacked: np.ndarray) -> np.ndarray:
+    """Moments of consecutive chunks (:func:`variance_moments`, stacked along a first axis)
+    merged into those of their union, in order, with Chan et al.'s pairwise formula.
 
-    ``(Σx² − (Σx)²/T − (Σ r x)²) / T`` (clipped at 0 against rounding), or the mean of the raw
-    squares without detrending.  This is nilearn's ``_mean_of_squares(_detrend(series))``,
-    computed in float64.
+    For counts ``a``, ``b`` and mean differences ``δx``, ``δr``: ``M2 = M2a + M2b + δx² ab/n``
+    and ``C = Ca + Cb + δr δx ab/n``; no sum of squares of the raw values is ever formed.
+    """
+    merged = stacked[0].copy()
+    for part in stacked[1:]:
+        na, nb = merged[0, 0], part[0, 0]
+        n = na + nb
+        if nb == 0:
+            continue
+        dr = part[1, 0] - merged[1, 0]
+        dx = part[0, 1:] - merged[0, 1:]
+        weight = na * nb / n
+        merged[2, 1:] += part[2, 1:] + dr * dx * weight
+        merged[1, 1:] += part[1, 1:] + dx * dx * weight
+        merged[0, 1:] += dx * (nb / n)
+        merged[1, 0] += dr * (nb / n)
+        merged[0, 0] = n
+    return merged
+
+
+def detrended_variance(moments: np.ndarray, n_scans: int, detrend: bool = True) -> np.ndarray:
+    """Each voxel's mean of squares after detrending, from the moments of the whole series.
+
+    ``(Σ (x - x̄)² − (Σ r x)²) / T`` (clipped at 0 against rounding): the ramp ``r`` is centred
+    and of unit norm over the series, so ``Σ r x`` is the merged ``Σ (r - r̄)(x - x̄)``.  Without
+    detrending, the mean of the raw squares ``Σ (x - x̄)² / T + x̄²``.  This is nilearn's
+    ``_mean_of_squares(_detrend(series))``, computed in float64.
 
     Parameters
     ----------
-    sums : ndarray, shape (3, V)
-        Total of :func:`variance_partial_sums` over the whole series.
+    moments : ndarray, shape (3, V + 1)
+        :func:`merge_moments` of the chunks covering the series.
     n_scans : int
     detrend : bool, default=True
-    center : ndarray, optional
-        The ``center`` given to :func:`variance_partial_sums` (only used without detrending).
 
     Returns
     -------
     ndarray, shape (V,), float64
     """
-    total, squares, ramp = sums
+    mean, squares, ramp = moments[:, 1:]
     if detrend:
-        return np.maximum((squares - total * total / n_scans - ramp * ramp) / n_scans, 0.0)
-    if center is None:
-        return squares / n_scans
-    center = np.reshape(center, -1).astype(np.float64)
-    return (squares + 2 * center * total) / n_scans + center * center
+        return np.maximum((squares - ramp * ramp) / n_scans, 0.0)
+    return squares / n_scans + mean * mean
+
+
+DETRENDED_VARIANCE = Reduction(
+    "detrended-variance",
+    chunk=variance_moments,
+    combine=merge_moments,
+    finalize=detrended_variance,
+)
+"""Each voxel's detrended variance as a reduction over chunks of volumes: the chunk's moments
+(:func:`variance_moments`), merged stably (:func:`merge_moments`), the variance
+(:func:`detrended_variance`)."""
 
 
 def select_high_variance(variance: np.ndarray, percentile: float = 2.0) -> np.ndarray:
@@ -187,43 +219,6 @@ def high_variance_confounds(
     return high_variance_components(kept, n_confounds, detrend=False)
 
 
-def _after(value, *done):
-    """``value``, once the tasks ``done`` are (only an ordering)."""
-    del done
-    return value
-
-
-def reread(data: da.Array, seed: str, after: Delayed | None = None) -> da.Array:
-    """A copy of ``data`` under new keys: its chunks are read again rather than shared.
-
-    ``dask.graph_manipulation.clone`` and ``bind`` do this for tuple graphs, but they rename
-    the keys of a layer of ``Task`` objects without renaming the tasks (Dask then refuses to
-    fuse them: "Cannot fuse tasks with multiple outputs"), and leave their ``TaskRef``
-    arguments pointing at the original keys.  Here every task is renamed with its references.
-
-    Parameters
-    ----------
-    data : dask array
-    seed : str
-        Makes the new keys (the same seed, the same keys).
-    after : Delayed, optional
-        The copy's source tasks (those that depend on no other task) wait for it.
-    """
-    graph = convert_legacy_graph(dict(data.__dask_graph__()))
-    subs = {key: clone_key(key, seed) for key in graph}
-    layer = {}
-    for key, node in graph.items():
-        new = node.substitute(subs, key=subs[key])
-        if after is not None and not node.dependencies:
-            new = Task(subs[key], _after, new, TaskRef(after.key))
-        layer[subs[key]] = new
-    name = clone_key(data.name, seed)
-    graph = HighLevelGraph.from_collections(
-        name, layer, dependencies=[after] if after is not None else []
-    )
-    return da.Array(graph, name, data.chunks, meta=data._meta)
-
-
 def _gather(block: np.ndarray, selected: np.ndarray) -> np.ndarray:
     return block.reshape(block.shape[0], -1)[:, selected].astype(np.float64)
 
@@ -257,14 +252,14 @@ def lazy_high_variance_confounds(
     first = reread(data, "variance").to_delayed().ravel()
     parts = [
         da.from_delayed(
-            delayed(variance_partial_sums)(block, int(offsets[i]), n),
-            shape=(3, n_vox),
+            delayed(DETRENDED_VARIANCE.chunk)(block, int(offsets[i]), n),
+            shape=(3, n_vox + 1),
             dtype=np.float64,
         )
         for i, block in enumerate(first)
     ]
-    sums = da.stack(parts).sum(axis=0)
-    variance = delayed(detrended_variance)(sums, n, detrend)
+    moments = combine_partials(DETRENDED_VARIANCE, parts)
+    variance = delayed(DETRENDED_VARIANCE.finalize)(moments, n, detrend)
     selected = delayed(select_high_variance)(variance, percentile)
     second = reread(data, "selected", after=selected).to_delayed().ravel()
     gathered = [delayed(_gather)(block, selected) for block in second]

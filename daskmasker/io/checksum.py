@@ -9,7 +9,8 @@ hashed: a moved input with the same bytes is the same input.  By kind:
 * a directory (a Zarr store): the sha256 of its manifest, one ``key, size, sha256`` line per
   file in sorted order (two stores agree exactly when they hold the same keys and bytes);
 * a nibabel image in memory, a numpy array, a DataFrame, a daskmasker image: the sha256 of the
-  array bytes with their dtype and shape (and the affine, the column names).
+  array bytes with their dtype and shape (and the affine, a nibabel header's voxel sizes and
+  units, whose TR is the run's when ``t_r`` is not given, the column names).
 
 Files also record a cheap ``stat`` (size and modification time, or the object store's ETag):
 a recorded digest whose source and stat are unchanged is reused without reading the bytes again
@@ -152,7 +153,11 @@ def _describe(obj: Any) -> str:
 def _memory_sha(obj: Any) -> str:
     """sha256 of an in-memory input's values (a nibabel or daskmasker image, array, table)."""
     if hasattr(obj, "affine") and hasattr(obj, "dataobj"):  # nibabel
-        return array_sha(np.asanyarray(obj.dataobj), np.asarray(obj.affine).tolist())
+        # the header's voxel sizes and units too: its TR is the image's when t_r is not given
+        header = getattr(obj, "header", None)
+        zooms = [float(z) for z in header.get_zooms()] if header is not None else None
+        units = getattr(header, "get_xyzt_units", lambda: None)()
+        return array_sha(np.asanyarray(obj.dataobj), np.asarray(obj.affine).tolist(), zooms, units)
     if hasattr(obj, "columns") and hasattr(obj, "to_numpy"):  # pandas (or polars) DataFrame
         return array_sha(obj.to_numpy(), [str(c) for c in obj.columns])
     data = getattr(obj, "data", None)

@@ -127,7 +127,7 @@ class RetryingFile(io.RawIOBase):
     def readall(self) -> bytes:
         return self.read(-1)
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:
         data = self.read(len(memoryview(buffer).cast("B")))
         memoryview(buffer).cast("B")[: len(data)] = data
         return len(data)
@@ -151,28 +151,17 @@ def open_raw(url: str, storage_options: dict | None, readahead: bool = False) ->
         raise OSError(f"could not open '{url}': {exc}") from exc
 
 
-def open_stream(url: str, storage_options: dict | None):
+def open_stream(url: str, storage_options: dict | None) -> Any:
     """The file's bytes, inflated for ``.gz`` (read ahead: the stream is sequential).
 
     Two inflaters, chosen by the gzip header's XFL byte: ISA-L (``isal.igzip``) for a file
     written at zlib's fastest level (XFL 4: nibabel's default, so most ``.nii.gz`` of the
     ecosystem), zlib-ng (``zlib_ng.gzip_ng``) for the others.  Their speeds depend on how runs
     of zeros are encoded: at zlib's other levels and ISA-L's levels 1-2, as many copies at
-    distance 1, which zlib-ng expands 8 bytes at a time and ISA-L much more slowly.  Measured
-    here (200 MB of float32 in blocks of noise and of zeros; ISA-L's time / zlib-ng's):
-
-    ==================  ===========  =====================  ===============
-    non-zero fraction   zlib 1 (4)   zlib 6, 9; ISA-L 1, 2  ISA-L 3 (0)
-    ==================  ===========  =====================  ===============
-    60 % (ratio 2.8)    0.84         0.86-1.19              0.84
-    15 % (ratio 8.5)    0.85         1.29-1.36              0.88
-    5 % (ratio 23)      0.94         1.89-2.05              0.97
-    1 % (ratio 75-100)  1.09         3.2-3.4                1.06
-    ==================  ===========  =====================  ===============
-
-    (XFL in parentheses; a 600-volume synthetic run at ISA-L 1: 1.17; a 1024-map DiFuMo-like
-    atlas at ISA-L 1: 3.7, 5.4 GB in 0.5 s against 1.85 s.)  The cost of the choice is at most
-    ~20 % on files of ISA-L's level 3 or of low ratio at zlib's higher levels.
+    distance 1, which zlib-ng expands 8 bytes at a time and ISA-L much more slowly; ISA-L is
+    the faster on zlib-1 files.  The choice costs little on the files it misjudges (ISA-L's
+    level 3, low ratios at zlib's higher levels); the measured speeds are in
+    ``benchmarks/results/2026-12-07-docstrings-figures.md``.
     """
     raw = open_raw(url, storage_options, readahead=True)
     if not url.endswith(".gz"):

@@ -35,7 +35,6 @@ from daskmasker.compute.grid import Grid
 TIME_DIM = "time"
 SPATIAL_DIMS = ("z", "y", "x")
 DIMS_3D = SPATIAL_DIMS
-DIMS_4D = (TIME_DIM, *SPATIAL_DIMS)
 COMPONENT_DIM = "component"
 REGION_DIM = "region"
 MAP_DIM = "map"
@@ -64,14 +63,11 @@ def image_grid(img: xr.DataArray) -> Grid:
     return Grid(tuple(int(img.sizes[d]) for d in SPATIAL_DIMS), image_affine(img))
 
 
-def as_nibabel(array: np.ndarray, affine: np.ndarray, header=None) -> nib.Nifti1Image:
+def as_nibabel(
+    array: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header | None = None
+) -> nib.Nifti1Image:
     """A nibabel image (x, y, z[, k] order) of a daskmasker-ordered array, keeping the header."""
     return nib.Nifti1Image(np.asarray(array).T, np.asarray(affine, dtype=np.float64), header=header)
-
-
-def n_volumes(img: xr.DataArray) -> int:
-    """Number of volumes: the length of ``time``, or 1 for a 3D image."""
-    return int(img.sizes[TIME_DIM]) if TIME_DIM in img.dims else 1
 
 
 def spatial_coords(affine: np.ndarray, shape_xyz: tuple[int, int, int]) -> dict[str, Any]:

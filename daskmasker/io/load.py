@@ -30,7 +30,8 @@ from daskmasker.io.image import (
     make_image,
 )
 from daskmasker.io.nibabel import from_nibabel
-from daskmasker.io.nifti import open_nifti, pair_files
+from daskmasker.io.nifti import open_nifti
+from daskmasker.io.nifti_header import pair_files
 from daskmasker.io.zarr import open_zarr
 
 
@@ -117,7 +118,7 @@ def load_image(
     ensure_ndim: int | None = None,
     atleast_4d: bool = False,
     storage_options: dict | None = None,
-    chunks=None,
+    chunks: Any = None,
     maps: bool = False,
 ) -> xr.DataArray:
     """A lazy daskmasker image from any accepted input (reads headers only).
@@ -157,11 +158,6 @@ def load_image(
     if ensure_ndim is not None and img.ndim != ensure_ndim:
         raise DimensionError(img.ndim, ensure_ndim)
     return img
-
-
-def source_dtype(img: xr.DataArray) -> np.dtype:
-    """nilearn's ``img_data_dtype``: the data's dtype (float64 when the header scales it)."""
-    return np.dtype(img.dtype)
 
 
 def source_name(obj: Any) -> str:

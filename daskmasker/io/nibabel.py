@@ -7,11 +7,13 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from daskmasker.compute.chunks import time_chunks
+from daskmasker.compute.plan import plan_extraction
 from daskmasker.io.image import DimensionError, make_image
 
 
-def from_nibabel(img: nib.spatialimages.SpatialImage, chunks=None) -> xr.DataArray:
+def from_nibabel(
+    img: nib.spatialimages.SpatialImage, chunks: int | tuple[int, ...] | None = None
+) -> xr.DataArray:
     """A lazy image reading ``img``'s data by chunks of whole volumes (nothing is read now)."""
     proxy = img.dataobj
     shape = tuple(int(s) for s in img.shape)
@@ -26,7 +28,7 @@ def from_nibabel(img: nib.spatialimages.SpatialImage, chunks=None) -> xr.DataArr
         data = da.from_array(_Reversed(proxy, shape, dtype), chunks=-1, asarray=False)
     else:
         volume = int(np.prod(shape[:3])) * dtype.itemsize
-        sizes = time_chunks(shape[3], volume) if chunks is None else chunks
+        sizes = plan_extraction(shape[3], volume).time_chunks if chunks is None else chunks
         data = da.from_array(
             _Reversed(proxy, shape, dtype), chunks=(sizes, -1, -1, -1), asarray=False
         )

@@ -188,7 +188,7 @@ class Layout:
     meta: dict | None
 
 
-def read_layout(group, store: str) -> Layout:
+def read_layout(group: Any, store: str) -> Layout:
     """The :class:`Layout` of an opened Zarr group (metadata only).
 
     Raises

@@ -32,8 +32,8 @@ import zarr
 from dask.base import tokenize
 from zarr.codecs import BloscCodec
 
-from daskmasker.compute.chunks import time_chunks
 from daskmasker.compute.graph import paced_reads, task_array
+from daskmasker.compute.plan import plan_extraction
 from daskmasker.io import niftizarr
 from daskmasker.io.fs import Location, check_bucket
 from daskmasker.io.image import (
@@ -45,7 +45,7 @@ from daskmasker.io.image import (
     make_image,
     netcdf_attrs,
 )
-from daskmasker.io.nifti import scaled_dtype
+from daskmasker.io.nifti_header import scaled_dtype
 from daskmasker.io.retry import retry
 
 ATTR = "daskmasker"
@@ -174,17 +174,19 @@ def write_image(
     return str(store)
 
 
-def volumes_per_chunk(shape: tuple[int, ...], dtype, chunks: int | None = None) -> int:
+def volumes_per_chunk(shape: tuple[int, ...], dtype: Any, chunks: int | None = None) -> int:
     """The volumes of a store's chunks: ``chunks``, or ``daskmasker.chunk-bytes`` of volumes."""
     if chunks is not None:
         return int(chunks)
-    return time_chunks(shape[0], int(np.prod(shape[1:])) * np.dtype(dtype).itemsize)[0]
+    return plan_extraction(
+        shape[0], int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
+    ).time_chunks[0]
 
 
 def _paced_store(reader, data: da.Array, array) -> da.Array:
     """The store of a ``.nii.gz``'s chunks, read in order and each written by a task of its own,
     the reads paced by the writes (:func:`~daskmasker.compute.graph.paced_reads`): with a plain
-    chain of reads one thread converting a 600-volume run held 2.8 GB."""
+    chain of reads one thread converting a run held all of it."""
     starts = np.cumsum((0, *data.chunks[0][:-1])).tolist()
     name = f"paced-store-{tokenize(data.name, str(array.store_path))}"
     layer = paced_reads(
@@ -218,9 +220,9 @@ class ChunkReader:
     """Whole chunks of a Zarr v3 array read and decoded in one step each.
 
     zarr-python's general read path (async pipeline, selection machinery, a copy into the
-    output) costs about 7 ms per 32 MiB chunk on top of the 4 ms that fetching and decoding
-    take; for the plain layouts :func:`to_zarr` writes (``bytes`` then optionally ``blosc`` or
-    ``zstd``, regular chunks, no sharding), this reader fetches the chunk's object with fsspec
+    output) costs more than fetching and decoding a chunk take; for the plain layouts
+    :func:`to_zarr` writes (``bytes`` then optionally ``blosc`` or ``zstd``, regular chunks, no
+    sharding), this reader fetches the chunk's object with fsspec
     and decodes it with numcodecs straight into the chunk buffer.  :meth:`of` returns None for
     any other layout, which is then read by ``dask.array.from_zarr``.  Dask slices this object
     along chunk boundaries only (``dask.array.from_array`` with the array's chunks).
@@ -240,7 +242,7 @@ class ChunkReader:
         self._token = f"{url}:{metadata.to_dict()}"
 
     @classmethod
-    def of(cls, array, location: Location) -> ChunkReader | None:
+    def of(cls, array: Any, location: Location) -> ChunkReader | None:
         """A reader for ``array`` if its layout is one this class decodes, else None."""
         import numcodecs
         from zarr.codecs import BytesCodec, ZstdCodec
@@ -287,7 +289,7 @@ class ChunkReader:
         )
         return full[inner]
 
-    def chunks_of(self, data) -> bool:
+    def chunks_of(self, data: Any) -> bool:
         """Whether the Dask array ``data`` is this array chunk for chunk (same shape and grid)."""
         from dask.array.core import normalize_chunks
 
@@ -415,7 +417,7 @@ def _lazy(array, mapper: Location, chunks) -> tuple[da.Array, ChunkReader | None
     if len(shape) == 3:
         return da.from_zarr(array, chunks=-1), None
     volume = int(np.prod(shape[1:])) * array.dtype.itemsize
-    sizes = time_chunks(shape[0], volume) if chunks is None else int(chunks)
+    sizes = plan_extraction(shape[0], volume).time_chunks if chunks is None else int(chunks)
     return da.from_zarr(array, chunks=(sizes, *shape[1:])), None
 
 

@@ -6,6 +6,8 @@ reads voxels.  :func:`daskmasker.masker.transform.lazy_signals` calls them in ni
 
 from __future__ import annotations
 
+import numpy as np
+
 from daskmasker.compute.grid import Grid, check_same_grids
 from daskmasker.compute.maps import check_overlap
 from daskmasker.compute.projection import GridMaps
@@ -23,6 +25,20 @@ KEEP_MASKED_MAPS_WARNING = (
     '0.15. Set "keep_masked_maps=False" to silence this warning.'
 )
 NO_MAP_LEFT = "No map left after applying mask to the maps image."
+
+
+def check_real(dtype: np.dtype, source: str | None) -> None:
+    """Refuse complex image data, naming the image.
+
+    nilearn 0.14.1 drops the imaginary part silently and returns float32 or float64 depending
+    on the complex width and the image's dimensionality; a region signal of complex data has no
+    meaning without choosing a part first (docs/differences.md).
+    """
+    if np.dtype(dtype).kind == "c":
+        raise TypeError(
+            f"the image {source or '(in memory)'} holds complex values ({np.dtype(dtype)}): "
+            "extract from their magnitude (np.abs) or real part, as a real image"
+        )
 
 
 def check_grid(

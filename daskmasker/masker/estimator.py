@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -111,6 +111,11 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         A daskmasker extension: one name per map (a ``.txt`` file with one per line, or a
         ``.tsv``/``.csv`` with a ``name`` column), used by ``get_feature_names_out``, so by
         pandas/polars outputs and batch stores. Default: nilearn's ``niftimapsmasker<k>``.
+    min_coverage : float in [0, 1], optional
+        A daskmasker extension (default None: off, as nilearn): a region whose map has less than
+        this fraction of its weight inside the mask (the masker's, and a run's brain mask in
+        batches, see :mod:`daskmasker.masker.coverage`) gets NaN signals, with a warning naming
+        it, as xcp_d's ``min_coverage``.
 
     Attributes
     ----------
@@ -124,6 +129,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
     n_elements_ : int
         Number of maps.
     """
+
+    __module__ = "daskmasker.maskers"  # the public path, as nilearn.maskers (see maskers.py)
 
     def __init__(
         self,
@@ -148,6 +155,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         cmap="CMRmap_r",
         clean_args=None,
         region_names=None,
+        min_coverage=None,
     ):
         self.maps_img = maps_img
         self.mask_img = mask_img
@@ -170,6 +178,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         self.cmap = cmap
         self.clean_args = clean_args
         self.region_names = region_names
+        self.min_coverage = min_coverage
 
     # ------------------------------------------------------------------ logging
     def _log(self, method: str, msg: str) -> None:
@@ -204,6 +213,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         from daskmasker.io import load
         from daskmasker.io.image import as_nibabel
         from daskmasker.masker.fitting import fit_maps
+        from daskmasker.report import content as report_content
 
         params.check_params(self.get_params(deep=False))
         data = None
@@ -240,7 +250,10 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         self._region_names = labels.region_names(self.region_names, fitted.n_maps)
         # the regression's maps and Gram solver on the fitted grid (shared through the cache)
         fitted.on_grid(fitted.maps_grid)
-        self._report_content = {"reports_at_fit_time": self.reports, "warning_message": None}
+        self._report_content = report_content.initial_content()
+        self._report_content["reports_at_fit_time"] = self.reports
+        if hasattr(self, "_reporting_data"):
+            del self._reporting_data
         if self.reports:
             self._reporting_data = {
                 "maps_image": self.maps_img_,
@@ -250,9 +263,7 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             }
             if data is not None:
                 self._reporting_data["images"] = _MiddleVolume(data)
-                self._reporting_data["dim"] = tuple(data.shape[::-1])
-        else:
-            self._reporting_data = None
+                self._reporting_data["dim"] = data.ndim
         self.n_elements_ = fitted.n_maps
         self._log("fit", "Finished fit")
         return self
@@ -430,21 +441,70 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         )
 
     # ------------------------------------------------------------------ reports
-    def generate_report(self, displayed_maps=10, title=None):
-        """An HTML report of the fitted maps (see :mod:`daskmasker.report.html`)."""
-        from daskmasker.report import html
+    # nilearn's class-level default, read by its report checks before any fit or report
+    _report_content: ClassVar[dict[str, Any]] = {}
 
-        return html.generate_report(self, displayed_maps=displayed_maps, title=title)
+    def generate_report(self, engine="matplotlib", title=None, displayed_maps=10):
+        """An HTML report of the fitted maps, as nilearn's (see :mod:`daskmasker.report.html`).
+
+        Parameters
+        ----------
+        engine : {'matplotlib'}, default='matplotlib'
+        title : str, optional
+            Default: the class name.
+        displayed_maps : int, list or array of ints, or 'all', default=10
+            The maps shown one by one (an overview shows all of them).
+
+        Returns
+        -------
+        nilearn.reporting.HTMLReport
+            A daskmasker :class:`~daskmasker.report.html.Report`, which also saves to URLs.
+        """
+        from daskmasker.report import figures
+
+        try:
+            from daskmasker.report import html
+        except ImportError as exc:  # nilearn (the plotting extra) is not installed
+            raise ImportError(figures.MISSING) from exc
+        return html.generate_report(self, displayed_maps=displayed_maps, title=title, engine=engine)
+
+    def _has_report_data(self) -> bool:
+        """Whether fit kept what a report draws (nilearn's name)."""
+        return hasattr(self, "_reporting_data")
+
+    @property
+    def _report_warnings(self) -> list[str]:
+        """The report's warnings, sorted and without duplicates (nilearn's name)."""
+        return sorted(set(self._report_content.get("warning_messages", [])))
+
+    # ------------------------------------------------------------------ documentation
+    # sklearn's HTML repr links the class to its documentation: nilearn's page of the class that
+    # daskmasker's replaces (same parameters, attributes and methods)
+    _doc_link_module = "daskmasker"
+    _doc_link_template = (
+        "https://nilearn.github.io/stable/modules/generated/nilearn.maskers.{estimator_name}.html"
+    )
+
+    def _doc_link_url_param_generator(self, *args) -> dict[str, str]:
+        del args
+        return {"estimator_name": type(self).__name__}
 
 
 class _MiddleVolume:
     """The volume nilearn shows in reports (the middle one of a 4D image), read on first use:
     ``fit`` reads no voxel data, a report reads this one volume."""
 
-    def __init__(self, img: xr.DataArray):
-        self._volume = img[img.shape[0] // 2] if img.ndim == 4 else img
+    def __init__(self, img: xr.DataArray, index: int | None = None):
+        if index is None:
+            index = img.shape[0] // 2 if img.ndim == 4 else None
+        self._img = img
+        self._volume = img if index is None else img[index]
         self._affine = np.asarray(img.attrs["affine"])
         self._image = None
+
+    def first(self) -> _MiddleVolume:
+        """The first volume instead (nilearn shows it for a list of 4D images)."""
+        return _MiddleVolume(self._img, 0)
 
     def load(self) -> nib.Nifti1Image:
         if self._image is None:

@@ -1,15 +1,15 @@
 """Fitting: the maps and mask loaded, cleaned, resampled for the resampling target and checked.
 
-:func:`fit_maps` returns a :class:`FittedMaps`; a small process-wide :class:`FitCache` lets a
-second masker fitting the same maps and mask for the same grid (the many-subjects case) reuse them.
-Only the maps and mask are read: for the data, its header (the grid) is enough.
+:func:`fit_maps` returns a :class:`FittedMaps`; a small process-wide
+:class:`~daskmasker.masker.fit_cache.FitCache` lets a second masker fitting the same maps and
+mask for the same grid (the many-subjects case) reuse them.  :func:`prefit_maps` fits several
+atlases at once, in threads, into that cache.  Only the maps and mask are read: for the data,
+its header (the grid) is enough.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import itertools
 import os
 import threading
 import warnings
@@ -17,32 +17,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask.array as da
 import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from daskmasker import config
 from daskmasker.compute.grid import Grid, check_same_grids
-from daskmasker.compute.maps import (
-    SparseMaps,
-    SparseMapsSink,
-    SparseResampler,
-    any_in_mask,
-    float_dtype,
-    is_sparse,
-    stays_sparse,
-)
+from daskmasker.compute.maps import any_in_mask, is_sparse
 from daskmasker.compute.projection import GridMaps, joint_grid_maps, prepare_grid_maps
+from daskmasker.compute.sparse_maps import SparseMaps
+from daskmasker.compute.sparse_resample import SparseResampler
 from daskmasker.io import load
-from daskmasker.io.image import (
-    MAP_DIM,
-    READER_ENCODING,
-    as_nibabel,
-    header_from_attrs,
-    image_grid,
-)
+from daskmasker.io.image import as_nibabel, header_from_attrs, image_grid
 from daskmasker.masker import spatial
+from daskmasker.masker.fit_cache import FIT_CACHE, FitCache
+from daskmasker.masker.maps_loading import SparseMapsProxy, load_maps, resample_maps
 
 
 @dataclass
@@ -53,7 +41,7 @@ class FittedMaps:
     ----------
     maps : ndarray of shape (K, z, y, x), or SparseMaps
         Finite float maps on ``maps_grid`` (resampled for the resampling target); sparse for
-        atlases of small maps (see :func:`load_maps`).
+        atlases of small maps (see :func:`~daskmasker.masker.maps_loading.load_maps`).
     maps_grid : Grid
     maps_header : nibabel header or None
         The maps file's header (kept in ``maps_img_``).
@@ -94,11 +82,12 @@ class FittedMaps:
                 if is_sparse(maps):
                     maps = SparseResampler(self.maps_grid, grid)(maps)
                 else:
-                    maps = spatial.resample_maps(maps, self.maps_grid, grid)
+                    maps = resample_maps(maps, self.maps_grid, grid)
                 if not maps.any():
                     raise ValueError("No map left after resampling maps_img.")
-            if mask is not None and not grid.same_as(self.mask_grid):
-                mask = spatial.resample_mask(mask, self.mask_grid, grid, check=False)
+            mask_grid = self.mask_grid
+            if mask is not None and mask_grid is not None and not grid.same_as(mask_grid):
+                mask = spatial.resample_mask(mask, mask_grid, grid, check=False)
             self._on_grid[grid.key] = prepare_grid_maps(maps, mask, self.keep_masked_maps)
         return self._on_grid[grid.key]
 
@@ -164,29 +153,6 @@ def link_fitted(fitted: list[FittedMaps]) -> list[FittedMaps]:
         dataclasses.replace(f, joint=(list(fitted), members), _on_grid={}) for f in fitted
     )
     return members
-
-
-class SparseMapsProxy:
-    """A nibabel array proxy ``(x, y, z, K)`` over :class:`SparseMaps`: ``proxy[..., k]`` makes
-    one map dense; ``np.asarray(proxy)`` makes them all dense (K × V values)."""
-
-    is_proxy = True
-
-    def __init__(self, maps: SparseMaps):
-        self._maps = maps
-        self.shape = maps.shape[::-1]
-        self.ndim = 4
-        self.dtype = maps.dtype
-
-    def __array__(self, dtype=None, copy=None):
-        out = self._maps.toarray().T
-        return out if dtype is None else out.astype(dtype)
-
-    def __getitem__(self, key):
-        if isinstance(key, tuple) and len(key) == 2 and key[0] is Ellipsis:
-            if isinstance(key[1], int | np.integer):
-                return self._maps.map(int(key[1])).T
-        return np.asarray(self)[key]
 
 
 def load_mask(mask_img: Any) -> tuple[np.ndarray, Grid]:
@@ -288,7 +254,8 @@ def prefit_maps(
             pass
 
     prefix = "daskmasker-prefit"
-    ours, others = [], []
+    ours: list[tuple] = []
+    others: list[tuple] = []
 
     def record(message, category, filename, lineno, *args, **kwargs) -> None:
         mine = threading.current_thread().name.startswith(prefix)
@@ -346,7 +313,7 @@ def _fit(
     any_map = bool(maps.any())
     if onto is not None:
         messages.append("Resampling regions")
-        maps_grid = ref
+        maps_grid = onto
         if not any_map:
             raise ValueError("No map left after resampling maps_img.")
     if ref is not None and mask is not None and not ref.same_as(mask_grid):
@@ -367,141 +334,3 @@ def _fit(
         keep_masked_maps=bool(keep_masked_maps),
         messages=tuple(messages),
     )
-
-
-def load_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarray | SparseMaps:
-    """The maps, finite, on ``onto`` (linear interpolation): dense, or sparse when the first
-    block of maps is sparse (``daskmasker.sparse-maps-density``).
-
-    Sparse maps stream block by block (a few maps at a time): each block is made finite, sparse
-    and moved onto the target grid as it is read, so neither the source nor the resampled maps
-    are ever held dense (:class:`~daskmasker.compute.maps.SparseMapsSink`).  A ``.nii.gz`` is
-    read in order by this thread, each block screened as it is inflated (only its segments with
-    a non-zero are kept: :meth:`~daskmasker.io.nifti.GzipChunks.read_screened`), while one
-    other thread makes the previous block sparse: at most three blocks exist at once (through
-    Dask, reads ran ahead of the conversions and a 1024-map atlas held 2.6 GB of blocks).
-    """
-    img = maps_image if maps_image.ndim == 4 else maps_image.expand_dims(MAP_DIM)
-    data = img.data
-    if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=(1, -1, -1, -1))
-    data = data.rechunk({1: -1, 2: -1, 3: -1})
-    reader = img.encoding.get(READER_ENCODING)
-    blocks = None
-    if reader is not None and reader.sequential and reader.chunks_of(data):
-        blocks = (_read_block(reader, i) for i in range(len(data.chunks[0])))
-        first = next(blocks)
-    else:
-        first = np.asarray(data.blocks[0].compute(scheduler="threads"))
-    if not stays_sparse(first):
-        return spatial.load_maps(maps_image, onto=onto)
-    source = image_grid(img)
-    remap = None if onto is None or onto.same_as(source) else SparseResampler(source, onto)
-    sink = SparseMapsSink(data.shape, float_dtype(data.dtype), remap)
-    if blocks is None:
-        del first
-        # computed here, in this process, whatever the active scheduler: the maps stay local
-        da.store(data, sink, lock=False, scheduler="threads")
-    else:
-        _pipeline(itertools.chain([first], blocks), data.chunks[0], sink)
-    return sink.result()
-
-
-def _read_block(reader, i: int):
-    """Block ``i`` of maps, screened as it is read when the reader can (a ``.nii.gz``)."""
-    screened = getattr(reader, "read_screened", None)
-    block = None if screened is None else screened((i, 0, 0, 0))
-    return reader.read_chunk((i, 0, 0, 0)) if block is None else block
-
-
-def _pipeline(blocks, sizes: tuple[int, ...], sink: SparseMapsSink) -> None:
-    """Read the next block while another thread stores the previous one."""
-    whole = (slice(None),) * 3
-    with ThreadPoolExecutor(1) as pool:
-        pending = None
-        start = 0
-        for block, size in zip(blocks, sizes, strict=True):
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(sink.__setitem__, (slice(start, start + size), *whole), block)
-            del block
-            start += size
-        if pending is not None:
-            pending.result()
-
-
-class FitCache:
-    """A small process-wide cache of fitted maps, keyed by the inputs' identity and the grid.
-
-    A second masker fitting the same maps and mask for the same grid (the many-subjects case)
-    reuses the loaded, resampled maps and their prepared Gram solvers instead of reading them
-    again.  Files are identified by path, size and modification time; in-memory objects by their
-    id (the cache keeps a reference, so the id cannot be reused while cached).
-    """
-
-    def __init__(self, size: int | None = None):
-        self._size = size
-        self._floor = 0
-        self._entries: dict = {}
-        self._lock = threading.Lock()
-
-    @property
-    def size(self) -> int:
-        """Entries kept: ``size``, or the ``daskmasker.fit-cache-size`` setting (at least the
-        count a :meth:`holding` block asks for)."""
-        size = int(config.get("fit-cache-size")) if self._size is None else self._size
-        return max(size, self._floor)
-
-    @contextlib.contextmanager
-    def holding(self, count: int):
-        """Keep at least ``count`` entries inside the block (the atlases of one ``fit_many``)."""
-        previous, self._floor = self._floor, max(self._floor, count)
-        try:
-            yield self
-        finally:
-            self._floor = previous
-            with self._lock:
-                self._trim()
-
-    @staticmethod
-    def identity(obj) -> tuple:
-        """What identifies an input: a file's path, size and mtime; a URL; an object's id."""
-        if obj is None:
-            return (None,)
-        if isinstance(obj, str | os.PathLike) and "://" not in str(obj):
-            path = os.path.abspath(os.path.expanduser(str(obj)))
-            try:
-                st = os.stat(path)
-            except OSError:
-                return ("path", path)
-            return ("file", path, st.st_size, st.st_mtime_ns)
-        if isinstance(obj, str):
-            return ("url", obj)
-        return ("object", id(obj))
-
-    def get(self, key):
-        """The cached value for ``key`` (now the most recent), or None."""
-        with self._lock:
-            entry = self._entries.pop(key, None)
-            if entry is not None:
-                self._entries[key] = entry
-                return entry[1]
-        return None
-
-    def put(self, key, objects, value) -> None:
-        """Cache ``value``, keeping ``objects`` alive with it; the oldest entries go."""
-        with self._lock:
-            self._entries[key] = (objects, value)
-            self._trim()
-
-    def discard(self, key) -> None:
-        """Forget ``key`` if cached."""
-        with self._lock:
-            self._entries.pop(key, None)
-
-    def _trim(self) -> None:
-        while len(self._entries) > self.size:
-            self._entries.pop(next(iter(self._entries)))
-
-
-FIT_CACHE = FitCache()

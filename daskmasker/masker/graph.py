@@ -16,7 +16,8 @@ import xarray as xr
 from dask.base import tokenize
 
 from daskmasker.compute.clean import clean_arrays
-from daskmasker.compute.projection import GridMaps, raw_signals, region_signals, warn_nonfinite
+from daskmasker.compute.projection import GridMaps, raw_signals, warn_nonfinite
+from daskmasker.compute.regression import NORMAL_EQUATIONS
 from daskmasker.io import load
 from daskmasker.io.image import READER_ENCODING
 from daskmasker.masker import confounds as confounds_mod
@@ -208,12 +209,12 @@ def output_dtype(pipeline_dtype: Any, source_dtype: Any, dtype: Any) -> np.dtype
 
 
 def _raw_block(products: np.ndarray, *, operator: np.ndarray) -> np.ndarray:
-    return region_signals(products, operator)[0]
+    return NORMAL_EQUATIONS.finalize(products, operator)[0]
 
 
 @forward_warnings
 def _clean_block(products, conf=None, *, operator, mask_idx, kwargs, out_dtype):
-    signals, nonfinite = region_signals(products, operator)
+    signals, nonfinite = NORMAL_EQUATIONS.finalize(products, operator)
     warn_nonfinite(nonfinite)
     cleaned = clean_arrays(signals, confounds=conf, sample_mask=mask_idx, **kwargs)
     return np.asarray(cleaned).astype(out_dtype, copy=False)

@@ -20,7 +20,8 @@ import xarray as xr
 
 from daskmasker.io import load
 from daskmasker.masker.estimator import NiftiMapsMasker
-from daskmasker.masker.fitting import FIT_CACHE, link_fitted, prefit_maps
+from daskmasker.masker.fit_cache import FIT_CACHE
+from daskmasker.masker.fitting import link_fitted, prefit_maps
 from daskmasker.masker.params import check_params, check_resampling_target
 from daskmasker.runtime.scheduling import compute_images
 

@@ -1,19 +1,22 @@
-"""``MultiNiftiMapsMasker``: nilearn's multi-subject API, all subjects in one Dask computation."""
+"""``MultiNiftiMapsMasker``: nilearn's multi-subject API, all subjects in one Dask computation.
+
+As :mod:`~daskmasker.masker.estimator`, it imports nibabel, xarray, Dask and the extraction
+modules where they are first used, not when the class is (``daskmasker.maskers`` imports both
+classes: constructing either pays for none of them).
+"""
 
 from __future__ import annotations
 
-import nibabel as nib
 from sklearn.utils.validation import check_is_fitted
 
-from daskmasker.masker.confounds import confounds_list
 from daskmasker.masker.estimator import NiftiMapsMasker
-from daskmasker.runtime.scheduling import compute_images
 from daskmasker.stacklevel import reemits_warnings
 
 
 def _is_single(imgs) -> bool:
     import os
 
+    import nibabel as nib
     import xarray as xr
 
     return isinstance(imgs, nib.spatialimages.SpatialImage | str | os.PathLike | xr.DataArray)
@@ -51,6 +54,7 @@ def _confounds_list(confounds) -> list | None:
 
 class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
     # the docstring is NiftiMapsMasker's with n_jobs before clean_args (see _multi_docstring)
+    __module__ = "daskmasker.maskers"  # the public path, as nilearn.maskers (see maskers.py)
 
     def __init__(
         self,
@@ -76,6 +80,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
         n_jobs=1,
         clean_args=None,
         region_names=None,
+        min_coverage=None,
     ):
         super().__init__(
             maps_img=maps_img,
@@ -99,6 +104,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
             cmap=cmap,
             clean_args=clean_args,
             region_names=region_names,
+            min_coverage=min_coverage,
         )
         self.n_jobs = n_jobs
 
@@ -113,9 +119,15 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
 
     def fit(self, imgs=None, y=None):
         """Fit the maps; for a list of images the first one gives the reference grid."""
-        if imgs is not None and not _is_single(imgs):
+        several = imgs is not None and not _is_single(imgs)
+        if several:
             imgs = imgs[0] if len(imgs) else None
-        return super().fit(imgs, y=y)
+        super().fit(imgs, y=y)
+        if several and self._has_report_data() and self._reporting_data["dim"] == 4:
+            # nilearn's report of a list of 4D images: the first subject's first volume, a warning
+            self._reporting_data["dim"] = 5
+            self._reporting_data["images"] = self._reporting_data["images"].first()
+        return self
 
     def transform(self, imgs, confounds=None, sample_mask=None):
         """Signals of one image (an array) or of a list of images (a list of arrays)."""
@@ -136,6 +148,9 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
     @reemits_warnings
     def transform_imgs(self, imgs_list, confounds=None, n_jobs=1, sample_mask=None):
         """Signals of each image of a list, computed in one Dask computation."""
+        from daskmasker.masker.confounds import confounds_list
+        from daskmasker.runtime.scheduling import compute_images
+
         check_is_fitted(self)
         n = len(imgs_list)
         for label, values in (("confounds", confounds), ("sample_mask", sample_mask)):

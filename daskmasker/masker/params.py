@@ -54,6 +54,10 @@ def check_params(params: dict) -> None:
         check_standardize(params["standardize"])
     if "dtype" in params:
         check_dtype(params["dtype"])
+    if params.get("min_coverage") is not None:
+        from daskmasker.masker.coverage import check_min_coverage
+
+        check_min_coverage(params["min_coverage"])
 
 
 def check_standardize(value: Any) -> None:

@@ -118,6 +118,7 @@ class ExtractionSpec:
         sample_mask: Any = None,
         *,
         log: Callable[[str], None] | None = None,
+        brain_mask: Any = None,
     ) -> LazyExtraction:
         """The lazy extraction of one image: nothing is computed here.
 
@@ -132,6 +133,9 @@ class ExtractionSpec:
             Volumes to keep.
         log : callable, optional
             Receives the verbose messages.
+        brain_mask : 3D image, optional
+            The run's brain mask: the maps' coverage inside it becomes the signals' ``coverage``
+            coordinate, and regions below the ``min_coverage`` parameter are NaN.
 
         Returns
         -------
@@ -146,5 +150,6 @@ class ExtractionSpec:
                 confounds=self.confounds(confounds),
                 sample_mask=sample_mask,
                 log=log or (lambda msg: None),
+                brain_mask=brain_mask,
             )
         )

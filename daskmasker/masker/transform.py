@@ -18,7 +18,7 @@ import xarray as xr
 
 from daskmasker.io import load
 from daskmasker.io.image import REGION_DIM, TIME_DIM, image_grid
-from daskmasker.masker import checks, spatial
+from daskmasker.masker import checks, coverage, spatial
 from daskmasker.masker import confounds as confounds_mod
 from daskmasker.masker.fitting import FittedMaps
 from daskmasker.masker.graph import clean_kwargs, confounds_graph, extraction_graph, output_dtype
@@ -32,6 +32,7 @@ def lazy_signals(
     confounds: list | None = None,
     sample_mask: Any = None,
     log: Callable[[str], None] = lambda msg: None,
+    brain_mask: Any = None,
 ) -> tuple[xr.DataArray, da.Array | None, da.Array]:
     """Lazy cleaned signals of one image, the lazy confounds they are cleaned with and the
     lazy uncleaned region signals.
@@ -51,6 +52,9 @@ def lazy_signals(
         Volumes to keep.
     log : callable, optional
         Receives the verbose messages.
+    brain_mask : 3D image, optional
+        The run's brain mask (fMRIPrep's ``desc-brain_mask``): the maps' coverage
+        (:mod:`daskmasker.masker.coverage`) is measured inside it (and the masker's mask).
 
     Returns
     -------
@@ -58,9 +62,12 @@ def lazy_signals(
         Signals with dims (time, region), ``region`` holding the extracted maps' indices, ``frame``
         the kept volumes and ``time`` their onsets (s) when TR is known; the confounds; and the
         region signals before cleaning, float64 ``(volumes, regions)``, all volumes (the
-        cleaning of ``signals`` applied to them gives ``signals``).
+        cleaning of ``signals`` applied to them gives ``signals``).  With a ``brain_mask`` or a
+        ``min_coverage`` parameter, ``signals`` has a ``coverage`` coordinate (region,) and the
+        regions below ``min_coverage`` are NaN.
     """
     raw = load.load_image(imgs)
+    checks.check_real(raw.dtype, raw.attrs.get("source"))
     is_3d = raw.ndim == 3
     if is_3d:
         raw = raw.expand_dims(TIME_DIM)
@@ -95,6 +102,9 @@ def lazy_signals(
         high_variance=params["high_variance_confounds"],
     )
     signals = _labelled(graph.cleaned, grid_maps.kept, mask_idx, n_scans, params, img, is_3d)
+    if brain_mask is not None or params.get("min_coverage") is not None:
+        on = data_grid if target == "data" else fitted.maps_grid
+        signals = coverage.apply(signals, grid_maps, on, brain_mask, params)
     signals.encoding["source"] = raw.attrs.get("source")
     signals.encoding["header_t_r"] = img.attrs.get("t_r")
     signals.encoding["dtypes"] = {"pipeline": str(pipeline_dtype), "source": str(raw.dtype)}

@@ -1,5 +1,2 @@
-"""HTML reports of fitted maskers (templates are package data under ``templates/``)."""
-
-from daskmasker.report.html import Report, generate_report
-
-__all__ = ["Report", "generate_report"]
+"""HTML reports: a masker's (:mod:`.html`, nilearn's ``generate_report``) and a batch store's
+(:mod:`.study`).  Their figures need the ``daskmasker[plotting]`` extra (nilearn's plotting)."""

@@ -1,10 +1,13 @@
 """HTML report of a fitted masker, as nilearn's ``generate_report`` for ``NiftiMapsMasker``.
 
-The report shows the description, how many maps the masker has and shows, one figure per displayed
-map (the map over the middle volume of the image given to ``fit``, or alone when fit had none) in a
-carousel, the table of every constructor parameter and the warnings.  Figures are drawn with
-matplotlib (three orthogonal slices through the map's peak); building a report reads only what
-``fit`` kept (the maps and one volume), never the series.
+The report has the seed report's sections and wording (the class and its description, the
+warnings, "Component": an overview of all maps and one figure per displayed map in a carousel,
+with "The masker has N spatial maps in total.", then "Parameters": every constructor parameter,
+images described with their shape, affine and header, paths made absolute).  The masker's
+``_report_content`` records what nilearn's does (:mod:`daskmasker.report.content`) and the result is
+a ``nilearn.reporting.HTMLReport``, so nilearn's report checks and notebooks take it as nilearn's.
+Figures come from :mod:`daskmasker.report.figures`; building a report reads only what ``fit`` kept
+(the maps, the mask and one volume), never the series.
 """
 
 from __future__ import annotations
@@ -12,229 +15,208 @@ from __future__ import annotations
 import base64
 import functools
 import html
-import io
+import os
 import string
 import uuid
 import warnings
+from datetime import datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
+from nilearn.reporting.html_report import HTMLReport
 
+from daskmasker.report import content, figures, output
 from daskmasker.stacklevel import find_stack_level
 
-NOT_FITTED = (
-    "This estimator has not been fit yet. Make sure to run `fit` before inspecting reports."
+HEAD = string.Template(
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    "<title>$page_title</title></head>\n<body>\n$body\n"
+    '<footer style="font-size:11px;color:#888">daskmasker report, $date</footer>\n'
+    "</body></html>"
 )
-DISABLED = "Report generation not enabled! No visual outputs created."
-DISABLED_AT_FIT = (
-    "Report generation was disabled when fit was run. No reporting data is available. "
-    "Make sure to set self.reports=True before fit."
+INFO = (
+    "<p>This report was generated based on information provided at instantiation and fit time. "
+    "Note that the masker can potentially perform resampling at transform time.</p>"
 )
-NO_IMAGE = "No image provided to fit in NiftiMapsMasker. Plotting only spatial maps for reporting."
 
 
-def check_displayed_maps(displayed_maps: Any) -> None:
-    """nilearn's type check of ``displayed_maps``."""
-    ok = (
-        (isinstance(displayed_maps, str) and displayed_maps == "all")
-        or (isinstance(displayed_maps, int | np.integer) and not isinstance(displayed_maps, bool))
-        or (
-            isinstance(displayed_maps, list | np.ndarray)
-            and all(isinstance(i, int | np.integer) for i in np.ravel(displayed_maps))
-        )
-    )
-    if not ok:
-        kind = type(displayed_maps).__name__
-        raise TypeError(
-            "Parameter 'displayed_maps' of ``generate_report()`` should be either 'all' or a "
-            f"positive 'int', or a list/array of ints. You provided a {kind}."
+class Report(HTMLReport):
+    """nilearn's ``HTMLReport`` (``body``, ``get_iframe``, ``resize``, ``open_in_browser``...)
+    whose ``save_as_html`` also writes to fsspec URLs, through a temporary name."""
+
+    def __init__(self, body: str, page_title: str):
+        date = datetime.now().replace(microsecond=0).isoformat()
+        super().__init__(
+            HEAD, body, head_values={"page_title": html.escape(page_title), "date": date}
         )
 
-
-def select_maps(displayed_maps: Any, n_maps: int) -> tuple[list[int], list[str]]:
-    """Indices to show and the report warnings, with nilearn's rules."""
-    check_displayed_maps(displayed_maps)
-    notes: list[str] = []
-    if isinstance(displayed_maps, str):
-        return list(range(n_maps)), notes
-    if isinstance(displayed_maps, int | np.integer):
-        if displayed_maps > n_maps:
-            notes.append(
-                f"'displayed_maps={displayed_maps}' to be displayed. But masker only has "
-                f"{n_maps} map(s). 'displayed_maps' was set to {n_maps}."
-            )
-        return list(range(min(int(displayed_maps), n_maps))), notes
-    indices = [int(i) for i in np.ravel(displayed_maps)]
-    wrong = [i for i in indices if i >= n_maps or i < 0]
-    if wrong:
-        notes.append(
-            f"Report cannot display the following map {wrong} because masker only has "
-            f"{n_maps} map(s)."
-        )
-    return [i for i in indices if 0 <= i < n_maps], notes
-
-
-def _figure(map_xyz: np.ndarray, background: np.ndarray | None, cmap: str, title: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    peak = np.unravel_index(np.argmax(np.abs(map_xyz)), map_xyz.shape)
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2), facecolor="white")
-    vmax = float(np.abs(map_xyz).max()) or 1.0
-    views = [
-        (lambda a: a[peak[0], :, :].T, "sagittal x"),
-        (lambda a: a[:, peak[1], :].T, "coronal y"),
-        (lambda a: a[:, :, peak[2]].T, "axial z"),
-    ]
-    for ax, (cut, name) in zip(axes, views, strict=True):
-        if background is not None:
-            ax.imshow(cut(background), origin="lower", cmap=cmap, interpolation="nearest")
-        overlay = np.ma.masked_equal(cut(map_xyz), 0)
-        ax.imshow(
-            overlay,
-            origin="lower",
-            cmap="winter" if background is not None else "hot",
-            vmin=0,
-            vmax=vmax,
-            alpha=0.9,
-            interpolation="nearest",
-        )
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=11)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    def save_as_html(self, file_name, storage_options: dict | None = None) -> None:
+        """Write the whole page to a local path or an fsspec URL."""
+        output.write_page(self.get_standalone(), file_name, storage_options)
 
 
 def describe_value(value: Any) -> str:
-    """A parameter value as the seed report shows it (images with shape, affine and header)."""
-    import nibabel as nib
-
+    """A parameter as the seed report shows it: images with their shape, affine and header,
+    paths absolute (a relative path means nothing once the report is moved or shared)."""
     if isinstance(value, nib.spatialimages.SpatialImage):
         affine = np.array2string(np.asarray(value.affine), separator=" ")
         return (
             f"{type(value)} data shape {tuple(value.shape)} affine: {affine} "
             f"metadata: {type(value.header)} object, {value.header!s}"
         )
+    if isinstance(value, os.PathLike) or (
+        isinstance(value, str) and "://" not in value and Path(value).suffix in _IMAGE_SUFFIXES
+    ):
+        return str(Path(value).expanduser().resolve())
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and all(isinstance(v, str | os.PathLike) for v in value)
+    ):
+        return str([describe_value(v) for v in value])
     return str(value)
 
 
-class Report:
-    """An HTML report: ``save_as_html``, ``open_in_browser``, and rich display in Jupyter."""
+_IMAGE_SUFFIXES = {".nii", ".gz", ".zarr", ".txt", ".tsv", ".csv", ".img", ".hdr", ".mgz"}
 
-    def __init__(self, body: str, title: str):
-        self.body = body
-        self.title = title
 
-    @property
-    def html(self) -> str:
-        return self.body
+def _background(masker) -> tuple[nib.Nifti1Image | None, str]:
+    """The anatomy the maps are drawn over, and its name: the MNI152 template when the maps are
+    in MNI space, else the image given to fit (its middle volume), else the mask."""
+    data = masker._reporting_data
+    if figures.in_mni_space(data["maps_image"]):
+        return figures.mni_template(), "MNI152 template"
+    if data["images"] is not None:
+        images = data["images"]
+        return (images.load() if hasattr(images, "load") else images), "image given to fit"
+    if data["mask"] is not None:
+        return data["mask"], "mask"
+    return None, "no background"
 
-    def __str__(self) -> str:
-        return self.body
 
-    def _repr_html_(self) -> str:
-        srcdoc = html.escape(self.body, quote=True)
-        return f'<iframe srcdoc="{srcdoc}" style="width:100%;height:800px;border:none"></iframe>'
+def _map_image(maps: nib.Nifti1Image, k: int) -> nib.Nifti1Image:
+    return nib.Nifti1Image(np.asarray(maps.dataobj[..., k], dtype=np.float32), maps.affine)
 
-    def save_as_html(self, path, storage_options: dict | None = None) -> None:
-        """Write the report to a local path or fsspec URL (via a temporary name)."""
-        import fsspec
 
-        fs, _, (target,) = fsspec.get_fs_token_paths(
-            str(path), storage_options=storage_options or {}
+def _figures(masker, shown: list[int]) -> tuple[str, list[tuple[str, str]]]:
+    """The overview and the displayed maps' figures (base64 SVG), with the maps' names."""
+    maps = masker._reporting_data["maps_image"]
+    background, _ = _background(masker)
+    names = masker._region_names_of(np.arange(maps.shape[3]))
+    panels = [
+        (
+            str(names[k]),
+            _base64(
+                figures.map_figure(_map_image(maps, k), background, f"{k}: {names[k]}", "cold_hot")
+            ),
         )
-        tmp = f"{target}.partial"
-        with fs.open(tmp, "w") as f:
-            f.write(self.body)
-        fs.mv(tmp, target)
-
-    def open_in_browser(self) -> str:
-        """Write to a temporary file and open it in the default browser."""
-        import tempfile
-        import webbrowser
-
-        with tempfile.NamedTemporaryFile("w", suffix=".html", delete=False) as f:
-            f.write(self.body)
-        webbrowser.open(f"file://{f.name}")
-        return f.name
+        for k in shown
+    ]
+    title = f"All {maps.shape[3]} maps (largest weight per voxel)"
+    svg = figures.overview_figure(maps, background, title, "cold_hot").decode("utf-8")
+    return svg[svg.index("<svg") :], panels
 
 
-def generate_report(masker, displayed_maps: Any = 10, title: str | None = None) -> Report:
-    """The report of ``masker`` (see the module docstring)."""
-    title = title or type(masker).__name__
-    notes: list[str] = []
-    figures: list[tuple[str, str]] = []
-    fitted = hasattr(masker, "maps_img_")
-    n_maps = 0
-    check_displayed_maps(displayed_maps)
-    if not masker.reports:
-        notes.append(DISABLED)
-    if not fitted:
-        notes.append(NOT_FITTED)
-    elif getattr(masker, "_reporting_data", None) is None:
-        notes += [DISABLED, DISABLED_AT_FIT]
-    else:
-        data = masker._reporting_data
-        maps = data["maps_image"].dataobj  # sparse maps: one map made dense at a time
-        n_maps = maps.shape[3]
-        shown, selection_notes = select_maps(displayed_maps, n_maps)
-        notes += selection_notes
-        background = None
-        if data["images"] is None:
-            notes.append(NO_IMAGE)
-        else:
-            images = data["images"]
-            images = images.load() if hasattr(images, "load") else images
-            background = np.asarray(images.dataobj, dtype=np.float32)
-        for k in shown:
-            figure = _figure(np.asarray(maps[..., k]), background, masker.cmap, f"map {k}")
-            figures.append((f"Map {k}", figure))
-    for note in dict.fromkeys(notes):
-        warnings.warn(note, UserWarning, stacklevel=find_stack_level())
-    uid = uuid.uuid4().hex[:8]
+def _base64(svg: bytes) -> str:
+    return base64.b64encode(svg).decode("ascii")
+
+
+def _carousel(uid: str, panels: list[tuple[str, str]]) -> str:
     imgs = "\n".join(
-        f'<img src="data:image/png;base64,{png}" alt="{label}" data-label="{label}"'
-        f"{' class=' + chr(34) + 'hidden' + chr(34) if i else ''}>"
-        for i, (label, png) in enumerate(figures)
+        f'<img class="map" alt="{html.escape(name)}" data-label="{html.escape(name)}" '
+        f'style="display: {"block" if i == 0 else "none"}"\n'
+        f'src="data:image/svg+xml;base64,{svg}"\n/>'
+        for i, (name, svg) in enumerate(panels)
     )
-    description = (type(masker).__doc__ or "").strip().split("\n\n")[0]
+    return (
+        '<div class="image">\n'
+        '<div class="nav"><button onclick="daskmaskerStep(this, -1)">Previous Map</button>\n'
+        f'<span class="map-name" id="name-UUID-{uid}">{html.escape(panels[0][0])}</span>\n'
+        '<button onclick="daskmaskerStep(this, 1)">Next Map</button></div>\n'
+        f"{imgs}\n</div>"
+    )
+
+
+def generate_report(
+    masker, displayed_maps: Any = 10, title: str | None = None, engine: str = "matplotlib"
+) -> Report:
+    """The report of ``masker`` (see the module docstring); its warnings are also raised."""
+    if engine != "matplotlib":
+        raise ValueError(f"generate_report draws with engine='matplotlib' only, got {engine!r}")
+    if "_report_content" not in vars(masker):
+        masker._report_content = content.initial_content()
+    record = masker._report_content
+    record["warning_messages"] = []
+    uid = uuid.uuid4().hex
+    record.update(
+        unique_id=uid,
+        title=title if title is not None else type(masker).__name__,
+        engine=engine,
+        has_plotting_engine=True,
+        docstring=(type(masker).__doc__ or "").split("Parameters\n")[0].strip(),
+        estimator_type="masker",
+    )
+    record["page_title"] = f"{record['title']} report"
+    fitted = masker.__sklearn_is_fitted__()
+    record["warning_messages"] += content.status_warnings(
+        masker.reports, fitted, record.get("reports_at_fit_time", masker.reports)
+    )
+    panels: list[tuple[str, str]] = []
+    overview = ""
+    if masker._has_report_data():
+        data = masker._reporting_data
+        n_maps = data["maps_image"].shape[3]
+        shown, notes = content.select_maps(displayed_maps, n_maps)
+        record["warning_messages"] += notes
+        record["number_of_maps"] = n_maps
+        record["displayed_maps"] = shown
+        if data["images"] is None:
+            record["warning_messages"].append(content.no_image_warning(type(masker).__name__))
+        elif data["dim"] == 5:
+            record["warning_messages"].append(content.LIST_OF_4D)
+        if shown and masker.reports:
+            svg, panels = _figures(masker, shown)
+            # inline: nilearn's tests count one <img> per displayed map
+            overview = f'<div class="overview" title="All maps">\n{svg}\n</div>'
+    for message in masker._report_warnings:
+        warnings.warn(message, UserWarning, stacklevel=find_stack_level())
+    return Report(_body(masker, record, overview, panels), record["page_title"])
+
+
+def _body(masker, record: dict, overview: str, panels: list[tuple[str, str]]) -> str:
+    n_maps, n_shown = record["number_of_maps"], len(panels)
     counts = ""
-    if fitted and n_maps:
+    if n_maps:
         counts = f"<p>The masker has <b>{n_maps}</b> spatial maps in total.</p>"
-        if len(figures) < n_maps:
-            counts += f"<p>Only <b>{len(figures)}</b> spatial maps are shown in this report.</p>"
+        if panels and n_shown != n_maps:
+            counts += f"<p>Only <b>{n_shown}</b> spatial maps are shown in this report.</p>"
+    messages = masker._report_warnings
+    warn_html = ""
+    if messages:
+        items = "".join(f"<li>{html.escape(m)}</li>" for m in messages)
+        warn_html = f'<section id="warnings"><h2>WARNING</h2><ul>{items}</ul></section>'
     rows = "\n".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(describe_value(v))}</td></tr>"
         for k, v in sorted(masker.get_params(deep=False).items())
     )
-    warn_html = "".join(
-        f'<div class="warning">{html.escape(n)}</div>' for n in dict.fromkeys(notes)
-    )
-    carousel = ""
-    if figures:
-        carousel = (
-            f'<div class="carousel" id="carousel-{uid}">{imgs}</div>'
-            f'<div><button id="prev-{uid}" onclick="step(\'{uid}\',-1)">Previous Map</button>'
-            f'<span id="label-{uid}">{figures[0][0]}</span>'
-            f'<button id="next-{uid}" onclick="step(\'{uid}\',1)">Next Map</button></div>'
-        )
-    body = _template("report.html").substitute(
-        title=html.escape(title),
+    estimator = masker._repr_html_() if masker.__sklearn_is_fitted__() else ""
+    return _template("report.html").substitute(
+        title=html.escape(record["title"]),
+        docstring=html.escape(" ".join(record["docstring"].split())),
         css=_template("report.css").template,
         js=_template("report.js").template,
-        description=html.escape(description),
-        carousel=carousel,
+        warnings=warn_html,
+        overview=overview,
+        carousel=_carousel(record["unique_id"], panels) if panels else "",
+        description=html.escape(record["description"]),
         counts=counts,
+        estimator=estimator,
         rows=rows,
-        warnings=warn_html or "<p>None</p>",
+        info=INFO if panels else "",
     )
-    return Report(body, title)
 
 
 @functools.cache

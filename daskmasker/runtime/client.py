@@ -28,12 +28,13 @@ setting holds the values in force) (a deployment sets it too, see
 glibc's mmap threshold at 128 KiB:
 
 * ``MALLOC_MMAP_THRESHOLD_``, 32 MiB (glibc's largest): every chunk (up to 32 MiB) was a fresh
-  ``mmap`` whose pages faulted in on first touch; served from the heap, system time of a
-  4 × 200-volume batch fell from ~0.95 s to ~0.15 s per worker and the batch ran 1.35× faster.
+  ``mmap`` whose pages faulted in on first touch; chunks are now served from the heap.
 * ``MALLOC_TOP_PAD_``, 64 MiB (two chunks): the heap's top was still given back whenever a chunk
-  at the top was freed, and faulted in again by the next one, 25,000–86,000 page faults per
-  image; keeping 64 MiB at the top leaves a few hundred per batch, halves system time again and
-  gives both workers of a batch the same speed (one of them took 3× the faults of the other).
+  at the top was freed, and faulted in again by the next one; keeping 64 MiB at the top keeps
+  them, and both workers of a batch run at the same speed.
+
+The measured system times and page faults are in
+``benchmarks/results/2026-12-07-docstrings-figures.md``.
 
 Dask's trim threshold stays: memory beyond the pad still goes back to the OS.  A value in
 Dask's ``distributed.nanny.pre-spawn-environ`` config wins, and an exported one over both."""
@@ -48,9 +49,9 @@ def tune_local_allocator() -> tuple[str, ...]:
 
     The settings of ``daskmasker.worker-environ`` (see :data:`WORKER_ENVIRON`) applied with
     glibc's ``mallopt``, for the computations the threaded scheduler runs here (a notebook, the
-    CLI, a job without a cluster).  Without them each 30 MB chunk of a ``.nii.gz`` was a fresh
-    mapping faulted in page by page: a 600-volume run's transform took 150,000-190,000 page
-    faults and 0.7-0.9 s of system time, its inflating 2.3 s instead of 1.9 s.  A setting the
+    CLI, a job without a cluster).  Without them each chunk of a ``.nii.gz`` was a fresh
+    mapping faulted in page by page (figures in ``benchmarks/results/2026-12-06-fit.md``).  A
+    setting the
     process's environment gives (read by glibc at start) is left alone, as is any allocator
     but glibc's.
 

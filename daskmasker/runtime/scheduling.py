@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -59,7 +60,8 @@ def compute_per_worker(
         taken from the iterable as workers free up, one ahead: a generator builds each graph
         while the jobs before it run, so a batch of many images starts with its first graph, not
         after all of them, a worker's next job is ready when it frees up, and the client holds
-        only a few.
+        only a few.  Workers that join later (SLURM jobs starting) get their jobs as they
+        appear (looked for at most once a second, when a job ends).
     per_worker : int, optional
         Jobs running at a time on a worker; by default its number of threads.  A single-threaded
         worker interleaving two images ran them 4–8 % slower than one after the other (the
@@ -97,13 +99,34 @@ def compute_per_worker(
             if rank < slots[worker]:
                 submit(worker)
     ahead = next(pending, None)
+    last_look = time.monotonic()
     for future in completed:
         index, worker = running.pop(future)
         submit(worker)
+        if time.monotonic() - last_look > 1.0:  # workers that joined since (SLURM jobs)
+            last_look = time.monotonic()
+            joined = client.scheduler_info(n_workers=-1)["workers"]
+            for new in sorted(set(joined) - set(slots)):
+                slots[new] = per_worker or joined[new].get("nthreads", 1)
+                for _ in range(slots[new]):
+                    submit(new)
         yield index, future
         # built once the scheduler has dispatched the job just submitted (it shares this
         # process, and a graph built meanwhile delayed that job's start by ~0.1 s)
         ahead = ahead or next(pending, None)
+
+
+def held(client: Any, value: Any, prefix: str) -> Any:
+    """A future of ``value`` that survives the loss of any worker: the result of a task that
+    holds it, computed again elsewhere if its worker dies.  A scattered value (even broadcast:
+    Dask's active memory manager drops the extra replicas) is lost for good with the worker
+    holding it, and every job needing it is cancelled ("lost dependencies"): a SLURM worker job
+    cancelled mid-batch failed all the batch's remaining runs so."""
+    import uuid
+
+    import dask
+
+    return client.compute(dask.delayed(value, name=f"{prefix}-{uuid.uuid4().hex}"))
 
 
 def share_blocks(blocks: np.ndarray, client: Any) -> np.ndarray:

@@ -11,12 +11,9 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
-import xarray as xr
-import zarr
 
-from daskmasker import NiftiMapsMasker
+from daskmasker import NiftiMapsMasker, open_timeseries
 from daskmasker.batch.run import item_name, run_batch
-from daskmasker.batch.store import COMPLETE_ATTR, INDEX_ATTR
 from daskmasker.cli import main
 
 from helpers import make_data, make_maps, make_mask
@@ -65,14 +62,18 @@ def test_batch_writes_every_item(dataset, tmp_path):
     assert not result.failed
     for path, conf in dataset["runs"]:
         name = item_name(path, 0)
-        ds = xr.open_zarr(out, group=name, consolidated=False)
+        ds = open_timeseries(out, name)
         np.testing.assert_allclose(ds["signals"].values, expected(dataset, path, conf), atol=1e-12)
-        assert ds.attrs[COMPLETE_ATTR] is True
+        assert os.path.isfile(os.path.join(out, "runs", f"{name}.npz"))
         assert ds.attrs["checksum"].startswith("sha256:")
         assert ds["confounds"].shape[0] == nib.load(path).shape[3]
         tsv = tmp_path / "tsv" / name.split("_")[0] / "func" / f"{name}_atlas-maps_timeseries.tsv"
         table = np.loadtxt(tsv, delimiter="\t", skiprows=1)
         np.testing.assert_allclose(table, ds["signals"].values, rtol=1e-12)
+
+
+def pack(out: str, name: str) -> str:
+    return os.path.join(out, "runs", f"{name}.npz")
 
 
 def test_rerun_skips_complete_and_redoes_half_written(dataset, tmp_path):
@@ -81,28 +82,23 @@ def test_rerun_skips_complete_and_redoes_half_written(dataset, tmp_path):
     masker = NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS)
     first = run_batch(masker, imgs, out)
     assert len(first.done) == 3
-    reference = {
-        n: xr.open_zarr(out, group=n, consolidated=False)["signals"].values for n in first.done
-    }
-    # simulate a run killed while writing sub-02: the group exists but was never marked complete
-    # (nor, then, recorded in the root's index of complete items)
-    group = zarr.open_group(out, path="sub-02_task-rest", mode="a")
-    del group.attrs[COMPLETE_ATTR]
-    root = zarr.open_group(out, mode="a")
-    root.attrs[INDEX_ATTR] = [n for n in root.attrs[INDEX_ATTR] if n != "sub-02_task-rest"]
-    group["signals"][:] = 0
-    untouched = os.path.getmtime(os.path.join(out, "sub-01_task-rest", "signals", "zarr.json"))
+    reference = open_timeseries(out)["signals"].load()
+    # a run killed while writing sub-02: its object half-written beside its final name (and
+    # so not listed), and not in the resume index
+    data = open(pack(out, "sub-02_task-rest"), "rb").read()
+    os.remove(pack(out, "sub-02_task-rest"))
+    with open(os.path.join(out, "runs", ".sub-02_task-rest.npz.partial"), "wb") as f:
+        f.write(data[: len(data) // 2])
+    untouched = os.path.getmtime(pack(out, "sub-01_task-rest"))
     second = run_batch(
         NiftiMapsMasker(dataset["maps"], mask_img=dataset["mask"], **PARAMS), imgs, out
     )
     assert second.done == ["sub-02_task-rest"]
     assert sorted(second.skipped) == ["sub-01_task-rest", "sub-03_task-rest"]
-    assert (
-        os.path.getmtime(os.path.join(out, "sub-01_task-rest", "signals", "zarr.json")) == untouched
-    )
-    for name, values in reference.items():
-        again = xr.open_zarr(out, group=name, consolidated=False)["signals"].values
-        np.testing.assert_array_equal(again, values)
+    assert os.path.getmtime(pack(out, "sub-01_task-rest")) == untouched
+    again = open_timeseries(out)["signals"]
+    assert list(again["run"].values) == list(reference["run"].values)
+    np.testing.assert_array_equal(again.values, reference.values)
 
 
 def test_refuses_foreign_output(dataset, tmp_path):
@@ -139,10 +135,12 @@ def test_cli_extract(dataset, tmp_path, capsys):
     )
     assert code == 0
     assert "3 extracted" in capsys.readouterr().err  # the summary is logged on stderr
-    report = (tmp_path / "cli.zarr" / "report.html").read_text()
+    report = (tmp_path / "cli.zarr.masker.html").read_text()  # beside the store, not inside
     assert "The masker has <b>6</b> spatial maps in total." in report
+    assert (tmp_path / "cli.zarr.report.html").exists()
+    assert not (tmp_path / "cli.zarr" / "report.html").exists()
     path, conf = dataset["runs"][1]
-    got = xr.open_zarr(out, group="sub-02_task-rest", consolidated=False)["signals"].values
+    got = open_timeseries(out, "sub-02_task-rest")["signals"].values
     np.testing.assert_allclose(got, expected(dataset, path, conf), atol=1e-12)
 
 
@@ -163,20 +161,15 @@ def test_cli_reports_failures_with_nonzero_exit(dataset, tmp_path, capsys):
 
 
 def _finished_items(out: str) -> set[str]:
-    """Items the batch writing ``out`` has marked complete so far; the store may be mid-write
-    (its directory exists before its ``zarr.json``, a group's before its metadata)."""
-    finished = set()
-    if not os.path.exists(os.path.join(out, "zarr.json")):
-        return finished
-    for entry in os.scandir(out):
-        meta = os.path.join(entry.path, "zarr.json")
-        if entry.is_dir() and os.path.exists(meta):
-            try:
-                if zarr.open_group(entry.path, mode="r").attrs.get(COMPLETE_ATTR):
-                    finished.add(entry.name)
-            except (OSError, ValueError, zarr.errors.BaseZarrError):
-                continue  # metadata being written: not finished yet
-    return finished
+    """Runs the batch writing ``out`` has completed so far (their packed objects)."""
+    try:
+        return {
+            n.removesuffix(".npz")
+            for n in os.listdir(os.path.join(out, "runs"))
+            if n.endswith(".npz") and not n.startswith(".")
+        }
+    except FileNotFoundError:
+        return set()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
@@ -199,21 +192,16 @@ def test_interrupted_batch_resumes_with_identical_store(dataset, tmp_path, signu
         proc.send_signal(signum)
     finally:
         proc.wait()
-    root = zarr.open_group(out, mode="r")
-    finished = {n for n in root.group_keys() if root[n].attrs.get(COMPLETE_ATTR)}
+    finished = _finished_items(out)
     assert finished, "the batch was killed before finishing any item"
     assert len(finished) < len(imgs), "the batch finished before it could be killed"
-    stamps = {n: os.path.getmtime(os.path.join(out, n, "signals", "zarr.json")) for n in finished}
+    stamps = {n: os.path.getmtime(pack(out, n)) for n in finished}
     assert main(["extract", *imgs, *args, "--out", out]) == 0
     for name in finished:
-        assert os.path.getmtime(os.path.join(out, name, "signals", "zarr.json")) == stamps[name]
-    assert sorted(zarr.open_group(out, mode="r").group_keys()) == sorted(
-        zarr.open_group(ref_out, mode="r").group_keys()
-    )
-    for name in zarr.open_group(ref_out, mode="r").group_keys():
-        a = xr.open_zarr(out, group=name, consolidated=False)["signals"].values
-        b = xr.open_zarr(ref_out, group=name, consolidated=False)["signals"].values
-        np.testing.assert_array_equal(a, b)
+        assert os.path.getmtime(pack(out, name)) == stamps[name]
+    got, want = open_timeseries(out), open_timeseries(ref_out)
+    assert list(got["run"].values) == list(want["run"].values) == sorted(_finished_items(out))
+    np.testing.assert_array_equal(got["signals"].values, want["signals"].values)
 
 
 @pytest.mark.parametrize("whole_item_bytes", [None, 0], ids=["whole", "graph-per-item"])
@@ -239,6 +227,6 @@ def test_a_bad_item_is_recorded_and_the_batch_goes_on(dataset, tmp_path, workers
     assert list(result.failed) == ["sub-09_task-rest"]
     assert "sub-09_task-rest_bold.nii.gz" in result.failed["sub-09_task-rest"]
     for path, _ in dataset["runs"]:
-        got = xr.open_zarr(out, group=item_name(path, 0), consolidated=False)["signals"].values
+        got = open_timeseries(out, item_name(path, 0))["signals"].values
         np.testing.assert_allclose(got, expected(dataset, path, None), atol=1e-12)
-    assert "sub-09_task-rest" not in zarr.open_group(out, mode="r")
+    assert "sub-09_task-rest" not in open_timeseries(out)["run"].values

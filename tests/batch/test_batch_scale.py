@@ -14,14 +14,13 @@ import fsspec
 import nibabel as nib
 import numpy as np
 import pytest
-import xarray as xr
-import zarr
 from fsspec.implementations.local import LocalFileSystem
 
-from daskmasker import NiftiMapsMasker, dask_client
+from daskmasker import NiftiMapsMasker, dask_client, open_timeseries
 from daskmasker.batch.fingerprint import fingerprint_sha
 from daskmasker.batch.run import run_batch
-from daskmasker.batch.store import COMPLETE_ATTR, INDEX_ATTR
+from daskmasker.batch.store import read_index, write_index
+from daskmasker.io.fs import Location
 
 from s3server import s3_server, storage_options
 
@@ -95,67 +94,68 @@ def _masker(runs):
 
 def test_resume_of_200_runs_skips_complete_ones_in_bounded_reads(runs, tmp_path):
     out = f"counting://{tmp_path}/out.zarr"
+    local = Location(str(tmp_path / "out.zarr"))
     masker = _masker(runs)
     first = run_batch(masker, runs["paths"][:120], out)
     assert len(first.done) == 120 and not first.failed
 
     # a run killed after finishing some items it had not yet recorded in the index
-    root = zarr.open_group(str(tmp_path / "out.zarr"), mode="a")
-    indexed = dict(root.attrs[INDEX_ATTR])
+    indexed = read_index(local)
     assert len(indexed) == 120
     # the index holds each run's fingerprint (its sha256) and input digests
     name = sorted(indexed)[0]
-    fp = root[name].attrs["fingerprint"]
+    fp = open_timeseries(str(tmp_path / "out.zarr"), name).attrs["fingerprint"]
     assert indexed[name]["fingerprint"] == fingerprint_sha(fp)
     assert indexed[name]["image"] == fp["image"]
     unrecorded = sorted(indexed)[:7]
-    root.attrs[INDEX_ATTR] = {k: v for k, v in indexed.items() if k not in unrecorded}
+    write_index(local, {k: v for k, v in indexed.items() if k not in unrecorded})
 
     second = run_batch(masker, runs["paths"], out)
     assert sorted(second.skipped) == sorted(indexed)
     assert len(second.done) == N_RUNS - 120 and not second.failed
-    for name in unrecorded:
-        assert zarr.open_group(str(tmp_path / "out.zarr"), path=name).attrs[COMPLETE_ATTR]
+    assert len(read_index(local)) == N_RUNS  # the resume recorded what it found
 
-    # everything complete: the check reads the root, lists the store once, opens no group
+    # everything complete: the check reads the root and the index, lists the runs once, and
+    # opens no run
     CountingFileSystem.calls.clear()
     CountingFileSystem.paths.clear()
     third = run_batch(masker, runs["paths"], out)
     assert len(third.skipped) == N_RUNS and third.done == []
     calls = dict(CountingFileSystem.calls)
-    assert calls.get("list", 0) == 1
+    assert calls.get("list", 0) <= 2, CountingFileSystem.paths
     assert calls.get("read", 0) + calls.get("info", 0) <= 10, CountingFileSystem.paths
-    assert not [p for p in CountingFileSystem.paths if "task-rest" in p]
+    assert not [p for p in CountingFileSystem.paths if p.endswith(".npz")]
 
-    # the unrecorded items were opened one by one, and only they: reads grow with them
-    root = zarr.open_group(str(tmp_path / "out.zarr"), mode="a")
-    assert len(root.attrs[INDEX_ATTR]) == N_RUNS  # the resumes recorded what they found
-    root.attrs[INDEX_ATTR] = {
-        k: v for k, v in root.attrs[INDEX_ATTR].items() if k not in unrecorded
-    }
+    # unrecorded runs are read (and only they): reads grow with them
+    write_index(local, {k: v for k, v in read_index(local).items() if k not in unrecorded})
     CountingFileSystem.calls.clear()
     CountingFileSystem.paths.clear()
     fourth = run_batch(masker, runs["paths"], out)
     assert len(fourth.skipped) == N_RUNS
-    assert CountingFileSystem.calls["read"] - calls.get("read", 0) >= len(unrecorded)
-    assert CountingFileSystem.calls["read"] <= calls.get("read", 0) + 3 * len(unrecorded)
+    opened = sorted(p.rsplit("/", 1)[-1] for p in CountingFileSystem.paths if p.endswith(".npz"))
+    assert opened == [f"{n}.npz" for n in unrecorded]
 
     # the values are the masker's, whichever run wrote them
+    study = open_timeseries(str(tmp_path / "out.zarr"))
     for path in (runs["paths"][0], runs["paths"][150]):
         name = path.rsplit("/", 1)[-1].replace("_bold.nii.gz", "")
-        got = xr.open_zarr(str(tmp_path / "out.zarr"), group=name, consolidated=False)
-        np.testing.assert_allclose(got["signals"].values, masker.transform(path), atol=1e-6)
+        got = study["signals"].sel(run=name).values
+        np.testing.assert_allclose(got, masker.transform(path), atol=1e-6)
 
 
 def test_a_group_removed_by_hand_is_redone(runs, tmp_path):
-    import shutil
+    import os
 
     out = str(tmp_path / "out.zarr")
     masker = _masker(runs)
     assert len(run_batch(masker, runs["paths"][:10], out).done) == 10
-    shutil.rmtree(f"{out}/sub-003_task-rest")
+    before = open_timeseries(out)["signals"].load()
+    os.remove(f"{out}/runs/sub-003_task-rest.npz")
     again = run_batch(masker, runs["paths"][:10], out)
     assert again.done == ["sub-003_task-rest"] and len(again.skipped) == 9
+    after = open_timeseries(out)["signals"]
+    assert list(after["run"].values) == list(before["run"].values)
+    np.testing.assert_array_equal(after.values, before.values)
 
 
 def test_resume_on_s3_with_a_cluster(runs):
@@ -173,7 +173,8 @@ def test_resume_on_s3_with_a_cluster(runs):
             second = run_batch(masker, paths, out, storage_options=opts, client=client)
         assert len(first.done) == 40 and not first.failed
         assert len(second.skipped) == 40 and len(second.done) == 20 and not second.failed
-        root = zarr.open_group(zarr.storage.FsspecStore.from_url(out, storage_options=opts))
-        assert len(root.attrs[INDEX_ATTR]) == 60
-        got = xr.open_zarr(out, group="sub-055_task-rest", consolidated=False, storage_options=opts)
-        np.testing.assert_allclose(got["signals"].values, masker.transform(paths[55]), atol=1e-6)
+        assert len(read_index(Location(out, opts))) == 60
+        study = open_timeseries(out, storage_options=opts)
+        assert study.sizes["run"] == 60
+        got = study["signals"].sel(run="sub-055_task-rest").values
+        np.testing.assert_allclose(got, masker.transform(paths[55]), atol=1e-6)

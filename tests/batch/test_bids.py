@@ -19,9 +19,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 
-from daskmasker import NiftiMapsMasker
+from daskmasker import NiftiMapsMasker, open_timeseries
 from daskmasker.batch import bids
 from daskmasker.batch.run import run_batch
 from daskmasker.cli import main
@@ -121,7 +120,7 @@ def test_tsv_matches_the_masker_and_the_store(raw, derivatives):
     assert list(table.columns) == list(expected.columns) == list(masker.get_feature_names_out())
     np.testing.assert_allclose(table.to_numpy(), expected.to_numpy(), rtol=1e-12, atol=1e-12)
     group = SOURCE.replace("_bold.nii.gz", "")
-    stored = xr.open_zarr(derivatives["store"], group=group, consolidated=False)
+    stored = open_timeseries(derivatives["store"], group)
     np.testing.assert_array_equal(table.to_numpy(), stored["signals"].values)
 
 

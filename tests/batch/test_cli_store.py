@@ -62,17 +62,17 @@ def test_info_shows_runs_shapes_parameters_and_fingerprint_status(extracted, cap
     study, out = extracted
     assert main(["info", out]) == 0
     text = capsys.readouterr().out
-    assert "2 runs (2 complete)" in text
+    assert "2 runs (2 complete, 2 in the study's arrays)" in text
     assert "detrend=True" in text and "standardize=zscore_sample" in text
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[3:]}
-    assert rows["sub-01_task-rest"] == ["yes", "40x6", "40", "current"]
-    assert rows["sub-02_task-rest"] == ["yes", "45x6", "45", "current"]
+    assert rows["sub-01_task-rest"] == ["yes", "40x6", "40", "-", "current"]
+    assert rows["sub-02_task-rest"] == ["yes", "45x6", "45", "-", "current"]
     run = study["runs"][1]
     write_confounds(run["conf"], run["n"], seed=3)
     shutil.move(study["runs"][0]["img"], study["root"] / "moved.nii.gz")
     assert main(["info", out]) == 0
     rows = {
-        line.split()[0]: " ".join(line.split()[4:])
+        line.split()[0]: " ".join(line.split()[5:])
         for line in capsys.readouterr().out.splitlines()[3:]
     }
     assert rows == {"sub-01_task-rest": "image missing", "sub-02_task-rest": "confounds changed"}

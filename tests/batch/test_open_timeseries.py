@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 
-import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,24 +58,6 @@ def test_a_run_keeps_what_an_audit_needs(store):
     masker = NiftiMapsMasker(study["maps"], mask_img=study["mask"], **PARAMS).fit(run["img"])
     expected = masker.transform(run["img"], confounds=run["conf"], sample_mask=keep)
     np.testing.assert_allclose(ds["signals"].values, expected, rtol=1e-10, atol=1e-12)
-
-
-def test_open_timeseries_stacks_runs_lazily_on_time_in_seconds(store):
-    study, out, keep = store
-    ts = open_timeseries(out)
-    signals = ts["signals"]
-    assert signals.dims == ("run", "time", "region")
-    assert isinstance(signals.data, da.Array)
-    assert list(ts["run"].values) == [r["name"] for r in study["runs"]]
-    np.testing.assert_allclose(ts["time"].values, np.arange(45) * BATCH_T_R)
-    first, second = (open_timeseries(out, r["name"])["signals"].values for r in study["runs"])
-    np.testing.assert_array_equal(signals.isel(run=0, time=keep).values, first)
-    assert np.isnan(signals.isel(run=0, time=[0, 1, 2, 38, 44]).values).all()
-    np.testing.assert_array_equal(signals.isel(run=1).values, second)
-    assert list(ts["source"].values) == [r["img"] for r in study["runs"]]
-    # opened, not read: values written after opening are the ones computed
-    zarr.open_group(out, path=study["runs"][1]["name"], mode="a")["signals"][0, 0] = 1234.5
-    assert signals.isel(run=1, time=0, region=0).values == 1234.5
 
 
 def test_open_timeseries_errors_name_the_store(study, store):

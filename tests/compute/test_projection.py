@@ -59,7 +59,9 @@ def test_one_thread_holds_a_few_chunks_of_a_gz(run):
     np.testing.assert_allclose(paced[:, :3], expected, rtol=1e-12)
     np.testing.assert_array_equal(paced, plain)
     assert plain_peak > IMAGE_BYTES / 2  # every chunk read before any was gathered
-    assert paced_peak < 5 * CHUNK * VOLUME_BYTES < IMAGE_BYTES / 5  # measured 8.4 MB, 63 MB plain
+    # measured 8.43 MB (3 runs), 62.9 MB plain; 11.1 MB when each read waits for the gather 4
+    # chunks back, not 2: the bound, 10.2 MB, is 1.21 times the measured peak
+    assert paced_peak < 5 * CHUNK * VOLUME_BYTES < IMAGE_BYTES / 5
 
 
 def test_nilearn_default_n_jobs_holds_a_few_chunks(run):
@@ -72,4 +74,6 @@ def test_nilearn_default_n_jobs_holds_a_few_chunks(run):
         (out,), peak = traced_peak(lambda: multi.transform_imgs([path], n_jobs=1))
         single, single_peak = _peak(lambda: NiftiMapsMasker(img).fit_transform(path))
     np.testing.assert_array_equal(out, single)
+    # measured 8.36 and 8.38 MB (3 runs); 12.0 and 12.1 MB when each read waits for the
+    # gather 4 chunks back, not 2
     assert max(peak, single_peak) < 5 * CHUNK * VOLUME_BYTES < IMAGE_BYTES / 5

@@ -159,7 +159,7 @@ def test_gzip_read_products_chain_equals_the_generic_path(tmp_path):
     ],
 )
 def test_batch_chunks_groups_consecutive_chunks(chunks, step, expected):
-    from daskmasker.compute.regression import batch_chunks
+    from daskmasker.compute.plan import batch_chunks
 
     batches = batch_chunks(chunks, step)
     assert batches == expected

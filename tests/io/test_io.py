@@ -10,8 +10,8 @@ import pytest
 import xarray as xr
 
 from daskmasker import open_nifti, open_zarr, to_nifti, to_zarr
-from daskmasker.compute.chunks import time_chunks
-from daskmasker.io import nifti
+from daskmasker.compute.plan import plan_extraction
+from daskmasker.io import gzip_cursors, nifti_chunks, nifti_write
 
 from helpers import traced_peak
 
@@ -151,7 +151,7 @@ def test_not_an_image_store(tmp_path):
 @pytest.mark.parametrize("n", [1, 7, 600, 6000])
 def test_time_chunks_cover_and_fit_budget(n):
     volume = 99 * 117 * 95 * 4
-    sizes = time_chunks(n, volume)
+    sizes = plan_extraction(n, volume).time_chunks
     assert sum(sizes) == n
     assert max(sizes) * volume <= max(32 * 2**20, volume)
     assert max(sizes) - min(sizes) <= 1
@@ -175,9 +175,9 @@ def test_gzip_to_nifti_reads_the_source_once_and_leaves_nothing_on_failure(tmp_p
     src = tmp_path / "a.nii.gz"
     _image((10, 10, 10, 60), np.float32).to_filename(src)
     restarts = []
-    original = nifti._GzipCursor._restart
+    original = gzip_cursors.GzipCursor._restart
     monkeypatch.setattr(
-        nifti._GzipCursor, "_restart", lambda self: (restarts.append(1), original(self))[1]
+        gzip_cursors.GzipCursor, "_restart", lambda self: (restarts.append(1), original(self))[1]
     )
     out = to_nifti(open_nifti(src, chunks=4), str(tmp_path / "b.nii"))
     assert len(restarts) == 1, "15 chunks, one pass over the gzip stream"
@@ -186,7 +186,7 @@ def test_gzip_to_nifti_reads_the_source_once_and_leaves_nothing_on_failure(tmp_p
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(nifti._OrderedWriter, "_encode", fail)
+    monkeypatch.setattr(nifti_write._OrderedWriter, "_encode", fail)
     with pytest.raises(OSError, match="disk full"):
         to_nifti(open_nifti(src, chunks=4), str(tmp_path / "c.nii"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "b.nii"]
@@ -292,9 +292,10 @@ def test_one_thread_converts_a_gz_holding_a_few_chunks(tmp_path):
     plain = peak(open_nifti(path), "plain.zarr")  # its default chunks rechunked into 8 volumes
     np.testing.assert_array_equal(open_zarr(str(tmp_path / "plain.zarr")).values, data.T)
     assert plain > image_bytes / 2
-    # measured 4.2-5.3 MB for either length (a few 1 MB chunks and the codecs' buffers) and
-    # 81.6 MB for the plain chain
-    assert max(peaks.values()) < 10 * step * volume_bytes < image_bytes / 7
+    # measured 4.1-5.54 MB for either length in 24 runs (a few 1 MB chunks and the codecs'
+    # buffers; 6.3 and 7.4 MB when each read waits for the write 4 chunks back, not 2) and
+    # 81.5-82.5 MB for the plain chain: the bound is 1.23 times the highest, 5.54 MB
+    assert max(peaks.values()) < 6.5 * step * volume_bytes < image_bytes / 10
 
 
 @pytest.mark.parametrize(("level", "inflater"), [(1, "isal"), (6, "zlib_ng")])
@@ -320,10 +321,11 @@ def test_the_inflater_follows_the_gzip_header(tmp_path, level, inflater):
 def test_screened_chunks_are_the_chunks_made_sparse(tmp_path, monkeypatch, piece_bytes):
     """A chunk of maps screened as it is inflated (a piece at a time) gives the sparse maps of
     the dense chunk: NaN and Inf dropped, -0.0 not kept, values at the pieces' edges kept."""
-    from daskmasker.compute.maps import SparseMaps
+    from daskmasker.compute.screening import Screener
+    from daskmasker.compute.sparse_maps import SparseMaps
     from daskmasker.io.image import READER_ENCODING
 
-    monkeypatch.setattr(nifti, "_PIECE_BYTES", piece_bytes)  # one piece, or a few rows
+    monkeypatch.setattr(nifti_chunks, "PIECE_BYTES", piece_bytes)  # one piece, or a few rows
     rng = np.random.default_rng(0)
     data = np.zeros((11, 9, 8, 6), np.float32)  # x, y, z, maps
     at = rng.choice(data.size, size=60, replace=False)
@@ -335,14 +337,13 @@ def test_screened_chunks_are_the_chunks_made_sparse(tmp_path, monkeypatch, piece
     img = open_nifti(str(path), chunks=4)
     reader = img.encoding[READER_ENCODING]
     for i in range(len(img.data.chunks[0])):
-        screened = reader.read_screened((i, 0, 0, 0))
+        screened = reader.read_pieces((i, 0, 0, 0), Screener.for_block)
         dense = SparseMaps.from_dense(np.asarray(reader.read_chunk((i, 0, 0, 0))))
         got = SparseMaps.from_dense(screened)
         assert screened.shape == dense.shape
         np.testing.assert_array_equal(got.matrix.toarray(), dense.matrix.toarray())
         assert got.nnz == dense.nnz and np.isfinite(got.matrix.data).all()
     expected = np.nan_to_num(data, nan=0, posinf=0).T.reshape(6, -1)
-    whole = np.vstack(
-        [SparseMaps.from_dense(reader.read_screened((i, 0, 0, 0))).matrix.toarray() for i in (0, 1)]
-    )
+    screened = [reader.read_pieces((i, 0, 0, 0), Screener.for_block) for i in (0, 1)]
+    whole = np.vstack([SparseMaps.from_dense(block).matrix.toarray() for block in screened])
     np.testing.assert_array_equal(whole, expected)

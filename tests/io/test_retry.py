@@ -12,9 +12,8 @@ import aiohttp
 import dask
 import numpy as np
 import pytest
-import xarray as xr
 
-from daskmasker import NiftiMapsMasker, config, open_nifti, run_batch
+from daskmasker import NiftiMapsMasker, config, open_nifti, open_timeseries, run_batch
 from daskmasker.io import retry as retry_mod
 from daskmasker.io.retry import RetriesExhausted
 
@@ -161,7 +160,7 @@ def test_batch_reading_through_a_flaky_connection(http, tmp_path):
     result = run_batch(masker, [f"{server.url}/{name}"], out, storage_options=options)
     assert result.done == ["sub-01_task-rest"] and not result.failed
     assert delays == [BACKOFF]
-    ds = xr.open_zarr(out, group="sub-01_task-rest", consolidated=False)
+    ds = open_timeseries(out, "sub-01_task-rest")
     with gzip.open(root / name) as f:
         assert f.read(4)  # the served file is intact
     np.testing.assert_array_equal(ds["signals"].values, masker.transform(str(root / name)))

@@ -10,10 +10,16 @@ import time
 import numpy as np
 import pytest
 import s3fs
-import xarray as xr
 
-from daskmasker import NiftiMapsMasker, dask_client, open_nifti, open_zarr, run_batch, to_zarr
-from daskmasker.batch.run import item_name
+from daskmasker import (
+    NiftiMapsMasker,
+    dask_client,
+    open_nifti,
+    open_timeseries,
+    open_zarr,
+    run_batch,
+    to_zarr,
+)
 from daskmasker.cli import main
 
 from helpers import make_data, make_maps, make_mask, stop_processes
@@ -144,7 +150,7 @@ def test_batch_from_bucket_into_bucket_resumes(s3):
     assert again.done == [] and len(again.skipped) == 2
     for run in s3["runs"]:
         name = run[2].split("/")[-1].replace("_bold.nii.gz", "")
-        ds = xr.open_zarr(out, group=name, consolidated=False, storage_options=s3["opts"])
+        ds = open_timeseries(out, name, storage_options=s3["opts"])
         np.testing.assert_array_equal(ds["signals"].values, local_signals(s3, run))
         assert ds.attrs["checksum"].startswith("sha256:")
     assert s3["fs"].exists(
@@ -171,7 +177,7 @@ def test_cli_with_custom_endpoint(s3, tmp_path):
         ]
     )
     assert code == 0
-    assert s3["fs"].exists("lab-private/derivatives/cli.zarr/sub-01_task-rest/signals/zarr.json")
+    assert s3["fs"].exists("lab-private/derivatives/cli.zarr/runs/sub-01_task-rest.npz")
 
 
 @pytest.mark.parametrize(
@@ -233,27 +239,19 @@ def _extract(s3, urls: list[str], out: str) -> subprocess.Popen:
 
 
 def _groups(fs, out: str) -> dict[str, dict]:
-    """Each run group of a batch store: complete or not, and its objects' ETag and LastModified."""
+    """Each complete run of a batch store (its packed object): ETag and LastModified."""
     root = out.removeprefix("s3://")
     fs.invalidate_cache()
-    groups = {}
-    for path in fs.find(root):
-        name, _, inside = path[len(root) + 1 :].partition("/")
-        if not inside:  # the store's own zarr.json, the report
-            continue
-        info = fs.info(path)
-        group = groups.setdefault(name, {"complete": False, "objects": {}})
-        group["objects"][path] = (info["ETag"], info["LastModified"])
-        if path == f"{root}/{name}/zarr.json":
-            group["complete"] = _complete(fs, path)
-    return groups
-
-
-def _complete(fs, marker: str) -> bool:
-    try:
-        return bool(json.loads(fs.cat_file(marker))["attributes"].get("complete", False))
-    except FileNotFoundError:
-        return False
+    runs = {}
+    for path in fs.find(f"{root}/runs"):
+        name = path.rsplit("/", 1)[-1]
+        if name.endswith(".npz"):
+            info = fs.info(path)
+            runs[name.removesuffix(".npz")] = {
+                "complete": True,
+                "objects": {path: (info["ETag"], info["LastModified"])},
+            }
+    return runs
 
 
 def test_extract_killed_mid_batch_resumes_without_recomputing(s3):
@@ -268,12 +266,11 @@ def test_extract_killed_mid_batch_resumes_without_recomputing(s3):
         fs.copy(source.removeprefix("s3://"), url.removeprefix("s3://"))
         urls.append(url)
     out = "s3://lab-private/derivatives/resume.zarr"
-    markers = [f"{out.removeprefix('s3://')}/{item_name(url, 0)}/zarr.json" for url in urls]
     first = _extract(s3, urls, out)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and first.poll() is None:
-            if sum(_complete(fs, marker) for marker in markers) >= 2:
+            if len(_groups(fs, out)) >= 2:
                 first.kill()
                 break
             time.sleep(0.2)
@@ -296,7 +293,6 @@ def test_extract_killed_mid_batch_resumes_without_recomputing(s3):
     assert len(run_batch(masker, urls, whole, storage_options=s3["opts"]).done) == len(urls)
     for name in resumed:
         got, want = (
-            xr.open_zarr(store, group=name, consolidated=False, storage_options=s3["opts"])
-            for store in (out, whole)
+            open_timeseries(store, name, storage_options=s3["opts"]) for store in (out, whole)
         )
         np.testing.assert_array_equal(got["signals"].values, want["signals"].values)

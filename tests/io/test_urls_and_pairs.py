@@ -44,6 +44,11 @@ def aws_env(s3, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["secret"])
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3["endpoint"])
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # fsspec caches a filesystem per storage options, not per environment: one made by another
+    # module's tests (its own server, stopped since) would be reused
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield
+    s3fs.S3FileSystem.clear_instance_cache()
 
 
 def test_confounds_from_s3_equal_the_local_file(files, aws_env):

@@ -60,14 +60,14 @@ def test_the_passes_over_a_gz_inflate_it_once_each(files, monkeypatch):
     restarted at every switch: a 600-volume run took 152 s instead of 15)."""
     import dask
 
-    from daskmasker.io import nifti
+    from daskmasker.io import gzip_cursors
 
     starts = []
-    original = nifti._GzipCursor._restart
+    original = gzip_cursors.GzipCursor._restart
     monkeypatch.setattr(
-        nifti._GzipCursor, "_restart", lambda self: starts.append(self.url) or original(self)
+        gzip_cursors.GzipCursor, "_restart", lambda self: starts.append(self.url) or original(self)
     )
-    monkeypatch.setattr(nifti, "_READERS", {})
+    monkeypatch.setattr(gzip_cursors, "_CURSORS", {})
     params = dict(maps_img=files["maps"], high_variance_confounds=True, detrend=True)
     with dask.config.set(scheduler="threads", num_workers=2):
         got = NiftiMapsMasker(**params).fit_transform(open_nifti(files[".nii.gz"], chunks=2))

@@ -9,9 +9,9 @@ import dask
 import numpy as np
 import pytest
 
-from daskmasker import NiftiMapsMasker, config
-from daskmasker.io import nifti
-from daskmasker.masker.fitting import FIT_CACHE
+from daskmasker import NiftiMapsMasker, config, open_timeseries
+from daskmasker.io import nifti_chunks
+from daskmasker.masker.fit_cache import FIT_CACHE
 from daskmasker.masker.many import extract_many
 
 from helpers import make_data, make_maps, make_mask
@@ -36,13 +36,13 @@ def run_gz(tmp_path, atlases):
 def reads(monkeypatch):
     """Every chunk read of a .nii.gz: (path, first volume, last volume)."""
     calls = []
-    original = nifti._read_volumes
+    original = nifti_chunks.read_volumes
 
     def counting(url, storage_options, header_blob, t0, t1, ndim):
         calls.append((url, t0, t1))
         return original(url, storage_options, header_blob, t0, t1, ndim)
 
-    monkeypatch.setattr(nifti, "_read_volumes", counting)
+    monkeypatch.setattr(nifti_chunks, "read_volumes", counting)
     return calls
 
 
@@ -98,8 +98,6 @@ def test_errors_name_the_input(atlases):
 
 
 def test_cli_one_store_per_atlas(tmp_path, atlases, run_gz, reads):
-    import xarray as xr
-
     from daskmasker.cli import main
 
     paths = []
@@ -113,7 +111,7 @@ def test_cli_one_store_per_atlas(tmp_path, atlases, run_gz, reads):
     assert runs and sorted(set(runs)) == sorted(runs)  # each chunk of the run read once
     for path in paths:
         name = path.rsplit("/", 1)[1].removesuffix(".nii.gz")
-        stored = xr.open_zarr(out / f"{name}.zarr", group="run", consolidated=False)
+        stored = open_timeseries(str(out / f"{name}.zarr"), "run")
         want = _quiet(NiftiMapsMasker(maps_img=path, detrend=True).fit_transform, run_gz)
         np.testing.assert_allclose(stored["signals"].values, want, atol=1e-12 * np.abs(want).max())
     # a second run finds every item complete in every store and reads nothing
@@ -123,7 +121,7 @@ def test_cli_one_store_per_atlas(tmp_path, atlases, run_gz, reads):
     # other parameters: refused (each atlas's store keeps its runs' fingerprints), not skipped
     assert _quiet(main, [*argv, "--no-progress"]) == 2
     assert _quiet(main, [*argv, "--no-progress", "--overwrite"]) == 0
-    stored = xr.open_zarr(out / "atlas0.zarr", group="run", consolidated=False)
+    stored = open_timeseries(str(out / "atlas0.zarr"), "run")
     want = _quiet(NiftiMapsMasker(maps_img=paths[0]).fit_transform, run_gz)
     np.testing.assert_allclose(stored["signals"].values, want, atol=1e-12 * np.abs(want).max())
 

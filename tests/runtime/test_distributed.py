@@ -7,16 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 
 import nibabel as nib
 import numpy as np
 import pytest
-import xarray as xr
 from distributed import Client
 
-from daskmasker import MultiNiftiMapsMasker, NiftiMapsMasker, dask_client
+from daskmasker import MultiNiftiMapsMasker, NiftiMapsMasker, dask_client, open_timeseries
 from daskmasker.cli import main
 
 from helpers import make_data, stop_processes, write_maps_and_mask
@@ -83,13 +83,14 @@ def test_images_given_the_same_confounds_share_no_task(files):
 def test_confounds_are_not_rechunked_to_the_product_batches(files, monkeypatch):
     """The cleaning task takes the products' batches and the confounds each in their own time
     chunks (no rechunk tasks between them), with the same numbers."""
+    import dask
+
     from daskmasker import open_nifti
-    from daskmasker.compute import projection
 
     masker, conf = _xarray_masker(files), _confounds()
     whole = masker.transform(files["runs"][0], confounds=conf)
-    monkeypatch.setattr(projection, "gemm_volumes", lambda *args, **kwargs: 16)
-    batched = masker.transform(open_nifti(files["runs"][0], chunks=10), confounds=conf)
+    with dask.config.set({"daskmasker.gemm-max-volumes": 16}):
+        batched = masker.transform(open_nifti(files["runs"][0], chunks=10), confounds=conf)
     layers = batched.data.dask.layers
     (products,) = [layer for name, layer in layers.items() if name.startswith("support-products")]
     assert len(products) == 3  # 6 chunks of 10 volumes in batches of 2
@@ -233,24 +234,31 @@ def test_cli_on_separate_scheduler_and_workers(files, cluster, tmp_path):
     assert sum(executed.values()) > 0, "the graph should have run on the cluster's workers"
     for run in files["runs"]:
         name = os.path.basename(run).replace("_bold.nii", "")
-        got = xr.open_zarr(out, group=name, consolidated=False)["signals"].values
+        got = open_timeseries(out, name)["signals"].values
         np.testing.assert_allclose(got, local_result(files, run), atol=1e-12)
 
 
-def _stop_a_busy_worker(client, futures, pids) -> tuple[str, list]:
-    """SIGSTOP a worker as soon as the scheduler shows it processing tasks of ``futures``; return
-    its address and the tasks it held (asked again once it is frozen, so it cannot finish them)."""
+def _stop_a_busy_worker(client, running, pids, task: str = "") -> tuple[str, list]:
+    """SIGSTOP a worker as soon as the scheduler shows it processing tasks (one whose key holds
+    ``task``) while ``running()``; return its address and the tasks it held (asked again once it
+    is frozen, so it cannot finish them)."""
+
+    def wanted(keys) -> bool:
+        return any(task in str(key) for key in keys)
+
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        assert not all(f.done() for f in futures), "the job ended before a worker was caught"
-        busy = [addr for addr, keys in client.processing().items() if keys and addr in pids]
+        assert running(), "the job ended before a worker was caught"
+        processing = client.processing()
+        busy = [addr for addr, keys in processing.items() if keys and wanted(keys)]
+        busy = [addr for addr in busy if addr in pids]
         if busy:
             os.kill(pids[busy[0]], signal.SIGSTOP)
             held = client.processing()[busy[0]]
-            if held:
+            if held and wanted(held):
                 return busy[0], held
             os.kill(pids[busy[0]], signal.SIGCONT)
-    raise AssertionError("no worker was seen processing a task")
+    raise AssertionError(f"no worker was seen processing a task {task!r}")
 
 
 def test_worker_killed_mid_run_gives_identical_output(files, cluster):
@@ -264,12 +272,48 @@ def test_worker_killed_mid_run_gives_identical_output(files, cluster):
         pids = client.run(os.getpid)
         lazies = [masker.set_output(transform="xarray").transform(r).data for r in runs]
         futures = client.compute(lazies)
-        victim, held = _stop_a_busy_worker(client, futures, pids)
+        victim, held = _stop_a_busy_worker(client, lambda: not all(f.done() for f in futures), pids)
         os.kill(pids[victim], signal.SIGKILL)
         results = client.gather(futures)
         survivors = client.run(os.getpid)
     assert held and victim not in survivors and pids[victim] not in survivors.values()
     for got, want in zip(results, expected * 4, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_worker_killed_mid_gz_stream_gives_identical_output(files, cluster, tmp_path):
+    """The same with ``.nii.gz`` runs, through ``MultiNiftiMapsMasker.transform``: on a cluster
+    each image is one job pinned to a worker (its stream is read in order there, a chain of
+    tasks each reading, gathering and multiplying a batch), the worker killed mid-stream; its
+    jobs must move to the other worker (the pin is loose) and give a local run's numbers."""
+    sched_file, _ = cluster
+    sources = [str(tmp_path / f"{os.path.basename(run)}.gz") for run in files["runs"]]
+    for run, gz in zip(files["runs"], sources, strict=True):
+        nib.load(run).to_filename(gz)
+    params = dict(maps_img=files["maps"], mask_img=files["mask"], **PARAMS)
+    expected = [NiftiMapsMasker(**params).fit(sources[0]).transform(run) for run in sources]
+    multi = MultiNiftiMapsMasker(**params).fit(sources[0])
+    outcome = {}
+
+    def transform():
+        try:
+            outcome["values"] = multi.transform(sources * 4)
+        except Exception as exc:  # re-raised below
+            outcome["error"] = exc
+
+    with Client(scheduler_file=sched_file) as client:
+        pids = client.run(os.getpid)
+        job = threading.Thread(target=transform, daemon=True)
+        job.start()
+        victim, held = _stop_a_busy_worker(client, job.is_alive, pids, "read-products")
+        os.kill(pids[victim], signal.SIGKILL)
+        job.join(timeout=120)
+        assert not job.is_alive(), "the jobs of the killed worker never ran elsewhere"
+        survivors = client.run(os.getpid)
+    assert "error" not in outcome, outcome.get("error")
+    assert any("read-products" in str(key) for key in held)
+    assert victim not in survivors and pids[victim] not in survivors.values()
+    for got, want in zip(outcome["values"], expected * 4, strict=True):
         np.testing.assert_array_equal(got, want)
 
 

@@ -1,0 +1,303 @@
+"""Lazy connectivity of many runs: per-run matrices mapped over chunks of runs, group means as
+tree reductions (:mod:`daskmasker.compute.connectivity` holds the numpy steps).
+
+- The runs' matrices: one task per chunk of runs (whole runs, all their frames and regions),
+  each run cut to its kept frames (``n_frames``; the padding beyond them is never read).
+- ``mean`` (nilearn's ``mean_``) of the kinds other than tangent: Dask's tree-summed mean of
+  the matrices, made symmetric.
+- Tangent: nilearn's geometric mean, its 30 descent steps unrolled in the graph.  Each step is
+  a reduction in flox's shape: per chunk, Σ logm(G^-½ C G^-½) (chunk), a tree sum (combine),
+  one :func:`~daskmasker.compute.connectivity.descent_step` on the total (finalize); once the
+  descent has converged the later steps pass their state through and cost nothing.  Only
+  ``n_regions²`` partial sums travel between tasks, never a chunk's matrices.
+
+Between the steps the covariances are either kept (by the scheduler, or on the workers that
+computed them) or recomputed from the signals for every step
+(:func:`~daskmasker.compute.graph.reread`: their chunks are read again, so memory stays bounded
+by a few chunks of runs whatever the number of runs).  They are kept when they fit
+``daskmasker.connectivity.keep-bytes``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
+
+from daskmasker import config
+from daskmasker.compute import connectivity as conn
+from daskmasker.compute.graph import ref, reread, task
+from daskmasker.compute.regression import one_blas_thread
+
+
+class LazyConnectivity(NamedTuple):
+    """The lazy results: per-run matrices (or vectors), the group mean, tangent's whitening."""
+
+    matrices: da.Array
+    mean: da.Array
+    whitening: da.Array | None
+
+
+def runs_per_chunk(n_frames: int, n_regions: int, budget: int | None = None) -> int:
+    """Whole runs per task: their padded signals and matrices in ``budget`` bytes (the
+    ``chunk-bytes`` knob, 32 MiB by default), at least one.
+
+    Examples
+    --------
+    >>> runs_per_chunk(200, 64, budget=32 * 2**20)
+    199
+    """
+    budget = config.get("chunk-bytes") if budget is None else budget
+    per_run = 8 * n_regions * (n_frames + 2 * n_regions)
+    return max(1, int(budget // per_run))
+
+
+def _one_thread(function: Callable) -> Callable:
+    """``function`` run with one BLAS thread: its matrices are small (a region count squared),
+    and the tasks of several chunks run at once; OpenBLAS's threads on 64 × 64 eigen-problems
+    made them 20x slower on a busy machine (2026-12-07, ``benchmarks/results``)."""
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        with one_blas_thread():
+            return function(*args, **kwargs)
+
+    return run
+
+
+@_one_thread
+def _block_matrices(
+    signals: np.ndarray, n_frames: np.ndarray, names: np.ndarray, kind: str, estimator: Callable
+) -> np.ndarray:
+    """One chunk of runs (run, time, region) -> their matrices (run, region, region)."""
+    n = signals.shape[2]
+    out = np.empty((signals.shape[0], n, n))
+    for i, (x, frames, name) in enumerate(zip(signals, n_frames, names, strict=True)):
+        out[i] = conn.run_matrix(_kept(x, int(frames), name), kind, estimator)
+    return out
+
+
+_log_sum = _one_thread(conn.whitened_log_sum)
+_step = _one_thread(conn.descent_step)
+
+
+def _vectors(matrices: np.ndarray, discard_diagonal: bool) -> np.ndarray:
+    return conn.sym_matrix_to_vec(matrices, discard_diagonal)
+
+
+def _kept(x: np.ndarray, n: int, name) -> np.ndarray:
+    """A run's first ``n`` frames, checked: at least 2, no missing value among them."""
+    if not 2 <= n <= x.shape[0]:
+        raise ValueError(
+            f"run {name!r} has n_frames={n} kept frames (of {x.shape[0]} time points): "
+            "a connectivity matrix needs at least 2"
+        )
+    kept = x[:n]
+    if np.isnan(kept).any():
+        bad = np.nonzero(np.isnan(kept).any(axis=0))[0].tolist()
+        raise ValueError(
+            f"run {name!r} has missing values (NaN) in its {n} kept frames, in regions at "
+            f"positions {bad}: every region needs a signal"
+        )
+    return kept
+
+
+@_one_thread
+def _spd_sum(covariances: np.ndarray, names: np.ndarray) -> np.ndarray:
+    conn.check_spd(covariances, names)
+    return covariances.sum(axis=0)
+
+
+def _add(*parts: np.ndarray) -> np.ndarray:
+    return np.sum(parts, axis=0)
+
+
+def _initial(total: np.ndarray, n_runs: int) -> conn.DescentState:
+    return conn.initial_state(total / n_runs)
+
+
+@_one_thread
+def _tangent_block(covariances, final, vectorize: bool, discard_diagonal: bool) -> np.ndarray:
+    vectors = conn.tangent_vectors(covariances, final[1])
+    return conn.sym_matrix_to_vec(vectors, discard_diagonal) if vectorize else vectors
+
+
+def _final(state: conn.DescentState) -> tuple[np.ndarray, np.ndarray]:
+    return state.gmean, conn.whitening(state.gmean)
+
+
+def _symmetric(mean: np.ndarray) -> np.ndarray:
+    return (mean + mean.T) * 0.5
+
+
+def lazy_connectivity(
+    signals: da.Array,
+    n_frames: np.ndarray,
+    names: np.ndarray,
+    kind: str = "correlation",
+    estimator: Callable = conn.ledoit_wolf,
+    vectorize: bool = False,
+    discard_diagonal: bool = False,
+    chunk_runs: int | None = None,
+) -> LazyConnectivity:
+    """nilearn's ``ConnectivityMeasure(kind).fit_transform`` of many runs, as Dask arrays.
+
+    Parameters
+    ----------
+    signals : dask array, shape (run, time, region)
+        Each run's kept frames first, anything (NaN) after them.
+    n_frames : ndarray of int, shape (run,)
+        Each run's kept frames.
+    names : ndarray, shape (run,)
+        The runs' names, for errors.
+    kind : str
+        One of nilearn's kinds.
+    estimator : callable
+        Series -> covariance (default: Ledoit-Wolf, nilearn's default).
+    vectorize, discard_diagonal : bool
+        nilearn's: the lower triangles (diagonal / √2, or left out) rather than matrices.
+    chunk_runs : int, optional
+        Runs per task; default :func:`runs_per_chunk`.
+
+    Returns
+    -------
+    LazyConnectivity
+        ``matrices`` (run, region, region) or (run, feature), ``mean`` (region, region)
+        (nilearn's ``mean_``) and, for tangent, ``whitening`` (nilearn's ``whitening_``).
+    """
+    conn.check_kind(kind)
+    n_runs, n_time, n_regions = (int(s) for s in signals.shape)
+    n_frames = np.asarray(n_frames)
+    if n_frames.shape != (n_runs,) or len(names) != n_runs:
+        raise ValueError(
+            f"n_frames ({n_frames.shape}) and names ({len(names)}) need one value per run "
+            f"({n_runs} runs)"
+        )
+    if n_runs == 0:
+        raise ValueError("no run to compute connectivity of")
+    if kind == "tangent" and n_runs < 2:
+        raise ValueError(
+            "Tangent space parametrization can only be applied to a group of subjects, as it "
+            f"returns deviations to the mean. You provided {n_runs} run"
+        )
+    step = chunk_runs or runs_per_chunk(n_time, n_regions)
+    signals = signals.rechunk({0: step, 1: -1, 2: -1})
+    frames = da.from_array(n_frames.astype(np.int64), chunks=(signals.chunks[0],))
+    labels = np.empty(n_runs, dtype=object)
+    labels[:] = np.asarray(names).tolist()
+    labels = da.from_array(labels, chunks=(signals.chunks[0],))
+    token = tokenize(signals.name, n_frames, kind, estimator, vectorize, discard_diagonal)
+    matrices = da.blockwise(
+        _block_matrices,
+        "rij",
+        signals,
+        "rtj",
+        frames,
+        "r",
+        labels,
+        "r",
+        kind=kind,
+        estimator=estimator,
+        new_axes={"i": n_regions},
+        concatenate=True,
+        dtype=np.float64,
+        name=f"connectivity-{kind.replace(' ', '-')}-{token}",
+        meta=np.empty((0, 0, 0)),
+    )
+    if kind == "tangent":
+        return _tangent(matrices, labels, n_runs, vectorize, discard_diagonal, token)
+    mean = matrices.mean(axis=0).map_blocks(_symmetric, dtype=np.float64)
+    if vectorize:
+        matrices = matrices.map_blocks(
+            _vectors,
+            discard_diagonal,
+            chunks=(matrices.chunks[0], (_n_features(n_regions, discard_diagonal),)),
+            drop_axis=2,
+            dtype=np.float64,
+        )
+    return LazyConnectivity(matrices, mean, None)
+
+
+def _n_features(n: int, discard_diagonal: bool) -> int:
+    return n * (n - 1) // 2 if discard_diagonal else n * (n + 1) // 2
+
+
+def tree_sum(layer: dict, name: str, parts: list, split_every: int = 8) -> tuple:
+    """Add tasks to ``layer`` summing the outputs of the keys ``parts`` in a tree of fan-in
+    ``split_every`` (Dask's reductions' shape); returns the total's key."""
+    level = 0
+    while len(parts) > 1 or level == 0:
+        groups = [parts[i : i + split_every] for i in range(0, len(parts), split_every)]
+        parts = []
+        for j, group in enumerate(groups):
+            key = (f"{name}-{level}", j)
+            layer[key] = task(key, _add, *(ref(k) for k in group))
+            parts.append(key)
+        level += 1
+    return parts[0]
+
+
+def _tangent(covs, labels, n_runs, vectorize, discard_diagonal, token) -> LazyConnectivity:
+    """The geometric mean's unrolled descent (one hand-built layer: a chunk task per chunk of
+    runs and a tree sum per step), then the runs' whitened logarithms."""
+    n = covs.shape[-1]
+    keep = covs.nbytes <= config.get("connectivity.keep-bytes")
+    blocks = range(covs.numblocks[0])
+    layer: dict = {}
+    inputs = [covs]
+
+    def source(seed: str) -> da.Array:
+        copy = covs if keep else reread(covs, f"{seed}-{token}")
+        if copy is not covs:
+            inputs.append(copy)
+        return copy
+
+    first = source("gmean-init")
+    names = labels.to_delayed()
+    inputs.extend(names)
+    parts = []
+    for i in blocks:
+        key = (f"gmean-init-{token}", i)
+        layer[key] = task(key, _spd_sum, ref((first.name, i, 0, 0)), ref(names[i].key))
+        parts.append(key)
+    total = tree_sum(layer, f"gmean-init-sum-{token}", parts)
+    state = f"gmean-state-0-{token}"
+    layer[state] = task(state, _initial, ref(total), n_runs)
+    for k in range(conn.MAX_ITER):
+        covs_k = source(f"gmean-{k}")
+        parts = []
+        for i in blocks:
+            key = (f"gmean-logs-{k}-{token}", i)
+            layer[key] = task(key, _log_sum, ref((covs_k.name, i, 0, 0)), ref(state))
+            parts.append(key)
+        total = tree_sum(layer, f"gmean-logs-sum-{k}-{token}", parts)
+        new = f"gmean-state-{k + 1}-{token}"
+        layer[new] = task(new, _step, ref(state), ref(total), n_runs)
+        state = new
+    final = f"gmean-final-{token}"
+    layer[final] = task(final, _final, ref(state))
+    graph = HighLevelGraph.from_collections(f"gmean-{token}", layer, dependencies=inputs)
+    result = Delayed(final, graph, layer=f"gmean-{token}")
+    mean, whitening = (da.from_delayed(result[i], shape=(n, n), dtype=np.float64) for i in range(2))
+    tangent = source("tangent")
+    if vectorize:
+        chunks, drop = (tangent.chunks[0], (_n_features(n, discard_diagonal),)), [2]
+    else:
+        chunks, drop = tangent.chunks, []
+    vectors = da.map_blocks(
+        _tangent_block,
+        tangent,
+        result,
+        vectorize,
+        discard_diagonal,
+        chunks=chunks,
+        drop_axis=drop,
+        dtype=np.float64,
+    )
+    return LazyConnectivity(vectors, mean, whitening)
