@@ -113,8 +113,8 @@ def _atlas(store: str, ds: xr.Dataset, storage_options: dict | None) -> str:
     from daskmasker.batch.read import open_store
     from daskmasker.batch.store import BATCH_ATTR
 
-    group, _ = open_store(store, storage_options)
-    maps = dict(group.attrs[BATCH_ATTR]).get("parameters", {}).get("maps_img")
+    _, attrs = open_store(store, storage_options)
+    maps = dict(attrs[BATCH_ATTR]).get("parameters", {}).get("maps_img")
     return bids.atlas_label(maps)
 
 
@@ -230,7 +230,7 @@ def _run_name(ds: xr.Dataset, i: int):
 
 def _entity_names() -> dict[str, str]:
     """BIDS entity short names (``sub``) by their long names (``subject``), from the schema."""
-    schema = bids._schema()
+    schema = bids.bids_schema()
     return {key: schema.objects.entities[key]["name"] for key in schema.rules.entities}
 
 
@@ -258,7 +258,7 @@ def _stem_from_entities(ds: xr.Dataset, i: int, atlas: str) -> str:
 
 def _group_stem(stems: Sequence[str]) -> str:
     """``group/<entities every run shares, but sub/ses/run>``, atlas included."""
-    parsed = [bids._split(PurePosixPath(s).name + "_x")[0] for s in stems]
+    parsed = [bids.split_name(PurePosixPath(s).name + "_x")[0] for s in stems]
     common = {
         k: v
         for k, v in parsed[0].items()
