@@ -21,6 +21,7 @@ writes its own files from the task that computed them; only the group means reac
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import PurePosixPath
@@ -34,6 +35,8 @@ import xarray as xr
 from daskmasker.batch import bids
 from daskmasker.batch.connectivity import connectivity_measure
 from daskmasker.compute.connectivity import KINDS, check_kind
+from daskmasker.compute.regression import one_blas_thread
+from daskmasker.runtime.client import active_client
 
 MEASURES = {
     "correlation": "PearsonCorrelation",
@@ -175,7 +178,11 @@ def write_dataset_relmats(
         written.extend(f"{name}.{ext}" for name in names for ext in ("tsv", "json"))
         means.append((kind, group, measured["mean"].data, measured.get("whitening")))
     arrays = [m for _, _, m, w in means] + [w.data for *_, w in means if w is not None]
-    _, *values = dask.compute(tasks, *arrays)
+    # locally, BLAS stays on one thread for the whole computation: the tasks limit it each, but
+    # lifting and setting the limit between the tangent's descent steps cost more than the steps
+    held = one_blas_thread() if active_client() is None else contextlib.nullcontext()
+    with held:
+        _, *values = dask.compute(tasks, *arrays)
     whitenings = iter(values[len(means) :])
     texts = {}
     for (kind, group, _, whitening), mean in zip(means, values[: len(means)], strict=True):
