@@ -42,7 +42,8 @@ DEFAULT_DATATYPE = "func"
 
 
 @functools.cache
-def _schema():
+def bids_schema():
+    """The BIDS schema (bidsschematools), loaded once per process."""
     from bidsschematools import schema
 
     return schema.load_schema()
@@ -56,13 +57,13 @@ def entity_order() -> list[str]:
 @functools.cache
 def _entity_order() -> tuple[str, ...]:
     # computed once: each lookup in the schema's namespace costs ~5 ms (1,000 runs: 4 s)
-    schema = _schema()
+    schema = bids_schema()
     return tuple(schema.objects.entities[key]["name"] for key in schema.rules.entities)
 
 
 def bids_version() -> str:
     """The BIDS version of the schema the names follow."""
-    return str(_schema().bids_version)
+    return str(bids_schema().bids_version)
 
 
 def parse_name(name: str) -> tuple[dict[str, str], str | None]:
@@ -75,11 +76,11 @@ def parse_name(name: str) -> tuple[dict[str, str], str | None]:
     >>> parse_name("run1.nii.gz")
     ({}, None)
     """
-    entities, suffix = _split(name)
+    entities, suffix = split_name(name)
     return (entities, suffix) if "sub" in entities else ({}, None)
 
 
-def _split(name: str) -> tuple[dict[str, str], str | None]:
+def split_name(name: str) -> tuple[dict[str, str], str | None]:
     """``key-value`` pairs and suffix of any BIDS-style name (``tpl-MNI_atlas-X_dseg`` too)."""
     stem = _EXTENSION.sub("", PurePosixPath(name).name)
     *pairs, suffix = stem.split("_")
@@ -112,7 +113,7 @@ def atlas_label(maps: Any, given: str | None = None) -> str:
             )
         return given
     if isinstance(maps, str) or hasattr(maps, "__fspath__"):
-        entities, _ = _split(str(maps))
+        entities, _ = split_name(str(maps))
         found = entities.get("atlas") or entities.get("seg")
         found = found or label(_EXTENSION.sub("", PurePosixPath(str(maps)).name))
         if found:
@@ -156,7 +157,7 @@ def derivative_path(source: str, atlas: str) -> str:
     kept = {k: v for k, v in entities.items() if k in order and k not in DROPPED}
     kept["atlas"] = atlas
     parent = PurePosixPath(source).parent.name
-    datatype = parent if parent in _schema().objects.datatypes else DEFAULT_DATATYPE
+    datatype = parent if parent in bids_schema().objects.datatypes else DEFAULT_DATATYPE
     folder = f"sub-{kept['sub']}/" + (f"ses-{kept['ses']}/" if "ses" in kept else "")
     stem = "_".join(f"{k}-{kept[k]}" for k in order if k in kept)
     return f"{folder}{datatype}/{stem}_timeseries"

@@ -19,7 +19,6 @@ killed midway redone.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -224,14 +223,8 @@ def group(
         raise FileNotFoundError(
             f"no batch store in {Path(output_dir) / STORES}: run the participant level first"
         )
-    try:
-        connectome = importlib.import_module("daskmasker.batch.connectome")
-    except ImportError:
-        connectome = None
-        logger.warning(
-            "connectomes skipped: this daskmasker has no daskmasker.batch.connectome "
-            "(write_relmats); the group summary is written"
-        )
+    from daskmasker.batch import connectome
+
     written: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
     folder = Path(output_dir) / GROUP
@@ -243,17 +236,13 @@ def group(
             str(folder), {path.name: table.to_csv(sep="\t", index=False, na_rep="n/a")}
         )
         written[label] = [str(path)]
-        if connectome is not None:
-            try:
-                out = connectome.write_relmats(
-                    store,
-                    str(folder / f"atlas-{label}"),
-                    list(kinds),
-                    storage_options=storage_options,
-                )
-            except Exception as exc:  # the summary stands; the failure is reported
-                failed[label] = f"{type(exc).__name__}: {exc}"
-                logger.error("connectomes of atlas %s failed: %s", label, failed[label])
-                continue
-            written[label] += [str(p) for p in out]
+        try:
+            out = connectome.write_relmats(
+                store, str(folder / f"atlas-{label}"), list(kinds), storage_options=storage_options
+            )
+        except Exception as exc:  # the summary stands; the failure is reported
+            failed[label] = f"{type(exc).__name__}: {exc}"
+            logger.error("connectomes of atlas %s failed: %s", label, failed[label])
+            continue
+        written[label] += [str(p) for p in out]
     return written, failed

@@ -21,6 +21,7 @@ writes its own files from the task that computed them; only the group means reac
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import PurePosixPath
@@ -34,6 +35,8 @@ import xarray as xr
 from daskmasker.batch import bids
 from daskmasker.batch.connectivity import connectivity_measure
 from daskmasker.compute.connectivity import KINDS, check_kind
+from daskmasker.compute.regression import one_blas_thread
+from daskmasker.runtime.client import active_client
 
 MEASURES = {
     "correlation": "PearsonCorrelation",
@@ -113,8 +116,8 @@ def _atlas(store: str, ds: xr.Dataset, storage_options: dict | None) -> str:
     from daskmasker.batch.read import open_store
     from daskmasker.batch.store import BATCH_ATTR
 
-    group, _ = open_store(store, storage_options)
-    maps = dict(group.attrs[BATCH_ATTR]).get("parameters", {}).get("maps_img")
+    _, attrs = open_store(store, storage_options)
+    maps = dict(attrs[BATCH_ATTR]).get("parameters", {}).get("maps_img")
     return bids.atlas_label(maps)
 
 
@@ -175,7 +178,11 @@ def write_dataset_relmats(
         written.extend(f"{name}.{ext}" for name in names for ext in ("tsv", "json"))
         means.append((kind, group, measured["mean"].data, measured.get("whitening")))
     arrays = [m for _, _, m, w in means] + [w.data for *_, w in means if w is not None]
-    _, *values = dask.compute(tasks, *arrays)
+    # locally, BLAS stays on one thread for the whole computation: the tasks limit it each, but
+    # lifting and setting the limit between the tangent's descent steps cost more than the steps
+    held = one_blas_thread() if active_client() is None else contextlib.nullcontext()
+    with held:
+        _, *values = dask.compute(tasks, *arrays)
     whitenings = iter(values[len(means) :])
     texts = {}
     for (kind, group, _, whitening), mean in zip(means, values[: len(means)], strict=True):
@@ -230,7 +237,7 @@ def _run_name(ds: xr.Dataset, i: int):
 
 def _entity_names() -> dict[str, str]:
     """BIDS entity short names (``sub``) by their long names (``subject``), from the schema."""
-    schema = bids._schema()
+    schema = bids.bids_schema()
     return {key: schema.objects.entities[key]["name"] for key in schema.rules.entities}
 
 
@@ -258,7 +265,7 @@ def _stem_from_entities(ds: xr.Dataset, i: int, atlas: str) -> str:
 
 def _group_stem(stems: Sequence[str]) -> str:
     """``group/<entities every run shares, but sub/ses/run>``, atlas included."""
-    parsed = [bids._split(PurePosixPath(s).name + "_x")[0] for s in stems]
+    parsed = [bids.split_name(PurePosixPath(s).name + "_x")[0] for s in stems]
     common = {
         k: v
         for k, v in parsed[0].items()

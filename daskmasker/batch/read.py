@@ -66,7 +66,8 @@ def open_timeseries(
           (left-aligned: ``time`` is the position among the kept frames), **NaN past them**;
         - ``raw_signals`` (run, volume, region) and ``confounds`` (run, volume, confound),
           NaN past ``n_volumes[r]`` (and for confound columns a run has not);
-        - on ``run``: the run names (index), the BIDS entities of the source file names
+        - on ``run``: the run names (index, in name order whatever the order the runs were
+          written in: a resumed batch appends its runs), the BIDS entities of the source file names
           (``subject``, ``session``, ``task``, ``acquisition``, ``bids_run``, ``space``,
           ``description``, and any other present; ``""`` when absent), ``t_r`` (s, NaN when
           unknown), ``n_volumes``, ``n_frames``, ``source``, ``checksum``;
@@ -109,7 +110,11 @@ def open_timeseries(
         name: xr.Variable(ds[name].dims, value, ds[name].attrs)
         for name, value in zip(names, values, strict=True)
     }
-    return ds.assign_coords(small).assign_attrs(store=str(store))
+    ds = ds.assign_coords(small).assign_attrs(store=str(store))
+    order = np.argsort(ds["run"].values, kind="stable")
+    if np.any(order != np.arange(order.size)):  # a resumed batch appended runs: name order
+        ds = ds.isel(run=order)
+    return ds
 
 
 def store_info(store: str, storage_options: dict | None = None) -> str:

@@ -47,7 +47,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import zarr
 
-from daskmasker.batch.bids import _schema, parse_name
+from daskmasker.batch.bids import bids_schema, parse_name
 from daskmasker.batch.dataset import LABELS
 from daskmasker.batch.pack import ATTRS, unpack_arrays
 from daskmasker.batch.store import listed_runs, read_packs
@@ -103,7 +103,7 @@ def entity_coords(source: str) -> dict[str, str]:
 @functools.cache
 def _long_names() -> dict[str, str]:
     """Short entity names (``sub``) to the schema's long ones (``subject``)."""
-    schema = _schema()
+    schema = bids_schema()
     return {schema.objects.entities[k]["name"]: k for k in schema.rules.entities}
 
 

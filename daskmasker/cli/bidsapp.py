@@ -8,18 +8,6 @@ import time
 
 from daskmasker.cli.parser import _STANDARDIZE, CommandError, _flag_names, logger
 
-_DENOISE = (
-    "motion",
-    "wm_csf",
-    "global_signal",
-    "scrub",
-    "fd_threshold",
-    "std_dvars_threshold",
-    "compcor",
-    "n_compcor",
-    "demean",
-)
-
 
 def _bids(args: argparse.Namespace) -> int:
     try:
@@ -30,6 +18,7 @@ def _bids(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from daskmasker.batch import bidsapp
+    from daskmasker.batch.denoise import PARAMETERS
     from daskmasker.batch.fmriprep import read_filter
     from daskmasker.cli.commands import _client
 
@@ -65,7 +54,8 @@ def _run(args: argparse.Namespace) -> int:
             args.maps,
             atlas_labels=args.atlas_label,
             strategy=args.denoise_strategy,
-            denoise_params={k: getattr(args, k) for k in _DENOISE},
+            # every strategy parameter but ica_aroma, which --denoise-strategy chooses
+            denoise_params={k: getattr(args, k) for k in PARAMETERS if k != "ica_aroma"},
             masker_params=masker,
             selection=selection,
             overwrite=args.overwrite,

@@ -105,7 +105,7 @@ def _figures(masker, shown: list[int]) -> tuple[str, list[tuple[str, str]]]:
     """The overview and the displayed maps' figures (base64 SVG), with the maps' names."""
     maps = masker._reporting_data["maps_image"]
     background, _ = _background(masker)
-    names = masker._region_names_of(np.arange(maps.shape[3]))
+    names = masker.extraction_spec().names_of(np.arange(maps.shape[3]))
     panels = [
         (
             str(names[k]),

@@ -15,9 +15,8 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
-import xarray as xr
 
-from daskmasker import NiftiMapsMasker, run_batch
+from daskmasker import NiftiMapsMasker, open_timeseries, run_batch
 from daskmasker.batch.record import StaleStoreError
 from daskmasker.cli import main
 
@@ -45,7 +44,7 @@ def _batch(study, out, sample_masks=SAMPLE_MASKS, confounds=True, **params):
 
 
 def _signals(out):
-    return {n: xr.open_zarr(out, group=n, consolidated=False)["signals"].values for n in RUNS}
+    return {n: open_timeseries(out, n)["signals"].values for n in RUNS}
 
 
 @pytest.fixture(scope="module")

@@ -289,9 +289,13 @@ def test_report_of_sparse_maps_draws_the_maps():
         warnings.simplefilter("ignore")
         ours = str(sparse_masker.generate_report(displayed_maps=[1, 4]))
         reference = str(dense_masker.generate_report(displayed_maps=[1, 4]))
+    # the two displayed maps' panels (SVG), and the rasters drawn inside the report's figures
+    panel = r'<img class="map"[^>]*src="data:image/svg\+xml;base64,([^"]+)"'
+    panels = re.findall(panel, ours)
+    assert len(panels) == 2
+    assert panels == re.findall(panel, reference)
     pngs = re.findall(r"data:image/png;base64,([^\"]+)", ours)
-    assert len(pngs) == 2
-    assert pngs == re.findall(r"data:image/png;base64,([^\"]+)", reference)
+    assert pngs and pngs == re.findall(r"data:image/png;base64,([^\"]+)", reference)
 
 
 def test_sparse_blocks_over_spatial_chunks_and_the_gzip_chain(tmp_path):

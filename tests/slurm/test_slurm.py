@@ -120,11 +120,14 @@ def assert_same_store(store: str, reference: str, exact: bool) -> None:
 
 
 def complete_runs(store: str) -> int:
-    from daskmasker import open_timeseries
+    """Runs complete in the store: their packed objects (the study's arrays are gathered at the
+    end of a batch, see docs/store.md)."""
+    from daskmasker.batch.store import listed_runs
+    from daskmasker.io.fs import Location
 
     try:
-        return len(open_timeseries(store)["run"])
-    except Exception:  # not created yet, or no run complete
+        return len(listed_runs(Location(store)))
+    except (FileNotFoundError, OSError):  # not created yet
         return 0
 
 
