@@ -8,15 +8,13 @@ The public names are imported on first use (PEP 562), so ``import daskmasker`` a
 'zscore_sample'
 """
 
-from __future__ import annotations
-
-import importlib
-from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import importlib.metadata as _metadata
+import typing as _typing
 
 try:
-    __version__ = version("daskmasker")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__: str = _metadata.version("daskmasker")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 _EXPORTS = {
@@ -54,7 +52,7 @@ __all__ = [  # noqa: RUF022 - __version__ first, then the exports in _EXPORTS' o
     "to_zarr",
 ]
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from daskmasker.batch.connectivity import connectivity, connectivity_measure
     from daskmasker.batch.read import open_timeseries
     from daskmasker.batch.reclean import reclean
@@ -69,13 +67,14 @@ if TYPE_CHECKING:
     from daskmasker.runtime.client import dask_client
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'daskmasker' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    value = getattr(_importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    """The public API only (``__all__``), as tab completion and ``dir()`` should show it."""
+    return sorted(__all__)

@@ -4,11 +4,13 @@ fMRIPrep confounds, progress on stderr, and every command (demo, convert, extrac
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import re
 import subprocess
 import sys
+import time
 
 import dask
 import nibabel as nib
@@ -22,7 +24,8 @@ from nilearn.maskers import NiftiMapsMasker as NilearnMasker
 import daskmasker
 from daskmasker import NiftiMapsMasker, open_timeseries
 from daskmasker.batch.run import item_name
-from daskmasker.cli import main
+from daskmasker.cli import _get_parser, main
+from daskmasker.compute.grid import _affine_text
 
 from helpers import make_data, stop_processes, write_maps_and_mask
 
@@ -107,6 +110,75 @@ def test_help_and_version_import_no_heavy_module(argv):
         assert "usage: daskmasker" in run.stdout
 
 
+def subcommands() -> dict:
+    parser = _get_parser()
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return action.choices
+
+
+@pytest.mark.parametrize(
+    "name", ["convert", "extract", "demo", "info", "clean", "upgrade", "connectivity", "bids"]
+)
+def test_every_option_has_help_and_shows_its_default(name):
+    parser = subcommands()[name]
+    formatter = parser._get_formatter()
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert options  # negative control: the probe sees the options
+    for action in options:
+        assert action.help, f"{name} {action.option_strings[0]} has no help"
+        text = formatter._expand_help(action)
+        assert re.search(r"\(default: |\(required\)|default: ", text), (action.option_strings, text)
+
+
+def test_defaults_shown_are_the_values_used():
+    extract = subcommands()["extract"]
+    text = " ".join(extract.format_help().split())
+    assert "--resampling-target {data,maps,mask,none} the grid" in text
+    assert "(default: data)" in text and "(default: off)" in text
+    demo = " ".join(subcommands()["demo"].format_help().split())
+    assert "folder to write into (default: daskmasker-demo)" in demo
+    assert "(default: 120)" in demo and "(default: 64)" in demo
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "suggestion"),
+    [
+        (
+            ["extract", "a.nii", "--maps", "m.nii", "--out", "o", "--hihg-pass", "0.01"],
+            "usage: daskmasker extract",
+            "did you mean --high-pass?",
+        ),
+        (
+            ["extract", "a.nii", "--maps", "m.nii", "--out", "o", "--resampling-targte=none"],
+            "usage: daskmasker extract",
+            "did you mean --resampling-target?",
+        ),
+        (
+            ["clean", "s.zarr", "--out", "o", "--standardise", "none"],
+            "usage: daskmasker clean",
+            "did you mean --standardize?",
+        ),
+        (["extrct", "a.nii"], "usage: daskmasker [-h]", "did you mean extract?"),
+    ],
+)
+def test_a_misspelt_flag_shows_the_command_usage_and_the_closest_flag(
+    argv, usage, suggestion, capsys
+):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage), err
+    assert suggestion in err, err
+
+
+def test_an_unknown_flag_with_nothing_close_suggests_nothing(capsys):
+    with pytest.raises(SystemExit):
+        main(["extract", "a.nii", "--maps", "m.nii", "--out", "o", "--zzzzqqq"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --zzzzqqq" in err and "did you mean" not in err
+
+
 def test_console_script_matches_python_m():
     script = os.path.join(os.path.dirname(sys.executable), "daskmasker")
     got = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
@@ -151,6 +223,45 @@ def test_wrong_parameters_fail_before_the_image_is_read(files, tmp_path, capsys,
     assert code == 2
     assert f"daskmasker extract: error: {message.format(**subs)}" in err
     assert (not_ours / "data.txt").read_text() == "keep me"
+
+
+def test_a_mask_on_another_grid_names_both_files_shapes_affines_and_choices(
+    files, tmp_path, capsys
+):
+    mask = nib.load(files["mask"])
+    shifted = str(tmp_path / "mask_shifted.nii.gz")
+    affine = mask.affine.copy()
+    affine[:3, 3] += 4.0
+    nib.Nifti1Image(np.asarray(mask.dataobj)[1:], affine).to_filename(shifted)
+    argv = ["extract", files["runs"][0], "--maps", files["maps"], "--mask", shifted]
+    code = main([*argv, "--out", str(tmp_path / "o.zarr"), "--resampling-target", "none"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    # nilearn's message first (nilearn-parity tests match it), then what to do about it
+    assert "error: Following field of view errors were detected:" in err
+    assert "- maps and mask do not have the same shape" in err
+    maps = nib.load(files["maps"])
+    assert f"maps: {files['maps']}, shape {maps.shape[:3]}, affine " in err
+    assert f"mask: {shifted}, shape {(mask.shape[0] - 1, *mask.shape[1:])}, affine " in err
+    assert f"affine {_affine_text(affine)}" in err and f"affine {_affine_text(maps.affine)}" in err
+    assert "--resampling-target is None: all must be on one grid; set it to 'data', 'mask'" in err
+    assert main([*argv, "--out", str(tmp_path / "p.zarr"), "--resampling-target", "data"]) == 0
+
+
+def test_the_api_grid_error_is_nilearns_with_the_files(files, tmp_path):
+    mask = nib.load(files["mask"])
+    other = nib.Nifti1Image(np.asarray(mask.dataobj), mask.affine * [[1], [1], [1], [1]] + 0.5)
+    path = str(tmp_path / "other.nii")
+    other.to_filename(path)
+    masker = NiftiMapsMasker(files["maps"], mask_img=path, resampling_target=None)
+    with pytest.raises(ValueError, match="^Following field of view errors were detected:") as e:
+        masker.fit()
+    message = str(e.value)
+    assert "- maps and mask do not have the same affine" in message
+    assert f"mask: {path}, shape {mask.shape}, affine [[" in message
+    with pytest.raises(ValueError, match="^Following field of view errors") as nilearn_error:
+        NilearnMasker(files["maps"], mask_img=path, resampling_target=None).fit()
+    assert message.startswith(str(nilearn_error.value))
 
 
 def test_the_corrupt_image_does_fail_when_read(files, tmp_path, capsys):
@@ -337,13 +448,32 @@ def test_progress_advances_per_chunk_and_quiet_silences_it(files, tmp_path, caps
 # --- every command -----------------------------------------------------------------------------
 
 
+DEMO_PHASES = ["generating data", "converting to Zarr", "extracting", "writing report"]
+
+
+def counters(stderr: str) -> dict[str, list[tuple[int, int]]]:
+    """Per phase label, the ``(done, total)`` of each progress line, in order."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    for label, done, total in re.findall(r"^([^:\n]+): +\d+% \((\d+)/(\d+) ", stderr, re.M):
+        found.setdefault(label, []).append((int(done), int(total)))
+    return found
+
+
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--volumes", "30", "--maps", "4"]) == 0
+    argv = ["demo", "--out", str(out), "--volumes", "30", "--maps", "4"]
+    assert main(argv) == 0
     captured = capsys.readouterr()
     r = re.search(r"median r = ([\d.]+), min r = ([-\d.]+)", captured.out)
     assert r and float(r.group(1)) > 0.5, captured.out
-    assert progress_lines(captured.err, "convert") and progress_lines(captured.err, "extract")
+    # one display per named phase, each one counter that never restarts (its total is fixed)
+    lines = counters(captured.err)
+    assert list(lines) == DEMO_PHASES, captured.err
+    for label, steps in lines.items():
+        assert len({total for _, total in steps}) == 1, (label, steps)
+        assert [d for d, _ in steps] == sorted(d for d, _ in steps), (label, steps)
+        assert re.search(rf"^{label}: \d+ [\w ]+ done in [\d.]+ s$", captured.err, re.M)
+    assert lines["generating data"][-1] == (4 + 30, 4 + 30)  # the maps, then the volumes
     group = open_timeseries(str(out / "timeseries.zarr"), "sub-01_task-rest")
     signals = group["signals"].values
     assert signals.shape == (30, 4)
@@ -351,6 +481,54 @@ def test_demo_end_to_end(tmp_path, capsys):
     # the BIDS TSV reads back exactly in the signals' dtype (shortest float32 text)
     np.testing.assert_array_equal(pd.read_csv(tsv, sep="\t").to_numpy(signals.dtype), signals)
     assert (out / "report.html").stat().st_size > 10_000
+    assert f"{(out / 'report.html').absolute()}  (the report" in captured.out
+
+    # what to open next: three lines of Python that run exactly as printed
+    code = captured.out.rstrip("\n").split("\n")[-3:]
+    assert code[0] == "import xarray as xr", captured.out
+    ran = subprocess.run([sys.executable, "-c", "\n".join(code)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert "<xarray.DataArray 'signals' (time: 30, region: 4)>" in ran.stdout, ran.stdout
+
+    # a rerun reuses the generated data; other parameters regenerate them
+    bold = out / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
+    written = bold.stat().st_mtime_ns
+    assert main(argv) == 0
+    again = capsys.readouterr()
+    assert "generating data: reusing" in again.out and "generating data" not in counters(again.err)
+    assert bold.stat().st_mtime_ns == written
+    np.testing.assert_array_equal(
+        open_timeseries(str(out / "timeseries.zarr"), "sub-01_task-rest")["signals"].values,
+        signals,
+    )
+    assert main([*argv[:-1], "5"]) == 0  # five maps: regenerated
+    other = capsys.readouterr()
+    assert "reusing" not in other.out and "generating data" in counters(other.err)
+    assert bold.stat().st_mtime_ns != written
+
+
+def test_demo_says_what_it_does_before_heavy_imports(tmp_path):
+    """The first line comes within 1 s and before Dask, xarray or nibabel are imported."""
+    argv = [sys.executable, "-u", "-X", "importtime", "-m", "daskmasker", "demo"]
+    argv += ["--out", str(tmp_path / "d"), "--volumes", "10", "--maps", "2"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        before = []
+        for line in proc.stdout:
+            if line.startswith("daskmasker demo: generates"):
+                elapsed = time.perf_counter() - start
+                break
+            before.append(line)
+        else:
+            pytest.fail("the demo never said what it does:\n" + "".join(before))
+    finally:
+        proc.kill()
+        proc.wait()
+    imported = {m.split(".")[0] for m in re.findall(r"\|\s+(\S+)$", "".join(before), re.M)}
+    assert "daskmasker" in imported  # negative control: the probe sees the imports
+    assert not imported & {"dask", "distributed", "xarray", "nibabel", "zarr"}, imported
+    assert elapsed < 1.0, elapsed
 
 
 def check_outputs(files, out, tsv_dir, **params) -> None:

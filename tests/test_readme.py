@@ -6,6 +6,8 @@ import ast
 import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,10 +44,33 @@ def _commands() -> list[list[str]]:
 
 
 def test_opening_commands_install_and_run():
+    """Two commands: a virtualenv (pip refuses the system Python of Debian 12+, Ubuntu 23.04+
+    and Homebrew: PEP 668) with daskmasker and the demo, then the tests."""
     first, second = BLOCKS[0][1].strip().splitlines()[:2]
-    assert first.startswith('python3 -m pip install -e ".[plotting]" && daskmasker demo')
+    assert first == (
+        "python3 -m venv .venv && "
+        '.venv/bin/pip install -e ".[plotting]" && .venv/bin/daskmasker demo'
+    )
     assert second.split("#")[0].strip() == ".ci/run"
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
+    assert ".venv/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_ci_run_installs_into_a_venv_where_pip_is_refused(tmp_path):
+    """.ci/run's PEP 668 check (run here with the stdlib folder replaced by one that holds the
+    EXTERNALLY-MANAGED marker, and by one that does not) picks ./.venv only for the former."""
+    script = (ROOT / ".ci" / "run").read_text()
+    check = re.search(r"python3 - <<'EOF'\n(.*?)\nEOF", script, re.S).group(1)
+    marked = tmp_path / "stdlib"
+    marked.mkdir()
+    (marked / "EXTERNALLY-MANAGED").write_text("[externally-managed]\n")
+    probe = check.replace('sysconfig.get_path("stdlib")', repr(str(marked)))
+    assert subprocess.run([sys.executable, "-c", probe]).returncode == (
+        0 if sys.prefix == sys.base_prefix else 1
+    )
+    unmarked = check.replace('sysconfig.get_path("stdlib")', repr(str(tmp_path)))
+    assert subprocess.run([sys.executable, "-c", unmarked]).returncode == 1
+    assert "python=.venv/bin/python" in script
 
 
 @pytest.mark.parametrize("words", _commands(), ids=lambda w: " ".join(w[:1]))

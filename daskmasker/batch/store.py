@@ -34,7 +34,7 @@ import zarr
 from daskmasker.batch import provenance
 from daskmasker.batch.fingerprint import fingerprint_sha
 from daskmasker.batch.pack import pack, unpack, unpack_attrs
-from daskmasker.io.fs import Location
+from daskmasker.io.fs import Location, check_bucket
 
 BATCH_ATTR = "daskmasker_batch"
 LAYOUT = 2
@@ -78,6 +78,7 @@ def open_output(
     """Open (or create) a batch store; refuse a path that exists and is not ours, and a store
     of the previous layout unless ``overwrite``."""
     location = Location(store, storage_options)
+    check_bucket(location)
     fs, root = location.fs, location.root
     if fs.exists(root):
         try:

@@ -244,8 +244,10 @@ def _extract_many(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from daskmasker.demo import run_demo
+    from daskmasker.demo import intro, run_demo
 
+    if not args.quiet:  # said before Dask, xarray and nibabel are imported
+        print(intro(args.out, args.volumes, args.maps), flush=True)
     with _client(args) as client:
         run_demo(
             args.out,
@@ -255,6 +257,7 @@ def _demo(args: argparse.Namespace) -> int:
             client=client,
             progress=not (args.quiet or args.no_progress),
             verbose=not args.quiet,
+            announce=False,
         )
     return 0
 

@@ -4,6 +4,7 @@ rewriting of Python parameter names into the flags users typed."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import re
@@ -54,6 +55,59 @@ class CommandError(Exception):
     """A wrong command-line value: reported as argparse does, with exit code 2."""
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default (argparse's ``(default: ...)``), unless the
+    help text already says it; on/off flags read ``(default: off)``, required ones
+    ``(required)``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or "default" in text or action.dest in ("help", "version"):
+            return text
+        if action.required:
+            return f"{text} (required)"
+        if action.nargs == 0:
+            return f"{text} (default: {'on' if action.default is True else 'off'})"
+        if action.default is None:
+            return f"{text} (default: none)"
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, where a command's unknown option is reported by the command itself
+    (its usage, not the top-level one) with the closest option it has ("did you mean ...?",
+    as Python 3.12's ``suggest_on_error``, which 3.10 and 3.11 lack), and a misspelt command
+    with the closest command."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None:  # a command: its options are all known here
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._suggest(extras)}")
+        return namespace, extras
+
+    def _suggest(self, extras: list[str]) -> str:
+        options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        for word in extras:
+            if word.startswith("-"):
+                close = difflib.get_close_matches(word.split("=")[0], options, n=1, cutoff=0.6)
+                if close:
+                    return f" (did you mean {close[0]}?)"
+        return ""
+
+    def add_subparsers(self, **kwargs):
+        action = super().add_subparsers(**kwargs)
+        self.commands = action.choices  # the command parsers, by name
+        return action
+
+    def error(self, message: str):
+        wrong = re.match(r"argument command: invalid choice: '([^']*)'", message)
+        if wrong and getattr(self, "commands", None):
+            close = difflib.get_close_matches(wrong.group(1), list(self.commands), n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
+        super().error(message)
+
+
 def _positive(kind: type):
     def parse(text: str):
         try:
@@ -101,14 +155,14 @@ def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
         "--verbose",
         action="count",
         default=0 if default is None else default,
-        help="more messages (debug level)",
+        help="more messages (debug level) (default: off)",
     )
     group.add_argument(
         "-q",
         "--quiet",
         action="store_true",
         default=False if default is None else default,
-        help="only warnings and errors: no progress, no summary",
+        help="only warnings and errors: no progress, no summary (default: off)",
     )
 
 
@@ -128,9 +182,13 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     )
     running = where.add_mutually_exclusive_group()
     running.add_argument(
-        "--scheduler", metavar="ADDRESS", help="address of a running Dask scheduler"
+        "--scheduler",
+        metavar="ADDRESS",
+        help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786",
     )
-    running.add_argument("--scheduler-file", metavar="PATH", help="a Dask scheduler file")
+    running.add_argument(
+        "--scheduler-file", metavar="PATH", help="a scheduler file written by `dask scheduler`"
+    )
     running.add_argument(
         "--cluster",
         choices=CLUSTERS,
@@ -141,21 +199,26 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=_positive(int),
         metavar="N",
-        help="worker processes: a local cluster of N, or at most N SLURM workers "
-        "(default there: what the partition's CPUs hold, at most one per run)",
+        help="worker processes: a local cluster of N single-threaded workers, or at most N "
+        "SLURM workers (default: none, threads of this process; with --cluster slurm, what "
+        "the partition's CPUs hold, at most one per run)",
     )
     slurm = parser.add_argument_group(
         "SLURM jobs (--cluster slurm; default: a jobqueue config's 'jobqueue: slurm:', else "
         "sized from the partition)"
     )
     slurm.add_argument(
-        "--partition", "--queue", dest="partition", default=None, help="SLURM partition"
+        "--partition",
+        "--queue",
+        dest="partition",
+        default=None,
+        help="SLURM partition (default: the jobqueue config's, else SLURM's default partition)",
     )
     slurm.add_argument(
         "--cores",
         type=_positive(int),
         default=None,
-        help="cores per job, one single-threaded worker each (default 1)",
+        help="cores per job, one single-threaded worker each (default: 1)",
     )
     slurm.add_argument(
         "--memory",
@@ -186,25 +249,32 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
         "--interface",
         default=None,
         metavar="NAME",
-        help="network interface of the scheduler and workers, e.g. ib0",
+        help="network interface of the scheduler and workers, e.g. ib0 (default: none, "
+        "dask's choice)",
     )
 
 
 def _add_execution(parser: argparse.ArgumentParser) -> None:
     add_cluster_options(parser)
-    parser.add_argument(
-        "--storage-options",
-        type=_json_object,
-        default=None,
-        metavar="JSON",
-        help="fsspec options for URLs, e.g. '{\"anon\": true}' or an endpoint_url",
-    )
+    _add_storage_options(parser)
     parser.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress line on stderr (-q hides the messages too)",
     )
     _add_verbosity(parser, argparse.SUPPRESS)
+
+
+def _add_storage_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage-options",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help="fsspec options for URLs, e.g. '{\"anon\": true}' or "
+        '\'{"client_kwargs": {"endpoint_url": "http://..."}}\' (default: none: fsspec\'s '
+        "own, e.g. the AWS_* environment)",
+    )
 
 
 def _add_bids_output(parser: argparse.ArgumentParser, maps_source: str) -> None:
@@ -214,29 +284,42 @@ def _add_bids_output(parser: argparse.ArgumentParser, maps_source: str) -> None:
         "--bids-dir",
         dest="tsv_dir",
         default=None,
-        help="also write BIDS derivatives here: sub-X/[ses-Y/]func/*_timeseries.tsv + .json",
+        metavar="DIR",
+        help="also write BIDS derivatives here: sub-X/[ses-Y/]func/*_timeseries.tsv + .json "
+        "(default: none, the Zarr store only)",
     )
     parser.add_argument(
         "--atlas-label",
         default=None,
+        metavar="LABEL",
         help=f"atlas-<label> of the BIDS file names (default: from the {maps_source} file name)",
     )
 
 
 def _get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="daskmasker",
         description="Extract time series of overlapping maps from fMRI, out of core, on Dask.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"daskmasker {__version__}")
     _add_verbosity(parser, None)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    convert = sub.add_parser("convert", help="convert a NIfTI image into a Zarr store")
-    convert.add_argument("source", help="NIfTI file (.nii, .nii.gz), local path or URL")
+    def command(name: str, summary: str, description: str | None = None):
+        return sub.add_parser(
+            name, help=summary, description=description or summary, formatter_class=_HelpFormatter
+        )
+
+    convert = command("convert", "convert a NIfTI image into a Zarr store (NIfTI-Zarr, OME-Zarr)")
+    convert.add_argument("source", help="NIfTI file (.nii, .nii.gz, .hdr/.img), local path or URL")
     convert.add_argument("store", help="output Zarr store, local path or URL")
     convert.add_argument(
-        "--chunk-volumes", type=_positive(int), default=None, help="volumes (maps) per chunk"
+        "--chunk-volumes",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="volumes (maps) per chunk (default: chosen for ~32 MiB chunks)",
     )
     convert.add_argument(
         "--maps",
@@ -246,10 +329,10 @@ def _get_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace an existing store")
     _add_execution(convert)
 
-    extract = sub.add_parser(
+    extract = command(
         "extract",
-        help="extract region time series into a Zarr store",
-        description="Extract the maps' time series of each image into one resumable Zarr store.",
+        "extract region time series into a Zarr store",
+        "Extract the maps' time series of each image into one resumable Zarr store.",
     )
     extract.add_argument("imgs", nargs="+", help="4D images: NIfTI files, Zarr stores or URLs")
     extract.add_argument(
@@ -259,7 +342,11 @@ def _get_parser() -> argparse.ArgumentParser:
         help="4D maps image; repeat for several atlases: one store per atlas, OUT/<atlas>.zarr, "
         "each image read once for all of them",
     )
-    extract.add_argument("--mask", default=None, help="3D mask image")
+    extract.add_argument(
+        "--mask",
+        default=None,
+        help="3D mask image (default: none, every voxel of the maps' or the data's grid)",
+    )
     extract.add_argument(
         "--confounds",
         nargs="+",
@@ -267,16 +354,16 @@ def _get_parser() -> argparse.ArgumentParser:
         metavar="TSV",
         help="one confounds file (tsv/csv, e.g. fMRIPrep's *_desc-confounds_timeseries.tsv) per "
         "image, in the images' order (a quoted glob pattern is expanded, sorted); with BIDS "
-        "names a file's sub/ses/task/run must match its image's",
+        "names a file's sub/ses/task/run must match its image's (default: none)",
     )
     extract.add_argument(
         "--confounds-columns",
         default=None,
         metavar="A,B,...",
         help="columns of the confounds files to use, by name or glob pattern "
-        "(e.g. 'trans_*,rot_*,csf'); default all.  n/a at the start of a column (fMRIPrep's "
+        "(e.g. 'trans_*,rot_*,csf'); n/a at the start of a column (fMRIPrep's "
         "derivative columns) takes the column's first value, as nilearn's load_confounds "
-        "does; any other n/a is an error",
+        "does; any other n/a is an error (default: all columns)",
     )
     extract.add_argument(
         "--out",
@@ -286,7 +373,10 @@ def _get_parser() -> argparse.ArgumentParser:
     _add_bids_output(extract, "--maps")
     extract.add_argument("--overwrite", action="store_true", help="start a batch store afresh")
     extract.add_argument(
-        "--labels", default=None, help="region names: a .txt (one per line) or a .tsv/.csv table"
+        "--labels",
+        default=None,
+        help="region names: a .txt (one per line) or a .tsv/.csv table "
+        "(default: none, regions numbered)",
     )
     extract.add_argument(
         "--no-report",
@@ -294,37 +384,102 @@ def _get_parser() -> argparse.ArgumentParser:
         help="do not write the reports beside --out (OUT.masker.html, OUT.report.html)",
     )
     masker = extract.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
-    masker.add_argument("--standardize", choices=sorted(_STANDARDIZE), default="none")
-    masker.add_argument("--no-standardize-confounds", action="store_true")
-    masker.add_argument("--high-variance-confounds", action="store_true")
-    masker.add_argument("--detrend", action="store_true")
-    masker.add_argument("--low-pass", type=_positive(float), default=None, help="Hz")
-    masker.add_argument("--high-pass", type=_positive(float), default=None, help="Hz")
+    masker.add_argument(
+        "--standardize",
+        choices=sorted(_STANDARDIZE),
+        default="none",
+        help="scale each region's series: z-score (sample or population std), percent signal "
+        "change, or none",
+    )
+    masker.add_argument(
+        "--no-standardize-confounds",
+        action="store_true",
+        help="do not z-score the confounds before regressing them out "
+        "(nilearn's standardize_confounds=False)",
+    )
+    masker.add_argument(
+        "--high-variance-confounds",
+        action="store_true",
+        help="add the 5 highest-variance voxels' series (nilearn's high_variance_confounds)",
+    )
+    masker.add_argument("--detrend", action="store_true", help="remove each series' linear trend")
+    masker.add_argument(
+        "--low-pass",
+        type=_positive(float),
+        default=None,
+        metavar="HZ",
+        help="low-pass cut-off in Hz (needs a TR) (default: none, no low-pass)",
+    )
+    masker.add_argument(
+        "--high-pass",
+        type=_positive(float),
+        default=None,
+        metavar="HZ",
+        help="high-pass cut-off in Hz (needs a TR) (default: none, no high-pass)",
+    )
     masker.add_argument(
         "--t-r",
         type=_positive(float),
         default=None,
-        help="repetition time (s); default: the images' headers",
+        metavar="SECONDS",
+        help="repetition time in seconds (default: the images' headers)",
     )
-    masker.add_argument("--smoothing-fwhm", type=_positive(float), default=None, help="mm")
-    masker.add_argument("--resampling-target", choices=sorted(_TARGETS), default="data")
-    masker.add_argument("--no-allow-overlap", action="store_true")
-    masker.add_argument("--keep-masked-maps", action="store_true")
-    masker.add_argument("--dtype", type=_dtype, default=None)
-    masker.add_argument("--filter", choices=["butterworth", "cosine"], default=None)
+    masker.add_argument(
+        "--smoothing-fwhm",
+        type=_positive(float),
+        default=None,
+        metavar="MM",
+        help="Gaussian smoothing FWHM in mm before extraction (default: none, no smoothing)",
+    )
+    masker.add_argument(
+        "--resampling-target",
+        choices=sorted(_TARGETS),
+        default="data",
+        help="the grid everything is resampled to: the data's, the mask's, the maps', or none "
+        "(all must already share one grid)",
+    )
+    masker.add_argument(
+        "--no-allow-overlap",
+        action="store_true",
+        help="refuse maps that overlap (nilearn's allow_overlap=False)",
+    )
+    masker.add_argument(
+        "--keep-masked-maps",
+        action="store_true",
+        help="keep maps that the mask empties, with zero signals (nilearn's keep_masked_maps)",
+    )
+    masker.add_argument(
+        "--dtype",
+        type=_dtype,
+        default=None,
+        help="dtype of the signals, e.g. float32, or 'auto' "
+        "(default: none, as nilearn's dtype=None)",
+    )
+    masker.add_argument(
+        "--filter",
+        choices=["butterworth", "cosine"],
+        default=None,
+        help="filter of --low-pass/--high-pass (nilearn's clean_args filter) "
+        "(default: butterworth)",
+    )
     _add_execution(extract)
 
-    demo = sub.add_parser("demo", help="generate synthetic data, convert it and extract")
+    demo = command(
+        "demo",
+        "generate synthetic data, convert it and extract",
+        "Generate DiFuMo-like maps, a mask and a synthetic run (reused when the parameters "
+        "are unchanged), convert the run to Zarr, extract its time series and write the report.",
+    )
     demo.add_argument("--out", default="daskmasker-demo", help="folder to write into")
     demo.add_argument(
         "--volumes", type=_positive(int), default=120, help="volumes of the synthetic run"
     )
     demo.add_argument("--maps", type=_positive(int), default=64, help="number of DiFuMo-like maps")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     _add_execution(demo)
-    _add_store_commands(sub)
-    _add_connectivity(sub)
-    _add_bids_app(sub)
+    _add_store_commands(command)
+    _add_connectivity(command)
+    _add_bids_app(command)
     return parser
 
 
@@ -352,19 +507,23 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _add_bids_app(sub) -> None:
+def _add_bids_app(command) -> None:
     """``bids FMRIPREP_DIR OUTPUT_DIR participant|group``, a BIDS App over fMRIPrep outputs."""
-    app = sub.add_parser(
+    app = command(
         "bids",
-        help="BIDS App: region time series of an fMRIPrep dataset, denoised as nilearn does",
-        description="Extract the maps' time series of every preprocessed BOLD run of an fMRIPrep "
+        "BIDS App: region time series of an fMRIPrep dataset, denoised as nilearn does",
+        "Extract the maps' time series of every preprocessed BOLD run of an fMRIPrep "
         "derivatives dataset, denoised with nilearn's load_confounds_strategy (participant "
         "level: a batch store per atlas in OUTPUT_DIR/stores and BIDS derivatives in OUTPUT_DIR), "
         "then the study's connectomes and summary (group level: OUTPUT_DIR/group).",
     )
     app.add_argument("fmriprep_dir", help="fMRIPrep's output folder (BIDS derivatives)")
     app.add_argument("output_dir", help="where the derivatives are written")
-    app.add_argument("analysis_level", choices=["participant", "group"])
+    app.add_argument(
+        "analysis_level",
+        choices=["participant", "group"],
+        help="participant: extract each run; group: the study's connectomes and summary",
+    )
     select = app.add_argument_group("selection (BIDS Apps)")
     select.add_argument(
         "--participant-label",
@@ -372,27 +531,43 @@ def _add_bids_app(sub) -> None:
         nargs="+",
         default=None,
         metavar="LABEL",
-        help="subjects to process (with or without sub-); default all",
+        help="subjects to process (with or without sub-) (default: all)",
     )
-    select.add_argument("--session-label", nargs="+", default=None, metavar="LABEL")
-    select.add_argument("--task", nargs="+", default=None, metavar="LABEL")
+    select.add_argument(
+        "--session-label",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="sessions to process (with or without ses-) (default: all)",
+    )
+    select.add_argument(
+        "--task",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="task-<label> of the BOLD runs (default: all)",
+    )
     select.add_argument(
         "--space",
         default="MNI152NLin2009cAsym",
         help="space-<label> of the BOLD runs (ICA-AROMA's are in MNI152NLin6Asym)",
     )
-    select.add_argument("--res", default=None, help="res-<label> of the BOLD runs")
+    select.add_argument(
+        "--res", default=None, help="res-<label> of the BOLD runs (default: any, or none)"
+    )
     select.add_argument(
         "--bids-filter-file",
         default=None,
         metavar="JSON",
-        help='fMRIPrep-style filters: {"bold": {"session": "1", "acquisition": null}}',
+        help='fMRIPrep-style filters: {"bold": {"session": "1", "acquisition": null}} '
+        "(default: none)",
     )
     app.add_argument(
         "--maps",
         action="append",
         default=None,
-        help="4D maps image (participant level); repeat for several atlases",
+        help="4D maps image (participant level); repeat for several atlases (required at the "
+        "participant level)",
     )
     app.add_argument(
         "--atlas-label",
@@ -400,7 +575,11 @@ def _add_bids_app(sub) -> None:
         default=None,
         help="atlas-<label> of each --maps, in order (default: from the maps file name)",
     )
-    app.add_argument("--mask", default=None, help="3D mask applied to the maps (all runs)")
+    app.add_argument(
+        "--mask",
+        default=None,
+        help="3D mask applied to the maps (all runs) (default: none, each run's brain mask only)",
+    )
     app.add_argument("--overwrite", action="store_true", help="start the batch stores afresh")
     denoise = app.add_argument_group(
         "denoising (nilearn's load_confounds_strategy; parameters default to the strategy's)"
@@ -409,15 +588,56 @@ def _add_bids_app(sub) -> None:
         "--denoise-strategy",
         choices=["simple", "scrubbing", "compcor", "ica_aroma"],
         default="simple",
+        help="nilearn's load_confounds_strategy denoise_strategy",
     )
-    denoise.add_argument("--motion", choices=_CONFOUND_MODELS, default=None)
-    denoise.add_argument("--wm-csf", choices=_CONFOUND_MODELS, default=None)
-    denoise.add_argument("--global-signal", choices=_CONFOUND_MODELS, default=None)
-    denoise.add_argument("--scrub", type=int, default=None, help="shortest segment kept")
-    denoise.add_argument("--fd-threshold", type=_positive(float), default=None, help="mm")
-    denoise.add_argument("--std-dvars-threshold", type=_positive(float), default=None)
-    denoise.add_argument("--compcor", choices=_COMPCOR, default=None)
-    denoise.add_argument("--n-compcor", type=_n_compcor, default=None, help="a number or 'all'")
+    strategy = " (default: the strategy's)"
+    denoise.add_argument(
+        "--motion",
+        choices=_CONFOUND_MODELS,
+        default=None,
+        help="motion parameters' model" + strategy,
+    )
+    denoise.add_argument(
+        "--wm-csf",
+        choices=_CONFOUND_MODELS,
+        default=None,
+        help="white matter and CSF signals' model" + strategy,
+    )
+    denoise.add_argument(
+        "--global-signal",
+        choices=_CONFOUND_MODELS,
+        default=None,
+        help="global signal's model" + strategy,
+    )
+    denoise.add_argument(
+        "--scrub",
+        type=int,
+        default=None,
+        metavar="N",
+        help="shortest segment of volumes kept between scrubbed ones" + strategy,
+    )
+    denoise.add_argument(
+        "--fd-threshold",
+        type=_positive(float),
+        default=None,
+        metavar="MM",
+        help="framewise displacement above which a volume is scrubbed, in mm" + strategy,
+    )
+    denoise.add_argument(
+        "--std-dvars-threshold",
+        type=_positive(float),
+        default=None,
+        help="standardized DVARS above which a volume is scrubbed" + strategy,
+    )
+    denoise.add_argument(
+        "--compcor", choices=_COMPCOR, default=None, help="CompCor components' kind" + strategy
+    )
+    denoise.add_argument(
+        "--n-compcor",
+        type=_n_compcor,
+        default=None,
+        help="number of CompCor components, a number or 'all'" + strategy,
+    )
     denoise.add_argument(
         "--demean",
         action=argparse.BooleanOptionalAction,
@@ -425,18 +645,48 @@ def _add_bids_app(sub) -> None:
         help="demean the confounds (the strategies' default: yes)",
     )
     masker = app.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
-    masker.add_argument("--standardize", choices=sorted(_STANDARDIZE), default="zscore_sample")
-    masker.add_argument("--detrend", action="store_true")
-    masker.add_argument("--low-pass", type=_positive(float), default=None, help="Hz")
-    masker.add_argument("--high-pass", type=_positive(float), default=None, help="Hz")
-    masker.add_argument("--smoothing-fwhm", type=_positive(float), default=None, help="mm")
-    masker.add_argument("--dtype", type=_dtype, default=None)
+    masker.add_argument(
+        "--standardize",
+        choices=sorted(_STANDARDIZE),
+        default="zscore_sample",
+        help="scale each region's series: z-score (sample or population std), percent signal "
+        "change, or none",
+    )
+    masker.add_argument("--detrend", action="store_true", help="remove each series' linear trend")
+    masker.add_argument(
+        "--low-pass",
+        type=_positive(float),
+        default=None,
+        metavar="HZ",
+        help="low-pass cut-off in Hz (default: none, no low-pass)",
+    )
+    masker.add_argument(
+        "--high-pass",
+        type=_positive(float),
+        default=None,
+        metavar="HZ",
+        help="high-pass cut-off in Hz (default: none, no high-pass)",
+    )
+    masker.add_argument(
+        "--smoothing-fwhm",
+        type=_positive(float),
+        default=None,
+        metavar="MM",
+        help="Gaussian smoothing FWHM in mm before extraction (default: none, no smoothing)",
+    )
+    masker.add_argument(
+        "--dtype",
+        type=_dtype,
+        default=None,
+        help="dtype of the signals, e.g. float32, or 'auto' "
+        "(default: none, as nilearn's dtype=None)",
+    )
     masker.add_argument(
         "--min-coverage",
         type=_fraction,
         default=None,
         help="regions with less of their map's weight inside a run's brain mask are NaN in "
-        "that run (as xcp_d's --min-coverage; default off)",
+        "that run (as xcp_d's --min-coverage) (default: off)",
     )
     group = app.add_argument_group("group level")
     group.add_argument(
@@ -448,65 +698,103 @@ def _add_bids_app(sub) -> None:
     _add_execution(app)
 
 
-def _add_store_commands(sub) -> None:
+def _add_store_commands(command) -> None:
     """``info STORE``, ``clean STORE --out NEW`` and ``upgrade OLD NEW`` (batch stores, no
     image read)."""
-    info = sub.add_parser("info", help="describe a batch store: runs, shapes, fingerprint status")
+    info = command("info", "describe a batch store: runs, shapes, fingerprint status")
     info.add_argument("store", help="batch store (path or URL)")
-    info.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON")
+    _add_storage_options(info)
     info.add_argument(
         "--report",
         action="store_true",
         help="also write the study report (runs, kept frames, carpet plot) as STORE.report.html",
     )
 
-    upgrade = sub.add_parser(
+    upgrade = command(
         "upgrade",
-        help="convert a batch store of the previous layout (a Zarr group per run) to the "
+        "convert a batch store of the previous layout (a Zarr group per run) to the "
         "current one (packed runs and study arrays); the old store is left as it is",
     )
     upgrade.add_argument("store", help="batch store of the previous layout (path or URL)")
     upgrade.add_argument("out", help="new batch store (path or URL; must not exist)")
-    upgrade.add_argument(
-        "--storage-options", type=json.loads, default=None, metavar="JSON", help="fsspec options"
-    )
+    _add_storage_options(upgrade)
 
-    clean = sub.add_parser(
-        "clean", help="re-clean a batch store's raw region signals into a new store (no image read)"
+    clean = command(
+        "clean", "re-clean a batch store's raw region signals into a new store (no image read)"
     )
     clean.add_argument("store", help="batch store written by extract (or clean)")
     clean.add_argument("--out", required=True, help="new batch store (path or URL)")
     _add_bids_output(clean, "store's maps")
     clean.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    clean.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON")
+    _add_storage_options(clean)
     keep = argparse.SUPPRESS  # a parameter not given keeps the store's value
+    store = " (default: the store's)"
     new = clean.add_argument_group("cleaning parameters (default: the store's)")
-    new.add_argument("--standardize", choices=sorted(_STANDARDIZE), default=keep)
-    new.add_argument("--standardize-confounds", action=argparse.BooleanOptionalAction, default=keep)
-    new.add_argument("--detrend", action=argparse.BooleanOptionalAction, default=keep)
-    for flag, unit in (("--low-pass", "Hz"), ("--high-pass", "Hz"), ("--t-r", "s")):
-        new.add_argument(flag, type=_number_or_none, default=keep, help=f"{unit}, or 'none'")
-    new.add_argument("--filter", choices=["butterworth", "cosine"], default=keep)
-    new.add_argument("--dtype", default=keep)
+    new.add_argument(
+        "--standardize",
+        choices=sorted(_STANDARDIZE),
+        default=keep,
+        help="scale each region's series" + store,
+    )
+    new.add_argument(
+        "--standardize-confounds",
+        action=argparse.BooleanOptionalAction,
+        default=keep,
+        help="z-score the confounds before regressing them out" + store,
+    )
+    new.add_argument(
+        "--detrend",
+        action=argparse.BooleanOptionalAction,
+        default=keep,
+        help="remove each series' linear trend" + store,
+    )
+    for flag, what, unit in (
+        ("--low-pass", "low-pass cut-off", "Hz"),
+        ("--high-pass", "high-pass cut-off", "Hz"),
+        ("--t-r", "repetition time", "s"),
+    ):
+        new.add_argument(
+            flag, type=_number_or_none, default=keep, help=f"{what} in {unit}, or 'none'{store}"
+        )
+    new.add_argument(
+        "--filter",
+        choices=["butterworth", "cosine"],
+        default=keep,
+        help="filter of the cut-offs" + store,
+    )
+    new.add_argument("--dtype", default=keep, help="dtype of the stored signals" + store)
     conf = new.add_mutually_exclusive_group()
     conf.add_argument(
-        "--confounds", nargs="+", default=keep, help="one file per run, in the order of `info`"
+        "--confounds",
+        nargs="+",
+        default=keep,
+        metavar="TSV",
+        help="one file per run, in the order of `info`" + store,
     )
-    conf.add_argument("--no-confounds", action="store_true", help="clean without confounds")
-    new.add_argument("--all-volumes", action="store_true", help="drop the stored sample masks")
-    refused = clean.add_argument_group("refused (they act on the voxels: extract again)")
-    refused.add_argument("--smoothing-fwhm", type=float, default=keep)
-    refused.add_argument("--high-variance-confounds", action="store_true", default=keep)
-    refused.add_argument("--mask", default=keep)
-    refused.add_argument("--maps", default=keep)
+    conf.add_argument(
+        "--no-confounds", action="store_true", help="clean without confounds (default: off)"
+    )
+    new.add_argument(
+        "--all-volumes",
+        action="store_true",
+        help="drop the stored sample masks (default: off, keep them)",
+    )
+    refused = clean.add_argument_group(
+        "refused (they act on the voxels: extract again); listed so that giving one says so"
+    )
+    why = "refused: extract again (default: the store's)"
+    refused.add_argument("--smoothing-fwhm", type=float, default=keep, help=why)
+    refused.add_argument("--high-variance-confounds", action="store_true", default=keep, help=why)
+    refused.add_argument("--mask", default=keep, help=why)
+    refused.add_argument("--maps", default=keep, help=why)
 
 
-def _add_connectivity(sub) -> None:
+def _add_connectivity(command) -> None:
     """``connectivity STORE --kind K [--kind K2 ...] --out BIDS_DIR``."""
-    conn = sub.add_parser(
+    conn = command(
         "connectivity",
-        help="connectivity matrices of a batch store's runs as BIDS *_relmat.tsv",
-        description="Each run's connectivity matrix (nilearn's ConnectivityMeasure: Ledoit-Wolf "
+        "connectivity matrices of a batch store's runs as BIDS *_relmat.tsv",
+        "Each run's connectivity matrix (nilearn's ConnectivityMeasure: Ledoit-Wolf "
         "covariance) as BIDS-derivative *_meas-<Measure>_relmat.tsv with JSON sidecars, beside "
         "the runs' time series, and the group means under group/.",
     )

@@ -60,8 +60,27 @@ def same_fov(
     return tuple(shape_a)[:3] == tuple(shape_b)[:3] and bool(np.allclose(affine_a, affine_b))
 
 
-def check_same_grids(grids: dict[str, Grid]) -> None:
-    """Raise nilearn's error listing every pair of ``{name: Grid}`` that differs."""
+def check_same_grids(grids: dict[str, Grid], sources: dict[str, str] | None = None) -> None:
+    """Raise nilearn's error listing every pair of ``{name: Grid}`` that differs.
+
+    The message starts as nilearn's; with ``sources`` (``{name: file name}``) it goes on with
+    each input's file, shape (NIfTI order) and affine, and the ``resampling_target`` values
+    that would resample them onto one grid.
+
+    Examples
+    --------
+    >>> check_same_grids(
+    ...     {"maps": Grid((2, 3, 4), np.eye(4)), "mask": Grid((2, 3, 5), np.eye(4))},
+    ...     {"maps": "maps.nii.gz", "mask": "mask.nii.gz"},
+    ... )
+    Traceback (most recent call last):
+    ...
+    ValueError: Following field of view errors were detected:
+    - maps and mask do not have the same shape
+    maps: maps.nii.gz, shape (4, 3, 2), affine [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]
+    mask: mask.nii.gz, shape (5, 3, 2), affine [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]
+    resampling_target is None: all must be on one grid; set it to 'data', 'mask' or 'maps'.
+    """
     names = list(grids)
     errors = []
     for i, a in enumerate(names):
@@ -70,8 +89,27 @@ def check_same_grids(grids: dict[str, Grid]) -> None:
                 errors.append(f"- {a} and {b} do not have the same shape")
             if not np.allclose(grids[a].affine, grids[b].affine):
                 errors.append(f"- {a} and {b} do not have the same affine")
-    if errors:
-        raise ValueError("Following field of view errors were detected:\n" + "\n".join(errors))
+    if not errors:
+        return
+    lines = ["Following field of view errors were detected:", *errors]
+    if sources is not None:
+        for name in names:
+            where = sources.get(name, "an image in memory")
+            lines.append(
+                f"{name}: {where}, shape {grids[name].shape_xyz}, "
+                f"affine {_affine_text(grids[name].affine)}"
+            )
+        lines.append(
+            "resampling_target is None: all must be on one grid; "
+            "set it to 'data', 'mask' or 'maps'."
+        )
+    raise ValueError("\n".join(lines))
+
+
+def _affine_text(affine: np.ndarray) -> str:
+    """The affine's top three rows, compactly (``2`` rather than ``2.0``)."""
+    rows = [[float(f"{v:.4g}") for v in row] for row in np.asarray(affine)[:3]]
+    return str([[int(v) if v.is_integer() else v for v in row] for row in rows])
 
 
 def integer_grid_map(

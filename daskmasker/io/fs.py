@@ -30,6 +30,23 @@ class Location:
             self.store = zarr.storage.LocalStore(self.root)
 
 
+def check_bucket(location: Location) -> None:
+    """Refuse, naming the URL, a store to be written into an object-store bucket that does not
+    exist (S3 says only "The specified bucket does not exist", at the first write)."""
+    if "://" not in location.url or location.url.startswith("file://"):
+        return
+    bucket = location.root.split("/")[0]
+    try:
+        exists = location.fs.exists(bucket)
+    except Exception:  # cannot tell (no right to look): the write will say
+        return
+    if not exists:
+        raise FileNotFoundError(
+            f"cannot write '{location.url}': the bucket '{bucket}' does not exist "
+            "(create it, or check the endpoint and credentials)"
+        )
+
+
 def normalize(path_or_url: Any) -> str:
     """A URL as is; a local path expanded (``~``) and made absolute."""
     path = os.fspath(path_or_url)

@@ -31,6 +31,7 @@ from daskmasker.io.image import (
 )
 from daskmasker.io.nibabel import from_nibabel
 from daskmasker.io.nifti import open_nifti
+from daskmasker.io.nifti_header import pair_files
 from daskmasker.io.zarr import open_zarr
 
 
@@ -84,7 +85,10 @@ def _load_one(obj: Any, storage_options=None, chunks=None) -> xr.DataArray:
         try:
             return open_nifti(path, chunks=chunks, storage_options=storage_options)
         except FileNotFoundError as exc:
-            raise ValueError(f"File not found: '{path}'") from exc
+            missing = f"File not found: '{path}'"
+            if pair_files(path) is not None:  # which of the two files, and whose
+                missing = f"File not found: {exc}"
+            raise ValueError(missing) from exc
     raise _not_niimg(obj)
 
 
@@ -154,6 +158,17 @@ def load_image(
     if ensure_ndim is not None and img.ndim != ensure_ndim:
         raise DimensionError(img.ndim, ensure_ndim)
     return img
+
+
+def source_name(obj: Any) -> str:
+    """Where an input comes from, for error messages: its path or URL, else what it is."""
+    if isinstance(obj, str | os.PathLike):
+        return str(obj)
+    if isinstance(obj, xr.DataArray) and obj.attrs.get("source"):
+        return str(obj.attrs["source"])
+    if isinstance(obj, list | tuple):
+        return describe(obj)
+    return f"a {type(obj).__name__} in memory"
 
 
 def describe(obj: Any) -> str:

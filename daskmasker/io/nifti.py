@@ -1,4 +1,4 @@
-"""Lazy NIfTI images (.nii, .nii.gz; local paths and fsspec URLs).
+"""Lazy NIfTI images (.nii, .nii.gz, .hdr/.img pairs; local paths and fsspec URLs).
 
 :func:`open_nifti` reads the header only (:mod:`daskmasker.io.nifti_header`) and returns a
 Dask-backed image (see :mod:`daskmasker.io.image`) whose chunks are slabs of whole volumes, each
@@ -17,6 +17,7 @@ import base64
 import itertools
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
@@ -26,7 +27,13 @@ from daskmasker.compute.plan import plan_extraction
 from daskmasker.io import nifti_chunks
 from daskmasker.io.fs import normalize
 from daskmasker.io.image import READER_ENCODING, make_image
-from daskmasker.io.nifti_header import proxy_spec, read_header, scaled_dtype
+from daskmasker.io.nifti_header import (
+    pair_files,
+    pair_header,
+    proxy_spec,
+    read_header,
+    scaled_dtype,
+)
 
 
 def open_nifti(
@@ -41,7 +48,8 @@ def open_nifti(
     Parameters
     ----------
     path_or_url : str or path-like
-        ``.nii`` or ``.nii.gz``; a local path (``~`` expanded) or an fsspec URL.
+        ``.nii`` or ``.nii.gz``, or a NIfTI-1 or Analyze 7.5 pair named by its ``.hdr`` or
+        ``.img``; a local path (``~`` expanded) or an fsspec URL.
     chunks : int, optional
         Volumes per chunk; default about ``daskmasker.chunk-bytes`` per chunk.
     storage_options : dict, optional
@@ -56,7 +64,12 @@ def open_nifti(
         equals nibabel's ``dataobj``.
     """
     url = normalize(path_or_url)
-    header = read_header(url, storage_options)
+    pair = pair_files(url)
+    if pair is None:
+        header = read_header(url, storage_options)
+    else:  # read the header file; the data come from the image file
+        header = pair_header(*pair, storage_options)
+        url = pair[1]
     spec = proxy_spec(header)
     shape = tuple(int(s) for s in spec[0])
     while len(shape) > 4 and shape[-1] == 1:
@@ -97,6 +110,8 @@ def open_nifti(
             else:
                 layer[key] = task(key, nifti_chunks.read_volumes, *where, a, b, 4)
         data = task_array(name, layer, (tuple(sizes), *((n,) for n in zyx)), dtype)
+    if pair is not None:  # the image's header is a single file's, as nibabel writes .nii
+        header = nib.Nifti1Header.from_header(header)
     image = make_image(
         data, header.get_best_affine(), header=header, attrs={"source": url}, maps=maps
     )

@@ -1,14 +1,18 @@
 """NIfTI headers: read from the first bytes of a file, and what they say about its voxel bytes.
 
-A header is read alone (a few KB of a ``.nii.gz`` inflated at most) and travels in the graph as
-base64; :func:`proxy_spec` turns it into nibabel's ``ArrayProxy`` spec (shape, on-disk dtype,
-offset, scaling), parsed once per header (:func:`blob_spec`).
+A single file (``.nii``, ``.nii.gz``) holds its header; a two-file image (``x.hdr`` + ``x.img``,
+NIfTI-1 or Analyze 7.5, optionally gzipped: :func:`pair_files`) keeps it in the ``.hdr``
+(:func:`pair_header`) and only voxels in the ``.img``.  A header is read alone (a few KB of a
+``.nii.gz`` inflated at most) and travels in the graph as base64; :func:`proxy_spec` turns it
+into nibabel's ``ArrayProxy`` spec (shape, on-disk dtype, offset, scaling), parsed once per
+header (:func:`blob_spec`).
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import re
 import zlib
 
 import nibabel as nib
@@ -37,6 +41,54 @@ def read_header(url: str, storage_options: dict | None = None) -> nib.Nifti1Head
     raise ValueError(f"'{url}' is not a NIfTI-1 or NIfTI-2 file")
 
 
+_PAIR = re.compile(r"\.(hdr|img)(\.gz)?$")
+
+
+def pair_files(url: str) -> tuple[str, str] | None:
+    """The ``(header, image)`` files of a two-file NIfTI-1 or Analyze 7.5 image named by either
+    (``x.hdr``/``x.img``, optionally gzipped), or None for a single file.
+
+    >>> pair_files("sub-01.img")
+    ('sub-01.hdr', 'sub-01.img')
+    >>> pair_files("sub-01.nii.gz") is None
+    True
+    """
+    found = _PAIR.search(url)
+    if found is None:
+        return None
+    stem, gz = url[: found.start()], found.group(2) or ""
+    return f"{stem}.hdr{gz}", f"{stem}.img{gz}"
+
+
+def pair_header(hdr_url: str, img_url: str, storage_options: dict | None) -> nib.Nifti1Header:
+    """A pair's header as NIfTI-1 pair header (magic ``ni1``, data at its offset in the image
+    file): NIfTI-1 as is, Analyze 7.5 (SPM2's scaling) converted as nibabel converts it."""
+    from nibabel.nifti1 import Nifti1PairHeader
+    from nibabel.spm2analyze import Spm2AnalyzeHeader
+
+    head = _read_head(hdr_url, storage_options, 348)
+    if len(head) < 348:
+        raise ValueError(f"'{hdr_url}' is not an image header: {len(head)} bytes, expected 348")
+    try:
+        if head[344:347] == b"ni1":
+            header = Nifti1PairHeader.from_fileobj(io.BytesIO(head), check=True)
+        else:
+            analyze = Spm2AnalyzeHeader.from_fileobj(io.BytesIO(head), check=True)
+            header = Nifti1PairHeader.from_header(analyze)
+            header.set_data_offset(analyze.get_data_offset())
+    except Exception as exc:
+        raise ValueError(
+            f"'{hdr_url}' is not a valid NIfTI-1 pair or Analyze 7.5 header: {exc}"
+        ) from exc
+    try:  # the data file must be there too: say so now, not when a chunk is read
+        open_raw(img_url, storage_options).close()
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"'{img_url}', the image file of the header '{hdr_url}', is missing"
+        ) from exc
+    return header
+
+
 def _read_head(url: str, storage_options: dict | None, size: int) -> bytes:
     """The first ``size`` bytes of the (decompressed) file, reading a few KB at most."""
     with open_raw(url, storage_options) as raw:
@@ -56,8 +108,11 @@ def _read_head(url: str, storage_options: dict | None, size: int) -> bytes:
 
 
 def data_offset(header: nib.Nifti1Header) -> int:
-    """Where the voxel bytes start: the header's offset, never inside the header itself."""
+    """Where the voxel bytes start: the header's offset, never inside the header itself (a
+    pair's image file, magic ``ni1``, holds only voxels: its offset as is)."""
     offset = int(header.get_data_offset())
+    if header["magic"] == b"ni1":
+        return offset
     minimum = header.sizeof_hdr + 4
     return max(offset, minimum)
 

@@ -81,12 +81,48 @@ def ome_attrs(img: xr.DataArray) -> dict[str, Any]:
     }
 
 
+_CF = {
+    "x": (
+        "x",
+        "mm",
+        "world x of the voxel centres, from the affine (NIfTI's scanner or template space)",
+    ),
+    "y": ("y", "mm", "world y of the voxel centres, from the affine"),
+    "z": ("z", "mm", "world z of the voxel centres, from the affine"),
+    "t": ("time", "s", "onset of each volume: its index times the repetition time"),
+    "c": ("map index", "1", "index of each map (component) along the atlas's 4th axis"),
+    HEADER: (
+        "NIfTI header",
+        "1",
+        "the source's NIfTI header, byte for byte (NIfTI-Zarr): to_nifti writes it back",
+    ),
+}
+
+
+def cf_attrs(name: str, maps: bool = False) -> dict[str, str]:
+    """CF-style ``long_name``, ``units`` and ``description`` of a stored variable, so a plain
+    ``xr.open_zarr`` shows what each one is (an image's intensities have no unit in NIfTI)."""
+    if name == IMAGE:
+        what = "map weights" if maps else "image intensity"
+        return {
+            "long_name": what,
+            "units": "1",
+            "description": f"{what} in the source's units (NIfTI records none), dims (t or c, "
+            "z, y, x); the affine and header fields are in these attributes",
+        }
+    if name not in _CF:
+        return {}
+    long_name, units, description = _CF[name]
+    return {"long_name": long_name, "units": units, "description": description}
+
+
 def image_attrs(img: xr.DataArray) -> dict[str, Any]:
     """The image array's attrs: affine, header fields and source header, netCDF-serialisable;
     ``coordinates`` makes xarray show the ``nifti`` header array as a coordinate."""
     attrs = {k: img.attrs[k] for k in (*HEADER_KEYS, "nifti_header") if k in img.attrs}
     attrs["affine"] = image_affine(img).tolist()
-    return {**netcdf_attrs(attrs), "coordinates": HEADER}
+    cf = cf_attrs(IMAGE, maps=COMPONENT_DIM in img.dims)
+    return {**netcdf_attrs(attrs), **cf, "coordinates": HEADER}
 
 
 def store_header(img: xr.DataArray) -> bytes:

@@ -35,7 +35,7 @@ from zarr.codecs import BloscCodec
 from daskmasker.compute.graph import paced_reads, task_array
 from daskmasker.compute.plan import plan_extraction
 from daskmasker.io import niftizarr
-from daskmasker.io.fs import Location
+from daskmasker.io.fs import Location, check_bucket
 from daskmasker.io.image import (
     COMPONENT_DIM,
     READER_ENCODING,
@@ -120,6 +120,7 @@ def write_image(
         data = data.rechunk(-1)
     header = niftizarr.store_header(img)  # fails on dtypes NIfTI lacks, before any write
     mapper = Location(store, storage_options)
+    check_bucket(mapper)
     _check_target(mapper, str(store), overwrite)
     codec = (
         BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
@@ -138,12 +139,22 @@ def write_image(
         dimension_names=niftizarr.store_dims(img),
         attributes=niftizarr.image_attrs(img),
     )
-    _write_small(group, niftizarr.HEADER, header, [niftizarr.HEADER_DIM])
+    _write_small(
+        group,
+        niftizarr.HEADER,
+        header,
+        [niftizarr.HEADER_DIM],
+        niftizarr.cf_attrs(niftizarr.HEADER),
+    )
     for dim in img.dims:
+        name = STORE_NAMES.get(dim, dim)
         if dim in img.coords:
             coord = img.coords[dim]
-            name = STORE_NAMES.get(dim, dim)
-            _write_small(group, name, coord.values, [name], netcdf_attrs(coord.attrs))
+            attrs = {**netcdf_attrs(coord.attrs), **niftizarr.cf_attrs(name)}
+            _write_small(group, name, coord.values, [name], attrs)
+        elif dim == COMPONENT_DIM:  # every stored dimension has a coordinate: the map index
+            values = np.arange(img.sizes[dim])
+            _write_small(group, name, values, [name], niftizarr.cf_attrs(name))
     reader = img.encoding.get(READER_ENCODING)
     if data.ndim == 4 and getattr(reader, "sequential", False) and reader.is_array(data):
         stored = _paced_store(reader, data, array)

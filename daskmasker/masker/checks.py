@@ -41,7 +41,12 @@ def check_real(dtype: np.dtype, source: str | None) -> None:
         )
 
 
-def check_grid(fitted: FittedMaps, data_grid: Grid, target: str | None) -> None:
+def check_grid(
+    fitted: FittedMaps,
+    data_grid: Grid,
+    target: str | None,
+    sources: dict[str, str] | None = None,
+) -> None:
     """Raise when ``target`` is None and the grids differ; else warn of what will be resampled.
 
     Parameters
@@ -51,12 +56,14 @@ def check_grid(fitted: FittedMaps, data_grid: Grid, target: str | None) -> None:
         The image's grid.
     target : {'data', 'mask', 'maps', None}
         The masker's ``resampling_target``.
+    sources : dict, optional
+        ``{"maps"|"mask"|"data": file name}``, named in the error with shapes and affines.
     """
     if target is None:
         grids = {"maps": fitted.maps_grid, "data": data_grid}
         if fitted.mask is not None:
             grids["mask"] = fitted.mask_grid
-        check_same_grids(grids)
+        check_same_grids(grids, sources)
     elif target == "data":
         if not data_grid.same_as(fitted.maps_grid):
             warn("Resampling maps at transform time...\n" + RESAMPLE_TRANSFORM_HINT)

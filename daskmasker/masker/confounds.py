@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from daskmasker.compute.clean import ensure_float
+from daskmasker.io.fs import open_raw
 
 CONFOUNDS_TYPES_MESSAGE = (
     "'confounds' must be of type(s): '<class 'list'>, <class 'tuple'>, <class 'str'>, "
@@ -45,6 +46,8 @@ def read_confounds_file(path: str | os.PathLike) -> np.ndarray:
     Parameters
     ----------
     path : str or path-like
+        A local file or an fsspec URL (``s3://...``; fsspec's default options, as for images
+        given as URLs).
 
     Returns
     -------
@@ -58,20 +61,26 @@ def read_confounds_file(path: str | os.PathLike) -> np.ndarray:
     TypeError
         If no delimiter can be sniffed (nilearn's "Could not read CSV file [...]").
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"confounds file not found: '{path}'")
+    name = os.fspath(path)
+    if "://" in name:  # a URL, read through fsspec (errors name it), as the images are
+        with open_raw(name, None) as f:
+            text = f.read().decode()
+    else:
+        local = Path(name).expanduser()
+        if not local.is_file():
+            raise FileNotFoundError(f"confounds file not found: '{local}'")
+        name, text = str(local), local.read_text()
+    lines = text.splitlines()
 
     def parse(**kwargs):
         try:
-            return np.genfromtxt(path, loose=False, encoding=None, **kwargs)
+            return np.genfromtxt(lines, loose=False, encoding=None, **kwargs)
         except ValueError:
-            with path.open() as f:
-                try:
-                    dialect = csv.Sniffer().sniff(f.readline(), " \t,;")
-                except csv.Error as exc:
-                    raise TypeError(f"Could not read CSV file [{path}]: {exc.args[0]}") from exc
-            return np.genfromtxt(path, delimiter=dialect.delimiter, encoding=None, **kwargs)
+            try:
+                dialect = csv.Sniffer().sniff(lines[0] if lines else "", " \t,;")
+            except csv.Error as exc:
+                raise TypeError(f"Could not read CSV file [{name}]: {exc.args[0]}") from exc
+            return np.genfromtxt(lines, delimiter=dialect.delimiter, encoding=None, **kwargs)
 
     array = parse()
     if np.isnan(array.flat[0]):

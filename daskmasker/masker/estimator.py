@@ -25,27 +25,25 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import nibabel as nib
 import numpy as np
-import pandas as pd
-import xarray as xr
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import InputTags, Tags
 from sklearn.utils.validation import check_is_fitted
 
-from daskmasker.compute.clean import STANDARDIZE_BOOL_WARNING
-from daskmasker.io import load
-from daskmasker.io.image import as_nibabel
-from daskmasker.masker import inverse, labels, params
-from daskmasker.masker.confounds import confounds_list
-from daskmasker.masker.fitting import fit_maps
-from daskmasker.masker.spec import ExtractionSpec
-from daskmasker.masker.transform import lazy_signals
-from daskmasker.report import content as report_content
-from daskmasker.runtime.scheduling import compute_images
+from daskmasker.masker import labels, params
 from daskmasker.stacklevel import find_stack_level, reemits_warnings
+
+if TYPE_CHECKING:
+    import nibabel as nib
+    import xarray as xr
+
+    from daskmasker.masker.spec import ExtractionSpec
+
+# Dask, xarray, zarr, nibabel, pandas and the extraction modules are imported where they are
+# first used (fit, transform...), not when the class is: a one-shot job (a CLI call, a SLURM
+# array task) constructs its masker without paying for them (benchmarks/bench_startup.py).
 
 _OUTPUTS = ("default", "pandas", "polars", "xarray")
 
@@ -190,6 +188,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
 
     def _log_loading(self, method: str, what: str, obj: Any) -> None:
         if obj is not None:
+            from daskmasker.io import load
+
             self._log(method, f"Loading {what} from {load.describe(obj)}")
 
     # ------------------------------------------------------------------ fit
@@ -210,6 +210,11 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         self
         """
         del y
+        from daskmasker.io import load
+        from daskmasker.io.image import as_nibabel
+        from daskmasker.masker.fitting import fit_maps
+        from daskmasker.report import content as report_content
+
         params.check_params(self.get_params(deep=False))
         data = None
         if imgs is not None:
@@ -301,6 +306,9 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
             ``(n_maps,)`` for a 3D image.  With ``set_output(transform="pandas")`` a DataFrame and
             with ``set_output(transform="xarray")`` a lazy ``DataArray`` with dims time and region.
         """
+        from daskmasker.compute.clean import STANDARDIZE_BOOL_WARNING
+        from daskmasker.masker.confounds import confounds_list
+
         check_is_fitted(self)
         if self.standardize in [True, False]:  # nilearn's test: 1, 0 and np.True_ warn too
             warnings.warn(STANDARDIZE_BOOL_WARNING, FutureWarning, stacklevel=find_stack_level())
@@ -325,6 +333,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         -------
         ExtractionSpec
         """
+        from daskmasker.masker.spec import ExtractionSpec
+
         check_is_fitted(self)
         return ExtractionSpec(
             fitted=self._fitted,
@@ -339,6 +349,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
     def _lazy_signals(self, imgs, confounds=None, sample_mask=None) -> xr.DataArray:
         """Lazy signals of one image; ``confounds`` already in nilearn's order (HighVariance
         marked, :func:`~daskmasker.masker.confounds.confounds_list`)."""
+        from daskmasker.masker.transform import lazy_signals
+
         self._log_loading("transform", "data", imgs)
         return lazy_signals(
             self._fitted,
@@ -355,12 +367,16 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         if output == "xarray":
             return lazy
         # a .nii.gz is one sequential stream: on a cluster its tasks stay on one worker
+        from daskmasker.runtime.scheduling import compute_images
+
         gzip = str(lazy.encoding.get("source", "")).endswith(".gz")
         (values,) = compute_images([lazy.data], pin=gzip)
         if output == "default":
             return values.squeeze() if lazy.attrs["is_3d"] else values
         columns = self.get_feature_names_out()
         if output == "pandas":
+            import pandas as pd
+
             return pd.DataFrame(values, columns=columns)
         import polars as pl
 
@@ -405,6 +421,8 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         Accepts the width ``transform`` returned: all maps, or only the kept ones when
         ``keep_masked_maps=False`` dropped some (nilearn raises there).
         """
+        from daskmasker.masker import inverse
+
         check_is_fitted(self)
         signals = inverse.check_signals(region_signals)
         kept = self._kept_maps()
@@ -490,6 +508,8 @@ class _MiddleVolume:
 
     def load(self) -> nib.Nifti1Image:
         if self._image is None:
+            from daskmasker.io.image import as_nibabel
+
             self._image = as_nibabel(np.asarray(self._volume.data), self._affine)
         return self._image
 

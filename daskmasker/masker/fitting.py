@@ -195,7 +195,12 @@ def fit_maps(
     key = _cache_key(maps_img, mask_img, resampling_target, keep_masked_maps, data_grid)
     cached = FIT_CACHE.get(key)
     if cached is None:
-        cached = _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_grid)
+        sources = {"maps": load.source_name(maps_img), "mask": load.source_name(mask_img)}
+        if data is not None:
+            sources["data"] = load.source_name(data)
+        cached = _fit(
+            maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_grid, sources
+        )
         FIT_CACHE.put(key, (maps_img, mask_img), cached)
     return cached
 
@@ -277,7 +282,9 @@ def _file_size(obj) -> int:
         return 0
 
 
-def _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_grid) -> FittedMaps:
+def _fit(
+    maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_grid, sources=None
+) -> FittedMaps:
     messages: list[str] = []
     maps_image = load.load_image(maps_img, atleast_4d=True, maps=True)
     maps_grid = image_grid(maps_image)
@@ -289,7 +296,7 @@ def _fit(maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_gr
             grids["mask"] = mask_grid
         if data_grid is not None:
             grids["data"] = data_grid
-        check_same_grids(grids)
+        check_same_grids(grids, sources)
 
     ref = None
     if resampling_target == "data" and data_grid is not None:

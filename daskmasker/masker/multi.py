@@ -1,19 +1,22 @@
-"""``MultiNiftiMapsMasker``: nilearn's multi-subject API, all subjects in one Dask computation."""
+"""``MultiNiftiMapsMasker``: nilearn's multi-subject API, all subjects in one Dask computation.
+
+As :mod:`~daskmasker.masker.estimator`, it imports nibabel, xarray, Dask and the extraction
+modules where they are first used, not when the class is (``daskmasker.maskers`` imports both
+classes: constructing either pays for none of them).
+"""
 
 from __future__ import annotations
 
-import nibabel as nib
 from sklearn.utils.validation import check_is_fitted
 
-from daskmasker.masker.confounds import confounds_list
 from daskmasker.masker.estimator import NiftiMapsMasker
-from daskmasker.runtime.scheduling import compute_images
 from daskmasker.stacklevel import reemits_warnings
 
 
 def _is_single(imgs) -> bool:
     import os
 
+    import nibabel as nib
     import xarray as xr
 
     return isinstance(imgs, nib.spatialimages.SpatialImage | str | os.PathLike | xr.DataArray)
@@ -145,6 +148,9 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
     @reemits_warnings
     def transform_imgs(self, imgs_list, confounds=None, n_jobs=1, sample_mask=None):
         """Signals of each image of a list, computed in one Dask computation."""
+        from daskmasker.masker.confounds import confounds_list
+        from daskmasker.runtime.scheduling import compute_images
+
         check_is_fitted(self)
         n = len(imgs_list)
         for label, values in (("confounds", confounds), ("sample_mask", sample_mask)):

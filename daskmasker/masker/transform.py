@@ -75,7 +75,12 @@ def lazy_signals(
     n_scans = int(raw.shape[0])
     target = params["resampling_target"]
 
-    checks.check_grid(fitted, data_grid, target)
+    sources = {
+        "maps": load.source_name(params["maps_img"]),
+        "mask": load.source_name(params["mask_img"]),
+        "data": load.source_name(imgs),
+    }
+    checks.check_grid(fitted, data_grid, target, sources)
     grid_maps = fitted.on_grid(data_grid if target == "data" else fitted.maps_grid)
     checks.check_overlap_allowed(grid_maps, params["allow_overlap"])
     img = _spatial_steps(raw, fitted, data_grid, params, log)
@@ -131,16 +136,35 @@ def _labelled(
     """The cleaned signals as a DataArray (time, region) with the kept frames and their onsets."""
     t_r = params["t_r"] or img.attrs.get("t_r")
     frames = np.arange(n_scans) if mask_idx is None else np.asarray(mask_idx)
-    coords = {REGION_DIM: ("region", kept), "frame": ("time", frames)}
+    coords = {
+        REGION_DIM: ("region", kept, _cf("map index", "1", "index of each map in maps_img")),
+        "frame": ("time", frames, _cf("volume index", "1", "index of each kept volume")),
+    }
     if t_r:
-        coords[TIME_DIM] = ("time", frames * float(t_r), {"units": "s"})
+        onset = "onset of each kept volume: its index times the repetition time"
+        coords[TIME_DIM] = ("time", frames * float(t_r), _cf("time", "s", onset))
+    units = {"zscore_sample": "1", "zscore": "1", "psc": "%"}.get(params["standardize"], "1")
     return xr.DataArray(
         cleaned,
         dims=(TIME_DIM, REGION_DIM),
         coords=coords,
         name="signals",
-        attrs={"is_3d": int(is_3d), **json_params(params)},
+        attrs={
+            **_cf(
+                "region signals",
+                units,
+                "each map's time series: the least-squares fit of the maps to each volume's "
+                "voxels, cleaned with the masker's parameters (these attributes); standardize="
+                f"{params['standardize']!r} (units 1: z-scores or the image's own units)",
+            ),
+            "is_3d": int(is_3d),
+            **json_params(params),
+        },
     )
+
+
+def _cf(long_name: str, units: str, description: str) -> dict[str, str]:
+    return {"long_name": long_name, "units": units, "description": description}
 
 
 def json_params(values: dict, none: Any = "None") -> dict:

@@ -39,10 +39,12 @@ class ProgressLine:
     label : str
     stream : text file, optional
         Default ``sys.stderr`` (looked up when the line is made).
+    unit : str, default="tasks"
+        What is counted (``volumes`` for a step that is not a Dask computation).
     """
 
-    def __init__(self, label: str, stream: TextIO | None = None):
-        self.label = label
+    def __init__(self, label: str, stream: TextIO | None = None, unit: str = "tasks"):
+        self.label, self.unit = label, unit
         self.stream = sys.stderr if stream is None else stream
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.done = self.total = 0
@@ -72,12 +74,14 @@ class ProgressLine:
         with self._lock:
             elapsed = time.perf_counter() - self.start
             end = "\r\033[2K" if self.tty else ""
-            self._write(f"{end}{self.label}: {self.done} tasks done in {elapsed:.1f} s\n")
+            self._write(f"{end}{self.label}: {self.done} {self.unit} done in {elapsed:.1f} s\n")
 
     def _text(self) -> str:
         percent = 100 * self.done // self.total if self.total else 0
         elapsed = time.perf_counter() - self.start
-        return f"{self.label}: {percent:3d}% ({self.done}/{self.total} tasks, {elapsed:.1f} s)"
+        return (
+            f"{self.label}: {percent:3d}% ({self.done}/{self.total} {self.unit}, {elapsed:.1f} s)"
+        )
 
     def _write(self, text: str) -> None:
         try:

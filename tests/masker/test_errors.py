@@ -115,7 +115,9 @@ def test_fit_without_image_then_mask_removes_every_map(maps, data, multi, grid, 
     ours, ref = run(ours_cls), run(ref_cls)
     if isinstance(ref, Exception):
         assert type(ours) is type(ref)
-        assert str(ours) == str(ref)
+        # nilearn's message whole; a field-of-view error then names the files and the fix
+        # (docs/differences.md)
+        assert str(ours) == str(ref) or str(ours).startswith(f"{ref}\nmaps: ")
     else:  # keep_masked_maps: all maps kept, all-zero signals
         np.testing.assert_array_equal(ours, ref)
     if not params:
