@@ -384,13 +384,7 @@ def _get_parser() -> argparse.ArgumentParser:
         help="do not write the reports beside --out (OUT.masker.html, OUT.report.html)",
     )
     masker = extract.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
-    masker.add_argument(
-        "--standardize",
-        choices=sorted(_STANDARDIZE),
-        default="none",
-        help="scale each region's series: z-score (sample or population std), percent signal "
-        "change, or none",
-    )
+    _add_signal_options(masker, standardize="none", needs_t_r=" (needs a TR)")
     masker.add_argument(
         "--no-standardize-confounds",
         action="store_true",
@@ -402,34 +396,12 @@ def _get_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add the 5 highest-variance voxels' series (nilearn's high_variance_confounds)",
     )
-    masker.add_argument("--detrend", action="store_true", help="remove each series' linear trend")
-    masker.add_argument(
-        "--low-pass",
-        type=_positive(float),
-        default=None,
-        metavar="HZ",
-        help="low-pass cut-off in Hz (needs a TR) (default: none, no low-pass)",
-    )
-    masker.add_argument(
-        "--high-pass",
-        type=_positive(float),
-        default=None,
-        metavar="HZ",
-        help="high-pass cut-off in Hz (needs a TR) (default: none, no high-pass)",
-    )
     masker.add_argument(
         "--t-r",
         type=_positive(float),
         default=None,
         metavar="SECONDS",
         help="repetition time in seconds (default: the images' headers)",
-    )
-    masker.add_argument(
-        "--smoothing-fwhm",
-        type=_positive(float),
-        default=None,
-        metavar="MM",
-        help="Gaussian smoothing FWHM in mm before extraction (default: none, no smoothing)",
     )
     masker.add_argument(
         "--resampling-target",
@@ -447,13 +419,6 @@ def _get_parser() -> argparse.ArgumentParser:
         "--keep-masked-maps",
         action="store_true",
         help="keep maps that the mask empties, with zero signals (nilearn's keep_masked_maps)",
-    )
-    masker.add_argument(
-        "--dtype",
-        type=_dtype,
-        default=None,
-        help="dtype of the signals, e.g. float32, or 'auto' "
-        "(default: none, as nilearn's dtype=None)",
     )
     masker.add_argument(
         "--filter",
@@ -505,6 +470,47 @@ def _fraction(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
+
+
+def _add_signal_options(masker, standardize: str, needs_t_r: str) -> None:
+    """The masker options ``extract`` and ``bids`` share (``bids`` reads the TR from the BOLD
+    sidecars, so its filters need no ``--t-r``): one definition, one help text."""
+    masker.add_argument(
+        "--standardize",
+        choices=sorted(_STANDARDIZE),
+        default=standardize,
+        help="scale each region's series: z-score (sample or population std), percent signal "
+        "change, or none",
+    )
+    masker.add_argument("--detrend", action="store_true", help="remove each series' linear trend")
+    masker.add_argument(
+        "--low-pass",
+        type=_positive(float),
+        default=None,
+        metavar="HZ",
+        help=f"low-pass cut-off in Hz{needs_t_r} (default: none, no low-pass)",
+    )
+    masker.add_argument(
+        "--high-pass",
+        type=_positive(float),
+        default=None,
+        metavar="HZ",
+        help=f"high-pass cut-off in Hz{needs_t_r} (default: none, no high-pass)",
+    )
+    masker.add_argument(
+        "--smoothing-fwhm",
+        type=_positive(float),
+        default=None,
+        metavar="MM",
+        help="Gaussian smoothing FWHM in mm before extraction (default: none, no smoothing)",
+    )
+    masker.add_argument(
+        "--dtype",
+        type=_dtype,
+        default=None,
+        help="dtype of the signals, e.g. float32, or 'auto' "
+        "(default: none, as nilearn's dtype=None)",
+    )
 
 
 def _add_bids_app(command) -> None:
@@ -645,42 +651,7 @@ def _add_bids_app(command) -> None:
         help="demean the confounds (the strategies' default: yes)",
     )
     masker = app.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
-    masker.add_argument(
-        "--standardize",
-        choices=sorted(_STANDARDIZE),
-        default="zscore_sample",
-        help="scale each region's series: z-score (sample or population std), percent signal "
-        "change, or none",
-    )
-    masker.add_argument("--detrend", action="store_true", help="remove each series' linear trend")
-    masker.add_argument(
-        "--low-pass",
-        type=_positive(float),
-        default=None,
-        metavar="HZ",
-        help="low-pass cut-off in Hz (default: none, no low-pass)",
-    )
-    masker.add_argument(
-        "--high-pass",
-        type=_positive(float),
-        default=None,
-        metavar="HZ",
-        help="high-pass cut-off in Hz (default: none, no high-pass)",
-    )
-    masker.add_argument(
-        "--smoothing-fwhm",
-        type=_positive(float),
-        default=None,
-        metavar="MM",
-        help="Gaussian smoothing FWHM in mm before extraction (default: none, no smoothing)",
-    )
-    masker.add_argument(
-        "--dtype",
-        type=_dtype,
-        default=None,
-        help="dtype of the signals, e.g. float32, or 'auto' "
-        "(default: none, as nilearn's dtype=None)",
-    )
+    _add_signal_options(masker, standardize="zscore_sample", needs_t_r="")
     masker.add_argument(
         "--min-coverage",
         type=_fraction,
