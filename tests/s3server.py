@@ -35,3 +35,18 @@ def s3_server():
 def storage_options(endpoint: str, **extra) -> dict:
     """s3fs options for the local server (credentials as a lab would pass them)."""
     return {**CREDENTIALS, "endpoint_url": endpoint, **extra}
+
+
+def use_aws_environment(monkeypatch, endpoint: str) -> None:
+    """Credentials and endpoint from the usual AWS environment variables, as a user sets them.
+
+    fsspec caches a filesystem per storage options, not per environment: one made by another
+    module's tests (its own server, stopped since) would be reused, so the cache is cleared.
+    """
+    import s3fs
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["secret"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    s3fs.S3FileSystem.clear_instance_cache()

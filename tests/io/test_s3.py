@@ -23,7 +23,7 @@ from daskmasker import (
 from daskmasker.cli import main
 
 from helpers import make_data, make_maps, make_mask, stop_processes
-from s3server import CREDENTIALS, s3_server, storage_options
+from s3server import s3_server, storage_options, use_aws_environment
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)
 
@@ -73,10 +73,7 @@ def s3(tmp_path_factory):
 @pytest.fixture
 def aws_env(s3, monkeypatch):
     """Credentials and endpoint from the usual AWS environment variables."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["key"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["secret"])
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3["endpoint"])
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_aws_environment(monkeypatch, s3["endpoint"])
 
 
 def local_signals(s3, run):

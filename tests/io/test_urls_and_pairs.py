@@ -14,7 +14,7 @@ from daskmasker import NiftiMapsMasker, open_nifti, run_batch, to_zarr
 from daskmasker.cli import main
 
 from helpers import make_data, make_maps
-from s3server import CREDENTIALS, s3_server, storage_options
+from s3server import s3_server, storage_options, use_aws_environment
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +40,7 @@ def s3(files):
 
 @pytest.fixture
 def aws_env(s3, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", CREDENTIALS["key"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", CREDENTIALS["secret"])
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3["endpoint"])
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    # fsspec caches a filesystem per storage options, not per environment: one made by another
-    # module's tests (its own server, stopped since) would be reused
-    s3fs.S3FileSystem.clear_instance_cache()
+    use_aws_environment(monkeypatch, s3["endpoint"])
     yield
     s3fs.S3FileSystem.clear_instance_cache()
 
