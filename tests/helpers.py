@@ -202,3 +202,32 @@ def timeseries_dataset(runs, entities=None, t_r: float = 2.0, chunks: int = 1, n
     }
     signals = da.from_array(padded, chunks=(chunks, -1, -1))
     return xr.Dataset({"signals": (("run", "time", "region"), signals)}, coords=coords)
+
+
+def bids_validator_issues(root, tmp_path) -> list[dict]:
+    """The issues the BIDS validator (bids-validator-deno, in the test extra) finds in ``root``.
+
+    Its schema has no rule for functional ``*_timeseries.tsv`` derivatives yet (BEP012;
+    fMRIPrep's ``desc-confounds_timeseries.tsv`` are NOT_INCLUDED alike): that code is ignored
+    for them, everything else is reported.
+    """
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = Path(tmp_path) / "validator.json"
+    config.write_text(
+        json.dumps({"ignore": [{"code": "NOT_INCLUDED", "location": "**/*_timeseries.*"}]})
+    )
+    exe = shutil.which("bids-validator-deno", path=f"{Path(sys.executable).parent}:{os.defpath}")
+    assert exe, "bids-validator-deno is in the test extra"
+    run = subprocess.run(
+        [exe, str(root), "--format", "json", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return json.loads(run.stdout)["issues"]["issues"]

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -27,7 +23,7 @@ from daskmasker.cli import main
 from daskmasker.io.checksum import checksum
 from daskmasker.io.convert import to_zarr
 
-from helpers import make_data, make_maps, make_mask
+from helpers import bids_validator_issues, make_data, make_maps, make_mask
 from s3server import s3_server, storage_options
 
 PARAMS = dict(standardize="zscore_sample", detrend=True)
@@ -192,19 +188,7 @@ def test_bids_validator_finds_no_error(derivatives, tmp_path):
     """The validator's schema has no rule for functional *_timeseries.tsv derivatives yet
     (BEP012; fMRIPrep's desc-confounds_timeseries.tsv are NOT_INCLUDED alike): that code is
     ignored for them, everything else must pass."""
-    config = tmp_path / "validator.json"
-    config.write_text(
-        json.dumps({"ignore": [{"code": "NOT_INCLUDED", "location": "**/*_timeseries.*"}]})
-    )
-    exe = shutil.which("bids-validator-deno", path=f"{Path(sys.executable).parent}:{os.defpath}")
-    assert exe, "bids-validator-deno is in the test extra"
-    run = subprocess.run(
-        [exe, str(derivatives["root"]), "--format", "json", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    issues = json.loads(run.stdout)["issues"]["issues"]
+    issues = bids_validator_issues(derivatives["root"], tmp_path)
     errors = [(i["code"], i.get("location")) for i in issues if i["severity"] == "error"]
     assert errors == []
     warnings = {i["code"] for i in issues if i["severity"] == "warning"}
