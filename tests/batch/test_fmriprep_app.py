@@ -50,6 +50,13 @@ def _bids(tree, out, *options) -> int:
     return main(["-q", "bids", str(tree["fmriprep"]), str(out), *options, "--no-progress"])
 
 
+def _participant(tree, out, *options) -> int:
+    """The participant level on the tree's atlas (labelled DiFuMo8)."""
+    return _bids(
+        tree, out, "participant", "--maps", str(tree["maps"]), "--atlas-label", "DiFuMo8", *options
+    )
+
+
 def _tsv(out: Path, record: dict, atlas: str = "DiFuMo8", space: str = SPACE) -> Path:
     e = record["entities"]
     stem = f"sub-{e['sub']}_ses-{e['ses']}_task-{e['task']}_run-{e['run']}_space-{space}"
@@ -86,14 +93,9 @@ def test_signals_equal_nilearns_masker_fed_by_load_confounds_strategy(
     tree, tmp_path, strategy, options, kwargs
 ):
     out = tmp_path / "out"
-    code = _bids(
+    code = _participant(
         tree,
         out,
-        "participant",
-        "--maps",
-        str(tree["maps"]),
-        "--atlas-label",
-        "DiFuMo8",
         "--participant-label",
         "sub-01",
         "--denoise-strategy",
@@ -131,14 +133,9 @@ def test_signals_equal_nilearns_masker_fed_by_load_confounds_strategy(
 def test_scrubbing_keeps_nilearns_volumes_and_records_them(tree, tmp_path):
     out = tmp_path / "out"
     assert (
-        _bids(
+        _participant(
             tree,
             out,
-            "participant",
-            "--maps",
-            str(tree["maps"]),
-            "--atlas-label",
-            "DiFuMo8",
             "--participant-label",
             "02",
             "--session-label",
@@ -213,14 +210,9 @@ def test_min_coverage_regions_are_nan_named_and_coverage_stored(tree, tmp_path, 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert (
-            _bids(
+            _participant(
                 tree,
                 out,
-                "participant",
-                "--maps",
-                str(tree["maps"]),
-                "--atlas-label",
-                "DiFuMo8",
                 "--participant-label",
                 "02",
                 "--min-coverage",
@@ -258,14 +250,9 @@ def test_min_coverage_regions_are_nan_named_and_coverage_stored(tree, tmp_path, 
     # negative control: without --min-coverage, no region is NaN (coverage still stored)
     plain = tmp_path / "plain"
     assert (
-        _bids(
+        _participant(
             tree,
             plain,
-            "participant",
-            "--maps",
-            str(tree["maps"]),
-            "--atlas-label",
-            "DiFuMo8",
             "--participant-label",
             "02",
         )
@@ -302,14 +289,9 @@ def test_min_coverage_masker_parameter_defaults_off(tree):
 def test_bids_validator_accepts_the_outputs(tree, tmp_path):
     out = tmp_path / "out"
     assert (
-        _bids(
+        _participant(
             tree,
             out,
-            "participant",
-            "--maps",
-            str(tree["maps"]),
-            "--atlas-label",
-            "DiFuMo8",
             "--participant-label",
             "01",
             "--session-label",
@@ -338,14 +320,9 @@ def test_group_writes_the_study_summary_and_the_connectomes(tree, tmp_path, caps
     assert _bids(tree, out, "group") == 2
     assert "run the participant level first" in capsys.readouterr().err
     assert (
-        _bids(
+        _participant(
             tree,
             out,
-            "participant",
-            "--maps",
-            str(tree["maps"]),
-            "--atlas-label",
-            "DiFuMo8",
             "--participant-label",
             "01",
             "--denoise-strategy",
