@@ -289,6 +289,23 @@ def _blas_controller():
 _ONE_THREAD_LOCK = threading.Lock()
 _one_thread_users = 0
 _one_thread_limit = None
+_one_thread_release: threading.Timer | None = None
+# how long BLAS stays on one thread after the last block ends: tasks of one computation follow
+# each other within milliseconds, and lifting the limit between them wakes OpenBLAS's threads,
+# which spin for work on a busy machine (tangent connectivity of 200 runs, 2 cores at load 7:
+# 37 s with the limit lifted between tasks, 2.8 s held: 2026-12-07-connectivity.md in
+# benchmarks/results)
+RELEASE_DELAY = 1.0
+
+
+def _release_one_thread_limit() -> None:
+    global _one_thread_limit, _one_thread_release
+    with _ONE_THREAD_LOCK:
+        if _one_thread_release is threading.current_thread():
+            _one_thread_release = None
+        if _one_thread_users == 0 and _one_thread_limit is not None:
+            _one_thread_limit.restore_original_limits()
+            _one_thread_limit = None
 
 
 @contextlib.contextmanager
@@ -297,12 +314,17 @@ def one_blas_thread() -> Iterator[None]:
 
     threadpoolctl's limits are process-wide: each block saving and restoring them on its own,
     two overlapping blocks could leave BLAS limited to one thread for good (or restore its
-    threads while the other still runs).  The first thread in sets the limit, the last out lifts
-    it.
+    threads while the other still runs).  The first thread in sets the limit; the last out
+    lifts it ``RELEASE_DELAY`` seconds later unless another block has started by then, so that
+    the tasks of one computation run under one limit instead of waking BLAS's threads between
+    every two of them.
     """
-    global _one_thread_users, _one_thread_limit
+    global _one_thread_users, _one_thread_limit, _one_thread_release
     with _ONE_THREAD_LOCK:
-        if _one_thread_users == 0:
+        if _one_thread_release is not None:
+            _one_thread_release.cancel()
+            _one_thread_release = None
+        if _one_thread_limit is None:
             _one_thread_limit = _blas_controller().limit(limits=1, user_api="blas")
         _one_thread_users += 1
     try:
@@ -310,10 +332,10 @@ def one_blas_thread() -> Iterator[None]:
     finally:
         with _ONE_THREAD_LOCK:
             _one_thread_users -= 1
-            if _one_thread_users == 0:
-                if _one_thread_limit is not None:
-                    _one_thread_limit.restore_original_limits()
-                _one_thread_limit = None
+            if _one_thread_users == 0 and _one_thread_limit is not None:
+                _one_thread_release = threading.Timer(RELEASE_DELAY, _release_one_thread_limit)
+                _one_thread_release.daemon = True
+                _one_thread_release.start()
 
 
 class GramSolver:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from types import SimpleNamespace
 
 import dask
@@ -185,6 +186,44 @@ def test_block_without_support_still_counts_its_nonfinite_values():
     np.testing.assert_allclose(summed[:, :k], expected, rtol=1e-12)
 
 
+def _wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_one_thread_limit_outlives_a_block_by_the_release_delay(monkeypatch):
+    """Blocks that follow each other within ``RELEASE_DELAY`` (the tasks of one computation)
+    run under one limit: BLAS's threads are not woken between them (the cost measured in
+    benchmarks/results/2026-12-07-connectivity.md); after the delay BLAS gets its threads back.
+    """
+    from daskmasker.compute import regression
+
+    made = []
+
+    class Blas:
+        threads = 2
+
+        def limit(self, limits, user_api):
+            saved, Blas.threads = Blas.threads, limits
+            made.append(limits)
+            return SimpleNamespace(restore_original_limits=lambda: setattr(Blas, "threads", saved))
+
+    monkeypatch.setattr(regression, "_blas_controller", Blas)
+    monkeypatch.setattr(regression, "RELEASE_DELAY", 0.3)
+    for _ in range(5):
+        with regression.one_blas_thread():
+            assert Blas.threads == 1
+        assert Blas.threads == 1  # held between blocks
+    assert made == [1]  # one limit for the five blocks
+    _wait_for(lambda: Blas.threads == 2)
+    with regression.one_blas_thread():
+        assert Blas.threads == 1
+    assert made == [1, 1]
+    _wait_for(lambda: Blas.threads == 2)
+
+
 def test_overlapping_one_thread_blocks_restore_blas_threads(monkeypatch):
     """Two threads' blocks interleaved (A in, B in, A out, B out): BLAS keeps one thread until
     the last block ends, then gets its threads back.  threadpoolctl's own limiter used the same
@@ -205,13 +244,14 @@ def test_overlapping_one_thread_blocks_restore_blas_threads(monkeypatch):
             return SimpleNamespace(restore_original_limits=lambda: setattr(Blas, "threads", saved))
 
     monkeypatch.setattr(regression, "_blas_controller", Blas)
+    monkeypatch.setattr(regression, "RELEASE_DELAY", 0.2)
     a, b = regression.one_blas_thread(), regression.one_blas_thread()
     a.__enter__()
     b.__enter__()
     a.__exit__(None, None, None)
     assert Blas.threads == 1  # B still runs
     b.__exit__(None, None, None)
-    assert Blas.threads == 2
+    _wait_for(lambda: Blas.threads == 2)
     first = Blas().limit(limits=1, user_api="blas")
     second = Blas().limit(limits=1, user_api="blas")
     first.restore_original_limits()
