@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -286,26 +287,36 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-_ONE_THREAD_LOCK = threading.Lock()
+# re-entrant: a block's exit can run in a finalizer (an abandoned generator collected by the
+# garbage collector) on a thread that already holds the lock
+_ONE_THREAD_LOCK = threading.RLock()
+_ONE_THREAD_IDLE = threading.Condition(_ONE_THREAD_LOCK)
 _one_thread_users = 0
 _one_thread_limit = None
-_one_thread_release: threading.Timer | None = None
+_one_thread_last_exit = 0.0
+_one_thread_releaser: threading.Thread | None = None
 # how long BLAS stays on one thread after the last block ends: tasks of one computation follow
 # each other within milliseconds, and lifting the limit between them wakes OpenBLAS's threads,
 # which spin for work on a busy machine (tangent connectivity of 200 runs, 2 cores at load 7:
-# 37 s with the limit lifted between tasks, 2.8 s held: 2026-12-07-connectivity.md in
+# 37 s with the limit lifted between tasks, 2.5 s held: 2026-12-07-connectivity.md in
 # benchmarks/results)
 RELEASE_DELAY = 1.0
 
 
-def _release_one_thread_limit() -> None:
-    global _one_thread_limit, _one_thread_release
-    with _ONE_THREAD_LOCK:
-        if _one_thread_release is threading.current_thread():
-            _one_thread_release = None
-        if _one_thread_users == 0 and _one_thread_limit is not None:
-            _one_thread_limit.restore_original_limits()
-            _one_thread_limit = None
+def _release_when_idle() -> None:
+    """The releaser thread: lifts the limit once no block has run for ``RELEASE_DELAY``."""
+    global _one_thread_limit
+    with _ONE_THREAD_IDLE:
+        while True:
+            if _one_thread_users == 0 and _one_thread_limit is not None:
+                left = _one_thread_last_exit + RELEASE_DELAY - time.monotonic()
+                if left <= 0:
+                    _one_thread_limit.restore_original_limits()
+                    _one_thread_limit = None
+                    continue
+                _ONE_THREAD_IDLE.wait(left)
+            else:
+                _ONE_THREAD_IDLE.wait()
 
 
 @contextlib.contextmanager
@@ -314,16 +325,20 @@ def one_blas_thread() -> Iterator[None]:
 
     threadpoolctl's limits are process-wide: each block saving and restoring them on its own,
     two overlapping blocks could leave BLAS limited to one thread for good (or restore its
-    threads while the other still runs).  The first thread in sets the limit; the last out
-    lifts it ``RELEASE_DELAY`` seconds later unless another block has started by then, so that
-    the tasks of one computation run under one limit instead of waking BLAS's threads between
-    every two of them.
+    threads while the other still runs).  The first thread in sets the limit; a releaser thread
+    lifts it ``RELEASE_DELAY`` seconds after the last block ends unless another block has
+    started by then, so that the tasks of one computation run under one limit instead of waking
+    BLAS's threads between every two of them.  The exit starts no thread (it may run in a
+    finalizer); the releaser is started by the first block of the process (and again in a
+    forked child, where it does not exist).
     """
-    global _one_thread_users, _one_thread_limit, _one_thread_release
+    global _one_thread_users, _one_thread_limit, _one_thread_last_exit, _one_thread_releaser
     with _ONE_THREAD_LOCK:
-        if _one_thread_release is not None:
-            _one_thread_release.cancel()
-            _one_thread_release = None
+        if _one_thread_releaser is None or not _one_thread_releaser.is_alive():
+            _one_thread_releaser = threading.Thread(
+                target=_release_when_idle, name="daskmasker-blas-release", daemon=True
+            )
+            _one_thread_releaser.start()
         if _one_thread_limit is None:
             _one_thread_limit = _blas_controller().limit(limits=1, user_api="blas")
         _one_thread_users += 1
@@ -332,10 +347,9 @@ def one_blas_thread() -> Iterator[None]:
     finally:
         with _ONE_THREAD_LOCK:
             _one_thread_users -= 1
-            if _one_thread_users == 0 and _one_thread_limit is not None:
-                _one_thread_release = threading.Timer(RELEASE_DELAY, _release_one_thread_limit)
-                _one_thread_release.daemon = True
-                _one_thread_release.start()
+            _one_thread_last_exit = time.monotonic()
+            if _one_thread_users == 0:
+                _ONE_THREAD_IDLE.notify()
 
 
 class GramSolver:

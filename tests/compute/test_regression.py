@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from types import SimpleNamespace
+from typing import ClassVar
 
 import dask
 import dask.array as da
@@ -193,67 +194,102 @@ def _wait_for(condition, timeout=10.0):
         time.sleep(0.01)
 
 
-def test_one_thread_limit_outlives_a_block_by_the_release_delay(monkeypatch):
+@pytest.fixture
+def blas(monkeypatch):
+    """A stand-in BLAS with threadpoolctl's semantics (a limiter saves the thread count when
+    made and sets it back when restored), installed once the real limit a previous test left
+    pending is lifted; ``Blas.made`` lists the limits made.
+
+    Whether OpenBLAS obeys depends on the process's past (after some tests of this suite, its
+    limit had no effect at all); the bookkeeping does not.
+    """
+    from daskmasker.compute import regression
+
+    monkeypatch.setattr(regression, "RELEASE_DELAY", 0.0)
+    with regression._ONE_THREAD_IDLE:
+        regression._ONE_THREAD_IDLE.notify()
+    _wait_for(lambda: regression._one_thread_limit is None)
+
+    class Blas:
+        threads = 2
+        made: ClassVar[list[int]] = []
+
+        def limit(self, limits, user_api):
+            assert user_api == "blas"
+            saved, Blas.threads = Blas.threads, limits
+            Blas.made.append(limits)
+            return SimpleNamespace(restore_original_limits=lambda: setattr(Blas, "threads", saved))
+
+    monkeypatch.setattr(regression, "_blas_controller", Blas)
+    monkeypatch.setattr(regression, "RELEASE_DELAY", 0.3)
+    return Blas
+
+
+def test_one_thread_limit_outlives_a_block_by_the_release_delay(blas):
     """Blocks that follow each other within ``RELEASE_DELAY`` (the tasks of one computation)
     run under one limit: BLAS's threads are not woken between them (the cost measured in
     benchmarks/results/2026-12-07-connectivity.md); after the delay BLAS gets its threads back.
     """
     from daskmasker.compute import regression
 
-    made = []
-
-    class Blas:
-        threads = 2
-
-        def limit(self, limits, user_api):
-            saved, Blas.threads = Blas.threads, limits
-            made.append(limits)
-            return SimpleNamespace(restore_original_limits=lambda: setattr(Blas, "threads", saved))
-
-    monkeypatch.setattr(regression, "_blas_controller", Blas)
-    monkeypatch.setattr(regression, "RELEASE_DELAY", 0.3)
     for _ in range(5):
         with regression.one_blas_thread():
-            assert Blas.threads == 1
-        assert Blas.threads == 1  # held between blocks
-    assert made == [1]  # one limit for the five blocks
-    _wait_for(lambda: Blas.threads == 2)
+            assert blas.threads == 1
+        time.sleep(0.05)  # a gap between two tasks, well inside the delay
+        assert blas.threads == 1  # held between blocks
+    assert blas.made == [1]  # one limit for the five blocks
+    _wait_for(lambda: blas.threads == 2)
     with regression.one_blas_thread():
-        assert Blas.threads == 1
-    assert made == [1, 1]
-    _wait_for(lambda: Blas.threads == 2)
+        assert blas.threads == 1
+    assert blas.made == [1, 1]
+    _wait_for(lambda: blas.threads == 2)
 
 
-def test_overlapping_one_thread_blocks_restore_blas_threads(monkeypatch):
+def test_a_block_closed_by_a_finalizer_under_the_lock_ends(blas):
+    """A block's exit can run in a finalizer (the garbage collector closing an abandoned
+    generator) on a thread that holds the limit's lock; it must neither deadlock nor start a
+    thread there (a timer started from the collector hung a test process), and the limit is
+    still lifted after the delay.
+    """
+    import threading
+
+    from daskmasker.compute import regression
+
+    def held():
+        with regression.one_blas_thread():
+            yield
+
+    abandoned = held()
+    next(abandoned)
+    assert blas.threads == 1
+
+    def collect():
+        with regression._ONE_THREAD_LOCK:
+            abandoned.close()
+
+    collector = threading.Thread(target=collect, daemon=True)
+    collector.start()
+    collector.join(10)
+    assert not collector.is_alive(), "the block's exit deadlocked under the lock"
+    _wait_for(lambda: blas.threads == 2)
+
+
+def test_overlapping_one_thread_blocks_restore_blas_threads(blas):
     """Two threads' blocks interleaved (A in, B in, A out, B out): BLAS keeps one thread until
     the last block ends, then gets its threads back.  threadpoolctl's own limiter used the same
     way (the control) leaves BLAS on one thread for good.
-
-    The BLAS here is a stand-in with threadpoolctl's semantics (a limiter saves the count when
-    made and sets it back when restored): whether OpenBLAS obeys depends on the process's past
-    (after some tests of this suite, its limit had no effect at all), the bookkeeping does not.
     """
     from daskmasker.compute import regression
 
-    class Blas:
-        threads = 2
-
-        def limit(self, limits, user_api):
-            assert user_api == "blas"
-            saved, Blas.threads = Blas.threads, limits
-            return SimpleNamespace(restore_original_limits=lambda: setattr(Blas, "threads", saved))
-
-    monkeypatch.setattr(regression, "_blas_controller", Blas)
-    monkeypatch.setattr(regression, "RELEASE_DELAY", 0.2)
     a, b = regression.one_blas_thread(), regression.one_blas_thread()
     a.__enter__()
     b.__enter__()
     a.__exit__(None, None, None)
-    assert Blas.threads == 1  # B still runs
+    assert blas.threads == 1  # B still runs
     b.__exit__(None, None, None)
-    _wait_for(lambda: Blas.threads == 2)
-    first = Blas().limit(limits=1, user_api="blas")
-    second = Blas().limit(limits=1, user_api="blas")
+    _wait_for(lambda: blas.threads == 2)
+    first = blas().limit(limits=1, user_api="blas")
+    second = blas().limit(limits=1, user_api="blas")
     first.restore_original_limits()
     second.restore_original_limits()
-    assert Blas.threads == 1  # the control: stuck
+    assert blas.threads == 1  # the control: stuck
