@@ -242,10 +242,13 @@ def run_batch(
     BatchResult, or a list of them (one per masker, when ``masker`` is a list)
     """
     several = not isinstance(masker, NiftiMapsMasker)
-    maskers = list(masker) if several else [masker]  # type: ignore[arg-type]
+    maskers = [masker] if isinstance(masker, NiftiMapsMasker) else list(masker)
     stores = _per_atlas("store", store, len(maskers), several)
     labels = _per_atlas("atlas_label", atlas_label, len(maskers), several)
     items = make_items(list(imgs), confounds, sample_masks, names, brain_masks, denoise)
+    if tsv_dir is not None:  # a label that is not BIDS is refused before anything is done
+        for k, m in enumerate(maskers):  # (a loop: the warning's stack level is its caller's)
+            labels[k] = bids.atlas_label(m.maps_img, labels[k])
     fit_together(maskers, source(items[0].image, storage_options) if items else None)
     atlases = [
         _open(spec, out, items, overwrite, storage_options)
@@ -253,8 +256,7 @@ def run_batch(
     ]
     if tsv_dir is not None:
         for atlas, label in zip(atlases, labels, strict=True):
-            name = bids.atlas_label(atlas.spec.params["maps_img"], label)
-            atlas.missing_tsv = _plan_bids(atlas, items, tsv_dir, name, storage_options)
+            atlas.missing_tsv = _plan_bids(atlas, items, tsv_dir, label, storage_options)
     _extract(atlases, items, storage_options, client, progress)
     for atlas in atlases:
         for item in atlas.missing_tsv:

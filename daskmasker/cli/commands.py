@@ -124,7 +124,8 @@ def _extract(args: argparse.Namespace) -> int:
             f"{len(labels)} --atlas-label for {len(args.maps)} --maps: give one per --maps"
         )
     maskers = [_masker_from_args(args, maps) for maps in args.maps]
-    logger.debug("masker: %r", maskers[0])
+    for masker in maskers:
+        logger.debug("masker: %r", masker)
     start = time.perf_counter()
     with _client(args, len(args.imgs)) as client, _progress(args, "extract", client):
         results = run_batch(
