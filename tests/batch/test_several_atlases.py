@@ -83,6 +83,38 @@ def test_each_store_is_its_own_atlas_batch(study, atlases, tmp_path, settings):
         assert again.done == [] and sorted(again.skipped) == RUNS
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"daskmasker.batch.whole-item-bytes": 0}],
+    ids=["whole", "graph-per-item"],
+)
+def test_on_a_local_cluster(study, atlases, tmp_path, settings):
+    """On two worker processes (the recorders held on the cluster, each image's atlases computed
+    and written by one worker), the stores equal the threaded scheduler's."""
+    import dask
+
+    from daskmasker import dask_client
+
+    imgs = [r["img"] for r in study["runs"]]
+    confounds = [r["conf"] for r in study["runs"]]
+    local = [str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")]
+    remote = [str(tmp_path / "ca.zarr"), str(tmp_path / "cb.zarr")]
+    with dask.config.set(settings):
+        _batch(study, atlases, local)
+        with dask_client(workers=2) as client:
+            results = run_batch(
+                _maskers(study, atlases), imgs, remote, confounds=confounds, client=client
+            )
+    assert [sorted(r.done) for r in results] == [RUNS, RUNS]
+    for got, want in zip(remote, local, strict=True):
+        np.testing.assert_allclose(
+            open_timeseries(got)["signals"].values,
+            open_timeseries(want)["signals"].values,
+            rtol=0,
+            atol=1e-12,
+        )
+
+
 def test_a_changed_parameter_is_refused_before_any_atlas_is_computed(study, atlases, tmp_path):
     """A rerun with another parameter is refused naming it, and neither store changes (the
     refusal comes before anything is computed, for every atlas); a rerun where only the second
