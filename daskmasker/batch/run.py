@@ -10,12 +10,18 @@ arrays (:func:`daskmasker.batch.study.gather`).  Optional BIDS derivatives
 Small runs (at most ``daskmasker.batch.whole-item-bytes`` of voxels, judged on the first) run
 whole on the workers, several per task; larger ones run as one graph per run built here.  In
 both cases the worker that computed a run writes its outputs (:mod:`daskmasker.batch.jobs`).
+
+Several atlases (a list of maskers, a store each) are one batch: every store is opened and its
+runs sorted before anything is computed, and an image is extracted once for all the atlases
+whose store lacks it (their maps linked: its chunks read once); each store is then written,
+resumed, refused and gathered exactly as one atlas's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -285,10 +291,11 @@ def _per_atlas(label: str, value: Any, n: int, several: bool) -> list:
     """One value per atlas: ``value`` itself for one masker, else its items (one per masker)."""
     if not several:
         return [value]
-    values = [None] * n if value is None else list(value)
-    if isinstance(value, str) or len(values) != n:
+    if value is None:
+        return [None] * n
+    if isinstance(value, str | os.PathLike) or len(value) != n:
         raise ValueError(f"{label} must be a list of {n} (one per masker), got {value!r:.80}")
-    return values
+    return list(value)
 
 
 def _open(

@@ -114,15 +114,15 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    args.t_r, confounds = _check_extract(args)
-    from daskmasker.batch.run import run_batch
-
-    stores = _atlas_stores(args.out, args.maps)
     labels = args.atlas_label
     if labels is not None and len(labels) != len(args.maps):
         raise CommandError(
             f"{len(labels)} --atlas-label for {len(args.maps)} --maps: give one per --maps"
         )
+    args.t_r, confounds = _check_extract(args)
+    from daskmasker.batch.run import run_batch
+
+    stores = _atlas_stores(args.out, args.maps)
     maskers = [_masker_from_args(args, maps) for maps in args.maps]
     for masker in maskers:
         logger.debug("masker: %r", masker)
