@@ -2,8 +2,9 @@
 
 ``participant`` finds the selected runs (:mod:`daskmasker.batch.fmriprep`), denoises their
 confounds with nilearn's strategies (:mod:`daskmasker.batch.denoise`) and extracts them with
-:func:`~daskmasker.batch.run.run_batch`, one resumable batch store per atlas, each run's brain
-mask giving its maps' coverage; BIDS derivatives are written beside::
+:func:`~daskmasker.batch.run.run_batch`, one resumable batch store per atlas (the atlases in
+one pass: each image read once), each run's brain mask giving its maps' coverage; BIDS
+derivatives are written beside::
 
     OUTPUT_DIR/dataset_description.json           GeneratedBy daskmasker, SourceDatasets fMRIPrep
     OUTPUT_DIR/.bidsignore                          stores/ and group/ are not BIDS files
@@ -91,6 +92,7 @@ def participant(
     denoise_params: dict[str, Any] | None = None,
     masker_params: dict[str, Any] | None = None,
     selection: dict[str, Any] | None = None,
+    runs: Sequence[FmriprepRun] | None = None,
     overwrite: bool = False,
     client=None,
 ) -> ParticipantResult:
@@ -111,6 +113,9 @@ def participant(
         :class:`~daskmasker.NiftiMapsMasker` parameters (``t_r`` comes from the sidecars).
     selection : dict, optional
         :func:`~daskmasker.batch.fmriprep.find_runs` keywords.
+    runs : sequence of FmriprepRun, optional
+        The runs, selected already (:func:`select_runs`; the command line counts them to size
+        its cluster); ``selection`` is then not used.
     overwrite : bool
     client : distributed.Client, optional
 
@@ -132,7 +137,8 @@ def participant(
     ]
     if len(set(labels)) < len(labels):
         raise ValueError(f"two atlases have the same label {labels}: pass --atlas-label")
-    runs = select_runs(fmriprep_dir, strategy, **(selection or {}))
+    if runs is None:
+        runs = select_runs(fmriprep_dir, strategy, **(selection or {}))
     t_r = common_t_r(runs)
     out = ParticipantResult()
     kept, confounds, sample_masks, records = [], [], [], []
@@ -150,23 +156,22 @@ def participant(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     bids.write_files(str(output_dir), {".bidsignore": BIDSIGNORE})
-    for maps_img, label in zip(maps, labels, strict=True):
-        params = {**(masker_params or {}), "t_r": t_r}
-        masker = NiftiMapsMasker(maps_img, **params)
-        out.results[label] = run_batch(
-            masker,
-            [r.bold for r in kept],
-            store_path(output_dir, label),
-            confounds=confounds,
-            sample_masks=sample_masks,
-            names=[r.name for r in kept],
-            brain_masks=[r.brain_mask for r in kept],
-            denoise=records,
-            overwrite=overwrite,
-            tsv_dir=str(output_dir),
-            atlas_label=label,
-            client=client,
-        )
+    params = {**(masker_params or {}), "t_r": t_r}
+    results = run_batch(  # the atlases in one pass: each image read once for all of them
+        [NiftiMapsMasker(maps_img, **params) for maps_img in maps],
+        [r.bold for r in kept],
+        [store_path(output_dir, label) for label in labels],
+        confounds=confounds,
+        sample_masks=sample_masks,
+        names=[r.name for r in kept],
+        brain_masks=[r.brain_mask for r in kept],
+        denoise=records,
+        overwrite=overwrite,
+        tsv_dir=str(output_dir),
+        atlas_label=labels,
+        client=client,
+    )
+    out.results = dict(zip(labels, results, strict=True))
     return out
 
 

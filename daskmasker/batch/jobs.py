@@ -9,9 +9,10 @@ and writing stores in the client, one item after the other, was most of the time
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
@@ -22,6 +23,9 @@ from daskmasker.batch.record import Recorder, index_entry, run_meta
 from daskmasker.batch.store import write_run
 from daskmasker.io.fs import Location
 from daskmasker.io.retry import retry
+
+if TYPE_CHECKING:
+    from daskmasker.masker.spec import ExtractionSpec
 
 
 @dataclass(frozen=True)
@@ -34,29 +38,37 @@ class Target:
     bids: tuple[str, str, str, tuple[str, ...]] | None = None  # (root, stem, maps, sources)
 
 
-Outcome = tuple[dict[str, str], dict[str, dict]]
-"""What a job returns: ``({name: error}, {name: index entry})`` of its items."""
+Outcome = tuple[dict[str, str], dict[tuple[int, str], dict]]
+"""What a job returns: ``({run: error}, {(atlas, run): index entry})`` of its items (``atlas``:
+the position of the atlas in the batch).  An item fails for all its atlases at once: they are
+computed together."""
 
 
 def store_item(
-    signals: np.ndarray,
-    raw: np.ndarray,
-    conf: np.ndarray | None,
-    recorder: Recorder,
+    values: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    recorders: list[Recorder],
     *,
     item,
-    meta: dict,
-    target: Target,
+    outputs: list[tuple[int, dict, Target]],
 ) -> Outcome:
-    """Write an item's outputs where it was computed: its Dataset (fingerprint included: the
-    inputs are hashed here) and BIDS files (if asked); the run is written last, as one object,
-    so a complete run implies its BIDS files exist.  Returns its index entry."""
-    ds = recorder.dataset(item, meta, signals, raw, conf)
-    if target.bids is not None:
-        write_bids(target, ds)
-    location = Location(target.url, target.storage_options)
-    retry(lambda: write_run(location, target.name, ds), f"{target.url}/runs/{target.name}")
-    return {}, {target.name: index_entry(ds)}
+    """Write an item's outputs where it was computed, for each atlas that wanted it: its Dataset
+    (fingerprint included: the inputs are hashed here) and BIDS files (if asked); each run is
+    written last, as one object, so a complete run implies its BIDS files exist.
+
+    ``values`` are the computed ``(signals, raw, confounds)`` of each of ``outputs``, the
+    ``(atlas, run_meta, target)`` of the atlases that wanted the item.  Returns their index
+    entries.
+    """
+    entries = {}
+    for (signals, raw, conf), (k, meta, target) in zip(values, outputs, strict=True):
+        ds = recorders[k].dataset(item, meta, signals, raw, conf)
+        if target.bids is not None:
+            write_bids(target, ds)
+        location = Location(target.url, target.storage_options)
+        write = functools.partial(write_run, location, target.name, ds)
+        retry(write, f"{target.url}/runs/{target.name}")
+        entries[(k, target.name)] = index_entry(ds)
+    return {}, entries
 
 
 def write_bids(target: Target, ds: xr.Dataset) -> None:
@@ -85,35 +97,37 @@ def source(image: Any, storage_options: dict | None):
     return image
 
 
-def run_items(recorder: Recorder, entries: list, storage_options: dict | None) -> Outcome:
+def build(item, specs: list[ExtractionSpec], storage_options: dict | None) -> list:
+    """The lazy extractions of an item for each atlas: the image (and brain mask) opened once,
+    so that linked atlases' graphs share its reads."""
+    image = source(item.image, storage_options)
+    brain_mask = source(item.brain_mask, storage_options)
+    return [
+        spec.lazy(image, item.confounds, item.sample_mask, brain_mask=brain_mask) for spec in specs
+    ]
+
+
+def run_items(recorders: list[Recorder], entries: list, storage_options: dict | None) -> Outcome:
     """Run items whole, one after the other: build, compute (synchronous scheduler) and store.
 
-    ``entries`` are ``(item, target)`` pairs; returns the errors of the items that failed and
-    the index entries of the others (complete in the store).
+    ``entries`` are ``(item, [(atlas, target), ...])``: each item's atlases are computed in one
+    computation (its chunks read once).  Returns the errors of the items that failed and the
+    index entries of the others (complete in the store).
     """
-    spec = recorder.spec
-    errors, done = {}, {}
-    for item, target in entries:
+    errors: dict[str, str] = {}
+    done: dict[tuple[int, str], dict] = {}
+    for item, outputs in entries:
         try:
-            signals, conf, raw = spec.lazy(
-                source(item.image, storage_options),
-                item.confounds,
-                item.sample_mask,
-                brain_mask=source(item.brain_mask, storage_options),
+            lazies = build(item, [recorders[k].spec for k, _ in outputs], storage_options)
+            values = dask.compute(
+                *[(lazy.signals.data, lazy.raw, lazy.confounds) for lazy in lazies],
+                scheduler="sync",
             )
-            values, raw_values, conf_values = dask.compute(
-                signals.data, raw, conf, scheduler="sync"
-            )
-            _, entry = store_item(
-                values,
-                raw_values,
-                conf_values,
-                recorder,
-                item=item,
-                meta=run_meta(signals),
-                target=target,
-            )
-            done.update(entry)
+            metas = [
+                (k, run_meta(lazy.signals), target)
+                for (k, target), lazy in zip(outputs, lazies, strict=True)
+            ]
+            done.update(store_item(list(values), recorders, item=item, outputs=metas)[1])
         except Exception as exc:
             errors[item.name] = f"{type(exc).__name__}: {exc}"
     return errors, done

@@ -10,18 +10,24 @@ arrays (:func:`daskmasker.batch.study.gather`).  Optional BIDS derivatives
 Small runs (at most ``daskmasker.batch.whole-item-bytes`` of voxels, judged on the first) run
 whole on the workers, several per task; larger ones run as one graph per run built here.  In
 both cases the worker that computed a run writes its outputs (:mod:`daskmasker.batch.jobs`).
+
+Several atlases (a list of maskers, a store each) are one batch: every store is opened and its
+runs sorted before anything is computed, and an image is extracted once for all the atlases
+whose store lacks it (their maps linked: its chunks read once); each store is then written,
+resumed, refused and gathered exactly as one atlas's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, overload
 
 import dask
 import numpy as np
@@ -29,6 +35,7 @@ import numpy as np
 from daskmasker.batch import bids
 from daskmasker.batch.jobs import (
     Target,
+    build,
     run_items,
     source,
     source_name,
@@ -39,8 +46,12 @@ from daskmasker.batch.record import Recorder, run_meta
 from daskmasker.batch.store import check_name, completed, open_output, open_run, write_index
 from daskmasker.batch.study import gather
 from daskmasker.compute.plan import plan_extraction
+from daskmasker.io.fs import Location
 from daskmasker.io.load import describe
 from daskmasker.masker.estimator import NiftiMapsMasker
+from daskmasker.masker.many import fit_together, link_specs
+from daskmasker.masker.spec import ExtractionSpec
+from daskmasker.runtime.client import active_client, tune_local_allocator
 from daskmasker.runtime.scheduling import compute_per_worker, held
 
 _NIFTI_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr)$")
@@ -132,32 +143,75 @@ def make_items(
     ]
 
 
+@overload
 def run_batch(
     masker: NiftiMapsMasker,
     imgs: Sequence,
     store: str,
     *,
-    confounds=None,
-    sample_masks=None,
-    names=None,
-    brain_masks=None,
-    denoise=None,
+    confounds: Sequence | None = None,
+    sample_masks: Sequence | None = None,
+    names: Sequence[str] | None = None,
+    brain_masks: Sequence | None = None,
+    denoise: Sequence[dict] | None = None,
     overwrite: bool = False,
     storage_options: dict | None = None,
     tsv_dir: str | None = None,
     atlas_label: str | None = None,
-    client=None,
+    client: Any = None,
     progress: bool = False,
-) -> BatchResult:
-    """Extract every image into one resumable Zarr store.
+) -> BatchResult: ...
+
+
+@overload
+def run_batch(
+    masker: Sequence[NiftiMapsMasker],
+    imgs: Sequence,
+    store: Sequence[str],
+    *,
+    confounds: Sequence | None = None,
+    sample_masks: Sequence | None = None,
+    names: Sequence[str] | None = None,
+    brain_masks: Sequence | None = None,
+    denoise: Sequence[dict] | None = None,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+    tsv_dir: str | None = None,
+    atlas_label: Sequence[str] | None = None,
+    client: Any = None,
+    progress: bool = False,
+) -> list[BatchResult]: ...
+
+
+def run_batch(
+    masker: NiftiMapsMasker | Sequence[NiftiMapsMasker],
+    imgs: Sequence,
+    store: str | Sequence[str],
+    *,
+    confounds: Sequence | None = None,
+    sample_masks: Sequence | None = None,
+    names: Sequence[str] | None = None,
+    brain_masks: Sequence | None = None,
+    denoise: Sequence[dict] | None = None,
+    overwrite: bool = False,
+    storage_options: dict | None = None,
+    tsv_dir: str | None = None,
+    atlas_label: str | Sequence[str] | None = None,
+    client: Any = None,
+    progress: bool = False,
+) -> BatchResult | list[BatchResult]:
+    """Extract every image into one resumable Zarr store per atlas.
 
     Parameters
     ----------
-    masker : NiftiMapsMasker
-        Fitted, or fitted here on the first image.
+    masker : NiftiMapsMasker, or a list of them (one per atlas)
+        Fitted, or fitted here on the first image.  Several maskers (several atlases) share
+        one pass over each image: its chunks are read and multiplied by every atlas's maps
+        once (:func:`~daskmasker.masker.many.link_specs`), and each atlas's runs go to its own
+        store, recorded, resumed and refused exactly as one atlas's.
     imgs : sequence
         Paths, URLs, Zarr stores or images.
-    store : str
+    store : str, or a list of str (one per masker)
         Output Zarr store (path or fsspec URL).
     confounds, sample_masks : sequences, optional
         One entry (or None) per image.
@@ -174,14 +228,15 @@ def run_batch(
         Start afresh: remove an existing daskmasker batch store first (never another path).
         Without it, a complete run is skipped only if its fingerprint (parameters, input
         contents, versions: :mod:`daskmasker.batch.fingerprint`) is unchanged; one that differs
-        raises :class:`~daskmasker.batch.record.StaleStoreError` naming what differs.
+        raises :class:`~daskmasker.batch.record.StaleStoreError` naming what differs, before
+        anything is computed (for every atlas).
     storage_options : dict, optional
         fsspec options for the output (and input checksums).
     tsv_dir : str, optional
         Also write BIDS derivatives there (:mod:`daskmasker.batch.bids`): a
-        ``*_atlas-<label>_timeseries.tsv`` and its JSON sidecar per run, and the
+        ``*_atlas-<label>_timeseries.tsv`` and its JSON sidecar per run and atlas, and the
         ``dataset_description.json``.
-    atlas_label : str, optional
+    atlas_label : str, or a list of str (one per masker), optional
         The ``atlas`` entity of the BIDS file names; by default from the maps' file name.
     client : distributed.Client, optional
         Run items concurrently on this cluster; None uses the local threaded scheduler.
@@ -190,66 +245,151 @@ def run_batch(
 
     Returns
     -------
-    BatchResult
+    BatchResult, or a list of them (one per masker, when ``masker`` is a list)
     """
+    several = not isinstance(masker, NiftiMapsMasker)
+    maskers = [masker] if isinstance(masker, NiftiMapsMasker) else list(masker)
+    stores = _per_atlas("store", store, len(maskers), several)
+    labels = _per_atlas("atlas_label", atlas_label, len(maskers), several)
     items = make_items(list(imgs), confounds, sample_masks, names, brain_masks, denoise)
-    atlas = None if tsv_dir is None else bids.atlas_label(masker.maps_img, atlas_label)
-    if not hasattr(masker, "n_elements_"):
-        masker.fit(source(items[0].image, storage_options) if items else None)
-    spec = masker.extraction_spec()
+    if tsv_dir is not None:  # a label that is not BIDS is refused before anything is done
+        for k, m in enumerate(maskers):  # (a loop: the warning's stack level is its caller's)
+            labels[k] = bids.atlas_label(m.maps_img, labels[k])
+    fit_together(maskers, source(items[0].image, storage_options) if items else None)
+    atlases = [
+        _open(spec, out, items, overwrite, storage_options)
+        for spec, out in zip(link_specs(maskers), stores, strict=True)
+    ]
+    if tsv_dir is not None:
+        for atlas, label in zip(atlases, labels, strict=True):
+            atlas.missing_tsv = _plan_bids(atlas, items, tsv_dir, label, storage_options)
+    _extract(atlases, items, storage_options, client, progress)
+    for atlas in atlases:
+        for item in atlas.missing_tsv:
+            write_bids(atlas.targets[item.name], open_run(atlas.location, item.name))
+    results = [atlas.result for atlas in atlases]
+    return results if several else results[0]
+
+
+@dataclass
+class _Atlas:
+    """One atlas of a batch: its extraction, its store, what the store held at the start, the
+    resume index being built and the runs still to extract."""
+
+    spec: ExtractionSpec
+    recorder: Recorder
+    location: Location
+    result: BatchResult
+    done: dict[str, dict]
+    index: dict[str, dict]
+    todo: set[str]
+    targets: dict[str, Target]
+    missing_tsv: list[Item] = field(default_factory=list)
+
+
+def _per_atlas(label: str, value: Any, n: int, several: bool) -> list:
+    """One value per atlas: ``value`` itself for one masker, else its items (one per masker)."""
+    if not several:
+        return [value]
+    if value is None:
+        return [None] * n
+    if isinstance(value, str | os.PathLike) or len(value) != n:
+        raise ValueError(f"{label} must be a list of {n} (one per masker), got {value!r:.80}")
+    return list(value)
+
+
+def _open(
+    spec: ExtractionSpec,
+    store: str,
+    items: list[Item],
+    overwrite: bool,
+    storage_options: dict | None,
+) -> _Atlas:
+    """Open (or create) an atlas's store and sort the runs: those complete with the same
+    fingerprint are skipped, changed ones refused (:meth:`Recorder.split`)."""
     location = open_output(store, spec.attrs, overwrite, storage_options)
-    result = BatchResult(store=str(store))
     recorder = Recorder(spec, storage_options).prepare()
     done = completed(location)
-    todo, result.skipped = recorder.split(location, items, done)
+    todo, skipped = recorder.split(location, items, done)
     targets = {
         item.name: Target(url=str(store), name=item.name, storage_options=storage_options)
         for item in items
     }
-    missing_tsv: list[Item] = []
-    if tsv_dir is not None:
-        missing_tsv = _plan_bids(masker, items, targets, set(done), tsv_dir, atlas, storage_options)
-    bar = _progress(len(todo), progress)
-    index = {**done, **recorder.refreshed}
+    return _Atlas(
+        spec=spec,
+        recorder=recorder,
+        location=location,
+        result=BatchResult(store=str(store), skipped=skipped),
+        done=done,
+        index={**done, **recorder.refreshed},
+        todo={item.name for item in todo},
+        targets=targets,
+    )
 
-    whole = _runs_whole(masker, todo, storage_options)
+
+def _extract(
+    atlases: list[_Atlas],
+    items: list[Item],
+    storage_options: dict | None,
+    client,
+    progress: bool,
+) -> None:
+    """Extract the runs each atlas still needs, an image's atlases in one computation (its
+    chunks read once), each run written by the worker that computed it; then (also when the
+    batch fails or is interrupted) each store's index is written and its new runs gathered."""
+    wanted = {
+        item.name: [k for k, atlas in enumerate(atlases) if item.name in atlas.todo]
+        for item in items
+    }
+    todo = [item for item in items if wanted[item.name]]
+    bar = _progress(len(todo), progress)
+    whole = _runs_whole(todo, storage_options)
     built: list[list[str]] = []
+    recorders = [atlas.recorder for atlas in atlases]
+    if client is None and active_client() is None:  # the images computed by this process
+        tune_local_allocator()
+
+    def outputs(item: Item) -> list[tuple[int, Target]]:
+        return [(k, atlases[k].targets[item.name]) for k in wanted[item.name]]
+
+    def fail(name: str, error: str) -> None:
+        for k in wanted[name]:
+            atlases[k].result.failed[name] = error
 
     def jobs():
         """Each job's graph, built when it is its turn to run.  Small items run whole, several
         per task (graph built where it runs); others one graph per item, built here (a failure
         to build, a bad input, is recorded and the batch goes on)."""
-        shared = recorder if client is None else held(client, recorder, "recorder")
+        shared = recorders if client is None else held(client, recorders, "recorder")
         if whole:
             size = _items_per_job(len(todo), client)
             for start in range(0, len(todo), size):
                 chunk = todo[start : start + size]
                 built.append([item.name for item in chunk])
-                entries = [(item, targets[item.name]) for item in chunk]
+                entries = [(item, outputs(item)) for item in chunk]
                 yield dask.delayed(
                     functools.partial(run_items, entries=entries, storage_options=storage_options)
                 )(shared)
             return
         for item in todo:
+            specs = [recorders[k].spec for k in wanted[item.name]]
             try:
-                signals, conf, raw = spec.lazy(
-                    source(item.image, storage_options),
-                    item.confounds,
-                    item.sample_mask,
-                    brain_mask=source(item.brain_mask, storage_options),
-                )
+                lazies = build(item, specs, storage_options)
             except Exception as exc:
-                result.failed[item.name] = f"{type(exc).__name__}: {exc}"
+                fail(item.name, f"{type(exc).__name__}: {exc}")
                 bar.update(1)
                 continue
             built.append([item.name])
             store = functools.partial(
                 store_item,
                 item=item,
-                meta=run_meta(signals),
-                target=targets[item.name],
+                outputs=[
+                    (k, run_meta(lazy.signals), target)
+                    for (k, target), lazy in zip(outputs(item), lazies, strict=True)
+                ],
             )
-            yield dask.delayed(store)(signals.data, raw, conf, shared)
+            values = [(lazy.signals.data, lazy.raw, lazy.confounds) for lazy in lazies]
+            yield dask.delayed(store)(values, shared)
 
     try:
         if client is None:
@@ -263,17 +403,28 @@ def run_batch(
                 errors = {name: f"{type(exc).__name__}: {exc}" for name in built[position]}
             for name in built[position]:
                 if name in errors:
-                    result.failed[name] = errors[name]
+                    fail(name, errors[name])
                 else:
-                    result.done.append(name)
-                    index[name] = entries[name]
+                    for k in wanted[name]:
+                        atlases[k].result.done.append(name)
+                        atlases[k].index[name] = entries[(k, name)]
                 bar.update(1)
     finally:
         bar.close()
-        finish(location, index, redone=result.done, recorded=done)
-    for item in missing_tsv:
-        write_bids(targets[item.name], open_run(location, item.name))
-    return result
+        _finish_all(atlases)
+
+
+def _finish_all(atlases: list[_Atlas]) -> None:
+    """:func:`finish` every atlas's store, each even if another's fails (the first error is
+    raised after)."""
+    errors = []
+    for atlas in atlases:
+        try:
+            finish(atlas.location, atlas.index, redone=atlas.result.done, recorded=atlas.done)
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 def finish(
@@ -288,27 +439,26 @@ def finish(
 
 
 def _plan_bids(
-    masker: NiftiMapsMasker,
+    atlas: _Atlas,
     items: list[Item],
-    targets: dict[str, Target],
-    done: set[str],
     root: str,
-    atlas: str,
+    label: str,
     storage_options: dict | None,
 ) -> list[Item]:
-    """Give each target its BIDS destination and write ``dataset_description.json``, before
-    any item runs; return the complete items whose TSV is missing (exported from the store)."""
+    """Give each of an atlas's targets its BIDS destination and write
+    ``dataset_description.json``, before any item runs; return the complete items whose TSV is
+    missing (exported from the store)."""
     sources = {item.name: source_name(item.image) or item.name for item in items}
-    stems, uris, present = bids.start(root, sources, atlas, version("daskmasker"), storage_options)
-    maps = describe(masker.maps_img)
+    stems, uris, present = bids.start(root, sources, label, version("daskmasker"), storage_options)
+    maps = describe(atlas.spec.params["maps_img"])
     for item in items:
         sources_ = (uris[item.name],) if item.name in uris else ()
         bids_target = (root, stems[item.name], maps, sources_)
-        targets[item.name] = dataclasses.replace(targets[item.name], bids=bids_target)
-    return [i for i in items if i.name in done and f"{stems[i.name]}.tsv" not in present]
+        atlas.targets[item.name] = dataclasses.replace(atlas.targets[item.name], bids=bids_target)
+    return [i for i in items if i.name in atlas.done and f"{stems[i.name]}.tsv" not in present]
 
 
-def _runs_whole(masker: NiftiMapsMasker, todo: list[Item], storage_options) -> bool:
+def _runs_whole(todo: list[Item], storage_options) -> bool:
     """Whether the items run whole, one task each: when the first that opens has at most
     ``daskmasker.batch.whole-item-bytes`` of voxels (reading its header only)."""
     from daskmasker.io.load import load_image

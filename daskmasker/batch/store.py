@@ -9,7 +9,6 @@ Layout (Zarr v3; a local path or fsspec URL)::
                            ``xr.open_zarr(out.zarr)`` and ``open_timeseries`` open
       runs/<name>.npz      each complete run, packed in one object (:mod:`~.pack`)
       runs/index.json      the resume index: run name -> fingerprint sha256, input digests
-      report.html          (``daskmasker extract``)
 
 A run is written by the worker that computed it, as one object under its final name, atomically
 (a local file is written beside and renamed; an object store's PUT is whole or absent): a run is

@@ -47,7 +47,8 @@ def _run(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
         "min_coverage": args.min_coverage,
     }
-    with _client(args) as client:
+    runs = bidsapp.select_runs(args.fmriprep_dir, args.denoise_strategy, **selection)
+    with _client(args, len(runs)) as client:  # SLURM: no more workers than runs
         result = bidsapp.participant(
             args.fmriprep_dir,
             args.output_dir,
@@ -57,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
             # every strategy parameter but ica_aroma, which --denoise-strategy chooses
             denoise_params={k: getattr(args, k) for k in PARAMETERS if k != "ica_aroma"},
             masker_params=masker,
-            selection=selection,
+            runs=runs,
             overwrite=args.overwrite,
             client=client,
         )

@@ -15,11 +15,11 @@ from daskmasker.cli.parser import _STANDARDIZE, _TARGETS, CommandError, _flag_na
 from daskmasker.report.output import beside, write_page
 
 
-def _masker_from_args(args: argparse.Namespace):
+def _masker_from_args(args: argparse.Namespace, maps: str):
     from daskmasker.masker.estimator import NiftiMapsMasker
 
     return NiftiMapsMasker(
-        maps_img=args.maps,
+        maps_img=maps,
         mask_img=args.mask,
         allow_overlap=not args.no_allow_overlap,
         smoothing_fwhm=args.smoothing_fwhm,
@@ -114,133 +114,70 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    labels = args.atlas_label
+    if labels is not None and len(labels) != len(args.maps):
+        raise CommandError(
+            f"{len(labels)} --atlas-label for {len(args.maps)} --maps: give one per --maps"
+        )
     args.t_r, confounds = _check_extract(args)
     from daskmasker.batch.run import run_batch
 
-    if len(args.maps) > 1:
-        return _extract_many(args)
-    args.maps = args.maps[0]
-
-    masker = _masker_from_args(args)
-    logger.debug("masker: %r", masker)
+    stores = _atlas_stores(args.out, args.maps)
+    maskers = [_masker_from_args(args, maps) for maps in args.maps]
+    for masker in maskers:
+        logger.debug("masker: %r", masker)
     start = time.perf_counter()
     with _client(args, len(args.imgs)) as client, _progress(args, "extract", client):
-        result = run_batch(
-            masker,
+        results = run_batch(
+            maskers,
             args.imgs,
-            args.out,
+            stores,
             confounds=confounds,
             overwrite=args.overwrite,
             storage_options=args.storage_options,
             tsv_dir=args.tsv_dir,
-            atlas_label=args.atlas_label,
+            atlas_label=labels,
             client=client,
         )
-    if not args.no_report and result.done:
-        target = beside(args.out, ".masker.html")
+    failed = {}
+    for masker, result in zip(maskers, results, strict=True):
+        if not args.no_report:
+            _write_reports(args, masker, result)
+        logger.info("%s in %.1f s", result, time.perf_counter() - start)
+        failed.update({name: _flag_names(error) for name, error in result.failed.items()})
+    for name, error in failed.items():  # an image fails for all the atlases at once
+        logger.error("FAILED %s: %s", name, error)
+    return 1 if failed else 0
+
+
+def _atlas_stores(out: str, maps: list[str]) -> list[str]:
+    """The store of each atlas: ``--out`` for one; ``OUT/<atlas>.zarr`` for several, named
+    after the maps file (``atlas-<i>_<name>`` when two files have the same name)."""
+    if len(maps) == 1:
+        return [out]
+    from pathlib import PurePosixPath
+
+    names = [re.sub(r"\.nii(\.gz)?$|\.zarr/?$", "", PurePosixPath(m).name) for m in maps]
+    if len(set(names)) < len(names):
+        names = [f"atlas-{i}_{n}" for i, n in enumerate(names)]
+    return [f"{out.rstrip('/')}/{name}.zarr" for name in names]
+
+
+def _write_reports(args: argparse.Namespace, masker, result) -> None:
+    """An atlas's two reports, beside its store: the masker's (nilearn's ``generate_report``,
+    ``STORE.masker.html``) once a run is extracted, and the study report (``STORE.report.html``).
+    """
+    if result.done:
+        target = beside(result.store, ".masker.html")
         try:
             report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
             report.save_as_html(target, storage_options=args.storage_options)
             logger.info("masker report: %s", target)
         except ImportError as exc:  # the plotting extra is not installed
             logger.warning("no masker report: %s", exc)
-    if not args.no_report:
-        failed = {name: _flag_names(error) for name, error in result.failed.items()}
-        target = _study_report(args.out, args.storage_options, failed)
-        logger.info("study report: %s", target)
-    logger.info("%s in %.1f s", result, time.perf_counter() - start)
-    for name, error in result.failed.items():
-        logger.error("FAILED %s: %s", name, _flag_names(error))
-    return 1 if result.failed else 0
-
-
-def _extract_many(args: argparse.Namespace) -> int:
-    """``extract`` with several ``--maps``: a batch store per atlas (``OUT/<atlas>.zarr``, named
-    after the maps file), every image read once for all the atlases that still need it.  Each
-    store keeps what ``run_batch``'s does (fingerprints, raw signals, audit metadata): a rerun
-    skips unchanged runs and refuses changed ones, per atlas."""
-    from pathlib import PurePosixPath
-
-    import dask
-
-    from daskmasker.batch.jobs import source
-    from daskmasker.batch.record import Recorder, index_entry
-    from daskmasker.batch.run import finish, make_items
-    from daskmasker.batch.store import completed, open_output, write_run
-    from daskmasker.masker.many import fit_many
-    from daskmasker.runtime.client import active_client, tune_local_allocator
-
-    if args.tsv_dir is not None:
-        raise CommandError("--bids-dir takes one --maps (run extract once per atlas for BIDS)")
-    atlases = list(args.maps)
-    names = [re.sub(r"\.nii(\.gz)?$|\.zarr/?$", "", PurePosixPath(m).name) for m in atlases]
-    if len(set(names)) < len(names):
-        names = [f"atlas-{i}_{n}" for i, n in enumerate(names)]
-    args.maps = atlases[0]
-    params = _masker_from_args(args).get_params(deep=False)
-    del params["maps_img"]
-    so = args.storage_options
-    items = make_items(args.imgs, confounds=args.confounds)
-    start = time.perf_counter()
-    failed = n_done = 0
-    with _client(args, len(items)):
-        if active_client() is None:  # the images computed by this process's threads
-            tune_local_allocator()
-        maskers = fit_many(atlases, source(items[0].image, so), **params)
-        outputs = []
-        for name, masker in zip(names, maskers, strict=True):
-            store = f"{args.out.rstrip('/')}/{name}.zarr"
-            spec = masker.extraction_spec()
-            location = open_output(store, spec.attrs, args.overwrite, so)
-            recorder = Recorder(spec, so).prepare()
-            done = completed(location)
-            todo, _ = recorder.split(location, items, done)
-            index = {**done, **recorder.refreshed}
-            outputs.append((masker, recorder, location, index, {i.name for i in todo}))
-        try:
-            for item in items:
-                wanted = [out for out in outputs if item.name in out[4]]
-                if not wanted:
-                    continue
-                try:
-                    lazies = [
-                        rec.spec.lazy(
-                            source(item.image, so),
-                            item.confounds,
-                            item.sample_mask,
-                            brain_mask=source(item.brain_mask, so),
-                        )
-                        for _, rec, *_ in wanted
-                    ]
-                    # one computation: the atlases' linked maps share the image's reads
-                    values = dask.compute(*[(sig.data, raw, conf) for sig, conf, raw in lazies])
-                except Exception as exc:  # recorded; the batch goes on
-                    logger.error("FAILED %s: %s: %s", item.name, type(exc).__name__, exc)
-                    failed += 1
-                    continue
-                for (_, recorder, location, index, _), lazy, (sig, raw, conf) in zip(
-                    wanted, lazies, values, strict=True
-                ):
-                    ds = recorder.dataset(item, lazy[0], sig, raw, conf)
-                    write_run(location, item.name, ds)
-                    index[item.name] = index_entry(ds)
-                n_done += 1
-        finally:
-            for _, _, location, index, _ in outputs:
-                finish(location, index)
-    logger.info(
-        "%d images x %d atlases into %s/{%s}.zarr: %d extracted, %d already complete, "
-        "%d failed in %.1f s",
-        len(items),
-        len(atlases),
-        args.out,
-        ",".join(names),
-        n_done,
-        len(items) - n_done - failed,
-        failed,
-        time.perf_counter() - start,
-    )
-    return 1 if failed else 0
+    failed = {name: _flag_names(error) for name, error in result.failed.items()}
+    target = _study_report(result.store, args.storage_options, failed)
+    logger.info("study report: %s", target)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -277,8 +277,11 @@ def _add_storage_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_bids_output(parser: argparse.ArgumentParser, maps_source: str) -> None:
-    """``--bids-dir`` (alias ``--tsv-dir``) and ``--atlas-label``, for extract and clean."""
+def _add_bids_output(
+    parser: argparse.ArgumentParser, maps_source: str, per_maps: bool = False
+) -> None:
+    """``--bids-dir`` (alias ``--tsv-dir``) and ``--atlas-label``, for extract and clean
+    (``per_maps``: one ``--atlas-label`` per ``--maps``, repeated)."""
     parser.add_argument(
         "--tsv-dir",
         "--bids-dir",
@@ -292,7 +295,10 @@ def _add_bids_output(parser: argparse.ArgumentParser, maps_source: str) -> None:
         "--atlas-label",
         default=None,
         metavar="LABEL",
-        help=f"atlas-<label> of the BIDS file names (default: from the {maps_source} file name)",
+        action="append" if per_maps else "store",
+        help="atlas-<label> of the BIDS file names"
+        + ("; repeat, one per --maps in order" if per_maps else "")
+        + f" (default: from the {maps_source} file name)",
     )
 
 
@@ -370,7 +376,7 @@ def _get_parser() -> argparse.ArgumentParser:
         required=True,
         help="output Zarr store (path or URL); an existing batch store is resumed",
     )
-    _add_bids_output(extract, "--maps")
+    _add_bids_output(extract, "--maps", per_maps=True)
     extract.add_argument("--overwrite", action="store_true", help="start a batch store afresh")
     extract.add_argument(
         "--labels",
@@ -381,7 +387,8 @@ def _get_parser() -> argparse.ArgumentParser:
     extract.add_argument(
         "--no-report",
         action="store_true",
-        help="do not write the reports beside --out (OUT.masker.html, OUT.report.html)",
+        help="do not write the reports beside each store (OUT.masker.html, OUT.report.html; "
+        "with several --maps, OUT/<atlas>.zarr.masker.html and OUT/<atlas>.zarr.report.html)",
     )
     masker = extract.add_argument_group("masker parameters (as nilearn's NiftiMapsMasker)")
     _add_signal_options(masker, standardize="none", needs_t_r=" (needs a TR)")

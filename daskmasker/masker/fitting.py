@@ -146,13 +146,23 @@ def link_fitted(fitted: list[FittedMaps]) -> list[FittedMaps]:
     On each grid the copies' maps are linked
     (:func:`~daskmasker.compute.projection.joint_grid_maps`): an image's products with every
     atlas come from one read and one product; each atlas keeps its own solver.  The originals
-    (perhaps cached) are not changed.
+    (perhaps cached) are not changed; maps linked already are linked again from their
+    originals (:func:`~daskmasker.masker.many.fit_many`'s maskers given to a several-atlas batch).
     """
+    originals = [_original(f) for f in fitted]
     members: list[FittedMaps] = []
     members.extend(
-        dataclasses.replace(f, joint=(list(fitted), members), _on_grid={}) for f in fitted
+        dataclasses.replace(f, joint=(originals, members), _on_grid={}) for f in originals
     )
     return members
+
+
+def _original(fitted: FittedMaps) -> FittedMaps:
+    """The fitted maps a linked copy was made from (itself if not linked)."""
+    if fitted.joint is None:
+        return fitted
+    originals, members = fitted.joint
+    return next(o for o, m in zip(originals, members, strict=True) if m is fitted)
 
 
 def load_mask(mask_img: Any) -> tuple[np.ndarray, Grid]:

@@ -23,6 +23,7 @@ from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.masker.fit_cache import FIT_CACHE
 from daskmasker.masker.fitting import link_fitted, prefit_maps
 from daskmasker.masker.params import check_params, check_resampling_target
+from daskmasker.masker.spec import ExtractionSpec
 from daskmasker.runtime.scheduling import compute_images
 
 
@@ -54,13 +55,52 @@ def fit_many(maps: Sequence, imgs: Any = None, **params) -> list[NiftiMapsMasker
         raise TypeError("give the atlases as maps=[...], not maps_img")
     first = imgs if imgs is None or _is_single(imgs) else imgs[0]
     maskers = [NiftiMapsMasker(maps_img=m, **params) for m in maps]
-    with FIT_CACHE.holding(len(maskers)):
-        _prefit(maskers[0], maps, first)
-        for masker in maskers:
-            masker.fit(first)
-    for masker, linked in zip(maskers, link_fitted([m._fitted for m in maskers]), strict=True):
-        masker._fitted = linked
+    fit_together(maskers, first)
+    for masker, spec in zip(maskers, link_specs(maskers), strict=True):
+        masker._fitted = spec.fitted
     return maskers
+
+
+def fit_together(maskers: Sequence[NiftiMapsMasker], img: Any = None) -> None:
+    """Fit, on ``img``, those of the maskers not fitted yet, their atlases' maps loaded at once.
+
+    When they share the mask, resampling target and ``keep_masked_maps`` (several atlases with
+    the same parameters), their maps are fitted in parallel threads first
+    (:func:`~daskmasker.masker.fitting.prefit_maps`); each masker's own ``fit`` then finds them
+    cached and raises or warns as it would alone.
+    """
+    todo = [m for m in maskers if not hasattr(m, "n_elements_")]
+    if not todo:
+        return
+    with FIT_CACHE.holding(len(todo)):
+        if all(_same_spatial_params(todo[0], m) for m in todo[1:]):
+            _prefit(todo[0], [m.maps_img for m in todo], img)
+        for masker in todo:
+            masker.fit(img)
+
+
+def link_specs(maskers: Sequence[NiftiMapsMasker]) -> list[ExtractionSpec]:
+    """The fitted maskers' extraction specs, linked so that one pass over an image serves them
+    all (:func:`~daskmasker.masker.fitting.link_fitted`): each image's chunks are read and
+    multiplied by every atlas's maps once; each atlas is still solved and cleaned alone.  The
+    maskers are not changed."""
+    specs = [m.extraction_spec() for m in maskers]
+    if len(specs) < 2:
+        return specs
+    linked = link_fitted([spec.fitted for spec in specs])
+    return [spec.with_fitted(f) for spec, f in zip(specs, linked, strict=True)]
+
+
+def _same_spatial_params(a: NiftiMapsMasker, b: NiftiMapsMasker) -> bool:
+    """Whether two maskers fit their maps alike (the same mask, target, masked-maps rule)."""
+    same_mask = a.mask_img is b.mask_img or (
+        isinstance(a.mask_img, str | os.PathLike) and a.mask_img == b.mask_img
+    )
+    return (
+        same_mask
+        and a.resampling_target == b.resampling_target
+        and a.keep_masked_maps == b.keep_masked_maps
+    )
 
 
 def _prefit(masker: NiftiMapsMasker, maps: Sequence, imgs: Any) -> None:

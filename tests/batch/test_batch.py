@@ -172,13 +172,28 @@ def _finished_items(out: str) -> set[str]:
         return set()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
-def test_interrupted_batch_resumes_with_identical_store(dataset, tmp_path, signum):
+@pytest.mark.parametrize(
+    ("signum", "n_atlases"),
+    [(signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGKILL, 2)],
+    ids=["SIGKILL", "SIGINT", "SIGKILL-two-atlases"],
+)
+def test_interrupted_batch_resumes_with_identical_store(dataset, tmp_path, signum, n_atlases):
     """A batch killed (SIGKILL) or interrupted (SIGINT) resumes: finished items untouched,
-    results identical to an uninterrupted run."""
+    results identical to an uninterrupted run; with two atlases (``--maps`` twice: a store
+    each, ``OUT/<atlas>.zarr``), so is each atlas's store."""
     imgs = [p for p, _ in dataset["runs"]] * 6
+    maps = [dataset["maps"], str(tmp_path / "other.nii.gz")][:n_atlases]
+    make_maps(n_maps=4, seed=7, dtype=np.float64).to_filename(tmp_path / "other.nii.gz")
+    args = [*(a for m in maps for a in ("--maps", m)), "--detrend", "--no-progress"]
+
+    def stores(out: str) -> list[str]:
+        names = [os.path.basename(m).removesuffix(".nii.gz") for m in maps]
+        return [out] if n_atlases == 1 else [os.path.join(out, f"{n}.zarr") for n in names]
+
+    def finished(out: str) -> dict[str, set[str]]:
+        return {store: _finished_items(store) for store in stores(out)}
+
     ref_out = str(tmp_path / "ref.zarr")
-    args = ["--maps", dataset["maps"], "--detrend", "--no-progress"]
     assert main(["extract", *imgs, *args, "--out", ref_out]) == 0
     out = str(tmp_path / "killed.zarr")
     cmd = [sys.executable, "-m", "daskmasker.cli", "extract", *imgs, *args, "--out", out]
@@ -186,22 +201,25 @@ def test_interrupted_batch_resumes_with_identical_store(dataset, tmp_path, signu
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
-            if _finished_items(out):
+            if any(finished(out).values()):
                 break
             time.sleep(0.05)
         proc.send_signal(signum)
     finally:
         proc.wait()
-    finished = _finished_items(out)
-    assert finished, "the batch was killed before finishing any item"
-    assert len(finished) < len(imgs), "the batch finished before it could be killed"
-    stamps = {n: os.path.getmtime(pack(out, n)) for n in finished}
+    before = finished(out)
+    assert any(before.values()), "the batch was killed before finishing any item"
+    assert not all(len(runs) == len(imgs) for runs in before.values()), "it finished first"
+    stamps = {pack(s, n): os.path.getmtime(pack(s, n)) for s, runs in before.items() for n in runs}
     assert main(["extract", *imgs, *args, "--out", out]) == 0
-    for name in finished:
-        assert os.path.getmtime(pack(out, name)) == stamps[name]
-    got, want = open_timeseries(out), open_timeseries(ref_out)
-    assert list(got["run"].values) == list(want["run"].values) == sorted(_finished_items(out))
-    np.testing.assert_array_equal(got["signals"].values, want["signals"].values)
+    for path, stamp in stamps.items():
+        assert os.path.getmtime(path) == stamp
+    for store, reference in zip(stores(out), stores(ref_out), strict=True):
+        got, want = open_timeseries(store), open_timeseries(reference)
+        runs = sorted(_finished_items(store))
+        assert list(got["run"].values) == list(want["run"].values) == runs
+        assert len(runs) == len(imgs)
+        np.testing.assert_array_equal(got["signals"].values, want["signals"].values)
 
 
 @pytest.mark.parametrize("whole_item_bytes", [None, 0], ids=["whole", "graph-per-item"])

@@ -70,3 +70,33 @@ def test_reclean_open_and_describe_stores_in_a_bucket(bucket):
     np.testing.assert_allclose(got.values, want.values, rtol=1e-10, equal_nan=True)
     text = store_info(new, storage_options=opts)
     assert f"re-cleaned from: {out}" in text and text.count(" current") == 2
+
+
+def test_several_atlases_from_the_command_line_into_a_bucket(bucket, tmp_path, capsys):
+    """``extract --maps A --maps B --out s3://...``: a store per atlas in the bucket, each with
+    its reports beside it, read back by open_timeseries; a rerun skips every run of both."""
+    import json
+
+    from daskmasker.cli import main
+
+    from helpers import make_maps
+
+    study, opts, fs = bucket["study"], bucket["opts"], bucket["fs"]
+    other = str(tmp_path / "other.nii.gz")
+    make_maps(n_maps=4, seed=7, dtype=np.float64).to_filename(other)
+    out = f"{bucket['root']}/derivatives"
+    argv = ["extract", *bucket["urls"], "--maps", study["maps"], "--maps", other, "--out", out]
+    argv += ["--detrend", "--t-r", "2", "--no-progress", "--storage-options", json.dumps(opts)]
+    assert main(argv) == 0
+    for name, n_maps in (("maps", 6), ("other", 4)):
+        store = f"{out}/{name}.zarr"
+        ds = open_timeseries(store, storage_options=opts)
+        assert list(ds["run"].values) == ["sub-01_task-rest", "sub-02_task-rest"]
+        assert ds.sizes["region"] == n_maps
+        assert fs.exists(f"{store}.masker.html") and fs.exists(f"{store}.report.html")
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert capsys.readouterr().err.count("0 extracted, 2 already complete, 0 failed") == 2
+    for name in ("maps", "other"):
+        info = store_info(f"{out}/{name}.zarr", storage_options=opts)
+        assert info.count(" current") == 2

@@ -97,7 +97,14 @@ def test_errors_name_the_input(atlases):
         extract_many([data, data], maps=atlases, confounds=[None])
 
 
-def test_cli_one_store_per_atlas(tmp_path, atlases, run_gz, reads):
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"daskmasker.batch.whole-item-bytes": 0}],
+    ids=["whole", "graph-per-item"],
+)
+def test_cli_one_store_per_atlas(tmp_path, atlases, run_gz, reads, settings):
+    """The batch (small runs whole on a worker, or one graph per run) reads each chunk of a run
+    once for both atlases."""
     from daskmasker.cli import main
 
     paths = []
@@ -106,7 +113,8 @@ def test_cli_one_store_per_atlas(tmp_path, atlases, run_gz, reads):
         atlas.to_filename(paths[-1])
     out = tmp_path / "out"
     argv = ["extract", run_gz, "--maps", paths[0], "--maps", paths[1], "--out", str(out)]
-    assert _quiet(main, [*argv, "--detrend", "--no-progress"]) == 0
+    with dask.config.set(settings):
+        assert _quiet(main, [*argv, "--detrend", "--no-progress", "--no-report"]) == 0
     runs = [r for r in reads if r[0] == run_gz]
     assert runs and sorted(set(runs)) == sorted(runs)  # each chunk of the run read once
     for path in paths:

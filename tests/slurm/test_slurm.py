@@ -206,6 +206,24 @@ def test_cluster_slurm_as_documented(slurm, dataset, tmp_path):
     assert_same_store(out, reference, exact=False)
 
 
+def test_bids_asks_no_more_worker_jobs_than_runs(slurm, tmp_path):
+    """``daskmasker bids ... --cluster slurm``, as ``extract``, asks SLURM no more workers than
+    the runs it selected: one run, one worker job (the partition's two CPUs would give two)."""
+    from daskmasker import synthetic
+
+    fmriprep, out = tmp_path / "fmriprep", tmp_path / "out"
+    synthetic.make_fmriprep_dataset(fmriprep, subjects=("01",), sessions=("1",), n_volumes=20)
+    maps = synthetic.make_maps(4, synthetic.SMALL_SHAPE, synthetic.SMALL_AFFINE, seed=1)
+    maps.to_filename(tmp_path / "maps.nii.gz")
+    words = [sys.executable, "-m", "daskmasker.cli", "bids", str(fmriprep), str(out)]
+    words += ["participant", "--maps", str(tmp_path / "maps.nii.gz"), "--no-progress"]
+    words += ["--cluster", "slurm", "--interface", "lo", "--log-dir", str(tmp_path / "logs")]
+    done = subprocess.run(words, env=env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "SLURM: 1 job(s) of 1 worker(s) on partition debug" in done.stderr
+    assert "1 extracted, 0 already complete, 0 failed" in done.stderr
+
+
 def wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
