@@ -30,10 +30,13 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
+
+if TYPE_CHECKING:
+    from bidsschematools.types import Namespace
 
 _EXTENSION = re.compile(r"(\.[A-Za-z0-9]+)+$")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
@@ -42,7 +45,7 @@ DEFAULT_DATATYPE = "func"
 
 
 @functools.cache
-def bids_schema():
+def bids_schema() -> Namespace:
     """The BIDS schema (bidsschematools), loaded once per process."""
     from bidsschematools import schema
 
@@ -235,7 +238,7 @@ def dataset_description(
         )
     links = dict((existing or {}).get("DatasetLinks", {}))
     links.update(sources)
-    out = {
+    out: dict[str, Any] = {
         "Name": "daskmasker region time series",
         "BIDSVersion": bids_version(),
         "DatasetType": "derivative",
@@ -327,7 +330,9 @@ def plan(
         When two runs would be written to the same file.
     """
     links = dict(links or {})
-    stems, uris, owner = {}, {}, {}
+    stems: dict[str, str] = {}
+    uris: dict[str, str] = {}
+    owner: dict[str, str] = {}
     for name, source in sources.items():
         stem = derivative_path(source, atlas)
         if stem in owner:

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -31,6 +31,9 @@ from daskmasker.batch import bids
 from daskmasker.batch.denoise import denoise_run, resolve
 from daskmasker.batch.fmriprep import BOLD_DESC, FmriprepRun, find_runs
 from daskmasker.batch.run import BatchResult, run_batch
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger("daskmasker")
 STORES = "stores"
@@ -92,7 +95,7 @@ def participant(
     masker_params: dict[str, Any] | None = None,
     selection: dict[str, Any] | None = None,
     overwrite: bool = False,
-    client=None,
+    client: Client | None = None,
 ) -> ParticipantResult:
     """Denoise and extract the selected runs: a batch store per atlas and BIDS derivatives.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
@@ -22,6 +22,9 @@ from daskmasker.batch.record import Recorder, index_entry, run_meta
 from daskmasker.batch.store import write_run
 from daskmasker.io.fs import Location
 from daskmasker.io.retry import retry
+
+if TYPE_CHECKING:
+    from daskmasker.batch.run import Item
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ def store_item(
     conf: np.ndarray | None,
     recorder: Recorder,
     *,
-    item,
+    item: Item,
     meta: dict,
     target: Target,
 ) -> Outcome:
@@ -61,6 +64,8 @@ def store_item(
 
 def write_bids(target: Target, ds: xr.Dataset) -> None:
     """The BIDS TSV and sidecar of a run, from its Dataset."""
+    if target.bids is None:
+        raise ValueError(f"run {target.name!r} has no BIDS destination")
     root, stem, maps, sources = target.bids
     texts = bids.run_files(ds, stem, maps, sources)
     retry(lambda: bids.write_files(root, texts, target.storage_options), f"{root}/{stem}")
@@ -76,7 +81,7 @@ def source_name(image: Any) -> str | None:
     return str(origin) if origin else None
 
 
-def source(image: Any, storage_options: dict | None):
+def source(image: Any, storage_options: dict | None) -> Any:
     """URLs are opened with the batch's storage options; anything else goes to the masker."""
     if storage_options and isinstance(image, str) and "://" in image:
         from daskmasker.io.load import load_image
@@ -85,14 +90,17 @@ def source(image: Any, storage_options: dict | None):
     return image
 
 
-def run_items(recorder: Recorder, entries: list, storage_options: dict | None) -> Outcome:
+def run_items(
+    recorder: Recorder, entries: list[tuple[Item, Target]], storage_options: dict | None
+) -> Outcome:
     """Run items whole, one after the other: build, compute (synchronous scheduler) and store.
 
     ``entries`` are ``(item, target)`` pairs; returns the errors of the items that failed and
     the index entries of the others (complete in the store).
     """
     spec = recorder.spec
-    errors, done = {}, {}
+    errors: dict[str, str] = {}
+    done: dict[str, dict] = {}
     for item, target in entries:
         try:
             signals, conf, raw = spec.lazy(

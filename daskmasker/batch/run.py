@@ -17,11 +17,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
@@ -39,9 +39,15 @@ from daskmasker.batch.record import Recorder, run_meta
 from daskmasker.batch.store import check_name, completed, open_output, open_run, write_index
 from daskmasker.batch.study import gather
 from daskmasker.compute.plan import plan_extraction
+from daskmasker.io.fs import Location
 from daskmasker.io.load import describe
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.runtime.scheduling import compute_per_worker, held
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
+    from distributed import Client
+    from tqdm.auto import tqdm
 
 _NIFTI_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr)$")
 
@@ -92,11 +98,11 @@ def item_name(source: Any, index: int) -> str:
 
 def make_items(
     imgs: Sequence,
-    confounds=None,
-    sample_masks=None,
-    names=None,
-    brain_masks=None,
-    denoise=None,
+    confounds: Sequence | None = None,
+    sample_masks: Sequence | None = None,
+    names: Sequence[str] | None = None,
+    brain_masks: Sequence | None = None,
+    denoise: Sequence[dict | None] | None = None,
 ) -> list[Item]:
     """Pair images with their confounds, sample masks, brain masks and denoise records
     (lists of the same length)."""
@@ -111,18 +117,18 @@ def make_items(
             raise ValueError(
                 f"number of {label} ({len(values)}) unequal to number of images ({n})."
             )
-    names = list(names) if names is not None else [item_name(img, i) for i, img in enumerate(imgs)]
-    for name in names:
+    given = list(names) if names is not None else [item_name(img, i) for i, img in enumerate(imgs)]
+    for name in given:
         check_name(name)
     seen: dict[str, int] = {}
-    for i, name in enumerate(names):
+    for i, name in enumerate(given):
         if name in seen:
-            names[i] = f"{name}_{i:04d}"
-        seen[names[i]] = i
+            given[i] = f"{name}_{i:04d}"
+        seen[given[i]] = i
     return [
         Item(
             image=img,
-            name=names[i],
+            name=given[i],
             confounds=None if confounds is None else confounds[i],
             sample_mask=None if sample_masks is None else sample_masks[i],
             brain_mask=None if brain_masks is None else brain_masks[i],
@@ -137,16 +143,16 @@ def run_batch(
     imgs: Sequence,
     store: str,
     *,
-    confounds=None,
-    sample_masks=None,
-    names=None,
-    brain_masks=None,
-    denoise=None,
+    confounds: Sequence | None = None,
+    sample_masks: Sequence | None = None,
+    names: Sequence[str] | None = None,
+    brain_masks: Sequence | None = None,
+    denoise: Sequence[dict | None] | None = None,
     overwrite: bool = False,
     storage_options: dict | None = None,
     tsv_dir: str | None = None,
     atlas_label: str | None = None,
-    client=None,
+    client: Client | None = None,
     progress: bool = False,
 ) -> BatchResult:
     """Extract every image into one resumable Zarr store.
@@ -207,7 +213,7 @@ def run_batch(
         for item in items
     }
     missing_tsv: list[Item] = []
-    if tsv_dir is not None:
+    if tsv_dir is not None and atlas is not None:  # atlas: set with tsv_dir
         missing_tsv = _plan_bids(masker, items, targets, set(done), tsv_dir, atlas, storage_options)
     bar = _progress(len(todo), progress)
     index = {**done, **recorder.refreshed}
@@ -215,7 +221,7 @@ def run_batch(
     whole = _runs_whole(masker, todo, storage_options)
     built: list[list[str]] = []
 
-    def jobs():
+    def jobs() -> Iterator[Delayed]:
         """Each job's graph, built when it is its turn to run.  Small items run whole, several
         per task (graph built where it runs); others one graph per item, built here (a failure
         to build, a bad input, is recorded and the batch goes on)."""
@@ -277,7 +283,10 @@ def run_batch(
 
 
 def finish(
-    location, index: dict[str, dict], redone=(), recorded: dict[str, dict] | None = None
+    location: Location,
+    index: dict[str, dict],
+    redone: Iterable[str] = (),
+    recorded: dict[str, dict] | None = None,
 ) -> None:
     """The end of a batch (also of one that failed or was interrupted): the resume index
     written (unless it equals ``recorded``, the one read at the start), then the new runs
@@ -308,7 +317,7 @@ def _plan_bids(
     return [i for i in items if i.name in done and f"{stems[i.name]}.tsv" not in present]
 
 
-def _runs_whole(masker: NiftiMapsMasker, todo: list[Item], storage_options) -> bool:
+def _runs_whole(masker: NiftiMapsMasker, todo: list[Item], storage_options: dict | None) -> bool:
     """Whether the items run whole, one task each: when the first that opens has at most
     ``daskmasker.batch.whole-item-bytes`` of voxels (reading its header only)."""
     from daskmasker.io.load import load_image
@@ -324,14 +333,14 @@ def _runs_whole(masker: NiftiMapsMasker, todo: list[Item], storage_options) -> b
     return False
 
 
-def _items_per_job(n_items: int, client) -> int:
+def _items_per_job(n_items: int, client: Client | None) -> int:
     """Small items per job, as planned for the client's threads
     (:func:`~daskmasker.compute.plan.items_per_job`)."""
     slots = 1 if client is None else max(1, sum(client.nthreads().values()))
     return plan_extraction(0, 0, n_items=n_items, slots=slots).items_per_job
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool) -> tqdm:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, disable=not enabled, unit="image", desc="extract")
