@@ -33,7 +33,7 @@ def forward_warnings(func: Callable) -> Callable:
     """
 
     @functools.wraps(func)
-    def task(*args, collection: str, **kwargs):
+    def task(*args: Any, collection: str, **kwargs: Any) -> Any:
         from distributed import get_worker
 
         try:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
 
 from daskmasker.runtime.client import active_client, tune_local_allocator
 from daskmasker.runtime.forwarding import reemit_warnings
+
+if TYPE_CHECKING:
+    from daskmasker.compute.projection import Share
 
 
 def compute_images(arrays: Iterable, num_workers: int | None = None, pin: bool = True) -> list:
@@ -28,7 +31,7 @@ def compute_images(arrays: Iterable, num_workers: int | None = None, pin: bool =
         return list(dask.compute(*arrays, num_workers=num_workers))
     names = set()
 
-    def named():
+    def named() -> Iterator[Any]:
         for array in arrays:
             names.add(array.name)
             yield array
@@ -83,7 +86,7 @@ def compute_per_worker(
     running = {}
     completed = as_completed()
 
-    def submit(worker) -> None:
+    def submit(worker: str | None) -> None:
         nonlocal ahead
         taken, ahead = ahead or next(pending, None), None
         if taken is None:
@@ -154,7 +157,7 @@ def share_blocks(blocks: np.ndarray, client: Any) -> np.ndarray:
     return shared
 
 
-def maps_sharing(client: Any | None = None):
+def maps_sharing(client: Any | None = None) -> Share | None:
     """The :data:`~daskmasker.compute.projection.Share` of the active (or given) client: None
     locally, a broadcast scatter on a distributed cluster."""
     client = client if client is not None else active_client()
