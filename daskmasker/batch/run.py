@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import PurePosixPath
@@ -28,6 +28,7 @@ import numpy as np
 
 from daskmasker.batch import bids
 from daskmasker.batch.jobs import (
+    Outcome,
     Target,
     run_items,
     source,
@@ -257,6 +258,7 @@ def run_batch(
             )
             yield dask.delayed(store)(signals.data, raw, conf, shared)
 
+    outcomes: Iterator[tuple[int, Callable[[], Outcome]]]
     try:
         if client is None:
             outcomes = ((i, job.compute) for i, job in enumerate(jobs()))
