@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
@@ -91,7 +91,7 @@ def reusable(out: Path, params: dict) -> bool:
         return False
 
 
-def generate(out: Path, params: dict, progress: Any = None) -> None:
+def generate(out: Path, params: dict, progress: ProgressLine | None = None) -> None:
     """Write the demo's inputs into ``out``; the parameters file is written last, so a run
     killed while generating regenerates everything next time."""
     import numpy as np

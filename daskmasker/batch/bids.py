@@ -36,6 +36,7 @@ import fsspec
 import numpy as np
 
 if TYPE_CHECKING:
+    import xarray as xr
     from bidsschematools.types import Namespace
 
 _EXTENSION = re.compile(r"(\.[A-Za-z0-9]+)+$")
@@ -376,9 +377,9 @@ def start(
     return stems, uris, present
 
 
-def run_files(ds: Any, stem: str, maps: str, sources: Sequence[str] = ()) -> dict[str, str]:
+def run_files(ds: xr.Dataset, stem: str, maps: str, sources: Sequence[str] = ()) -> dict[str, str]:
     """The TSV and JSON sidecar of one run, from its Dataset in the batch store
-    (:func:`daskmasker.batch.store.run_dataset`): columns from ``region_name``, timing from
+    (:func:`daskmasker.batch.dataset.run_dataset`): columns from ``region_name``, timing from
     ``t_r`` and ``frame``, provenance from its attributes."""
     frames = ds["frame"].values
     start_time = float(frames[0] * ds.attrs["t_r"]) if ds.attrs.get("t_r") else None
