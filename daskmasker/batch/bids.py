@@ -30,10 +30,14 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 import numpy as np
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from bidsschematools.types import Namespace
 
 _EXTENSION = re.compile(r"(\.[A-Za-z0-9]+)+$")
 _LABEL = re.compile(r"^[A-Za-z0-9]+$")
@@ -42,7 +46,7 @@ DEFAULT_DATATYPE = "func"
 
 
 @functools.cache
-def bids_schema():
+def bids_schema() -> Namespace:
     """The BIDS schema (bidsschematools), loaded once per process."""
     from bidsschematools import schema
 
@@ -235,7 +239,7 @@ def dataset_description(
         )
     links = dict((existing or {}).get("DatasetLinks", {}))
     links.update(sources)
-    out = {
+    out: dict[str, Any] = {
         "Name": "daskmasker region time series",
         "BIDSVersion": bids_version(),
         "DatasetType": "derivative",
@@ -327,7 +331,9 @@ def plan(
         When two runs would be written to the same file.
     """
     links = dict(links or {})
-    stems, uris, owner = {}, {}, {}
+    stems: dict[str, str] = {}
+    uris: dict[str, str] = {}
+    owner: dict[str, str] = {}
     for name, source in sources.items():
         stem = derivative_path(source, atlas)
         if stem in owner:
@@ -371,9 +377,9 @@ def start(
     return stems, uris, present
 
 
-def run_files(ds: Any, stem: str, maps: str, sources: Sequence[str] = ()) -> dict[str, str]:
+def run_files(ds: xr.Dataset, stem: str, maps: str, sources: Sequence[str] = ()) -> dict[str, str]:
     """The TSV and JSON sidecar of one run, from its Dataset in the batch store
-    (:func:`daskmasker.batch.store.run_dataset`): columns from ``region_name``, timing from
+    (:func:`daskmasker.batch.dataset.run_dataset`): columns from ``region_name``, timing from
     ``t_r`` and ``frame``, provenance from its attributes."""
     frames = ds["frame"].values
     start_time = float(frames[0] * ds.attrs["t_r"]) if ds.attrs.get("t_r") else None

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -32,6 +32,9 @@ from daskmasker.batch import bids
 from daskmasker.batch.denoise import denoise_run, resolve
 from daskmasker.batch.fmriprep import BOLD_DESC, FmriprepRun, find_runs
 from daskmasker.batch.run import BatchResult, run_batch
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger("daskmasker")
 STORES = "stores"
@@ -94,7 +97,7 @@ def participant(
     selection: dict[str, Any] | None = None,
     runs: Sequence[FmriprepRun] | None = None,
     overwrite: bool = False,
-    client=None,
+    client: Client | None = None,
 ) -> ParticipantResult:
     """Denoise and extract the selected runs: a batch store per atlas and BIDS derivatives.
 

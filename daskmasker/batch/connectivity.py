@@ -13,13 +13,16 @@ mean a reduction over all runs).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
 from daskmasker.compute import connectivity as conn
 from daskmasker.compute.connectivity_graph import lazy_connectivity
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 SECOND = "region_"  # the matrices' second region axis (xarray needs two names)
 
@@ -210,7 +213,7 @@ def _is_dask(signals: xr.DataArray) -> bool:
     return hasattr(signals.data, "dask")
 
 
-def _as_dask(signals: xr.DataArray):
+def _as_dask(signals: xr.DataArray) -> da.Array:
     import dask.array as da
 
     return da.from_array(np.asarray(signals.data), chunks=(1, -1, -1))

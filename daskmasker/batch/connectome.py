@@ -184,6 +184,7 @@ def write_dataset_relmats(
     with held:
         _, *values = dask.compute(tasks, *arrays)
     whitenings = iter(values[len(means) :])
+    assert columns is not None  # set by the loop over kinds, which _check_kinds keeps non-empty
     texts = {}
     for (kind, group, _, whitening), mean in zip(means, values[: len(means)], strict=True):
         texts[f"{group}_desc-mean_relmat.tsv"] = bids.tsv_text(mean, columns)
@@ -197,7 +198,14 @@ def write_dataset_relmats(
     return written + list(texts)
 
 
-def _write_block(matrices, names, sidecars, root, columns, storage_options) -> np.ndarray:
+def _write_block(
+    matrices: np.ndarray,
+    names: np.ndarray,
+    sidecars: np.ndarray,
+    root: str,
+    columns: Sequence[str],
+    storage_options: dict | None,
+) -> np.ndarray:
     texts = {}
     for matrix, name, sidecar in zip(matrices, names.ravel(), sidecars.ravel(), strict=True):
         texts[f"{name}.tsv"] = bids.tsv_text(matrix, columns)
@@ -231,7 +239,7 @@ def run_stems(ds: xr.Dataset, atlas: str) -> list[str]:
     return stems
 
 
-def _run_name(ds: xr.Dataset, i: int):
+def _run_name(ds: xr.Dataset, i: int) -> object:
     return ds["run"].values[i].item() if "run" in ds.coords else i
 
 

@@ -97,12 +97,14 @@ def run_dataset(
     raw : ndarray, shape (T, K)
         Uncleaned region signals of every volume.
     confounds : ndarray of shape (T, C), or None
+        Confounds of every volume (their names in ``confound_names``).
     frames : ndarray of int
         The volumes kept, in output order.
     region : ndarray of int
         The extracted maps' indices.
     region_names : sequence of str
     confound_names : sequence of str, optional
+        Required when ``confounds`` are given.
     t_r : float, optional
         Repetition time (s): gives the ``time`` coordinate (else the frame index).
     attrs : dict
@@ -116,7 +118,7 @@ def run_dataset(
     """
     raw = np.asarray(raw, dtype=np.float64)
     frames = np.asarray(frames, dtype=np.int64)
-    data = {
+    data: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
         "signals": (("time", "region"), signals),
         "raw_signals": (("volume", "region"), raw),
     }
@@ -127,6 +129,8 @@ def run_dataset(
         "region_name": ("region", np.asarray(list(region_names), dtype=object)),
     }
     if confounds is not None:
+        if confound_names is None:
+            raise ValueError(f"confounds of shape {np.shape(confounds)} given without their names")
         data["confounds"] = (("volume", "confound"), np.asarray(confounds))
         coords["confound"] = ("confound", np.asarray(list(confound_names), dtype=object))
     if coverage is not None:

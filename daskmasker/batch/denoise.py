@@ -15,6 +15,7 @@ the record of what was removed.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ FINGERPRINTED = ("strategy", "load_confounds")
 INSTALL_HINT = "pip install 'daskmasker[fmriprep]' (or: pip install nilearn)"
 
 
-def _nilearn_fmriprep():
+def _nilearn_fmriprep() -> tuple[ModuleType, dict[str, dict[str, Any]]]:
     try:
         import importlib
 

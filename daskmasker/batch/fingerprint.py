@@ -142,7 +142,7 @@ def differences(old: dict | None, new: dict) -> list[str]:
         was, now = old.get(role), new.get(role)
         if (was is None) != (now is None):
             out.append(f"{role} was {_short(was)}, now {_short(now)}")
-        elif was is not None and was["sha256"] != now["sha256"]:
+        elif was is not None and now is not None and was["sha256"] != now["sha256"]:
             out.append(f"{role} content changed: was {_short(was)}, now {_short(now)}")
     if old.get("sample_mask") != new.get("sample_mask"):
         out.append("sample_mask changed (other volumes kept)")

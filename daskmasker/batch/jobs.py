@@ -25,6 +25,7 @@ from daskmasker.io.fs import Location
 from daskmasker.io.retry import retry
 
 if TYPE_CHECKING:
+    from daskmasker.batch.run import Item
     from daskmasker.masker.spec import ExtractionSpec
 
 
@@ -48,7 +49,7 @@ def store_item(
     values: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     recorders: list[Recorder],
     *,
-    item,
+    item: Item,
     outputs: list[tuple[int, dict, Target]],
 ) -> Outcome:
     """Write an item's outputs where it was computed, for each atlas that wanted it: its Dataset
@@ -73,6 +74,8 @@ def store_item(
 
 def write_bids(target: Target, ds: xr.Dataset) -> None:
     """The BIDS TSV and sidecar of a run, from its Dataset."""
+    if target.bids is None:
+        raise ValueError(f"run {target.name!r} has no BIDS destination")
     root, stem, maps, sources = target.bids
     texts = bids.run_files(ds, stem, maps, sources)
     retry(lambda: bids.write_files(root, texts, target.storage_options), f"{root}/{stem}")
@@ -88,7 +91,7 @@ def source_name(image: Any) -> str | None:
     return str(origin) if origin else None
 
 
-def source(image: Any, storage_options: dict | None):
+def source(image: Any, storage_options: dict | None) -> Any:
     """URLs are opened with the batch's storage options; anything else goes to the masker."""
     if storage_options and isinstance(image, str) and "://" in image:
         from daskmasker.io.load import load_image
@@ -97,7 +100,7 @@ def source(image: Any, storage_options: dict | None):
     return image
 
 
-def build(item, specs: list[ExtractionSpec], storage_options: dict | None) -> list:
+def build(item: Item, specs: list[ExtractionSpec], storage_options: dict | None) -> list:
     """The lazy extractions of an item for each atlas: the image (and brain mask) opened once,
     so that linked atlases' graphs share its reads."""
     image = source(item.image, storage_options)

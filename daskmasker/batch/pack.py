@@ -13,9 +13,11 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from typing import Any
 
 import numpy as np
 import xarray as xr
+from numpy.lib.npyio import NpzFile
 
 from daskmasker.batch.dataset import run_dataset
 
@@ -42,7 +44,7 @@ def pack_arrays(arrays: dict[str, np.ndarray], attrs: dict) -> bytes:
     text = json.dumps(attrs, sort_keys=True, allow_nan=True)
     arrays[ATTRS] = np.frombuffer(text.encode(), dtype=np.uint8)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, allow_pickle=False, **arrays)  # unpack reads without pickles
     return buffer.getvalue()
 
 
@@ -71,11 +73,11 @@ def unpack(data: bytes) -> xr.Dataset:
         )
 
 
-def unpack_arrays(data: bytes) -> dict:
+def unpack_arrays(data: bytes) -> dict[str, Any]:
     """A packed run as plain arrays (``attrs`` a dict): what gathering a study needs, without
     building a Dataset per run."""
     with _open(data) as npz:
-        out = {name: npz[name] for name in npz.files if name != ATTRS}
+        out: dict[str, Any] = {name: npz[name] for name in npz.files if name != ATTRS}
         out[ATTRS] = _attrs(npz)
         return out
 
@@ -86,14 +88,14 @@ def unpack_attrs(data: bytes) -> dict:
         return _attrs(npz)
 
 
-def _open(data: bytes):
+def _open(data: bytes) -> NpzFile:
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"not a packed daskmasker run ({len(data)} bytes): {exc}") from exc
 
 
-def _attrs(npz) -> dict:
+def _attrs(npz: NpzFile) -> dict:
     try:
         return json.loads(npz[ATTRS].tobytes().decode())
     except (KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:

@@ -64,7 +64,13 @@ def confound_names(confounds: Any, n_scans: int, n_high_variance: int = 0) -> li
     parts = parts if isinstance(parts, list | tuple) else [parts]
     j = 0
     for part in parts:
-        width = load_confounds(part, n_scans).shape[1]
+        loaded = load_confounds(part, n_scans)
+        if loaded is None:
+            raise TypeError(
+                "a list of confounds holds None: give arrays, DataFrames or files (or confounds="
+                "None alone for none)"
+            )
+        width = loaded.shape[1]
         given = _given_names(part, width)
         names += given if given else [f"confound_{j + i}" for i in range(width)]
         j += width

@@ -137,8 +137,8 @@ def store_info(store: str, storage_options: dict | None = None) -> str:
         n_regions = ds.sizes["region"]
         shapes = {n: (f, n_regions, v) for n, f, v in zip(names, frames, volumes, strict=True)}
         if "coverage" in ds:
-            coverage = _coverage(ds["coverage"].values, batch)
-            cover = dict(zip(names, coverage, strict=True))
+            lowest = _coverage(ds["coverage"].values, batch)
+            cover = dict(zip(names, lowest, strict=True))
     runs = sorted(listed | set(shapes))
     lines = [
         f"{store}: daskmasker batch store, {len(runs)} runs ({len(listed)} complete, "
@@ -183,7 +183,7 @@ def _coverage(values: np.ndarray, batch: dict) -> list[str]:
     return out
 
 
-def _status(entry: dict | None, installed: dict, storage_options, shared: dict) -> str:
+def _status(entry: dict | None, installed: dict, storage_options: dict | None, shared: dict) -> str:
     """``current``, or what changed in the run's inputs and packages since it was written."""
     if not entry or not entry.get("fingerprint"):
         return "none recorded"
@@ -200,7 +200,8 @@ def _status(entry: dict | None, installed: dict, storage_options, shared: dict) 
         key = (source, str(recorded.get("stat")))
         if key not in shared:
             try:
-                shared[key] = digest(source, storage_options, recorded)["sha256"]
+                found = digest(source, storage_options, recorded)  # None only for no input
+                shared[key] = None if found is None else found["sha256"]
             except (FileNotFoundError, OSError):
                 shared[key] = None
         if shared[key] is None:

@@ -229,7 +229,14 @@ def reclean(
     return result
 
 
-def _plan_bids(attrs, runs, stored, root, atlas_label, storage_options) -> tuple[dict, dict]:
+def _plan_bids(
+    attrs: Mapping[str, dict],
+    runs: Sequence[str],
+    stored: Mapping[str, Any],
+    root: str | None,
+    atlas_label: str | None,
+    storage_options: dict | None,
+) -> tuple[dict[str, str], dict[str, str]]:
     """The BIDS destinations of the runs (``dataset_description.json`` written now)."""
     if root is None:
         return {}, {}
@@ -255,17 +262,20 @@ def _new_fingerprint(attrs: dict, new_params: dict, conf: Any, mask: Any) -> dic
     return fp
 
 
-def _clean_run(ds: xr.Dataset, attrs: dict, merged: dict, conf: Any, mask: Any, params: dict):
+def _clean_run(
+    ds: xr.Dataset, attrs: dict, merged: dict, conf: Any, mask: Any, params: dict
+) -> dict[str, Any]:
     """The new cleaned signals of one run and what changes in its Dataset."""
     raw = ds["raw_signals"].values
     n_scans = raw.shape[0]
     stored_conf = ds["confounds"].values if "confounds" in ds else None
     n_hv = int(attrs.get("n_high_variance_confounds", 0))
     names = [str(n) for n in ds["confound"].values] if stored_conf is not None else None
-    extra = {}
+    extra: dict[str, Any] = {}
     if not (isinstance(conf, str) and conf == KEEP):
         user = load_confounds(conf, n_scans)
-        parts = [p for p in (stored_conf[:, :n_hv] if n_hv else None, user) if p is not None]
+        kept = stored_conf[:, :n_hv] if n_hv and stored_conf is not None else None
+        parts = [p for p in (kept, user) if p is not None]
         stored_conf = np.hstack(parts) if len(parts) > 1 else (parts[0] if parts else None)
         names = confound_names(conf, n_scans, n_hv) if stored_conf is not None else None
         source = digest(conf)

@@ -23,6 +23,7 @@ from daskmasker.io.checksum import digest
 from daskmasker.io.fs import Location
 
 if TYPE_CHECKING:
+    from daskmasker.batch.run import Item
     from daskmasker.masker.spec import ExtractionSpec
 
 OVERWRITE_HINT = "rerun with --overwrite (Python: overwrite=True) to recompute"
@@ -57,7 +58,7 @@ class Recorder:
             self._shared[role] = digest(obj, self.storage_options, known)
         return self._shared[role]
 
-    def fingerprint(self, item, known: dict | None = None) -> dict:
+    def fingerprint(self, item: Item, known: dict | None = None) -> dict:
         """The fingerprint of a run (``known``: the one recorded, for the quick checks)."""
         known = known or {}
         inputs = {
@@ -132,7 +133,7 @@ class Recorder:
 
     def dataset(
         self,
-        item,
+        item: Item,
         lazy: xr.DataArray | dict,
         signals: np.ndarray,
         raw: np.ndarray,

@@ -23,17 +23,18 @@ import dataclasses
 import functools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import PurePosixPath
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import dask
 import numpy as np
 
 from daskmasker.batch import bids
 from daskmasker.batch.jobs import (
+    Outcome,
     Target,
     build,
     run_items,
@@ -53,6 +54,11 @@ from daskmasker.masker.many import fit_together, link_specs
 from daskmasker.masker.spec import ExtractionSpec
 from daskmasker.runtime.client import active_client, tune_local_allocator
 from daskmasker.runtime.scheduling import compute_per_worker, held
+
+if TYPE_CHECKING:
+    from dask.delayed import Delayed
+    from distributed import Client
+    from tqdm.auto import tqdm
 
 _NIFTI_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr)$")
 
@@ -103,11 +109,11 @@ def item_name(source: Any, index: int) -> str:
 
 def make_items(
     imgs: Sequence,
-    confounds=None,
-    sample_masks=None,
-    names=None,
-    brain_masks=None,
-    denoise=None,
+    confounds: Sequence | None = None,
+    sample_masks: Sequence | None = None,
+    names: Sequence[str] | None = None,
+    brain_masks: Sequence | None = None,
+    denoise: Sequence[dict | None] | None = None,
 ) -> list[Item]:
     """Pair images with their confounds, sample masks, brain masks and denoise records
     (lists of the same length)."""
@@ -122,18 +128,18 @@ def make_items(
             raise ValueError(
                 f"number of {label} ({len(values)}) unequal to number of images ({n})."
             )
-    names = list(names) if names is not None else [item_name(img, i) for i, img in enumerate(imgs)]
-    for name in names:
+    given = list(names) if names is not None else [item_name(img, i) for i, img in enumerate(imgs)]
+    for name in given:
         check_name(name)
     seen: dict[str, int] = {}
-    for i, name in enumerate(names):
+    for i, name in enumerate(given):
         if name in seen:
-            names[i] = f"{name}_{i:04d}"
-        seen[names[i]] = i
+            given[i] = f"{name}_{i:04d}"
+        seen[given[i]] = i
     return [
         Item(
             image=img,
-            name=names[i],
+            name=given[i],
             confounds=None if confounds is None else confounds[i],
             sample_mask=None if sample_masks is None else sample_masks[i],
             brain_mask=None if brain_masks is None else brain_masks[i],
@@ -153,12 +159,12 @@ def run_batch(
     sample_masks: Sequence | None = None,
     names: Sequence[str] | None = None,
     brain_masks: Sequence | None = None,
-    denoise: Sequence[dict] | None = None,
+    denoise: Sequence[dict | None] | None = None,
     overwrite: bool = False,
     storage_options: dict | None = None,
     tsv_dir: str | None = None,
     atlas_label: str | None = None,
-    client: Any = None,
+    client: Client | None = None,
     progress: bool = False,
 ) -> BatchResult: ...
 
@@ -173,12 +179,12 @@ def run_batch(
     sample_masks: Sequence | None = None,
     names: Sequence[str] | None = None,
     brain_masks: Sequence | None = None,
-    denoise: Sequence[dict] | None = None,
+    denoise: Sequence[dict | None] | None = None,
     overwrite: bool = False,
     storage_options: dict | None = None,
     tsv_dir: str | None = None,
     atlas_label: Sequence[str] | None = None,
-    client: Any = None,
+    client: Client | None = None,
     progress: bool = False,
 ) -> list[BatchResult]: ...
 
@@ -192,12 +198,12 @@ def run_batch(
     sample_masks: Sequence | None = None,
     names: Sequence[str] | None = None,
     brain_masks: Sequence | None = None,
-    denoise: Sequence[dict] | None = None,
+    denoise: Sequence[dict | None] | None = None,
     overwrite: bool = False,
     storage_options: dict | None = None,
     tsv_dir: str | None = None,
     atlas_label: str | Sequence[str] | None = None,
-    client: Any = None,
+    client: Client | None = None,
     progress: bool = False,
 ) -> BatchResult | list[BatchResult]:
     """Extract every image into one resumable Zarr store per atlas.
@@ -331,7 +337,7 @@ def _extract(
     atlases: list[_Atlas],
     items: list[Item],
     storage_options: dict | None,
-    client,
+    client: Client | None,
     progress: bool,
 ) -> None:
     """Extract the runs each atlas still needs, an image's atlases in one computation (its
@@ -356,7 +362,7 @@ def _extract(
         for k in wanted[name]:
             atlases[k].result.failed[name] = error
 
-    def jobs():
+    def jobs() -> Iterator[Delayed]:
         """Each job's graph, built when it is its turn to run.  Small items run whole, several
         per task (graph built where it runs); others one graph per item, built here (a failure
         to build, a bad input, is recorded and the batch goes on)."""
@@ -391,6 +397,7 @@ def _extract(
             values = [(lazy.signals.data, lazy.raw, lazy.confounds) for lazy in lazies]
             yield dask.delayed(store)(values, shared)
 
+    outcomes: Iterator[tuple[int, Callable[[], Outcome]]]
     try:
         if client is None:
             outcomes = ((i, job.compute) for i, job in enumerate(jobs()))
@@ -428,7 +435,10 @@ def _finish_all(atlases: list[_Atlas]) -> None:
 
 
 def finish(
-    location, index: dict[str, dict], redone=(), recorded: dict[str, dict] | None = None
+    location: Location,
+    index: dict[str, dict],
+    redone: Iterable[str] = (),
+    recorded: dict[str, dict] | None = None,
 ) -> None:
     """The end of a batch (also of one that failed or was interrupted): the resume index
     written (unless it equals ``recorded``, the one read at the start), then the new runs
@@ -458,7 +468,7 @@ def _plan_bids(
     return [i for i in items if i.name in atlas.done and f"{stems[i.name]}.tsv" not in present]
 
 
-def _runs_whole(todo: list[Item], storage_options) -> bool:
+def _runs_whole(todo: list[Item], storage_options: dict | None) -> bool:
     """Whether the items run whole, one task each: when the first that opens has at most
     ``daskmasker.batch.whole-item-bytes`` of voxels (reading its header only)."""
     from daskmasker.io.load import load_image
@@ -474,14 +484,14 @@ def _runs_whole(todo: list[Item], storage_options) -> bool:
     return False
 
 
-def _items_per_job(n_items: int, client) -> int:
+def _items_per_job(n_items: int, client: Client | None) -> int:
     """Small items per job, as planned for the client's threads
     (:func:`~daskmasker.compute.plan.items_per_job`)."""
     slots = 1 if client is None else max(1, sum(client.nthreads().values()))
     return plan_extraction(0, 0, n_items=n_items, slots=slots).items_per_job
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool) -> tqdm:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, disable=not enabled, unit="image", desc="extract")

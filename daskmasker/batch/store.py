@@ -133,7 +133,7 @@ def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
-def _is_local(fs) -> bool:
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) or (
         isinstance(fs, fsspec.implementations.local.LocalFileSystem)
     )

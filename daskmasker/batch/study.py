@@ -42,10 +42,11 @@ from __future__ import annotations
 import functools
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import zarr
+from zarr.core.metadata import ArrayV3Metadata
 
 from daskmasker.batch.bids import bids_schema, parse_name
 from daskmasker.batch.dataset import LABELS
@@ -84,7 +85,7 @@ RUN_LABELS = {
     ),
 }
 PER_RUN = ("source", "checksum", "confounds_source", "t_r", "n_volumes", "n_frames")
-_FILL = {"f": np.nan, "i": -1, "U": "", "O": "", "T": ""}
+_FILL: dict[str, float | str] = {"f": np.nan, "i": -1, "U": "", "O": "", "T": ""}
 
 
 def entity_coords(source: str) -> dict[str, str]:
@@ -138,13 +139,14 @@ def committed(group: zarr.Group) -> dict[str, zarr.Array]:
     meta = group.metadata.consolidated_metadata
     if meta is None:
         return {}
-    return {name: group[name] for name in meta.metadata if "/" not in name}
+    arrays = {name: group[name] for name in meta.metadata if "/" not in name}
+    return {name: node for name, node in arrays.items() if isinstance(node, zarr.Array)}
 
 
 def committed_runs(group: zarr.Group) -> list[str]:
     """The runs the committed study arrays hold, in their order."""
     arrays = committed(group)
-    return [str(n) for n in arrays["run"][:]] if "run" in arrays else []
+    return [str(n) for n in np.asarray(arrays["run"][:])] if "run" in arrays else []
 
 
 def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
@@ -179,7 +181,7 @@ def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
     return redone + new
 
 
-def _blocks(names: list[str], chunk: int, n_committed: int):
+def _blocks(names: list[str], chunk: int, n_committed: int) -> Iterator[list[str]]:
     """Blocks of runs that fill the chunks along ``run`` (the first completes the last
     chunk), so each chunk is written about once."""
     start = 0
@@ -192,13 +194,13 @@ def _blocks(names: list[str], chunk: int, n_committed: int):
 class _Writer:
     """Writes blocks of runs into the study's arrays, creating and growing them as needed."""
 
-    def __init__(self, group: zarr.Group, n_committed: int):
+    def __init__(self, group: zarr.Group, n_committed: int) -> None:
         self.group, self.n = group, n_committed
         self.arrays = committed(group)
         raw = self.arrays.get("raw_signals")
-        self.chunk = None if raw is None else raw.chunks[0]
+        self.chunk: int | None = None if raw is None else raw.chunks[0]
         confound = self.arrays.get("confound")
-        self.confounds = [] if confound is None else [str(c) for c in confound[:]]
+        self.confounds = [] if confound is None else [str(c) for c in np.asarray(confound[:])]
 
     def write(self, names: Sequence[str], runs: list[dict], position: dict) -> None:
         """Write runs (:func:`~daskmasker.batch.pack.unpack_arrays`) at their rows."""
@@ -236,7 +238,7 @@ class _Writer:
         self._array("region_name", ("region",), names)
 
     def _check_regions(self, runs: list[dict], names: Sequence[str]) -> None:
-        regions = self.arrays["region"][:]
+        regions = np.asarray(self.arrays["region"][:])
         for name, run in zip(names, runs, strict=True):
             if not np.array_equal(run["region"], regions):
                 raise ValueError(
@@ -304,24 +306,28 @@ class _Writer:
             length = self.arrays[ref].shape[1]
             self._array(dim, (dim,), np.arange(length, dtype=np.int64))
         for arr in self.arrays.values():
-            dims = arr.metadata.dimension_names
+            dims = _dims(arr)
             if dims and dims[0] == "run" and arr.shape[0] < self.n:
                 arr.resize((self.n, *arr.shape[1:]))
         data = ("signals", "raw_signals", "confounds", "coverage")
         coords = sorted(n for n in self.arrays if n not in data)
         for name in data:
             if name in self.arrays:
-                dims = set(self.arrays[name].metadata.dimension_names)
-                own = [
-                    c
-                    for c in coords
-                    if set(self.arrays[c].metadata.dimension_names) <= dims and c not in dims
-                ]
+                axes = set(_dims(self.arrays[name]))
+                own = [c for c in coords if set(_dims(self.arrays[c])) <= axes and c not in axes]
                 if self.arrays[name].attrs.get("coordinates") != " ".join(own):
                     self.arrays[name].attrs["coordinates"] = " ".join(own)
 
 
-def _runs_of(rows: list[int]):
+def _dims(array: zarr.Array) -> tuple[str | None, ...]:
+    """An array's dimension names (the study's arrays are Zarr v3's, which has them)."""
+    meta = array.metadata
+    if not isinstance(meta, ArrayV3Metadata):
+        raise ValueError(f"{array.path} is a Zarr v{meta.zarr_format} array: a study is Zarr v3")
+    return meta.dimension_names or ()
+
+
+def _runs_of(rows: list[int]) -> Iterator[tuple[int, int, np.ndarray]]:
     """Contiguous stretches of destination rows: (start, stop, source indices)."""
     order = np.argsort(rows, kind="stable")
     start = 0
@@ -332,7 +338,9 @@ def _runs_of(rows: list[int]):
             start = k
 
 
-def _block(runs: list[dict], n_frames: int, n_volumes: int, confounds: list[str]) -> dict:
+def _block(
+    runs: list[dict], n_frames: int, n_volumes: int, confounds: list[str]
+) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
     """The runs' rows of every run-first array, padded (NaN, -1, "")."""
     n, k = len(runs), runs[0]["region"].shape[0]
     dtype = runs[0]["signals"].dtype
@@ -372,7 +380,7 @@ def _block(runs: list[dict], n_frames: int, n_volumes: int, confounds: list[str]
         found = entity_coords(source)
         for name in set(found) | set(entities) | {coord_name(e) for e in ALWAYS}:
             entities.setdefault(name, [""] * i).append(found.get(name, ""))
-    out = {
+    out: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
         "signals": (("run", "time", "region"), signals),
         "raw_signals": (("run", "volume", "region"), raw),
         "frame": (("run", "time"), frame),
@@ -382,15 +390,15 @@ def _block(runs: list[dict], n_frames: int, n_volumes: int, confounds: list[str]
         out["confounds"] = (("run", "volume", "confound"), conf)
     if coverage is not None:
         out["coverage"] = (("run", "region"), coverage)
-    for name, values in {**per_run, **entities}.items():
-        array = np.asarray(values, dtype=object if isinstance(values[0], str) else None)
+    for name, column in {**per_run, **entities}.items():
+        array = np.asarray(column, dtype=object if isinstance(column[0], str) else None)
         if array.dtype.kind in "iu":
             array = array.astype(np.int64)
         out[name] = (("run",), array)
     return out
 
 
-def _fill(dtype: np.dtype):
+def _fill(dtype: np.dtype) -> float | str:
     return _FILL.get(np.dtype(dtype).kind, 0)
 
 

@@ -9,6 +9,8 @@ resume of the same batch on the new store skips every run.  The old store is not
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import xarray as xr
 import zarr
@@ -35,16 +37,17 @@ def upgrade(store: str, out: str, storage_options: dict | None = None) -> int:
         group = zarr.open_group(old.store, mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
         raise FileNotFoundError(f"no batch store at '{store}'") from exc
-    batch = dict(group.attrs.get(BATCH_ATTR) or {})
-    if not batch:
+    found = group.attrs.get(BATCH_ATTR)
+    if not isinstance(found, Mapping) or not found:
         raise ValueError(f"'{store}' is not a daskmasker batch store")
+    batch: dict[str, Any] = dict(found)
     if batch.get("layout", 1) == LAYOUT:
         raise ValueError(f"'{store}' is already in the current layout: nothing to upgrade")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Object at .* is not recognized")
-        names = sorted(group.group_keys())
-    complete = [n for n in names if group[n].attrs.get(OLD_COMPLETE)]
-    older = [n for n in complete if "raw_signals" not in group[n]]
+        runs = dict(sorted(group.groups()))
+    complete = [n for n, run in runs.items() if run.attrs.get(OLD_COMPLETE)]
+    older = [n for n in complete if "raw_signals" not in runs[n]]
     if older:
         raise ValueError(
             f"runs {older} of {store} have no raw_signals (written by an older daskmasker): "

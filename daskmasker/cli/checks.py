@@ -8,8 +8,14 @@ import glob
 import os
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from daskmasker.cli.parser import _ENTITIES, CommandError, logger
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from daskmasker.io.fs import Location
 
 
 def _is_url(path: str) -> bool:
@@ -27,7 +33,7 @@ def _check_exists(flag: str, paths: Sequence[str]) -> None:
             raise CommandError(f"{flag}: no such file or directory: '{path}'")
 
 
-def _output(path: str, storage_options: dict | None):
+def _output(path: str, storage_options: dict | None) -> Location | None:
     """The output's location if the path exists, else None."""
     from daskmasker.io.fs import Location
 
@@ -108,7 +114,7 @@ def _confound_files(args: argparse.Namespace) -> list[str] | None:
     return files
 
 
-def _read_confounds(path: str, columns: str | None, n_scans: int):
+def _read_confounds(path: str, columns: str | None, n_scans: int) -> str | pd.DataFrame:
     """The chosen columns of a confounds file, leading n/a filled; a file without a header row
     (plain numbers, as nilearn reads them) is passed on as it is."""
     from daskmasker.masker.fmriprep import ColumnNotFoundError, confounds_table, has_header

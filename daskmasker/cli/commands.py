@@ -9,13 +9,22 @@ import os
 import re
 import sys
 import time
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from daskmasker.cli.checks import _check_exists, _check_extract, _output
 from daskmasker.cli.parser import _STANDARDIZE, _TARGETS, CommandError, _flag_names, logger
 from daskmasker.report.output import beside, write_page
 
+if TYPE_CHECKING:
+    from distributed import Client
 
-def _masker_from_args(args: argparse.Namespace, maps: str):
+    from daskmasker.batch.run import BatchResult
+    from daskmasker.masker.estimator import NiftiMapsMasker
+    from daskmasker.runtime.progress import ProgressLine
+
+
+def _masker_from_args(args: argparse.Namespace, maps: str) -> NiftiMapsMasker:
     from daskmasker.masker.estimator import NiftiMapsMasker
 
     return NiftiMapsMasker(
@@ -49,7 +58,9 @@ _SLURM_FLAGS = (
 )
 
 
-def client_from_args(args: argparse.Namespace, work: int | None = None):
+def client_from_args(
+    args: argparse.Namespace, work: int | None = None
+) -> AbstractContextManager[Client | None]:
     """The client the options of :func:`~daskmasker.cli.parser.add_cluster_options` ask for,
     as a context manager (None: the threaded scheduler).  ``work``: the command's independent
     pieces of work (runs), so SLURM is asked no more workers than that."""
@@ -57,8 +68,8 @@ def client_from_args(args: argparse.Namespace, work: int | None = None):
 
     slurm = {name: getattr(args, name, None) for name in _SLURM_FLAGS}
     if args.workers is not None and (args.scheduler or args.scheduler_file):
-        given = "--scheduler" if args.scheduler else "--scheduler-file"
-        raise CommandError(f"--workers: not with {given} (its workers are already running)")
+        flag = "--scheduler" if args.scheduler else "--scheduler-file"
+        raise CommandError(f"--workers: not with {flag} (its workers are already running)")
     if args.cluster != "slurm":
         given = [f"--{n.replace('_', '-')}" for n, v in slurm.items() if v is not None]
         if given:
@@ -85,10 +96,14 @@ def client_from_args(args: argparse.Namespace, work: int | None = None):
 _client = client_from_args
 
 
-def _progress(args: argparse.Namespace, label: str, client):
+def _progress(
+    args: argparse.Namespace, label: str, client: Client | None
+) -> AbstractContextManager[ProgressLine | None]:
     from daskmasker.runtime.progress import task_progress
 
-    where = "the local threaded scheduler" if client is None else client.scheduler.address
+    where: str | None = "the local threaded scheduler"
+    if client is not None and client.scheduler is not None:  # None only before it connects
+        where = client.scheduler.address
     logger.debug("%s: running on %s", label, where)
     return task_progress(label, client, enabled=not (args.quiet or args.no_progress))
 
@@ -163,7 +178,7 @@ def _atlas_stores(out: str, maps: list[str]) -> list[str]:
     return [f"{out.rstrip('/')}/{name}.zarr" for name in names]
 
 
-def _write_reports(args: argparse.Namespace, masker, result) -> None:
+def _write_reports(args: argparse.Namespace, masker: NiftiMapsMasker, result: BatchResult) -> None:
     """An atlas's two reports, beside its store: the masker's (nilearn's ``generate_report``,
     ``STORE.masker.html``) once a run is extracted, and the study report (``STORE.report.html``).
     """
@@ -208,7 +223,7 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study_report(store: str, storage_options, failed: dict | None = None) -> str:
+def _study_report(store: str, storage_options: dict | None, failed: dict | None = None) -> str:
     """Write the study report beside ``store`` (see :mod:`daskmasker.report.study`); its path.
 
     The store is read through its public reader (``open_timeseries``); ``failed`` (run ->

@@ -8,6 +8,8 @@ import difflib
 import json
 import logging
 import re
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from daskmasker import __version__
 
@@ -42,6 +44,11 @@ _FLAGS = {
     r"parameter 'clean_args'": "parameter --filter",
     r"region names were": "region names (--labels) were",
 }
+
+
+_Number = TypeVar("_Number", int, float)
+_Command = Callable[..., argparse.ArgumentParser]
+"""``command(name, summary, description=None)``: a new command's parser."""
 
 
 _ENTITIES = ("sub", "ses", "task", "acq", "ce", "dir", "rec", "run", "echo")
@@ -79,7 +86,9 @@ class _Parser(argparse.ArgumentParser):
     as Python 3.12's ``suggest_on_error``, which 3.10 and 3.11 lack), and a misspelt command
     with the closest command."""
 
-    def parse_known_args(self, args=None, namespace=None):
+    def parse_known_args(  # type: ignore[override]  # typeshed's overloads, one implementation
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
         namespace, extras = super().parse_known_args(args, namespace)
         if extras and self._subparsers is None:  # a command: its options are all known here
             self.error(f"unrecognized arguments: {' '.join(extras)}{self._suggest(extras)}")
@@ -94,12 +103,12 @@ class _Parser(argparse.ArgumentParser):
                     return f" (did you mean {close[0]}?)"
         return ""
 
-    def add_subparsers(self, **kwargs):
+    def add_subparsers(self, **kwargs: Any) -> argparse._SubParsersAction:
         action = super().add_subparsers(**kwargs)
         self.commands = action.choices  # the command parsers, by name
         return action
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         wrong = re.match(r"argument command: invalid choice: '([^']*)'", message)
         if wrong and getattr(self, "commands", None):
             close = difflib.get_close_matches(wrong.group(1), list(self.commands), n=1)
@@ -108,8 +117,8 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def _positive(kind: type):
-    def parse(text: str):
+def _positive(kind: type[_Number]) -> Callable[[str], _Number]:
+    def parse(text: str) -> _Number:
         try:
             value = kind(text)
         except ValueError:
@@ -146,7 +155,7 @@ def _dtype(text: str) -> str:
     return text
 
 
-def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+def _add_verbosity(parser: argparse.ArgumentParser, default: str | None) -> None:
     """-v/-q on the command and on each subcommand (``default=SUPPRESS`` there, so a flag given
     before the subcommand is not reset by the subcommand's default)."""
     group = parser.add_mutually_exclusive_group()
@@ -312,7 +321,7 @@ def _get_parser() -> argparse.ArgumentParser:
     _add_verbosity(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    def command(name: str, summary: str, description: str | None = None):
+    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
         return sub.add_parser(
             name, help=summary, description=description or summary, formatter_class=_HelpFormatter
         )
@@ -479,7 +488,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _add_signal_options(masker, standardize: str, needs_t_r: str) -> None:
+def _add_signal_options(masker: argparse._ArgumentGroup, standardize: str, needs_t_r: str) -> None:
     """The masker options ``extract`` and ``bids`` share (``bids`` reads the TR from the BOLD
     sidecars, so its filters need no ``--t-r``): one definition, one help text."""
     masker.add_argument(
@@ -520,7 +529,7 @@ def _add_signal_options(masker, standardize: str, needs_t_r: str) -> None:
     )
 
 
-def _add_bids_app(command) -> None:
+def _add_bids_app(command: _Command) -> None:
     """``bids FMRIPREP_DIR OUTPUT_DIR participant|group``, a BIDS App over fMRIPrep outputs."""
     app = command(
         "bids",
@@ -676,7 +685,7 @@ def _add_bids_app(command) -> None:
     _add_execution(app)
 
 
-def _add_store_commands(command) -> None:
+def _add_store_commands(command: _Command) -> None:
     """``info STORE``, ``clean STORE --out NEW`` and ``upgrade OLD NEW`` (batch stores, no
     image read)."""
     info = command("info", "describe a batch store: runs, shapes, fingerprint status")
@@ -767,7 +776,7 @@ def _add_store_commands(command) -> None:
     refused.add_argument("--maps", default=keep, help=why)
 
 
-def _add_connectivity(command) -> None:
+def _add_connectivity(command: _Command) -> None:
     """``connectivity STORE --kind K [--kind K2 ...] --out BIDS_DIR``."""
     conn = command(
         "connectivity",

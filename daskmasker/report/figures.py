@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import functools
 import io
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
+
+if TYPE_CHECKING:
+    from nilearn.plotting.displays import BaseSlicer
 
 PANEL_SIZE = (9.0, 3.4)  # inches: every map's panel has this size
 THRESHOLD = 0.05  # weights below 5 % of the map's peak are not drawn (the anatomy shows through)
@@ -28,7 +33,7 @@ MISSING = (
 _MNI_BOX = np.array([[-100.0, -136.0, -82.0], [100.0, 104.0, 112.0]])
 
 
-def _plotting():
+def _plotting() -> ModuleType:
     try:
         import matplotlib
 
@@ -73,7 +78,7 @@ def peak_mm(map_img: nib.Nifti1Image) -> tuple[float, float, float]:
     return x, y, z
 
 
-def _svg(display) -> bytes:
+def _svg(display: BaseSlicer) -> bytes:
     """The display's figure as SVG, the same bytes for the same figure (fixed ids, no date)."""
     import matplotlib
     import matplotlib.pyplot as plt

@@ -47,13 +47,15 @@ class Report(HTMLReport):
     """nilearn's ``HTMLReport`` (``body``, ``get_iframe``, ``resize``, ``open_in_browser``...)
     whose ``save_as_html`` also writes to fsspec URLs, through a temporary name."""
 
-    def __init__(self, body: str, page_title: str):
+    def __init__(self, body: str, page_title: str) -> None:
         date = datetime.now().replace(microsecond=0).isoformat()
         super().__init__(
             HEAD, body, head_values={"page_title": html.escape(page_title), "date": date}
         )
 
-    def save_as_html(self, file_name, storage_options: dict | None = None) -> None:
+    def save_as_html(
+        self, file_name: str | os.PathLike, storage_options: dict | None = None
+    ) -> None:
         """Write the whole page to a local path or an fsspec URL."""
         output.write_page(self.get_standalone(), file_name, storage_options)
 
@@ -83,7 +85,7 @@ def describe_value(value: Any) -> str:
 _IMAGE_SUFFIXES = {".nii", ".gz", ".zarr", ".txt", ".tsv", ".csv", ".img", ".hdr", ".mgz"}
 
 
-def _background(masker) -> tuple[nib.Nifti1Image | None, str]:
+def _background(masker: Any) -> tuple[nib.Nifti1Image | None, str]:
     """The anatomy the maps are drawn over, and its name: the MNI152 template when the maps are
     in MNI space, else the image given to fit (its middle volume), else the mask."""
     data = masker._reporting_data
@@ -101,7 +103,7 @@ def _map_image(maps: nib.Nifti1Image, k: int) -> nib.Nifti1Image:
     return nib.Nifti1Image(np.asarray(maps.dataobj[..., k], dtype=np.float32), maps.affine)
 
 
-def _figures(masker, shown: list[int]) -> tuple[str, list[tuple[str, str]]]:
+def _figures(masker: Any, shown: list[int]) -> tuple[str, list[tuple[str, str]]]:
     """The overview and the displayed maps' figures (base64 SVG), with the maps' names."""
     maps = masker._reporting_data["maps_image"]
     background, _ = _background(masker)
@@ -141,9 +143,29 @@ def _carousel(uid: str, panels: list[tuple[str, str]]) -> str:
 
 
 def generate_report(
-    masker, displayed_maps: Any = 10, title: str | None = None, engine: str = "matplotlib"
+    masker: Any,
+    displayed_maps: Any = 10,
+    title: str | None = None,
+    engine: str = "matplotlib",
 ) -> Report:
-    """The report of ``masker`` (see the module docstring); its warnings are also raised."""
+    """The report of ``masker`` (see the module docstring); its warnings are also raised.
+
+    Parameters
+    ----------
+    masker : NiftiMapsMasker
+        (Typed ``Any``: the report reads the estimator's private report state,
+        ``_reporting_data`` and ``_report_content``, which the estimator does not type yet.)
+    displayed_maps : int, 'all' or sequence of int, default=10
+        The maps drawn, as nilearn's ``generate_report``.
+    title : str, optional
+        Default: the masker's class name.
+    engine : {'matplotlib'}
+        nilearn's plotting engine (the only one supported).
+
+    Returns
+    -------
+    Report
+    """
     if engine != "matplotlib":
         raise ValueError(f"generate_report draws with engine='matplotlib' only, got {engine!r}")
     if "_report_content" not in vars(masker):
@@ -186,7 +208,7 @@ def generate_report(
     return Report(_body(masker, record, overview, panels), record["page_title"])
 
 
-def _body(masker, record: dict, overview: str, panels: list[tuple[str, str]]) -> str:
+def _body(masker: Any, record: dict, overview: str, panels: list[tuple[str, str]]) -> str:
     n_maps, n_shown = record["number_of_maps"], len(panels)
     counts = ""
     if n_maps:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 def beside(store: str, suffix: str) -> str:
     """The path of a file next to ``store`` (a path or URL): ``out.zarr`` -> ``out.zarr<suffix>``.
@@ -15,7 +17,7 @@ def beside(store: str, suffix: str) -> str:
     return f"{str(store).rstrip('/')}{suffix}"
 
 
-def write_page(text: str, target: str, storage_options: dict | None = None) -> None:
+def write_page(text: str, target: str | os.PathLike, storage_options: dict | None = None) -> None:
     """Write an HTML page to a local path or fsspec URL, through a temporary ``.partial`` name
     (a reader never sees half a page)."""
     import fsspec

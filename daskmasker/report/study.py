@@ -21,10 +21,14 @@ import base64
 import html
 import io
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CARPET_RUNS = 50  # runs drawn in the carpet plot (the first, in run order)
 OK_STATUSES = ("complete",)
@@ -45,7 +49,7 @@ def kept_frames(signals: xr.DataArray) -> pd.Series:
     return pd.Series(np.asarray(counts), index=[str(r) for r in signals["run"].values])
 
 
-def _png(figure) -> str:
+def _png(figure: Figure) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -182,7 +186,7 @@ def study_report(dataset: xr.Dataset | None, status: pd.DataFrame, title: str) -
     )
 
 
-def _kept(kept, volumes) -> str:
+def _kept(kept: float | None, volumes: float | None) -> str:
     if kept is None or pd.isna(kept):
         return ""
     if volumes is None or pd.isna(volumes):

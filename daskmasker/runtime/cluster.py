@@ -14,10 +14,15 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from distributed import Client
 
 from daskmasker.runtime.client import dask_client
+
+if TYPE_CHECKING:
+    from dask_jobqueue import SLURMCluster
 
 logger = logging.getLogger("daskmasker")
 
@@ -61,7 +66,7 @@ def cluster_client(
     """
     if cluster not in CLUSTERS:
         raise ValueError(f"cluster must be one of {CLUSTERS}, got {cluster!r}")
-    slurm_only = {
+    slurm_only: dict[str, Any] = {
         "cores": cores,
         "memory": memory,
         "walltime": walltime,
@@ -84,7 +89,13 @@ def cluster_client(
 
 
 @contextlib.contextmanager
-def _slurm_client(workers, work, say, partition, **sizes) -> Iterator[Client]:
+def _slurm_client(
+    workers: int | None,
+    work: int | None,
+    say: Callable[[str], None],
+    partition: str | None,
+    **sizes: Any,
+) -> Iterator[Client]:
     from daskmasker.runtime.slurm import PendingWatch, job_ids, slurm_cluster
 
     slurm, plan = slurm_cluster(workers=workers, partition_name=partition, work=work, **sizes)
@@ -102,7 +113,7 @@ def _slurm_client(workers, work, say, partition, **sizes) -> Iterator[Client]:
         yield client
 
 
-def _close(cluster) -> None:
+def _close(cluster: SLURMCluster) -> None:
     """Close the cluster: dask-jobqueue ``scancel``s each of its jobs."""
     try:
         cluster.close(timeout=30)
@@ -127,7 +138,7 @@ def _signals_interrupt() -> Iterator[None]:
         yield
         return
 
-    def interrupt(signum, frame):
+    def interrupt(signum: int, frame: FrameType | None) -> NoReturn:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -12,9 +12,12 @@ import importlib
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daskmasker.stacklevel import find_stack_level
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 WARNINGS_TOPIC = "daskmasker-warnings"
 _RECORDING = threading.Lock()  # catch_warnings is process-wide: one recording task at a time
@@ -33,7 +36,7 @@ def forward_warnings(func: Callable) -> Callable:
     """
 
     @functools.wraps(func)
-    def task(*args, collection: str, **kwargs):
+    def task(*args: Any, collection: str, **kwargs: Any) -> Any:
         from distributed import get_worker
 
         try:
@@ -53,7 +56,7 @@ def forward_warnings(func: Callable) -> Callable:
     return task
 
 
-def reemit_warnings(client: Any, names: set[str]) -> None:
+def reemit_warnings(client: Client, names: set[str]) -> None:
     """Emit in the client the warnings that the :func:`forward_warnings` tasks of the Dask
     collections named ``names`` logged, each collection's latest run."""
     latest = {}

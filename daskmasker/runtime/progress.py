@@ -17,16 +17,17 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from dask.callbacks import Callback
+from distributed.diagnostics.plugin import SchedulerPlugin
 
-try:  # a cluster is optional: without distributed, progress is local only
-    from distributed.diagnostics.plugin import SchedulerPlugin
-except ImportError:  # pragma: no cover - distributed is a dependency
-    SchedulerPlugin = object
+if TYPE_CHECKING:
+    from dask.typing import Key
+    from distributed import Client
+    from distributed.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class ProgressLine:
         What is counted (``volumes`` for a step that is not a Dask computation).
     """
 
-    def __init__(self, label: str, stream: TextIO | None = None, unit: str = "tasks"):
+    def __init__(self, label: str, stream: TextIO | None = None, unit: str = "tasks") -> None:
         self.label, self.unit = label, unit
         self.stream = sys.stderr if stream is None else stream
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -94,18 +95,20 @@ class ProgressLine:
 class _LocalCounter(Callback):
     """Counts the tasks of local-scheduler computations (threads, processes, synchronous)."""
 
-    def __init__(self, line: ProgressLine):
+    def __init__(self, line: ProgressLine) -> None:
         super().__init__()
         self.line = line
         self.done = self.total = 0
         self.lock = threading.Lock()
 
-    def _start_state(self, dsk, state) -> None:
+    def _start_state(self, dsk: Mapping, state: dict[str, Any]) -> None:
         with self.lock:
             self.total += sum(len(state[k]) for k in ("ready", "waiting", "running"))
             self.line.update(self.done, self.total)
 
-    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+    def _posttask(
+        self, key: Key, result: Any, dsk: Mapping, state: dict[str, Any], worker_id: Any
+    ) -> None:
         with self.lock:
             self.done += 1
             self.line.update(self.done, self.total)
@@ -118,16 +121,18 @@ class TaskCounter(SchedulerPlugin):
     worker does not count again); tasks already in memory when submitted are not counted.
     """
 
-    def __init__(self, client_id: str, topic: str):
+    def __init__(self, client_id: str, topic: str) -> None:
         self.client_id, self.topic, self.name = client_id, topic, topic
-        self.pending: set = set()
+        self.pending: set[Key] = set()
         self.done = self.total = 0
-        self.scheduler = None
+        self.scheduler: Scheduler | None = None
 
-    async def start(self, scheduler) -> None:
+    async def start(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
 
-    def update_graph(self, scheduler, *, client: str, tasks, **kwargs: Any) -> None:
+    def update_graph(
+        self, scheduler: Scheduler, *, client: str, tasks: Iterable[Key], **kwargs: Any
+    ) -> None:
         if client != self.client_id:
             return
         for key in tasks:
@@ -137,21 +142,22 @@ class TaskCounter(SchedulerPlugin):
                 self.total += 1
         scheduler.log_event(self.topic, (self.done, self.total))
 
-    def transition(self, key, start, finish, *args: Any, **kwargs: Any) -> None:
+    def transition(self, key: Key, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if key in self.pending and finish in ("memory", "erred", "forgotten"):
             self.pending.discard(key)
             self.done += 1
+            assert self.scheduler is not None  # set by start(), before any transition
             self.scheduler.log_event(self.topic, (self.done, self.total))
 
 
-def _counts(dask_scheduler, name: str) -> tuple[int, int]:
-    plugin = dask_scheduler.plugins[name]
+def _counts(dask_scheduler: Scheduler, name: str) -> tuple[int, int]:
+    plugin = cast(TaskCounter, dask_scheduler.plugins[name])  # task_progress registered it
     return plugin.done, plugin.total
 
 
 @contextmanager
 def task_progress(
-    label: str, client: Any = None, enabled: bool = True, stream: TextIO | None = None
+    label: str, client: Client | None = None, enabled: bool = True, stream: TextIO | None = None
 ) -> Iterator[ProgressLine | None]:
     """Show the progress of the Dask computations run inside the block.
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
 
 from daskmasker.runtime.client import active_client, tune_local_allocator
 from daskmasker.runtime.forwarding import reemit_warnings
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+    from daskmasker.compute.projection import Share
 
 
 def compute_images(arrays: Iterable, num_workers: int | None = None, pin: bool = True) -> list:
@@ -28,7 +33,7 @@ def compute_images(arrays: Iterable, num_workers: int | None = None, pin: bool =
         return list(dask.compute(*arrays, num_workers=num_workers))
     names = set()
 
-    def named():
+    def named() -> Iterator[Any]:
         for array in arrays:
             names.add(array.name)
             yield array
@@ -43,8 +48,8 @@ def compute_images(arrays: Iterable, num_workers: int | None = None, pin: bool =
 
 
 def compute_per_worker(
-    client: Any, jobs: Iterable, per_worker: int | None = None
-) -> Iterator[tuple[int, Any]]:
+    client: Client, jobs: Iterable, per_worker: int | None = None
+) -> Iterator[tuple[int, Future]]:
     """Compute independent jobs on a cluster, each job's tasks on one worker; yield as they end.
 
     A ``.nii.gz`` is read as one sequential stream per process, so a job whose tasks were spread
@@ -83,7 +88,7 @@ def compute_per_worker(
     running = {}
     completed = as_completed()
 
-    def submit(worker) -> None:
+    def submit(worker: str | None) -> None:
         nonlocal ahead
         taken, ahead = ahead or next(pending, None), None
         if taken is None:
@@ -116,7 +121,7 @@ def compute_per_worker(
         ahead = ahead or next(pending, None)
 
 
-def held(client: Any, value: Any, prefix: str) -> Any:
+def held(client: Client, value: Any, prefix: str) -> Future:
     """A future of ``value`` that survives the loss of any worker: the result of a task that
     holds it, computed again elsewhere if its worker dies.  A scattered value (even broadcast:
     Dask's active memory manager drops the extra replicas) is lost for good with the worker
@@ -129,7 +134,7 @@ def held(client: Any, value: Any, prefix: str) -> Any:
     return client.compute(dask.delayed(value, name=f"{prefix}-{uuid.uuid4().hex}"))
 
 
-def share_blocks(blocks: np.ndarray, client: Any) -> np.ndarray:
+def share_blocks(blocks: np.ndarray, client: Client) -> np.ndarray:
     """The maps blocks held on a distributed ``client``'s workers, as futures.
 
     Locally (threads) tasks refer to the blocks in memory and graphs tokenize them by identity.
@@ -154,7 +159,7 @@ def share_blocks(blocks: np.ndarray, client: Any) -> np.ndarray:
     return shared
 
 
-def maps_sharing(client: Any | None = None):
+def maps_sharing(client: Client | None = None) -> Share | None:
     """The :data:`~daskmasker.compute.projection.Share` of the active (or given) client: None
     locally, a broadcast scatter on a distributed cluster."""
     client = client if client is not None else active_client()

@@ -24,9 +24,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daskmasker import config
+
+if TYPE_CHECKING:
+    from dask_jobqueue import SLURMCluster
 
 logger = logging.getLogger("daskmasker")
 
@@ -168,7 +171,7 @@ def slurm_cluster(
     log_dir: str | None = None,
     interface: str | None = None,
     work: int | None = None,
-):
+) -> tuple[SLURMCluster, Plan]:
     """A ``SLURMCluster`` of single-threaded workers, and the number of jobs it should run.
 
     Parameters
@@ -279,7 +282,7 @@ def slurm_cluster(
     return cluster, Plan(jobs, processes, part.name, log_dir)
 
 
-def job_ids(cluster) -> list[str]:
+def job_ids(cluster: SLURMCluster) -> list[str]:
     """The SLURM job ids a jobqueue cluster has submitted and not closed."""
     return [j.job_id for j in list(cluster.workers.values()) if getattr(j, "job_id", None)]
 
@@ -310,12 +313,12 @@ class PendingWatch:
 
     def __init__(
         self,
-        cluster,
+        cluster: SLURMCluster,
         partition_name: str,
         say: Callable[[str], None] = logger.warning,
         interval: float | None = None,
         after: float | None = None,
-    ):
+    ) -> None:
         self.cluster, self.partition_name, self.say = cluster, partition_name, say
         self.interval = float(interval or config.get("slurm.poll"))
         self.after = float(config.get("slurm.pending-report-after") if after is None else after)
@@ -327,7 +330,7 @@ class PendingWatch:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=self.interval + 5)
 
