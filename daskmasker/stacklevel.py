@@ -26,6 +26,11 @@ import inspect
 import os
 import warnings
 from collections.abc import Callable
+from types import TracebackType
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -68,18 +73,23 @@ class reemitted_warnings:
         self._records = self._catcher.__enter__()
         warnings.simplefilter("always")
 
-    def __exit__(self, *exc_info) -> None:
-        self._catcher.__exit__(*exc_info)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._catcher.__exit__(exc_type, exc, traceback)
         for record in self._records:
             warnings.warn(record.message, record.category, stacklevel=find_stack_level())
 
 
-def reemits_warnings(method: Callable) -> Callable:
+def reemits_warnings(method: Callable[P, R]) -> Callable[P, R]:
     """Decorate a method so that it runs in :class:`reemitted_warnings`: every warning it causes,
     in this thread or in Dask's, names the line of user code that called it."""
 
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         with reemitted_warnings():
             return method(*args, **kwargs)
 

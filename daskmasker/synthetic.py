@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from isal import igzip
+from numpy.typing import ArrayLike, DTypeLike
 from scipy import ndimage
 from scipy import signal as sp_signal
+
+Progress = Callable[[int, int], object]
+"""``on_progress(done, total)``."""
 
 DIFUMO_SHAPE = (104, 123, 104)
 DIFUMO_AFFINE = np.array([[2.0, 0, 0, -96], [0, 2, 0, -132], [0, 0, 2, -78], [0, 0, 0, 1]])
@@ -37,7 +43,7 @@ BACKGROUNDS = ("masked", "noise")
 CONFOUND_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 
 
-def _world(shape, affine) -> np.ndarray:
+def _world(shape: Sequence[int], affine: ArrayLike) -> np.ndarray:
     ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
     return (ijk @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]).astype(np.float32)
 
@@ -47,7 +53,7 @@ def brain_inside(xyz: np.ndarray, scale: float = 1.0) -> np.ndarray:
     return (((xyz - BRAIN_CENTRE) / (BRAIN_RADII * scale)) ** 2).sum(-1) < 1.0
 
 
-def _axis_coordinates(shape, affine) -> list[np.ndarray] | None:
+def _axis_coordinates(shape: Sequence[int], affine: ArrayLike) -> list[np.ndarray] | None:
     """The mm coordinate of each index along each axis when the affine does not rotate (each
     world axis depends on one voxel axis), else None."""
     affine = np.asarray(affine, float)
@@ -58,7 +64,9 @@ def _axis_coordinates(shape, affine) -> list[np.ndarray] | None:
     ]
 
 
-def _gaussian(xyz, axes, centre, width) -> np.ndarray:
+def _gaussian(
+    xyz: np.ndarray, axes: list[np.ndarray] | None, centre: np.ndarray, width: float
+) -> np.ndarray:
     """``exp(-|x - centre|² / 2 width²)`` on the grid; on an unrotated grid as the outer product
     of three 1D Gaussians (the same values to float32 rounding, ~50x faster than the 3D one)."""
     if axes is None:
@@ -70,7 +78,9 @@ def _gaussian(xyz, axes, centre, width) -> np.ndarray:
     return (gx[:, None, None] * gy[None, :, None]) * gz[None, None, :]
 
 
-def make_brain_mask(shape=MNI_FSL_SHAPE, affine=MNI_FSL_AFFINE) -> nib.Nifti1Image:
+def make_brain_mask(
+    shape: tuple[int, int, int] = MNI_FSL_SHAPE, affine: ArrayLike = MNI_FSL_AFFINE
+) -> nib.Nifti1Image:
     """A brain mask (uint8, 0/1) of MNI size and position on any grid."""
     mask = brain_inside(_world(shape, affine)).astype(np.uint8)
     img = nib.Nifti1Image(mask, np.asarray(affine, float))
@@ -80,11 +90,11 @@ def make_brain_mask(shape=MNI_FSL_SHAPE, affine=MNI_FSL_AFFINE) -> nib.Nifti1Ima
 
 def make_maps(
     n_maps: int = 64,
-    shape=DIFUMO_SHAPE,
-    affine=DIFUMO_AFFINE,
+    shape: tuple[int, int, int] = DIFUMO_SHAPE,
+    affine: ArrayLike = DIFUMO_AFFINE,
     seed: int = 0,
-    dtype=np.float32,
-    on_progress=None,
+    dtype: DTypeLike = np.float32,
+    on_progress: Progress | None = None,
 ) -> nib.Nifti1Image:
     """DiFuMo-like maps: smooth, overlapping, non-negative, mostly zero, full rank.
 
@@ -118,7 +128,7 @@ def make_maps(
     return img
 
 
-def save(img: nib.Nifti1Image, path) -> Path:
+def save(img: nib.Nifti1Image, path: str | os.PathLike[str]) -> Path:
     """Write ``img`` to ``.nii``/``.nii.gz``; gzip by ISA-L at level 1 (nibabel's level, ~3x
     faster than zlib), through a ``.partial`` file renamed when complete."""
     path = Path(path)
@@ -132,7 +142,9 @@ def save(img: nib.Nifti1Image, path) -> Path:
     return path
 
 
-def _maps_on_grid(maps_img, shape, affine, voxels: np.ndarray) -> np.ndarray:
+def _maps_on_grid(
+    maps_img: nib.Nifti1Image, shape: Sequence[int], affine: ArrayLike, voxels: np.ndarray
+) -> np.ndarray:
     """The maps at the target grid's ``voxels`` (C-order flat indices), ``(len(voxels), K)``:
     copied when the grids share voxel centres, else linearly interpolated; zero outside."""
     maps = np.asarray(maps_img.dataobj, dtype=np.float32)
@@ -161,7 +173,18 @@ class _Generator:
     a fifth of the grid, so a volume costs a fifth of its noise draws and products.
     """
 
-    def __init__(self, maps_img, n_volumes, shape, affine, t_r, seed, noise, amplitude, background):
+    def __init__(
+        self,
+        maps_img: nib.Nifti1Image,
+        n_volumes: int,
+        shape: tuple[int, int, int],
+        affine: ArrayLike,
+        t_r: float,
+        seed: int,
+        noise: float,
+        amplitude: float,
+        background: str,
+    ) -> None:
         if background not in BACKGROUNDS:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
         self.shape, self.t_r, self.seed, self.noise = tuple(shape), t_r, seed, noise
@@ -228,14 +251,14 @@ class _Generator:
 def make_fmri(
     maps_img: nib.Nifti1Image,
     n_volumes: int,
-    shape=MNI_NILEARN_SHAPE,
-    affine=MNI_NILEARN_AFFINE,
+    shape: tuple[int, int, int] = MNI_NILEARN_SHAPE,
+    affine: ArrayLike = MNI_NILEARN_AFFINE,
     t_r: float = 2.0,
     seed: int = 0,
     noise: float = 10.0,
     amplitude: float = 3000.0,
     background: str = "masked",
-):
+) -> tuple[nib.Nifti1Image, pd.DataFrame, np.ndarray]:
     """A synthetic run in memory: ``(img, confounds DataFrame, latent signals T × K)``.
 
     ``background`` is ``"masked"`` (zeros outside the brain, as HCP's preprocessed runs) or
@@ -250,19 +273,19 @@ def make_fmri(
 
 
 def write_fmri(
-    path,
+    path: str | os.PathLike[str],
     maps_img: nib.Nifti1Image,
     n_volumes: int,
-    shape=MNI_NILEARN_SHAPE,
-    affine=MNI_NILEARN_AFFINE,
+    shape: tuple[int, int, int] = MNI_NILEARN_SHAPE,
+    affine: ArrayLike = MNI_NILEARN_AFFINE,
     t_r: float = 2.0,
     seed: int = 0,
     noise: float = 10.0,
     amplitude: float = 3000.0,
     chunk_volumes: int = 32,
     background: str = "masked",
-    on_progress=None,
-) -> dict:
+    on_progress: Progress | None = None,
+) -> dict[str, Any]:
     """Write a synthetic run to ``.nii``/``.nii.gz`` slab by slab, with its confounds TSV.
 
     ``background="masked"`` zeroes the voxels outside a slightly dilated brain, as HCP's
@@ -311,12 +334,12 @@ def write_fmri(
 
 
 def make_bids_dataset(
-    root,
+    root: str | os.PathLike[str],
     n_subjects: int = 3,
     n_volumes: int = 60,
     maps_img: nib.Nifti1Image | None = None,
     seed: int = 0,
-    **kwargs,
+    **kwargs: Any,
 ) -> list[dict]:
     """A BIDS-like dataset: ``sub-XX/func/sub-XX_task-rest_bold.nii.gz`` and confounds TSVs."""
     root = Path(root)
@@ -435,19 +458,19 @@ def _write_json(path: Path, value: dict) -> None:
 
 
 def make_fmriprep_dataset(
-    root,
+    root: str | os.PathLike[str],
     subjects: tuple[str, ...] = ("01", "02"),
     sessions: tuple[str, ...] = ("1", "2"),
     runs: tuple[str, ...] = ("1",),
     task: str = "rest",
     n_volumes: int = 40,
     maps_img: nib.Nifti1Image | None = None,
-    shape=SMALL_SHAPE,
-    affine=SMALL_AFFINE,
+    shape: tuple[int, int, int] = SMALL_SHAPE,
+    affine: ArrayLike = SMALL_AFFINE,
     t_r: float = 2.0,
     aroma: bool = True,
     seed: int = 0,
-    dtype=np.float64,
+    dtype: DTypeLike = np.float64,
 ) -> list[dict]:
     """An fMRIPrep derivatives tree with fMRIPrep's file names, sidecars and confounds.
 

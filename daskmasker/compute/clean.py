@@ -20,6 +20,7 @@ inputs.
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -238,13 +239,21 @@ def check_filter(
     return "butterworth"
 
 
-def _scrub(x, conf, mask, filter_type, t_r, extrapolate):
+def _scrub(
+    x: np.ndarray,
+    conf: np.ndarray | None,
+    mask: np.ndarray,
+    filter_type: Literal["butterworth", "cosine", False],
+    t_r: float | None,
+    extrapolate: bool,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Censor (no filter, cosine) or interpolate (Butterworth) the volumes outside the mask.
 
     Returns the signals, confounds and the mask to apply after filtering (None if done).
     """
     if filter_type != "butterworth":
         return x[mask], None if conf is None else conf[mask], None
+    assert t_r is not None  # check_filter refuses Butterworth filtering without t_r
     x = interpolate_censored(x, mask, t_r, extrapolate)
     conf = None if conf is None else interpolate_censored(conf, mask, t_r, extrapolate)
     if not extrapolate:
@@ -355,6 +364,7 @@ def clean_arrays(
         standardize = "zscore_sample" if standardize else None
 
     if filter_type == "cosine":
+        assert high_pass is not None and t_r is not None  # check_filter refuses them missing
         conf = add_cosine_drift(conf, high_pass, n_scans, t_r)
         if low_pass is not None:
             warnings.warn(
@@ -369,10 +379,18 @@ def clean_arrays(
         x = detrend_signals(x)
         conf = None if conf is None else detrend_signals(conf)
     if filter_type == "butterworth":
-        options = dict(low_pass=low_pass, high_pass=high_pass, order=butterworth_order)
-        options.update(padtype=padtype, padlen=padlen)
-        x = butterworth(x, 1.0 / t_r, **options)
-        conf = None if conf is None else butterworth(conf, 1.0 / t_r, **options)
+        assert t_r is not None  # check_filter refuses Butterworth filtering without t_r
+        band = partial(
+            butterworth,
+            sampling_rate=1.0 / t_r,
+            low_pass=low_pass,
+            high_pass=high_pass,
+            order=butterworth_order,
+            padtype=padtype,
+            padlen=padlen,
+        )
+        x = band(x)
+        conf = None if conf is None else band(conf)
         if mask is not None:
             x, conf = x[mask], None if conf is None else conf[mask]
     if conf is not None:

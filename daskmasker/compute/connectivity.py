@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -81,7 +81,7 @@ def ledoit_wolf(x: np.ndarray) -> np.ndarray:
 def empirical_covariance(x: np.ndarray) -> np.ndarray:
     """The maximum-likelihood covariance (scikit-learn's ``EmpiricalCovariance``): centred,
     divided by the number of samples."""
-    return np.atleast_2d(np.cov(np.asarray(x, dtype=np.float64).T, bias=1))
+    return np.atleast_2d(np.cov(np.asarray(x, dtype=np.float64).T, bias=True))
 
 
 ESTIMATOR_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -153,7 +153,7 @@ def _form_symmetric(function: Callable, values: np.ndarray, vectors: np.ndarray)
     return np.matmul(vectors * function(values)[..., None, :], np.swapaxes(vectors, -1, -2))
 
 
-def check_spd(matrices: np.ndarray, names) -> None:
+def check_spd(matrices: np.ndarray, names: Iterable[object]) -> None:
     """nilearn's check of the geometric mean's inputs: symmetric to 7 decimals (relative) and
     positive eigenvalues; the error names the run."""
     for matrix, name in zip(matrices, names, strict=True):
@@ -199,7 +199,11 @@ def whitened_log_sum(covariances: np.ndarray, state: DescentState) -> np.ndarray
 
 
 def descent_step(
-    state: DescentState, log_sum: np.ndarray, n_runs: int, max_iter: int = MAX_ITER, tol=TOL
+    state: DescentState,
+    log_sum: np.ndarray,
+    n_runs: int,
+    max_iter: int = MAX_ITER,
+    tol: float | None = TOL,
 ) -> DescentState:
     """One step of nilearn's gradient descent from the summed logarithms of all runs.
 
@@ -212,7 +216,7 @@ def descent_step(
     logs_mean = log_sum / n_runs
     if np.any(np.isnan(logs_mean)):
         raise FloatingPointError("Nan value after logarithm operation.")
-    norm = np.linalg.norm(logs_mean)
+    norm = float(np.linalg.norm(logs_mean))
     vals_gmean, vecs_gmean = np.linalg.eigh(state.gmean)
     vals_log, vecs_log = np.linalg.eigh(logs_mean)
     gmean_sqrt = _form_symmetric(np.sqrt, vals_gmean, vecs_gmean)
@@ -245,7 +249,7 @@ def tangent_vectors(covariances: np.ndarray, whitening_: np.ndarray) -> np.ndarr
     return map_eigenvalues(np.log, np.matmul(np.matmul(whitening_, covariances), whitening_))
 
 
-def geometric_mean(covariances: np.ndarray, names=None) -> np.ndarray:
+def geometric_mean(covariances: np.ndarray, names: Iterable[object] | None = None) -> np.ndarray:
     """nilearn's ``_geometric_mean(covariances, max_iter=30, tol=1e-7)`` in memory."""
     covariances = np.asarray(covariances, dtype=np.float64)
     check_spd(covariances, range(len(covariances)) if names is None else names)
@@ -283,4 +287,7 @@ def sym_matrix_to_vec(symmetric: np.ndarray, discard_diagonal: bool = False) -> 
 
 def lower_pairs(n: int, discard_diagonal: bool) -> tuple[np.ndarray, np.ndarray]:
     """The (row, column) of each entry of :func:`sym_matrix_to_vec`'s vectors."""
-    return np.nonzero(np.tril(np.ones((n, n), dtype=bool), k=-1 if discard_diagonal else 0))
+    rows, columns = np.nonzero(
+        np.tril(np.ones((n, n), dtype=bool), k=-1 if discard_diagonal else 0)
+    )
+    return rows, columns

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
+from dask.typing import Key
 
 from daskmasker import config
 from daskmasker.compute import connectivity as conn
@@ -58,13 +59,17 @@ def runs_per_chunk(n_frames: int, n_regions: int, budget: int | None = None) -> 
     return max(1, int(budget // per_run))
 
 
-def _one_thread(function: Callable) -> Callable:
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_thread(function: Callable[P, R]) -> Callable[P, R]:
     """``function`` run with one BLAS thread: its matrices are small (a region count squared),
     and the tasks of several chunks run at once; OpenBLAS's threads on 64 × 64 eigen-problems
     made them 20x slower on a busy machine (2026-12-07, ``benchmarks/results``)."""
 
     @functools.wraps(function)
-    def run(*args, **kwargs):
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
         with one_blas_thread():
             return function(*args, **kwargs)
 
@@ -91,7 +96,7 @@ def _vectors(matrices: np.ndarray, discard_diagonal: bool) -> np.ndarray:
     return conn.sym_matrix_to_vec(matrices, discard_diagonal)
 
 
-def _kept(x: np.ndarray, n: int, name) -> np.ndarray:
+def _kept(x: np.ndarray, n: int, name: object) -> np.ndarray:
     """A run's first ``n`` frames, checked: at least 2, no missing value among them."""
     if not 2 <= n <= x.shape[0]:
         raise ValueError(
@@ -123,7 +128,12 @@ def _initial(total: np.ndarray, n_runs: int) -> conn.DescentState:
 
 
 @_one_thread
-def _tangent_block(covariances, final, vectorize: bool, discard_diagonal: bool) -> np.ndarray:
+def _tangent_block(
+    covariances: np.ndarray,
+    final: tuple[np.ndarray, np.ndarray],
+    vectorize: bool,
+    discard_diagonal: bool,
+) -> np.ndarray:
     vectors = conn.tangent_vectors(covariances, final[1])
     return conn.sym_matrix_to_vec(vectors, discard_diagonal) if vectorize else vectors
 
@@ -228,7 +238,7 @@ def _n_features(n: int, discard_diagonal: bool) -> int:
     return n * (n - 1) // 2 if discard_diagonal else n * (n + 1) // 2
 
 
-def tree_sum(layer: dict, name: str, parts: list, split_every: int = 8) -> tuple:
+def tree_sum(layer: dict[Key, Any], name: str, parts: list[Key], split_every: int = 8) -> Key:
     """Add tasks to ``layer`` summing the outputs of the keys ``parts`` in a tree of fan-in
     ``split_every`` (Dask's reductions' shape); returns the total's key."""
     level = 0
@@ -243,14 +253,21 @@ def tree_sum(layer: dict, name: str, parts: list, split_every: int = 8) -> tuple
     return parts[0]
 
 
-def _tangent(covs, labels, n_runs, vectorize, discard_diagonal, token) -> LazyConnectivity:
+def _tangent(
+    covs: da.Array,
+    labels: da.Array,
+    n_runs: int,
+    vectorize: bool,
+    discard_diagonal: bool,
+    token: str,
+) -> LazyConnectivity:
     """The geometric mean's unrolled descent (one hand-built layer: a chunk task per chunk of
     runs and a tree sum per step), then the runs' whitened logarithms."""
     n = covs.shape[-1]
     keep = covs.nbytes <= config.get("connectivity.keep-bytes")
     blocks = range(covs.numblocks[0])
-    layer: dict = {}
-    inputs = [covs]
+    layer: dict[Key, Any] = {}
+    inputs: list[Any] = [covs]  # the array and the labels' Delayed chunks
 
     def source(seed: str) -> da.Array:
         copy = covs if keep else reread(covs, f"{seed}-{token}")
@@ -261,7 +278,7 @@ def _tangent(covs, labels, n_runs, vectorize, discard_diagonal, token) -> LazyCo
     first = source("gmean-init")
     names = labels.to_delayed()
     inputs.extend(names)
-    parts = []
+    parts: list[Key] = []
     for i in blocks:
         key = (f"gmean-init-{token}", i)
         layer[key] = task(key, _spd_sum, ref((first.name, i, 0, 0)), ref(names[i].key))
@@ -284,7 +301,12 @@ def _tangent(covs, labels, n_runs, vectorize, discard_diagonal, token) -> LazyCo
     layer[final] = task(final, _final, ref(state))
     graph = HighLevelGraph.from_collections(f"gmean-{token}", layer, dependencies=inputs)
     result = Delayed(final, graph, layer=f"gmean-{token}")
-    mean, whitening = (da.from_delayed(result[i], shape=(n, n), dtype=np.float64) for i in range(2))
+    # dask binds Delayed.__getitem__ at import time (dask.delayed's operator binding): its
+    # annotations do not declare it
+    mean, whitening = (
+        da.from_delayed(result[i], shape=(n, n), dtype=np.float64)  # type: ignore[index]
+        for i in range(2)
+    )
     tangent = source("tangent")
     if vectorize:
         chunks, drop = (tangent.chunks[0], (_n_features(n, discard_diagonal),)), [2]

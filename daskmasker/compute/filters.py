@@ -17,8 +17,12 @@ from scipy.interpolate import CubicSpline
 from daskmasker.stacklevel import find_stack_level
 
 
-def _check_cutoff(btype: str, freq: float, nyq: float) -> float:
-    """nilearn's ``_check_wn``: keep a critical frequency inside (0, Nyquist), with a warning."""
+def _check_cutoff(btype: str, freq: float | np.floating, nyq: float) -> float | np.floating:
+    """nilearn's ``_check_wn``: keep a critical frequency inside (0, Nyquist), with a warning.
+
+    A moved cutoff is a float32 scalar (float32's eps, as nilearn), so the warning prints it as
+    nilearn does.
+    """
     eps = np.finfo(np.float32).eps
     if freq >= nyq:
         freq = nyq - (nyq * 10 * eps)
@@ -89,7 +93,8 @@ def butterworth(
             f"filter frequency ({low_pass}). This case is not handled by this function."
         )
     nyq = sampling_rate * 0.5
-    critical = []
+    critical: list[float | np.floating] = []
+    wn: float | np.floating | list[float | np.floating]
     if high_pass is not None:
         btype = "high"
         critical.append(_check_cutoff(btype, high_pass, nyq))

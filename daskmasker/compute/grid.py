@@ -41,7 +41,7 @@ class Grid:
     @property
     def shape_xyz(self) -> tuple[int, int, int]:
         """The shape in NIfTI order."""
-        return self.shape[::-1]  # type: ignore[return-value]
+        return self.shape[::-1]
 
     @property
     def key(self) -> tuple:
@@ -194,7 +194,8 @@ def apply_integer_grid_map_reversed(
     return out
 
 
-def fwhm_to_sigma(fwhm: float, affine: np.ndarray) -> np.ndarray:
-    """Per-axis Gaussian sigma in voxels for a FWHM in mm (nilearn's ``_fwhm2sigma`` per axis)."""
+def fwhm_to_sigma(fwhm: ArrayLike, affine: np.ndarray) -> np.ndarray:
+    """Per-axis Gaussian sigma in voxels for a FWHM in mm, one for all axes or one per axis
+    (nilearn's ``_fwhm2sigma`` per axis)."""
     vox = np.sqrt(np.sum(np.asarray(affine, float)[:3, :3] ** 2, axis=0))
     return np.asarray(fwhm, float) / (np.sqrt(8 * np.log(2)) * vox)

@@ -355,6 +355,7 @@ def project(
     for where in np.ndindex(*grid):
         sub = data.blocks[(slice(None), *where)]
         size = int(sizes[where])
+        block_maps: MapsBlock = maps_blocks.item(where)
         if size == 0:  # no support voxel here: only the count, in the same (T, K + 1) layout
             counts.append(
                 sub.map_blocks(
@@ -363,23 +364,23 @@ def project(
             )
             continue
         if reader is not None and reader.sequential and fused:
-            parts.append(_read_products(reader, where, maps_blocks[where], plan, n_maps))
+            parts.append(_read_products(reader, where, block_maps, plan, n_maps))
             continue
         if reader is not None and reader.sequential:
-            gathered = _paced_gathered(reader, sub, where, maps_blocks[where], size, gathered_dtype)
+            gathered = _paced_gathered(reader, sub, where, block_maps, size, gathered_dtype)
         elif reader is not None:
-            gathered = _read_gathered(reader, sub, where, maps_blocks[where], size, gathered_dtype)
+            gathered = _read_gathered(reader, sub, where, block_maps, size, gathered_dtype)
         else:
             # 4D out, (t, 1, 1, S + 1): dropping axes would make Dask copy every read chunk
             # (its concatenation of the dropped axes copies even a single block)
             gathered = sub.map_blocks(
                 _gather_block,
-                maps_blocks[where],
+                block_maps,
                 chunks=(sub.chunks[0], (1,), (1,), (size + 1,)),
                 dtype=gathered_dtype,
                 meta=np.empty((0, 0, 0, 0), dtype=gathered_dtype),
             )
-        parts.append(_batched_products(gathered, maps_blocks[where], plan, n_maps))
+        parts.append(_batched_products(gathered, block_maps, plan, n_maps))
     if parts:  # the count-only parts follow the products' batches
         counts = [part.rechunk(parts[0].chunks) for part in counts]
     parts += counts
@@ -392,7 +393,12 @@ def _gather_block(block: np.ndarray, maps: MapsBlock) -> np.ndarray:
 
 
 def _read_gathered(
-    reader, sub: da.Array, where: tuple[int, ...], maps, size: int, dtype: np.dtype
+    reader: ChunkSource,
+    sub: da.Array,
+    where: tuple[int, ...],
+    maps: MapsBlock,
+    size: int,
+    dtype: np.dtype,
 ) -> da.Array:
     """The gathered blocks of ``sub`` (the spatial block ``where`` of the reader's array), each
     read and gathered by one task."""
@@ -408,12 +414,17 @@ def _read_gathered(
     return task_array(name, layer, (sub.chunks[0], (1,), (1,), (size + 1,)), dtype)
 
 
-def _read_gather(reader, where: tuple[int, ...], maps: MapsBlock) -> np.ndarray:
+def _read_gather(reader: ChunkSource, where: tuple[int, ...], maps: MapsBlock) -> np.ndarray:
     return _gather_block(reader.read_chunk(where), maps)
 
 
 def _paced_gathered(
-    reader, sub: da.Array, where: tuple[int, ...], maps, size: int, dtype: np.dtype
+    reader: ChunkSource,
+    sub: da.Array,
+    where: tuple[int, ...],
+    maps: MapsBlock,
+    size: int,
+    dtype: np.dtype,
 ) -> da.Array:
     """The gathered blocks of ``sub`` from a sequential reader, each chunk read in order and
     gathered by a task of its own, the reads paced by the gathers

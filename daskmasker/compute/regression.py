@@ -42,6 +42,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
@@ -51,6 +52,9 @@ from daskmasker.compute.dtypes import compact_dtype
 from daskmasker.compute.maps import is_sparse
 from daskmasker.compute.reduction import Reduction, sum_stacked
 from daskmasker.compute.sparse_maps import SparseMaps
+
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,7 +124,9 @@ def compact_maps(
     return MapsBlock(index=index, rows=columns.T)
 
 
-def _compact_sparse(maps, support, kept) -> MapsBlock:
+def _compact_sparse(
+    maps: SparseMaps, support: np.ndarray | None, kept: np.ndarray | None
+) -> MapsBlock:
     """:func:`compact_maps` of :class:`~daskmasker.compute.sparse_maps.SparseMaps`: CSR rows when
     sparse enough (``daskmasker.sparse-products-density``), else dense rows as for dense maps."""
     chosen = np.arange(len(maps)) if kept is None else np.asarray(kept)
@@ -281,7 +287,7 @@ def _sparse_products(
 
 
 @functools.cache
-def _blas_controller():
+def _blas_controller() -> ThreadpoolController:
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()

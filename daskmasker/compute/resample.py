@@ -23,7 +23,7 @@ import warnings
 
 import dask.array as da
 import numpy as np
-from numpy.typing import DTypeLike
+from numpy.typing import ArrayLike, DTypeLike
 from scipy import ndimage
 
 from daskmasker.compute import grid
@@ -114,7 +114,17 @@ def extrapolate_out_mask(
     return out[1:-1, 1:-1, 1:-1], new_mask
 
 
-def _resample_block(block, matrix, offset, shape_xyz, order, out_dtype, vmin, vmax, plan):
+def _resample_block(
+    block: np.ndarray,
+    matrix: np.ndarray,
+    offset: np.ndarray,
+    shape_xyz: tuple[int, int, int],
+    order: int,
+    out_dtype: np.dtype,
+    vmin: ArrayLike | None,
+    vmax: ArrayLike | None,
+    plan: tuple | None,
+) -> np.ndarray:
     if plan is not None:
         return grid.apply_integer_grid_map_reversed(block, plan, shape_xyz).astype(
             out_dtype, copy=False
@@ -128,7 +138,7 @@ def _resample_block(block, matrix, offset, shape_xyz, order, out_dtype, vmin, vm
     return out
 
 
-def _range(data: da.Array):
+def _range(data: da.Array) -> tuple[da.Array, da.Array]:
     low = da.minimum(da.nanmin(data), 0)
     high = da.maximum(da.nanmax(data), 0)
     return low, high
@@ -183,8 +193,9 @@ def resample_array(
     if order > 0 and plan is None:  # copying voxels cannot leave the data's range
         vmin, vmax = _range(data)
     data = data.rechunk({1: -1, 2: -1, 3: -1})
-    out = data.map_blocks(
+    out = da.map_blocks(
         _resample_block,
+        data,
         matrix,
         offset,
         shape_xyz,

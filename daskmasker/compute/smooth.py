@@ -61,5 +61,5 @@ def smooth_array(data: da.Array, affine: np.ndarray, fwhm: ArrayLike | None) -> 
     if squeeze:
         data = data[None]
     data = data.rechunk({1: -1, 2: -1, 3: -1})
-    out = data.map_blocks(_smooth_block, sigma, dtype=smoothed_dtype(data.dtype))
+    out = da.map_blocks(_smooth_block, data, sigma, dtype=smoothed_dtype(data.dtype))
     return out[0] if squeeze else out

@@ -15,12 +15,15 @@ xarray at import time, and daskmasker's readers when it opens something.
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 VARIABLE = "image"
 _SUFFIXES = (".nii", ".nii.gz")
@@ -102,7 +105,7 @@ class _ImageArray(BackendArray):
     """A daskmasker image's Dask array behind xarray's lazy indexing: a selection computes only
     the chunks it touches."""
 
-    def __init__(self, array):
+    def __init__(self, array: da.Array) -> None:
         self.array = array
         self.shape = tuple(array.shape)
         self.dtype = np.dtype(array.dtype)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, overload
 
 import fsspec
 import numpy as np
@@ -46,7 +46,7 @@ def array_sha(array: Any, *extra: Any) -> str:
     return _sha(head.encode(), values.tobytes())
 
 
-def _file_stat(fs, path: str, info: dict | None = None) -> str:
+def _file_stat(fs: fsspec.AbstractFileSystem, path: str, info: dict | None = None) -> str:
     info = info if info is not None else fs.info(path)
     stamp = next(
         (info[k] for k in ("ETag", "etag", "mtime", "LastModified", "last_modified") if k in info),
@@ -55,7 +55,7 @@ def _file_stat(fs, path: str, info: dict | None = None) -> str:
     return f"{info.get('size')}:{stamp}"
 
 
-def _file_sha(fs, path: str) -> str:
+def _file_sha(fs: fsspec.AbstractFileSystem, path: str) -> str:
     digest = hashlib.sha256()
     with fs.open(path, "rb") as f:
         for block in iter(lambda: f.read(8 << 20), b""):
@@ -84,6 +84,10 @@ def _path_digest(source: str, storage_options: dict | None, known: dict | None) 
     return {"source": source, "stat": stat, "sha256": _file_sha(fs, path)}
 
 
+@overload
+def digest(obj: None, storage_options: dict | None = None, known: dict | None = None) -> None: ...
+@overload
+def digest(obj: object, storage_options: dict | None = None, known: dict | None = None) -> dict: ...
 def digest(obj: Any, storage_options: dict | None = None, known: dict | None = None) -> dict | None:
     """The digest of one input: ``{"source", "stat", "sha256"}`` (None for no input).
 
@@ -119,7 +123,7 @@ def digest(obj: Any, storage_options: dict | None = None, known: dict | None = N
         ]
         sha = _sha("\n".join(p["sha256"] for p in parts).encode())
         return {"source": [p["source"] for p in parts], "stat": None, "sha256": sha, "parts": parts}
-    found = {"source": _describe(obj), "stat": None, "sha256": _memory_sha(obj)}
+    found: dict[str, Any] = {"source": _describe(obj), "stat": None, "sha256": _memory_sha(obj)}
     file = _table_file(obj)
     if file is not None:  # a table read from a file (columns chosen, n/a filled): both count
         found["file"] = digest(file, storage_options, (known or {}).get("file"))
@@ -160,7 +164,7 @@ def _memory_sha(obj: Any) -> str:
         return array_sha(np.asanyarray(obj.dataobj), np.asarray(obj.affine).tolist(), zooms, units)
     if hasattr(obj, "columns") and hasattr(obj, "to_numpy"):  # pandas (or polars) DataFrame
         return array_sha(obj.to_numpy(), [str(c) for c in obj.columns])
-    data = getattr(obj, "data", None)
+    data: Any = getattr(obj, "data", None)
     if hasattr(data, "blocks"):  # a lazy daskmasker image: its chunks, one at a time
         digest_ = hashlib.sha256(json.dumps([str(data.dtype), list(data.shape)]).encode())
         for block in np.ndindex(*data.numblocks):

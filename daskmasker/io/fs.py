@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
 
 import fsspec
 import zarr
 from isal import igzip
+from zarr.abc.store import Store
 from zlib_ng import gzip_ng
 
 from daskmasker.io.retry import http_status, retry
+
+T = TypeVar("T")
 
 
 class Location:
     """A Zarr store location: the zarr store object and the fsspec file system behind it."""
 
-    def __init__(self, url: str, storage_options: dict | None = None):
+    def __init__(self, url: str, storage_options: dict | None = None) -> None:
         self.url = str(url)
         self.fs, _, (self.root,) = fsspec.get_fs_token_paths(
             self.url, storage_options=storage_options or {}
         )
+        self.store: Store
         if "://" in self.url and not self.url.startswith("file://"):
             self.store = zarr.storage.FsspecStore.from_url(
                 self.url, storage_options=storage_options or {}
@@ -66,19 +71,19 @@ class RetryingFile(io.RawIOBase):
     ``readahead=True`` keeps the file system's read-ahead cache, for streaming a whole file.
     """
 
-    def __init__(self, url: str, storage_options: dict | None, readahead: bool = False):
+    def __init__(self, url: str, storage_options: dict | None, readahead: bool = False) -> None:
         super().__init__()
         self.url = url
         self._fs, self._path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         self._options = {} if readahead else {"cache_type": "none"}
         self._position = 0
-        self._file = retry(self._open, url)
+        self._file: IO[bytes] | None = retry(self._open, url)
 
-    def _open(self):
+    def _open(self) -> IO[bytes]:
         return self._fs.open(self._path, "rb", **self._options)
 
-    def _attempt(self, call):
-        def attempt():
+    def _attempt(self, call: Callable[[IO[bytes]], T]) -> T:
+        def attempt() -> T:
             if self._file is None:
                 self._file = self._open()
                 self._file.seek(self._position)

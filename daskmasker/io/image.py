@@ -60,7 +60,8 @@ def image_affine(img: xr.DataArray) -> np.ndarray:
 
 def image_grid(img: xr.DataArray) -> Grid:
     """The :class:`~daskmasker.compute.grid.Grid` of an image, from metadata only."""
-    return Grid(tuple(int(img.sizes[d]) for d in SPATIAL_DIMS), image_affine(img))
+    z, y, x = (int(img.sizes[d]) for d in SPATIAL_DIMS)
+    return Grid((z, y, x), image_affine(img))
 
 
 def as_nibabel(
@@ -181,7 +182,7 @@ def as_maps(img: xr.DataArray) -> xr.DataArray:
     """The image with its 4th axis read as maps (``component``) rather than time."""
     if img.ndim != 4 or img.dims[0] == COMPONENT_DIM:
         return img
-    return img.drop_vars(img.dims[0], errors="ignore").rename({img.dims[0]: COMPONENT_DIM})
+    return img.drop_vars([img.dims[0]], errors="ignore").rename({img.dims[0]: COMPONENT_DIM})
 
 
 # NIfTI-Zarr and OME-Zarr name the time and channel axes "t" and "c"

@@ -65,7 +65,7 @@ def _expand(path: str) -> list[str] | str:
     return expanded
 
 
-def _load_one(obj: Any, storage_options=None, chunks=None) -> xr.DataArray:
+def _load_one(obj: Any, storage_options: dict | None = None, chunks: Any = None) -> xr.DataArray:
     if isinstance(obj, xr.DataArray) and is_image(image := from_xarray(obj)):
         return image
     if isinstance(obj, xr.Dataset):

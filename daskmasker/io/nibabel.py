@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import dask.array as da
 import nibabel as nib
 import numpy as np
 import xarray as xr
+from numpy.typing import DTypeLike
 
 from daskmasker.compute.plan import plan_extraction
 from daskmasker.io.image import DimensionError, make_image
@@ -37,7 +40,7 @@ def from_nibabel(
     return make_image(data, img.affine, header=header, attrs=attrs)
 
 
-def _nibabel_dtype(img) -> np.dtype:
+def _nibabel_dtype(img: nib.spatialimages.SpatialImage) -> np.dtype:
     proxy = img.dataobj
     if isinstance(proxy, np.ndarray):
         return proxy.dtype
@@ -45,7 +48,8 @@ def _nibabel_dtype(img) -> np.dtype:
 
     slope = getattr(proxy, "slope", 1.0)
     inter = getattr(proxy, "inter", 0.0)
-    raw = np.dtype(proxy.dtype)
+    # nibabel's ArrayLike protocol leaves out the dtype that its proxies and arrays have
+    raw = np.dtype(proxy.dtype)  # type: ignore[attr-defined]
     if slope == 1.0 and inter == 0.0:
         return raw
     return apply_read_scaling(np.zeros(1, dtype=raw), slope, inter).dtype
@@ -54,13 +58,15 @@ def _nibabel_dtype(img) -> np.dtype:
 class _Reversed:
     """A nibabel array proxy seen in daskmasker order (reversed axes), read lazily by slices."""
 
-    def __init__(self, proxy, shape, dtype):
+    def __init__(
+        self, proxy: nib.arrayproxy.ArrayLike, shape: Sequence[int], dtype: DTypeLike
+    ) -> None:
         self.proxy = proxy
         self.shape = tuple(reversed(shape))
         self.dtype = np.dtype(dtype)
         self.ndim = len(shape)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: int | slice | tuple[int | slice, ...]) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
         key = key + (slice(None),) * (self.ndim - len(key))
         nib_key = tuple(reversed(key))

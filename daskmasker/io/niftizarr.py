@@ -59,7 +59,7 @@ HEADER_KEYS = (
 
 def store_dims(img: xr.DataArray) -> list[str]:
     """The stored names of an image's dims (``t`` for time, ``c`` for maps)."""
-    return [STORE_NAMES.get(d, d) for d in img.dims]
+    return [STORE_NAMES.get(str(d), str(d)) for d in img.dims]
 
 
 def ome_attrs(img: xr.DataArray) -> dict[str, Any]:

@@ -34,7 +34,7 @@ class RetriesExhausted(OSError):
     """Every attempt failed with a transient error (not itself retried again)."""
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

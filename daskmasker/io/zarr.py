@@ -22,15 +22,19 @@ import base64
 import sys
 import threading
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import dask.array as da
+import fsspec
+import nibabel as nib
 import numpy as np
 import xarray as xr
 import zarr
 from dask.base import tokenize
+from numpy.typing import ArrayLike
 from zarr.codecs import BloscCodec
+from zarr.core.chunk_grids import RegularChunkGrid
 
 from daskmasker.compute.graph import paced_reads, task_array
 from daskmasker.compute.plan import plan_extraction
@@ -45,13 +49,18 @@ from daskmasker.io.image import (
     make_image,
     netcdf_attrs,
 )
+from daskmasker.io.nifti_chunks import GzipChunks
 from daskmasker.io.nifti_header import scaled_dtype
 from daskmasker.io.retry import retry
+
+if TYPE_CHECKING:
+    from numcodecs.abc import Codec
+    from zarr.core.metadata import ArrayV3Metadata
 
 ATTR = "daskmasker"
 
 
-def _check_target(mapper, store: str, overwrite: bool) -> None:
+def _check_target(mapper: Location, store: str, overwrite: bool) -> None:
     fs, root = mapper.fs, mapper.root
     if not fs.exists(root):
         return
@@ -147,7 +156,7 @@ def write_image(
         niftizarr.cf_attrs(niftizarr.HEADER),
     )
     for dim in img.dims:
-        name = STORE_NAMES.get(dim, dim)
+        name = STORE_NAMES.get(str(dim), str(dim))
         if dim in img.coords:
             coord = img.coords[dim]
             attrs = {**netcdf_attrs(coord.attrs), **niftizarr.cf_attrs(name)}
@@ -156,10 +165,11 @@ def write_image(
             values = np.arange(img.sizes[dim])
             _write_small(group, name, values, [name], niftizarr.cf_attrs(name))
     reader = img.encoding.get(READER_ENCODING)
-    if data.ndim == 4 and getattr(reader, "sequential", False) and reader.is_array(data):
+    if data.ndim == 4 and isinstance(reader, GzipChunks) and reader.is_array(data):
         stored = _paced_store(reader, data, array)
     else:
-        stored = da.store(data, array, lock=False, compute=False)
+        # dask's annotation asks an ndarray-like target; it only writes by __setitem__
+        stored = da.store(data, array, lock=False, compute=False)  # type: ignore[arg-type]
     if progress:
         from dask.diagnostics import ProgressBar
 
@@ -183,7 +193,7 @@ def volumes_per_chunk(shape: tuple[int, ...], dtype: Any, chunks: int | None = N
     ).time_chunks[0]
 
 
-def _paced_store(reader, data: da.Array, array) -> da.Array:
+def _paced_store(reader: GzipChunks, data: da.Array, array: zarr.Array) -> da.Array:
     """The store of a ``.nii.gz``'s chunks, read in order and each written by a task of its own,
     the reads paced by the writes (:func:`~daskmasker.compute.graph.paced_reads`): with a plain
     chain of reads one thread converting a run held all of it."""
@@ -195,12 +205,18 @@ def _paced_store(reader, data: da.Array, array) -> da.Array:
     return task_array(name, layer, ((1,) * len(starts),), bool)
 
 
-def _write_chunk(chunk: np.ndarray, array, start: int) -> np.ndarray:
+def _write_chunk(chunk: np.ndarray, array: zarr.Array, start: int) -> np.ndarray:
     array[start : start + chunk.shape[0]] = chunk
     return np.ones(1, dtype=bool)
 
 
-def _write_small(group, name: str, values, dims: list[str], attrs: dict | None = None) -> None:
+def _write_small(
+    group: zarr.Group,
+    name: str,
+    values: bytes | ArrayLike,
+    dims: list[str],
+    attrs: dict | None = None,
+) -> None:
     """A small one-chunk, uncompressed array (header bytes, coordinates)."""
     values = np.frombuffer(values, np.uint8) if isinstance(values, bytes) else np.asarray(values)
     array = group.create_array(
@@ -230,10 +246,19 @@ class ChunkReader:
 
     sequential = False  # chunks are independent (see daskmasker.compute.projection.project)
 
-    def __init__(self, fs, root: str, metadata, codec, url: str):
+    def __init__(
+        self,
+        fs: fsspec.AbstractFileSystem,
+        root: str,
+        metadata: ArrayV3Metadata,
+        codec: Codec | None,
+        url: str,
+    ) -> None:
         self.fs, self.root, self.codec = fs, root, codec
         self.metadata = metadata
         self.shape = tuple(metadata.shape)
+        if not isinstance(metadata.chunk_grid, RegularChunkGrid):
+            raise ValueError(f"{url}: a regular chunk grid is needed, got {metadata.chunk_grid}")
         self.chunk_shape = tuple(metadata.chunk_grid.chunk_shape)
         self.dtype = np.dtype(metadata.data_type.to_native_dtype())
         self.ndim = len(self.shape)
@@ -246,7 +271,6 @@ class ChunkReader:
         """A reader for ``array`` if its layout is one this class decodes, else None."""
         import numcodecs
         from zarr.codecs import BytesCodec, ZstdCodec
-        from zarr.core.chunk_grids import RegularChunkGrid
 
         meta = array.metadata
         if getattr(meta, "zarr_format", None) != 3 or not isinstance(
@@ -276,7 +300,7 @@ class ChunkReader:
         root = location.root.rstrip("/") + "/" + array.path.split("/")[-1]
         return cls(location.fs, root, meta, codec, f"{location.url}/{array.path}")
 
-    def __dask_tokenize__(self):
+    def __dask_tokenize__(self) -> str:
         return self._token
 
     def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
@@ -376,9 +400,11 @@ def open_zarr(
     if layout.meta is not None and not layout.meta.get("complete", False):
         raise ValueError(f"'{store}' is incomplete: its conversion was interrupted; convert again")
     array = group[layout.path]
+    if not isinstance(array, zarr.Array):
+        raise ValueError(f"'{store}': its image '{layout.path}' is a group, not an array")
     data, reader = _lazy(array, mapper, chunks)
     data, dims = _squeeze(data, layout.dims, str(store))
-    stored = dict(array.attrs)
+    stored: dict[str, Any] = dict(array.attrs)
     if "affine" in stored:  # written by daskmasker
         affine = np.reshape(stored["affine"], (4, 4))
         extra = {k: stored[k] for k in (*niftizarr.HEADER_KEYS, "nifti_header") if k in stored}
@@ -387,6 +413,11 @@ def open_zarr(
         extra = {k: layout.meta[k] for k in niftizarr.HEADER_KEYS if k in layout.meta}
         if layout.header is not None:
             extra["nifti_header"] = _base64(layout.header)
+    elif layout.header is None:  # a daskmasker attribute, but no affine anywhere
+        raise ValueError(
+            f"'{store}' has no affine: no 'affine' attribute on its image array or group, and no "
+            "NIfTI header"
+        )
     else:  # another writer: the header describes the stored (unscaled) values
         affine = layout.header.get_best_affine()
         extra = {"nifti_header": _base64(layout.header)}
@@ -394,8 +425,9 @@ def open_zarr(
         if slope is not None and (slope, inter or 0.0) != (1.0, 0.0):
             data = _scale(data, slope, inter or 0.0)
             reader = None
-    if extra.get("nifti_header"):
-        extra = {**header_attrs(header_from_attrs(extra)), **extra}
+    stored_header = header_from_attrs(extra)
+    if stored_header is not None:
+        extra = {**header_attrs(stored_header), **extra}
     extra["source"] = str(store)
     image = make_image(data, affine, attrs=extra, maps=dims[0] == COMPONENT_DIM)
     if reader is not None:
@@ -403,7 +435,9 @@ def open_zarr(
     return image
 
 
-def _lazy(array, mapper: Location, chunks) -> tuple[da.Array, ChunkReader | None]:
+def _lazy(
+    array: zarr.Array, mapper: Location, chunks: int | None
+) -> tuple[da.Array, ChunkReader | None]:
     """The array as Dask chunks of whole volumes; with its reader when it decodes them."""
     shape, stored = tuple(array.shape), tuple(array.chunks)
     if chunks is None and stored[-3:] == shape[-3:]:
@@ -421,7 +455,7 @@ def _lazy(array, mapper: Location, chunks) -> tuple[da.Array, ChunkReader | None
     return da.from_zarr(array, chunks=(sizes, *shape[1:])), None
 
 
-def _squeeze(data: da.Array, dims: tuple[str, ...], store: str):
+def _squeeze(data: da.Array, dims: tuple[str, ...], store: str) -> tuple[da.Array, tuple[str, ...]]:
     """A 5D (t, c, z, y, x) array with a single channel or time point made 4D."""
     for name in (COMPONENT_DIM, "time"):
         if len(dims) > 4 and name in dims and data.shape[dims.index(name)] == 1:
@@ -440,8 +474,8 @@ def _scale(data: da.Array, slope: float, inter: float) -> da.Array:
     from nibabel.volumeutils import apply_read_scaling
 
     dtype = scaled_dtype(data.dtype, slope, inter)
-    return data.map_blocks(apply_read_scaling, slope, inter, dtype=dtype)
+    return da.map_blocks(apply_read_scaling, data, slope, inter, dtype=dtype)
 
 
-def _base64(header) -> str:
+def _base64(header: nib.Nifti1Header) -> str:
     return base64.b64encode(header.binaryblock).decode("ascii")

@@ -61,13 +61,13 @@ def check_grid(
     """
     if target is None:
         grids = {"maps": fitted.maps_grid, "data": data_grid}
-        if fitted.mask is not None:
+        if fitted.mask_grid is not None:  # a mask was given
             grids["mask"] = fitted.mask_grid
         check_same_grids(grids, sources)
     elif target == "data":
         if not data_grid.same_as(fitted.maps_grid):
             warn("Resampling maps at transform time...\n" + RESAMPLE_TRANSFORM_HINT)
-        if fitted.mask is not None and not data_grid.same_as(fitted.mask_grid):
+        if fitted.mask_grid is not None and not data_grid.same_as(fitted.mask_grid):
             warn("Resampling mask at transform time...\n" + RESAMPLE_TRANSFORM_HINT)
     elif target == "maps" and not data_grid.same_as(fitted.maps_grid):
         warn(

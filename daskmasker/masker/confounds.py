@@ -72,7 +72,7 @@ def read_confounds_file(path: str | os.PathLike) -> np.ndarray:
         name, text = str(local), local.read_text()
     lines = text.splitlines()
 
-    def parse(**kwargs):
+    def parse(**kwargs: Any) -> np.ndarray:
         try:
             return np.genfromtxt(lines, loose=False, encoding=None, **kwargs)
         except ValueError:

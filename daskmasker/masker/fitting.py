@@ -215,7 +215,13 @@ def fit_maps(
     return cached
 
 
-def _cache_key(maps_img, mask_img, resampling_target, keep_masked_maps, data_grid) -> tuple:
+def _cache_key(
+    maps_img: Any,
+    mask_img: Any,
+    resampling_target: str | None,
+    keep_masked_maps: bool,
+    data_grid: Grid | None,
+) -> tuple:
     return (
         FitCache.identity(maps_img),
         FitCache.identity(mask_img),
@@ -256,7 +262,7 @@ def prefit_maps(
         return
     order = sorted(todo, key=lambda key: -_file_size(todo[key]))
 
-    def fit_one(key) -> None:
+    def fit_one(key: tuple) -> None:
         try:
             fitted = fit_maps(todo[key], mask_img, resampling_target, keep_masked_maps, data)
             fitted.on_grid(fitted.maps_grid)  # the Gram solver, as the masker's fit prepares it
@@ -267,7 +273,14 @@ def prefit_maps(
     ours: list[tuple] = []
     others: list[tuple] = []
 
-    def record(message, category, filename, lineno, *args, **kwargs) -> None:
+    def record(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
         mine = threading.current_thread().name.startswith(prefix)
         (ours if mine else others).append((message, category, filename, lineno))
 
@@ -284,7 +297,7 @@ def prefit_maps(
             FIT_CACHE.discard(key)
 
 
-def _file_size(obj) -> int:
+def _file_size(obj: Any) -> int:
     """A local file's size (0 for anything else): the work of its fit, for the order."""
     try:
         return os.path.getsize(obj) if isinstance(obj, str | os.PathLike) else 0
@@ -293,7 +306,13 @@ def _file_size(obj) -> int:
 
 
 def _fit(
-    maps_img, mask, mask_grid, resampling_target, keep_masked_maps, data_grid, sources=None
+    maps_img: Any,
+    mask: np.ndarray | None,
+    mask_grid: Grid | None,
+    resampling_target: str | None,
+    keep_masked_maps: bool,
+    data_grid: Grid | None,
+    sources: dict[str, str] | None = None,
 ) -> FittedMaps:
     messages: list[str] = []
     maps_image = load.load_image(maps_img, atleast_4d=True, maps=True)
@@ -302,7 +321,7 @@ def _fit(
 
     if resampling_target is None:
         grids = {"maps": maps_grid}
-        if mask is not None:
+        if mask_grid is not None:  # a mask was given
             grids["mask"] = mask_grid
         if data_grid is not None:
             grids["data"] = data_grid
@@ -326,7 +345,12 @@ def _fit(
         maps_grid = onto
         if not any_map:
             raise ValueError("No map left after resampling maps_img.")
-    if ref is not None and mask is not None and not ref.same_as(mask_grid):
+    if (
+        ref is not None
+        and mask is not None
+        and mask_grid is not None
+        and not ref.same_as(mask_grid)
+    ):
         messages.append("Resampling mask")
         mask = spatial.resample_mask(mask, mask_grid, ref)
         mask_grid = ref

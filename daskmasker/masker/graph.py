@@ -18,6 +18,7 @@ from dask.base import tokenize
 from daskmasker.compute.clean import clean_arrays
 from daskmasker.compute.projection import GridMaps, raw_signals, warn_nonfinite
 from daskmasker.compute.regression import NORMAL_EQUATIONS
+from daskmasker.compute.source import ChunkSource
 from daskmasker.io import load
 from daskmasker.io.image import READER_ENCODING
 from daskmasker.masker import confounds as confounds_mod
@@ -82,6 +83,7 @@ def extraction_graph(
     )
     n_out = n_scans if mask_idx is None else int(mask_idx.size)
     n_kept = int(grid_maps.kept.size)
+    assert grid_maps.solver is not None  # only the joint maps of several atlases have none
     operator = grid_maps.solver.operator
     # t, s and c are contracted: the task concatenates the blocks itself, and the confounds keep
     # their own time chunks (a shared index would rechunk them to the products' batches)
@@ -121,7 +123,9 @@ def extraction_graph(
     return ExtractionGraph(cleaned, solved)
 
 
-def _chunk_reader(raw: xr.DataArray, img: xr.DataArray, data: da.Array, high_variance: bool):
+def _chunk_reader(
+    raw: xr.DataArray, img: xr.DataArray, data: da.Array, high_variance: bool
+) -> ChunkSource | None:
     """The chunk reader the projection may read through, if the data is used as read.
 
     Data used as read (not resampled, smoothed, or also read for high-variance confounds) is
@@ -213,7 +217,15 @@ def _raw_block(products: np.ndarray, *, operator: np.ndarray) -> np.ndarray:
 
 
 @forward_warnings
-def _clean_block(products, conf=None, *, operator, mask_idx, kwargs, out_dtype):
+def _clean_block(
+    products: np.ndarray,
+    conf: np.ndarray | None = None,
+    *,
+    operator: np.ndarray,
+    mask_idx: np.ndarray | None,
+    kwargs: dict[str, Any],
+    out_dtype: np.dtype,
+) -> np.ndarray:
     signals, nonfinite = NORMAL_EQUATIONS.finalize(products, operator)
     warn_nonfinite(nonfinite)
     cleaned = clean_arrays(signals, confounds=conf, sample_mask=mask_idx, **kwargs)

@@ -10,7 +10,7 @@ each atlas is then solved and cleaned on its own, as its own masker would.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dask.array as da
@@ -27,11 +27,11 @@ from daskmasker.masker.spec import ExtractionSpec
 from daskmasker.runtime.scheduling import compute_images
 
 
-def _is_single(imgs) -> bool:
+def _is_single(imgs: Any) -> bool:
     return isinstance(imgs, nib.spatialimages.SpatialImage | str | os.PathLike | xr.DataArray)
 
 
-def fit_many(maps: Sequence, imgs: Any = None, **params) -> list[NiftiMapsMasker]:
+def fit_many(maps: Sequence, imgs: Any = None, **params: Any) -> list[NiftiMapsMasker]:
     """One fitted masker per maps image, linked so their transforms share one pass per image.
 
     Parameters
@@ -120,7 +120,7 @@ def _prefit(masker: NiftiMapsMasker, maps: Sequence, imgs: Any) -> None:
 
 
 def extract_many(
-    imgs: Any, maps: Sequence, confounds: Any = None, sample_mask: Any = None, **params
+    imgs: Any, maps: Sequence, confounds: Any = None, sample_mask: Any = None, **params: Any
 ) -> list:
     """Region signals of one or several images for several atlases, each image read once.
 
@@ -165,7 +165,9 @@ def transform_many(
     specs = [m.extraction_spec() for m in maskers]
     lazies: list[list[xr.DataArray]] = []
 
-    def graphs():  # one array per image: on a cluster an image's tasks stay on one worker
+    def graphs() -> Iterator[
+        da.Array
+    ]:  # one array per image: on a cluster an image's tasks stay on one worker
         inputs = zip(images, per_image["confounds"], per_image["sample_mask"], strict=True)
         for img, conf, mask in inputs:
             outs = [spec.lazy(img, conf, mask).signals for spec in specs]

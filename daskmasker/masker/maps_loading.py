@@ -16,6 +16,7 @@ from typing import Any, cast
 import dask.array as da
 import numpy as np
 import xarray as xr
+from numpy.typing import DTypeLike
 
 from daskmasker.compute.dtypes import float_dtype
 from daskmasker.compute.grid import Grid
@@ -151,11 +152,11 @@ class SparseMapsProxy:
         self.ndim = 4
         self.dtype = maps.dtype
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         out = self._maps.toarray().T
         return out if dtype is None else out.astype(dtype)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> np.ndarray:
         if isinstance(key, tuple) and len(key) == 2 and key[0] is Ellipsis:
             if isinstance(key[1], int | np.integer):
                 return self._maps.map(int(key[1])).T

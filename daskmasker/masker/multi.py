@@ -7,13 +7,25 @@ classes: constructing either pays for none of them).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
 from sklearn.utils.validation import check_is_fitted
 
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.stacklevel import reemits_warnings
 
+if TYPE_CHECKING:
+    import dask.array as da
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+    from joblib import Memory
+    from numpy.typing import DTypeLike
 
-def _is_single(imgs) -> bool:
+
+def _is_single(imgs: Any) -> bool:
     import os
 
     import nibabel as nib
@@ -22,9 +34,12 @@ def _is_single(imgs) -> bool:
     return isinstance(imgs, nib.spatialimages.SpatialImage | str | os.PathLike | xr.DataArray)
 
 
-def _multi_docstring(single: str) -> str:
+def _multi_docstring(single: str | None) -> str | None:
     """NiftiMapsMasker's docstring with this class's summary and ``n_jobs`` inserted before
-    ``clean_args``, in ``__init__``'s order (nilearn's check_doc_attributes wants that order)."""
+    ``clean_args``, in ``__init__``'s order (nilearn's check_doc_attributes wants that order);
+    None when Python runs without docstrings (``-OO``)."""
+    if single is None:
+        return None
     body = single[single.index("    Parameters\n") :]
     n_jobs = (
         "    n_jobs : int, default=1\n"
@@ -43,7 +58,7 @@ def _multi_docstring(single: str) -> str:
     return summary + body
 
 
-def _confounds_list(confounds) -> list | None:
+def _confounds_list(confounds: Any) -> list | None:
     """One image's confounds as the list the transform graph takes: None stays None; an array,
     DataFrame or csv/tsv path becomes a one-item list; a list or tuple is copied (never the
     caller's list, which nilearn extends in place with the high-variance confounds)."""
@@ -52,36 +67,38 @@ def _confounds_list(confounds) -> list | None:
     return list(confounds) if isinstance(confounds, list | tuple) else [confounds]
 
 
-class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
+# scikit-learn's __init_subclass__ takes auto_wrap_output_keys; mypy sees object's (the masker's
+# base is being rewritten, hence unused-ignore)
+class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):  # type: ignore[call-arg, unused-ignore]
     # the docstring is NiftiMapsMasker's with n_jobs before clean_args (see _multi_docstring)
     __module__ = "daskmasker.maskers"  # the public path, as nilearn.maskers (see maskers.py)
 
     def __init__(
         self,
-        maps_img=None,
-        mask_img=None,
-        allow_overlap=True,
-        smoothing_fwhm=None,
-        standardize=False,
-        standardize_confounds=True,
-        high_variance_confounds=False,
-        detrend=False,
-        low_pass=None,
-        high_pass=None,
-        t_r=None,
-        dtype=None,
-        resampling_target="data",
-        keep_masked_maps=False,
-        memory=None,
-        memory_level=0,
-        verbose=0,
-        reports=True,
-        cmap="CMRmap_r",
-        n_jobs=1,
-        clean_args=None,
-        region_names=None,
-        min_coverage=None,
-    ):
+        maps_img: Any = None,
+        mask_img: Any = None,
+        allow_overlap: bool = True,
+        smoothing_fwhm: float | None = None,
+        standardize: Literal["zscore_sample", "zscore", "psc"] | bool | None = False,
+        standardize_confounds: bool = True,
+        high_variance_confounds: bool = False,
+        detrend: bool = False,
+        low_pass: float | None = None,
+        high_pass: float | None = None,
+        t_r: float | None = None,
+        dtype: DTypeLike | None = None,
+        resampling_target: Literal["data", "mask", "maps"] | None = "data",
+        keep_masked_maps: bool = False,
+        memory: Memory | str | Path | None = None,
+        memory_level: int = 0,
+        verbose: int = 0,
+        reports: bool = True,
+        cmap: str = "CMRmap_r",
+        n_jobs: int | None = 1,
+        clean_args: dict[str, Any] | None = None,
+        region_names: Sequence[str] | None = None,
+        min_coverage: float | None = None,
+    ) -> None:
         super().__init__(
             maps_img=maps_img,
             mask_img=mask_img,
@@ -111,13 +128,20 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
     __doc__ = _multi_docstring(NiftiMapsMasker.__doc__)
     _high_variance_last = True
 
-    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None, **fit_params):
+    def fit_transform(
+        self,
+        imgs: Any,
+        y: Any = None,
+        confounds: list | None = None,
+        sample_mask: list | None = None,
+        **fit_params: Any,
+    ) -> np.ndarray | pd.DataFrame | xr.DataArray | list[np.ndarray]:
         """Fit on ``imgs`` (the first image gives the grid), then transform them."""
         return self.fit(imgs, y=y, **fit_params).transform(
             imgs, confounds=confounds, sample_mask=sample_mask
         )
 
-    def fit(self, imgs=None, y=None):
+    def fit(self, imgs: Any = None, y: Any = None) -> MultiNiftiMapsMasker:
         """Fit the maps; for a list of images the first one gives the reference grid."""
         several = imgs is not None and not _is_single(imgs)
         if several:
@@ -125,11 +149,14 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
         super().fit(imgs, y=y)
         if several and self._has_report_data() and self._reporting_data["dim"] == 4:
             # nilearn's report of a list of 4D images: the first subject's first volume, a warning
-            self._reporting_data["dim"] = 5
-            self._reporting_data["images"] = self._reporting_data["images"].first()
+            reporting: dict[str, Any] = self._reporting_data  # maps, mask, dim, images
+            reporting["dim"] = 5
+            reporting["images"] = reporting["images"].first()
         return self
 
-    def transform(self, imgs, confounds=None, sample_mask=None):
+    def transform(
+        self, imgs: Any, confounds: list | None = None, sample_mask: list | None = None
+    ) -> np.ndarray | pd.DataFrame | xr.DataArray | list[np.ndarray]:
         """Signals of one image (an array) or of a list of images (a list of arrays)."""
         check_is_fitted(self)
         for name, value in (("confounds", confounds), ("sample_mask", sample_mask)):
@@ -146,7 +173,13 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
         return self.transform_imgs(imgs, confounds, n_jobs=self.n_jobs, sample_mask=sample_mask)
 
     @reemits_warnings
-    def transform_imgs(self, imgs_list, confounds=None, n_jobs=1, sample_mask=None):
+    def transform_imgs(
+        self,
+        imgs_list: Sequence[Any],
+        confounds: Sequence[Any] | None = None,
+        n_jobs: int | None = 1,
+        sample_mask: Sequence[Any] | None = None,
+    ) -> list[np.ndarray]:
         """Signals of each image of a list, computed in one Dask computation."""
         from daskmasker.masker.confounds import confounds_list
         from daskmasker.runtime.scheduling import compute_images
@@ -160,7 +193,9 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):
                 )
         lazies = []
 
-        def graphs():  # on a cluster each image's graph is built when a worker is free for it
+        def graphs() -> Iterator[
+            da.Array
+        ]:  # on a cluster each image's graph is built when a worker is free for it
             for i, img in enumerate(imgs_list):
                 conf = confounds_list(
                     _confounds_list(None if confounds is None else confounds[i]),

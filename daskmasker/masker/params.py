@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from joblib import Memory
 
 from daskmasker.stacklevel import find_stack_level
 
@@ -15,7 +18,7 @@ STANDARDIZE_VALUES = ("zscore_sample", "psc", True, False, None)
 TARGETS = ("mask", "maps", "data", None)
 
 
-def _is_number(value) -> bool:
+def _is_number(value: Any) -> bool:
     return value is None or (
         isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
     )
@@ -94,7 +97,7 @@ def check_dtype(dtype: Any) -> None:
         raise TypeError("'dtype' cannot be bool")
 
 
-def check_memory(memory: Any, memory_level: int):
+def check_memory(memory: Any, memory_level: int) -> tuple[Memory, int]:
     """A ``joblib.Memory`` and the effective memory level (nilearn's rules and warning)."""
     from joblib import Memory
 

@@ -16,6 +16,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from daskmasker.compute.grid import Grid
 from daskmasker.io import load
 from daskmasker.io.image import REGION_DIM, TIME_DIM, image_grid
 from daskmasker.masker import checks, coverage, spatial
@@ -112,7 +113,11 @@ def lazy_signals(
 
 
 def _spatial_steps(
-    img: xr.DataArray, fitted: FittedMaps, data_grid, params: dict, log: Callable[[str], None]
+    img: xr.DataArray,
+    fitted: FittedMaps,
+    data_grid: Grid,
+    params: dict,
+    log: Callable[[str], None],
 ) -> xr.DataArray:
     """The image on the extraction grid, smoothed if asked (lazy)."""
     if params["resampling_target"] in ("maps", "mask") and not data_grid.same_as(fitted.maps_grid):

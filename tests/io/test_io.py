@@ -148,6 +148,22 @@ def test_not_an_image_store(tmp_path):
         open_zarr(str(tmp_path / "other.zarr"))
 
 
+def test_store_without_affine_is_refused_by_name(tmp_path):
+    # a daskmasker attribute but neither an 'affine' attribute nor a NIfTI header: open_zarr
+    # used to fail with "'NoneType' object has no attribute 'get_best_affine'"
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "bare.zarr"), mode="w")
+    group.attrs["daskmasker"] = {"complete": True}
+    group.create_array("0", shape=(2, 3, 4), dtype="f4")
+    with pytest.raises(ValueError, match=r"bare\.zarr' has no affine"):
+        open_zarr(str(tmp_path / "bare.zarr"))
+    group.create_group("1")
+    group.attrs["multiscales"] = [{"datasets": [{"path": "1"}], "axes": []}]
+    with pytest.raises(ValueError, match="'1' is a group, not an array"):
+        open_zarr(str(tmp_path / "bare.zarr"))
+
+
 @pytest.mark.parametrize("n", [1, 7, 600, 6000])
 def test_time_chunks_cover_and_fit_budget(n):
     volume = 99 * 117 * 95 * 4

@@ -147,3 +147,17 @@ def test_high_variance_with_lists_of_confounds(maps, runs, tables):
     out, _, _ = run(MultiNiftiMapsMasker, params, runs, runs, confounds=[[a] for a in arrays])
     for o, r in zip(out, ref, strict=True):
         assert_close(o, r, TOL64)
+
+
+def test_imports_without_docstrings():
+    # python -OO strips docstrings: the class built its docstring from NiftiMapsMasker's and
+    # failed to import ("'NoneType' object has no attribute 'index'")
+    import subprocess
+    import sys
+
+    code = "from daskmasker.maskers import MultiNiftiMapsMasker as M; print(M(n_jobs=2).n_jobs)"
+    done = subprocess.run(
+        [sys.executable, "-OO", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
