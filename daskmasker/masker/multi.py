@@ -7,9 +7,8 @@ classes: constructing either pays for none of them).
 
 from __future__ import annotations
 
-from sklearn.utils.validation import check_is_fitted
-
 from daskmasker.masker.estimator import NiftiMapsMasker
+from daskmasker.masker.sklearn_protocol import check_is_fitted
 from daskmasker.stacklevel import reemits_warnings
 
 
