@@ -14,6 +14,7 @@ and reused while their parameters are unchanged.  Run::
 
     python benchmarks/bench_startup.py                 # repeat 3, the 600-volume case once
     python benchmarks/bench_startup.py --repeat 5 --big-repeat 3
+    python benchmarks/bench_startup.py --construct-only --repeat 7   # seconds, no data
 """
 
 from __future__ import annotations
@@ -86,16 +87,27 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per small case (median)")
     parser.add_argument("--big-repeat", type=int, default=1, help="runs of the 600-volume case")
     parser.add_argument("--volumes", type=int, default=600, help="volumes of the large run")
+    parser.add_argument(
+        "--construct-only",
+        action="store_true",
+        help="only the import + construct case (neither library reads a file when constructing: "
+        "no data generated)",
+    )
     args = parser.parse_args()
     if args.worker:
         worker(json.loads(args.worker))
         return
-    files = prepare({"big": args.volumes, "small": 10})
-    cases = [
-        ("import + NiftiMapsMasker(...)", None, args.repeat),
-        (f"whole process, {args.volumes} volumes .nii.gz", files["big"], args.big_repeat),
-        ("whole process, 10 volumes .nii.gz", files["small"], args.repeat),
-    ]
+    construct = ("import + NiftiMapsMasker(...)", None, args.repeat)
+    if args.construct_only:
+        files = {"maps": str(DATA / "maps.nii.gz"), "mask": str(DATA / "mask.nii.gz")}
+        cases = [construct]
+    else:
+        files = prepare({"big": args.volumes, "small": 10})
+        cases = [
+            construct,
+            (f"whole process, {args.volumes} volumes .nii.gz", files["big"], args.big_repeat),
+            ("whole process, 10 volumes .nii.gz", files["small"], args.repeat),
+        ]
     load = os.getloadavg()[0]
     print(f"load average at start: {load:.1f} on {os.cpu_count()} cores; fresh processes, medians")
     print("| case | daskmasker | peak RSS | nilearn | peak RSS | ratio |")

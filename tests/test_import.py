@@ -26,7 +26,8 @@ def test_import_pulls_in_no_heavy_dependency():
 
 def test_constructing_a_masker_pulls_in_no_dask_xarray_or_nibabel():
     """A one-shot job (a CLI call, a SLURM array task) pays for the extraction stack when it
-    fits or transforms, not when it builds its masker (scikit-learn's base class remains)."""
+    fits or transforms, not when it builds its masker; scikit-learn not even then
+    (``tests/masker/test_sklearn_protocol.py``)."""
     code = (
         "import sys, daskmasker; daskmasker.NiftiMapsMasker('maps.nii.gz', t_r=2.0); "
         "print(' '.join(sorted(sys.modules)))"
@@ -37,7 +38,7 @@ def test_constructing_a_masker_pulls_in_no_dask_xarray_or_nibabel():
         ).stdout.split()
     )
     assert "daskmasker.masker.estimator" in loaded  # negative control
-    lazy = {"dask", "distributed", "xarray", "zarr", "nibabel", "fsspec", "matplotlib"}
+    lazy = {"dask", "distributed", "xarray", "zarr", "nibabel", "fsspec", "matplotlib", "sklearn"}
     assert not loaded & lazy, sorted(loaded & lazy)
 
 

@@ -24,43 +24,38 @@ returns.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils import InputTags, Tags
-from sklearn.utils.validation import check_is_fitted
 
 from daskmasker.masker import labels, params
+from daskmasker.masker.sklearn_protocol import (
+    SklearnProtocol,
+    adopt_sklearn_bases,
+    check_is_fitted,
+    load_sklearn,
+)
 from daskmasker.stacklevel import find_stack_level, reemits_warnings
 
 if TYPE_CHECKING:
     import nibabel as nib
     import xarray as xr
+    from sklearn.utils import Tags
 
     from daskmasker.masker.spec import ExtractionSpec
 
-# Dask, xarray, zarr, nibabel, pandas and the extraction modules are imported where they are
-# first used (fit, transform...), not when the class is: a one-shot job (a CLI call, a SLURM
-# array task) constructs its masker without paying for them (benchmarks/bench_startup.py).
+# Dask, xarray, zarr, nibabel, pandas, the extraction modules and scikit-learn are imported where
+# they are first used (fit, transform...; scikit-learn only by its own features: tags, repr, the
+# HTML diagram, NotFittedError), not when the class is: a one-shot job (a CLI call, a SLURM array
+# task) constructs, fits and transforms its masker without paying for scikit-learn, and for the
+# rest only when it fits (benchmarks/bench_startup.py).  The class is a scikit-learn estimator
+# (TransformerMixin, BaseEstimator) as soon as anyone imports sklearn.base: see sklearn_protocol.
 
 _OUTPUTS = ("default", "pandas", "polars", "xarray")
 
 
-@dataclass
-class ImageInputTags(InputTags):
-    """scikit-learn's input tags plus nilearn's: images in (``niimg_like``), no surfaces.
-
-    The fields and defaults of ``nilearn._utils.tags.InputTags`` (nilearn 0.14.1), which nilearn's
-    tools read by name (``getattr(tags.input_tags, "niimg_like", False)``).
-    """
-
-    niimg_like: bool = True
-    surf_img: bool = False
-
-
-class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
+@adopt_sklearn_bases
+class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
     """Extract time series of overlapping maps from 4D images, lazily and out of core.
 
     A drop-in replacement for ``nilearn.maskers.NiftiMapsMasker`` (nilearn 0.14.1): same parameters,
@@ -277,6 +272,9 @@ class NiftiMapsMasker(TransformerMixin, BaseEstimator, auto_wrap_output_keys=Non
         nilearn's estimator checks (``nilearn._utils.estimator_checks``) select their checks by
         these tags (``estimator_type == "masker"``, ``input_tags.niimg_like``).
         """
+        load_sklearn()  # this class's bases are then TransformerMixin and BaseEstimator
+        from daskmasker.masker.image_tags import ImageInputTags
+
         tags = super().__sklearn_tags__()
         tags.input_tags = ImageInputTags()
         tags.estimator_type = "masker"

@@ -11,9 +11,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from sklearn.utils.validation import check_is_fitted
-
 from daskmasker.masker.estimator import NiftiMapsMasker
+from daskmasker.masker.sklearn_protocol import check_is_fitted
 from daskmasker.stacklevel import reemits_warnings
 
 if TYPE_CHECKING:
