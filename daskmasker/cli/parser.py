@@ -9,17 +9,27 @@ import json
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 from daskmasker import __version__
 
 logger = logging.getLogger("daskmasker")
 
 
-_STANDARDIZE = {"zscore_sample": "zscore_sample", "zscore": "zscore", "psc": "psc", "none": None}
+_STANDARDIZE: dict[str, Literal["zscore_sample", "zscore", "psc"] | None] = {
+    "zscore_sample": "zscore_sample",
+    "zscore": "zscore",
+    "psc": "psc",
+    "none": None,
+}
 
 
-_TARGETS = {"data": "data", "mask": "mask", "maps": "maps", "none": None}
+_TARGETS: dict[str, Literal["data", "mask", "maps"] | None] = {
+    "data": "data",
+    "mask": "mask",
+    "maps": "maps",
+    "none": None,
+}
 
 
 _FLAGS = {

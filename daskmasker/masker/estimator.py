@@ -24,7 +24,7 @@ returns.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -38,11 +38,18 @@ from daskmasker.masker.sklearn_protocol import (
 from daskmasker.stacklevel import find_stack_level, reemits_warnings
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
     import nibabel as nib
     import xarray as xr
+    from joblib import Memory
+    from numpy.typing import DTypeLike
     from sklearn.utils import Tags
+    from typing_extensions import Self
 
     from daskmasker.masker.spec import ExtractionSpec
+    from daskmasker.report.html import Report
 
 # Dask, xarray, zarr, nibabel, pandas, the extraction modules and scikit-learn are imported where
 # they are first used (fit, transform...; scikit-learn only by its own features: tags, repr, the
@@ -129,29 +136,29 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
 
     def __init__(
         self,
-        maps_img=None,
-        mask_img=None,
-        allow_overlap=True,
-        smoothing_fwhm=None,
-        standardize=False,
-        standardize_confounds=True,
-        high_variance_confounds=False,
-        detrend=False,
-        low_pass=None,
-        high_pass=None,
-        t_r=None,
-        dtype=None,
-        resampling_target="data",
-        keep_masked_maps=False,
-        memory=None,
-        memory_level=0,
-        verbose=0,
-        reports=True,
-        cmap="CMRmap_r",
-        clean_args=None,
-        region_names=None,
-        min_coverage=None,
-    ):
+        maps_img: Any = None,
+        mask_img: Any = None,
+        allow_overlap: bool = True,
+        smoothing_fwhm: float | None = None,
+        standardize: Literal["zscore_sample", "zscore", "psc"] | bool | None = False,
+        standardize_confounds: bool = True,
+        high_variance_confounds: bool = False,
+        detrend: bool = False,
+        low_pass: float | None = None,
+        high_pass: float | None = None,
+        t_r: float | None = None,
+        dtype: DTypeLike | None = None,
+        resampling_target: Literal["data", "mask", "maps"] | None = "data",
+        keep_masked_maps: bool = False,
+        memory: Memory | str | Path | None = None,
+        memory_level: int = 0,
+        verbose: bool | int = 0,
+        reports: bool = True,
+        cmap: str = "CMRmap_r",
+        clean_args: dict[str, Any] | None = None,
+        region_names: Sequence[str] | str | Path | None = None,
+        min_coverage: float | None = None,
+    ) -> None:
         self.maps_img = maps_img
         self.mask_img = mask_img
         self.allow_overlap = allow_overlap
@@ -189,7 +196,7 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
 
     # ------------------------------------------------------------------ fit
     @reemits_warnings
-    def fit(self, imgs=None, y=None):
+    def fit(self, imgs: Any = None, y: None = None) -> Self:
         """Load, clean and resample the maps (and mask) onto the reference grid.
 
         Parameters
@@ -236,11 +243,10 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
             self._log("fit", message)
 
         self.maps_img_ = _in_memory(fitted.maps_image())
-        self.mask_img_ = (
-            None
-            if fitted.mask is None
-            else _in_memory(as_nibabel(fitted.mask.astype(np.int8), fitted.mask_grid.affine))
-        )
+        self.mask_img_ = None
+        if fitted.mask is not None and fitted.mask_grid is not None:  # set together
+            mask = as_nibabel(fitted.mask.astype(np.int8), fitted.mask_grid.affine)
+            self.mask_img_ = _in_memory(mask)
         self._fitted = fitted
         self._region_names = labels.region_names(self.region_names, fitted.n_maps)
         # the regression's maps and Gram solver on the fitted grid (shared through the cache)
@@ -250,7 +256,7 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
         if hasattr(self, "_reporting_data"):
             del self._reporting_data
         if self.reports:
-            self._reporting_data = {
+            self._reporting_data: dict[str, Any] = {
                 "maps_image": self.maps_img_,
                 "mask": self.mask_img_,
                 "dim": None,
@@ -275,7 +281,7 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
         load_sklearn()  # this class's bases are then TransformerMixin and BaseEstimator
         from daskmasker.masker.image_tags import ImageInputTags
 
-        tags = super().__sklearn_tags__()
+        tags = super().__sklearn_tags__()  # type: ignore[misc]  # BaseEstimator's, once rebased
         tags.input_tags = ImageInputTags()
         tags.estimator_type = "masker"
         return tags
@@ -285,11 +291,13 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
         return self.__sklearn_tags__()
 
     # ------------------------------------------------------------------ transform
-    def fit_transform(self, imgs, y=None, confounds=None, sample_mask=None):
+    def fit_transform(
+        self, imgs: Any, y: None = None, confounds: Any = None, sample_mask: Any = None
+    ) -> Any:
         """Fit to ``imgs``, then transform them (bit for bit ``fit`` then ``transform``)."""
         return self.fit(imgs).transform(imgs, confounds=confounds, sample_mask=sample_mask)
 
-    def transform(self, imgs, confounds=None, sample_mask=None):
+    def transform(self, imgs: Any, confounds: Any = None, sample_mask: Any = None) -> Any:
         """Extract the region signals of ``imgs``.
 
         Parameters
@@ -314,7 +322,9 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
         return self.transform_single_imgs(imgs, confounds=all_confounds, sample_mask=sample_mask)
 
     @reemits_warnings
-    def transform_single_imgs(self, imgs, confounds=None, sample_mask=None):
+    def transform_single_imgs(
+        self, imgs: Any, confounds: Any = None, sample_mask: Any = None
+    ) -> Any:
         """Extract the signals of one 3D or 4D image (the worker behind :meth:`transform`)."""
         check_is_fitted(self)
         lazy = self._lazy_signals(imgs, confounds=confounds, sample_mask=sample_mask)
@@ -344,7 +354,9 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
 
     _high_variance_last = False  # nilearn's multi masker puts them after the user's confounds
 
-    def _lazy_signals(self, imgs, confounds=None, sample_mask=None) -> xr.DataArray:
+    def _lazy_signals(
+        self, imgs: Any, confounds: Any = None, sample_mask: Any = None
+    ) -> xr.DataArray:
         """Lazy signals of one image; ``confounds`` already in nilearn's order (HighVariance
         marked, :func:`~daskmasker.masker.confounds.confounds_list`)."""
         from daskmasker.masker.transform import lazy_signals
@@ -360,7 +372,7 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
             log=lambda msg: self._log("transform", msg),
         )[0]
 
-    def _finalize_output(self, lazy: xr.DataArray):
+    def _finalize_output(self, lazy: xr.DataArray) -> Any:
         output = getattr(self, "_output", "default")
         if output == "xarray":
             return lazy
@@ -381,7 +393,7 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
         return pl.DataFrame(values, schema=list(columns))
 
     # ------------------------------------------------------------------ outputs
-    def set_output(self, *, transform=None):
+    def set_output(self, *, transform: str | None = None) -> Self:
         """Choose the container of ``transform``: 'default' (numpy), 'pandas', 'polars' or 'xarray'.
 
         'xarray' returns a lazy ``DataArray`` (dims time and region) that computes nothing until
@@ -394,7 +406,7 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
         self._output = transform
         return self
 
-    def get_feature_names_out(self, input_features=None):
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the output columns: ``niftimapsmasker0`` ... in map order (or the
         ``region_names`` of the kept maps)."""
         del input_features
@@ -413,7 +425,7 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
         """Indices of the maps ``transform`` returns on the fitted grid."""
         return self._fitted.kept
 
-    def inverse_transform(self, region_signals):
+    def inverse_transform(self, region_signals: Any) -> nib.Nifti1Image:
         """Voxel signals ``Σ_k s_k · map_k`` on the fitted maps' grid, zero outside the support.
 
         Accepts the width ``transform`` returned: all maps, or only the kept ones when
@@ -440,9 +452,14 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
 
     # ------------------------------------------------------------------ reports
     # nilearn's class-level default, read by its report checks before any fit or report
-    _report_content: ClassVar[dict[str, Any]] = {}
+    _report_content: dict[str, Any] = {}  # noqa: RUF012 (replaced, never mutated, by fit)
 
-    def generate_report(self, engine="matplotlib", title=None, displayed_maps=10):
+    def generate_report(
+        self,
+        engine: str = "matplotlib",
+        title: str | None = None,
+        displayed_maps: int | Sequence[int] | np.ndarray | str = 10,
+    ) -> Report:
         """An HTML report of the fitted maps, as nilearn's (see :mod:`daskmasker.report.html`).
 
         Parameters
@@ -483,7 +500,7 @@ class NiftiMapsMasker(SklearnProtocol, auto_wrap_output_keys=None):
         "https://nilearn.github.io/stable/modules/generated/nilearn.maskers.{estimator_name}.html"
     )
 
-    def _doc_link_url_param_generator(self, *args) -> dict[str, str]:
+    def _doc_link_url_param_generator(self, *args: Any) -> dict[str, str]:
         del args
         return {"estimator_name": type(self).__name__}
 
@@ -492,13 +509,13 @@ class _MiddleVolume:
     """The volume nilearn shows in reports (the middle one of a 4D image), read on first use:
     ``fit`` reads no voxel data, a report reads this one volume."""
 
-    def __init__(self, img: xr.DataArray, index: int | None = None):
+    def __init__(self, img: xr.DataArray, index: int | None = None) -> None:
         if index is None:
             index = img.shape[0] // 2 if img.ndim == 4 else None
         self._img = img
         self._volume = img if index is None else img[index]
         self._affine = np.asarray(img.attrs["affine"])
-        self._image = None
+        self._image: nib.Nifti1Image | None = None
 
     def first(self) -> _MiddleVolume:
         """The first volume instead (nilearn shows it for a list of 4D images)."""

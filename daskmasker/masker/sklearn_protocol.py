@@ -140,7 +140,7 @@ class SklearnProtocol:
         return _as_sklearn_estimator(self).__repr__(N_CHAR_MAX)
 
     @property
-    def _repr_html_(self):
+    def _repr_html_(self) -> Any:
         """Jupyter's HTML diagram, scikit-learn's (which imports it on first display)."""
         return _as_sklearn_estimator(self)._repr_html_
 
