@@ -143,8 +143,10 @@ def committed(group: zarr.Group) -> dict[str, zarr.Array]:
 
 def committed_runs(group: zarr.Group) -> list[str]:
     """The runs the committed study arrays hold, in their order."""
-    arrays = committed(group)
-    return [str(n) for n in arrays["run"][:]] if "run" in arrays else []
+    meta = group.metadata.consolidated_metadata
+    if meta is None or "run" not in meta.metadata:  # only "run" opened: a resume reads this
+        return []
+    return [str(n) for n in group["run"][:]]
 
 
 def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
