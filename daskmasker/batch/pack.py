@@ -13,11 +13,12 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 
-from daskmasker.batch.dataset import run_dataset
+if TYPE_CHECKING:  # xarray is imported by unpack alone: `daskmasker info` reads attributes
+    import xarray as xr
 
 ATTRS = "attrs"
 _ARRAYS = ("signals", "raw_signals", "confounds", "coverage", "frame", "region")
@@ -54,6 +55,8 @@ def unpack(data: bytes) -> xr.Dataset:
     ValueError
         If the bytes are not a packed run (a truncated or foreign object).
     """
+    from daskmasker.batch.dataset import run_dataset
+
     with _open(data) as npz:
         attrs = _attrs(npz)
         confounds = npz["confounds"] if "confounds" in npz.files else None
