@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from daskmasker.batch.info import store_info
-from daskmasker.batch.store import listed_runs, open_run, open_store
+from daskmasker.batch.store import is_pending, listed_runs, open_run, open_store
 
 __all__ = ["open_store", "open_timeseries", "store_info"]
 
@@ -71,7 +71,9 @@ def open_timeseries(
     ds = xr.open_zarr(location.store, consolidated=True, zarr_format=3)
     if "run" not in ds.dims:
         raise ValueError(f"{store} holds no complete run (or none gathered yet: rerun the batch)")
-    missing = len(listed_runs(location) - set(ds["run"].values.tolist()))
+    # listed only when a batch has not gathered its runs (runs/.pending): a listing of 10,000
+    # runs on S3 is 10 requests in turn, most of an open
+    missing = is_pending(location) and len(listed_runs(location) - set(ds["run"].values.tolist()))
     if missing:
         warnings.warn(
             f"{store}: {missing} complete runs are not in the study's arrays yet (the batch "

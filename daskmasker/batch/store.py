@@ -46,6 +46,9 @@ RUNS = "runs"
 SUFFIX = ".npz"
 INDEX = "index.json"
 PARTIAL = ".partial"
+PENDING = ".pending"
+"""``runs/.pending``: written when a batch opens the store, removed when its runs are gathered
+(the commit); while it is there, complete runs may be missing from the study's arrays."""
 
 
 class LegacyStoreError(ValueError):
@@ -122,6 +125,7 @@ def open_output(
             **({"recleaned_from": recleaned_from} if recleaned_from else {}),
         }
         zarr.create_group(location.store, attributes={BATCH_ATTR: batch}, zarr_format=3)
+    put_atomic(fs, _pending_path(location), b"runs may be written that are not gathered yet\n")
     return location
 
 
@@ -149,6 +153,29 @@ def check_name(name: str) -> str:
 
 def _runs_dir(location: Location) -> str:
     return f"{location.root.rstrip('/')}/{RUNS}"
+
+
+def _pending_path(location: Location) -> str:
+    return f"{_runs_dir(location)}/{PENDING}"
+
+
+def is_pending(location: Location) -> bool:
+    """Whether a batch opened the store and has not gathered its runs (one read, no listing:
+    listing 10,000 runs on S3 is 10 requests in turn).  Stores written before the marker
+    existed never say so."""
+    try:
+        location.fs.cat_file(_pending_path(location))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def clear_pending(location: Location) -> None:
+    """Remove the pending marker: every complete run listed is in the committed arrays."""
+    try:
+        location.fs.rm_file(_pending_path(location))
+    except FileNotFoundError:
+        pass
 
 
 def pack_path(location: Location, name: str) -> str:

@@ -50,7 +50,7 @@ import zarr
 from daskmasker.batch.bids import bids_schema, parse_name
 from daskmasker.batch.dataset import LABELS
 from daskmasker.batch.pack import ATTRS, unpack_arrays
-from daskmasker.batch.store import listed_runs, read_packs
+from daskmasker.batch.store import clear_pending, listed_runs, read_packs
 from daskmasker.io.fs import Location
 
 CHUNK_BYTES = 8 * 2**20
@@ -166,6 +166,7 @@ def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
         redone = [n for n in sorted(set(redone)) if n in position and n in listed]
         new = sorted(listed - set(position))
         if not new and not redone:
+            clear_pending(location)
             return []
         writer = _Writer(group, len(names))
         todo = redone + new
@@ -178,6 +179,7 @@ def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
             writer.write([n for n in names if n in packs], runs, position)
         writer.finish()
         zarr.consolidate_metadata(location.store)
+    clear_pending(location)  # after the commit: every complete run listed is gathered
     return redone + new
 
 
