@@ -213,9 +213,9 @@ def run_batch(
     recorder = Recorder(spec, storage_options).prepare()
     done = completed(location)
     todo, result.skipped = recorder.split(location, items, done)
-    targets = {
+    targets = {  # the runs to write (and, with BIDS files, every run: some may lack its TSV)
         item.name: Target(url=str(store), name=item.name, storage_options=storage_options)
-        for item in items
+        for item in (items if tsv_dir is not None else todo)
     }
     missing_tsv: list[Item] = []
     if tsv_dir is not None:
