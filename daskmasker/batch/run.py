@@ -36,7 +36,14 @@ from daskmasker.batch.jobs import (
     write_bids,
 )
 from daskmasker.batch.record import Recorder, run_meta
-from daskmasker.batch.store import check_name, completed, open_output, open_run, write_index
+from daskmasker.batch.store import (
+    check_name,
+    completed,
+    mark_pending,
+    open_output,
+    open_run,
+    write_index,
+)
 from daskmasker.batch.study import gather
 from daskmasker.compute.plan import plan_extraction
 from daskmasker.io.load import describe
@@ -262,6 +269,8 @@ def run_batch(
             )
             yield dask.delayed(store)(signals.data, raw, conf, shared)
 
+    if todo:
+        mark_pending(location)
     try:
         if client is None:
             outcomes = ((i, job.compute) for i, job in enumerate(jobs()))

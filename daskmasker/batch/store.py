@@ -47,8 +47,8 @@ SUFFIX = ".npz"
 INDEX = "index.json"
 PARTIAL = ".partial"
 PENDING = ".pending"
-"""``runs/.pending``: written when a batch opens the store, removed when its runs are gathered
-(the commit); while it is there, complete runs may be missing from the study's arrays."""
+"""``runs/.pending``: written before a batch writes its first run, removed when its runs are
+gathered (the commit); while it is there, complete runs may be missing from the study's arrays."""
 
 
 class LegacyStoreError(ValueError):
@@ -125,7 +125,6 @@ def open_output(
             **({"recleaned_from": recleaned_from} if recleaned_from else {}),
         }
         zarr.create_group(location.store, attributes={BATCH_ATTR: batch}, zarr_format=3)
-    put_atomic(fs, _pending_path(location), b"runs may be written that are not gathered yet\n")
     return location
 
 
@@ -157,6 +156,13 @@ def _runs_dir(location: Location) -> str:
 
 def _pending_path(location: Location) -> str:
     return f"{_runs_dir(location)}/{PENDING}"
+
+
+def mark_pending(location: Location) -> None:
+    """Say that runs are about to be written that the study's arrays will not hold until the
+    next gathering (every writer calls this before its first run, after its checks: a refused
+    rerun writes nothing)."""
+    put_atomic(location.fs, _pending_path(location), b"runs written, not gathered yet\n")
 
 
 def is_pending(location: Location) -> bool:

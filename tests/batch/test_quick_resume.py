@@ -22,7 +22,7 @@ import pytest
 from daskmasker import NiftiMapsMasker, open_timeseries, run_batch
 from daskmasker.batch.record import StaleStoreError
 from daskmasker.batch.run import item_name
-from daskmasker.batch.store import Location, read_index
+from daskmasker.batch.store import Location, is_pending, read_index
 from daskmasker.io import checksum
 
 from helpers import make_mask, write_study
@@ -108,6 +108,7 @@ def test_a_same_size_rewrite_with_a_new_mtime_is_read_and_refused(study, reads, 
         _batch(study, study["out"], study["brain"])
     assert "sub-01_task-rest" not in str(info.value)  # its inputs unchanged: quick and kept
     assert os.path.basename(path) in reads
+    assert not is_pending(Location(study["out"]))  # a refused rerun marks nothing
     np.testing.assert_array_equal(open_timeseries(study["out"])["signals"].values, before)
 
 

@@ -193,7 +193,14 @@ def test_open_lists_the_runs_only_while_a_batch_has_not_gathered_them(study_stor
     are gathered: a gathered store opens without listing ``runs/`` (10 requests in turn at
     10,000 runs on S3); one whose batch was killed before gathering lists them and warns."""
     from daskmasker.batch import read
-    from daskmasker.batch.store import Location, is_pending, open_output, open_run, write_run
+    from daskmasker.batch.store import (
+        Location,
+        is_pending,
+        mark_pending,
+        open_output,
+        open_run,
+        write_run,
+    )
     from daskmasker.batch.study import gather
 
     study, out, _ = study_store
@@ -206,6 +213,8 @@ def test_open_lists_the_runs_only_while_a_batch_has_not_gathered_them(study_stor
     # a batch opens the store, a worker writes a run, the batch is killed before gathering
     masker = NiftiMapsMasker(study["maps"], mask_img=study["mask"], **PARAMS).fit()
     location = open_output(out, masker.extraction_spec().attrs, False, None)
+    assert not is_pending(location)  # opening writes nothing
+    mark_pending(location)  # as every writer does before its first run
     write_run(location, "sub-03_task-rest", open_run(location, "sub-02_task-rest"))
     assert is_pending(location)
     with pytest.warns(UserWarning, match="1 complete runs are not in the study's arrays yet"):
