@@ -85,26 +85,56 @@ def fingerprint(
     -------
     dict
     """
+    shared = shared_fields(params, inputs.get("maps"), inputs.get("mask"), region_names)
+    return run_fingerprint(shared, inputs, sample_mask, denoise)
+
+
+def shared_fields(
+    params: dict, maps: dict | None, mask: dict | None, region_names: list[str]
+) -> dict:
+    """The fields of a fingerprint every run of a batch shares: parameters, maps and mask
+    digests, region names, versions (computed once per batch, not once per run)."""
     versions = provenance.versions()
-    extra = {role: inputs[role] for role in OPTIONAL_ROLES if inputs.get(role) is not None}
-    if denoise is not None:
-        extra["denoise"] = denoise
     return {
-        **extra,
         "parameters": {
             k: canonical(v) for k, v in params.items() if k not in NOT_NUMBERS + INPUT_PARAMS
         },
-        **{role: inputs.get(role) for role in ROLES},
-        "sample_mask": None if sample_mask is None else array_sha(np.asarray(sample_mask)),
+        "maps": maps,
+        "mask": mask,
         "region_names": list(region_names),
         "versions": {name: versions[name] for name in VERSIONED},
     }
 
 
+def run_fingerprint(
+    shared: dict,
+    inputs: dict[str, dict | None],
+    sample_mask: np.ndarray | None,
+    denoise: dict | None = None,
+) -> dict:
+    """A run's fingerprint from the batch's :func:`shared_fields` and the run's own inputs
+    (``image``, ``confounds``, optionally ``brain_mask``), sample mask and denoising record:
+    the same dict as :func:`fingerprint`, whose ``shared`` values it holds (not copies)."""
+    extra = {role: inputs[role] for role in OPTIONAL_ROLES if inputs.get(role) is not None}
+    if denoise is not None:
+        extra["denoise"] = denoise
+    return {
+        **extra,
+        **shared,
+        "image": inputs.get("image"),
+        "confounds": inputs.get("confounds"),
+        "sample_mask": None if sample_mask is None else array_sha(np.asarray(sample_mask)),
+    }
+
+
+_encode = json.JSONEncoder(sort_keys=True, default=str).encode
+"""``json.dumps(value, sort_keys=True, default=str)``, without building an encoder per call."""
+
+
 def fingerprint_sha(fp: dict) -> str:
     """sha256 of a fingerprint (its canonical JSON): what the store's root index records of each
     complete run, so a resume compares runs without opening their groups."""
-    return hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(_encode(fp).encode()).hexdigest()
 
 
 def _short(digest_: dict | None) -> str:

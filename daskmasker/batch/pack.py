@@ -13,13 +13,13 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
-from numpy.lib.npyio import NpzFile
 
-from daskmasker.batch.dataset import run_dataset
+if TYPE_CHECKING:  # xarray is imported by unpack alone: `daskmasker info` reads attributes
+    import xarray as xr
+    from numpy.lib.npyio import NpzFile
 
 ATTRS = "attrs"
 _ARRAYS = ("signals", "raw_signals", "confounds", "coverage", "frame", "region")
@@ -56,6 +56,8 @@ def unpack(data: bytes) -> xr.Dataset:
     ValueError
         If the bytes are not a packed run (a truncated or foreign object).
     """
+    from daskmasker.batch.dataset import run_dataset
+
     with _open(data) as npz:
         attrs = _attrs(npz)
         confounds = npz["confounds"] if "confounds" in npz.files else None

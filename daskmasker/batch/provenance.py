@@ -10,8 +10,6 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from daskmasker.masker.confounds import load_confounds
-
 PACKAGES = ("daskmasker", "dask", "distributed", "numpy", "scipy", "nibabel", "xarray", "zarr")
 
 
@@ -59,6 +57,10 @@ def confound_names(confounds: Any, n_scans: int, n_high_variance: int = 0) -> li
     >>> confound_names([np.ones((3, 2))], 3, n_high_variance=1)
     ['high_variance_0', 'confound_0', 'confound_1']
     """
+    # imported here: it brings SciPy's signal processing, which versions() (`daskmasker info`)
+    # does not need
+    from daskmasker.masker.confounds import load_confounds
+
     names = [f"high_variance_{i}" for i in range(n_high_variance)]
     parts = [] if confounds is None else confounds
     parts = parts if isinstance(parts, list | tuple) else [parts]

@@ -27,6 +27,7 @@ from daskmasker.batch.store import (
     completed,
     entry_of,
     listed_runs,
+    mark_pending,
     open_output,
     open_run,
     run_attrs,
@@ -189,6 +190,8 @@ def reclean(
             + f"\n{OVERWRITE_HINT}"
         )
     index = dict(done)
+    if planned:
+        mark_pending(location)
     try:
         for run, fp in planned.items():
             ds = open_run(source, run)

@@ -44,7 +44,14 @@ from daskmasker.batch.jobs import (
     write_bids,
 )
 from daskmasker.batch.record import Recorder, run_meta
-from daskmasker.batch.store import check_name, completed, open_output, open_run, write_index
+from daskmasker.batch.store import (
+    check_name,
+    completed,
+    mark_pending,
+    open_output,
+    open_run,
+    write_index,
+)
 from daskmasker.batch.study import gather
 from daskmasker.compute.plan import plan_extraction
 from daskmasker.io.fs import Location
@@ -61,6 +68,7 @@ if TYPE_CHECKING:
     from tqdm.auto import tqdm
 
 _NIFTI_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr)$")
+_BOLD_SUFFIX = re.compile(r"_bold$")
 
 
 @dataclass
@@ -94,14 +102,24 @@ class BatchResult:
         )
 
 
+def _base_name(path: str) -> str:
+    """``PurePosixPath(path).name`` without pathlib's parsing (a resume names every run: 10,000
+    paths took 0.1 s through pathlib)."""
+    tail = path.rsplit("/", 1)[-1]
+    if tail and tail != ".":
+        return tail
+    parts = [p for p in path.split("/") if p and p != "."]
+    return parts[-1] if parts else ""
+
+
 def item_name(source: Any, index: int) -> str:
     """A group name for an input: the BIDS prefix of a file name, else ``item-<index>``.
 
     ``sub-01/func/sub-01_task-rest_bold.nii.gz`` gives ``sub-01_task-rest``.
     """
     if isinstance(source, str | PurePosixPath) or hasattr(source, "__fspath__"):
-        stem = _NIFTI_SUFFIX.sub("", PurePosixPath(str(source)).name)
-        stem = re.sub(r"_bold$", "", stem)
+        stem = _NIFTI_SUFFIX.sub("", _base_name(str(source)))
+        stem = _BOLD_SUFFIX.sub("", stem)
         if stem:
             return stem
     return f"item-{index:04d}"
@@ -398,6 +416,9 @@ def _extract(
             yield dask.delayed(store)(values, shared)
 
     outcomes: Iterator[tuple[int, Callable[[], Outcome]]]
+    for atlas in atlases:
+        if atlas.todo:
+            mark_pending(atlas.location)
     try:
         if client is None:
             outcomes = ((i, job.compute) for i, job in enumerate(jobs()))

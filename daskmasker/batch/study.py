@@ -51,7 +51,7 @@ from zarr.core.metadata import ArrayV3Metadata
 from daskmasker.batch.bids import bids_schema, parse_name
 from daskmasker.batch.dataset import LABELS
 from daskmasker.batch.pack import ATTRS, unpack_arrays
-from daskmasker.batch.store import listed_runs, read_packs
+from daskmasker.batch.store import clear_pending, listed_runs, read_packs
 from daskmasker.io.fs import Location
 
 CHUNK_BYTES = 8 * 2**20
@@ -145,8 +145,11 @@ def committed(group: zarr.Group) -> dict[str, zarr.Array]:
 
 def committed_runs(group: zarr.Group) -> list[str]:
     """The runs the committed study arrays hold, in their order."""
-    arrays = committed(group)
-    return [str(n) for n in np.asarray(arrays["run"][:])] if "run" in arrays else []
+    meta = group.metadata.consolidated_metadata
+    if meta is None or "run" not in meta.metadata:  # only "run" opened: a resume reads this
+        return []
+    runs = group["run"]
+    return [str(n) for n in np.asarray(runs[:])] if isinstance(runs, zarr.Array) else []
 
 
 def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
@@ -166,6 +169,7 @@ def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
         redone = [n for n in sorted(set(redone)) if n in position and n in listed]
         new = sorted(listed - set(position))
         if not new and not redone:
+            clear_pending(location)
             return []
         writer = _Writer(group, len(names))
         todo = redone + new
@@ -178,6 +182,7 @@ def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
             writer.write([n for n in names if n in packs], runs, position)
         writer.finish()
         zarr.consolidate_metadata(location.store)
+    clear_pending(location)  # after the commit: every complete run listed is gathered
     return redone + new
 
 

@@ -17,7 +17,14 @@ import zarr
 
 from daskmasker.batch.dataset import run_dataset
 from daskmasker.batch.run import finish
-from daskmasker.batch.store import BATCH_ATTR, LAYOUT, entry_of, open_output, write_run
+from daskmasker.batch.store import (
+    BATCH_ATTR,
+    LAYOUT,
+    entry_of,
+    mark_pending,
+    open_output,
+    write_run,
+)
 from daskmasker.io.fs import Location
 
 OLD_COMPLETE = "complete"
@@ -57,6 +64,7 @@ def upgrade(store: str, out: str, storage_options: dict | None = None) -> int:
     if target.fs.exists(target.root):
         raise ValueError(f"'{out}' exists: upgrade writes a new store, give another path")
     location = open_output(out, batch.get("parameters", {}), False, storage_options)
+    mark_pending(location)
     index = {}
     for name in complete:  # the others were half-written by a killed batch: a resume redoes them
         ds = xr.open_zarr(old.store, group=name, consolidated=False, chunks=None).load()

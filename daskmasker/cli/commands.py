@@ -215,7 +215,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from daskmasker.batch.read import store_info
+    from daskmasker.batch.info import store_info
 
     print(store_info(args.store, storage_options=args.storage_options))
     if args.report:

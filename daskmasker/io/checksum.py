@@ -15,6 +15,8 @@ hashed: a moved input with the same bytes is the same input.  By kind:
 Files also record a cheap ``stat`` (size and modification time, or the object store's ETag):
 a recorded digest whose source and stat are unchanged is reused without reading the bytes again
 (the quick check of rsync and git's index), so checking a large store for a resume reads no input.
+A local file's stat is taken by one ``os.stat`` (the same ``size:mtime`` as fsspec's, which
+costs ~50 times more a file in path handling): resuming 10,000 runs stats 10,000 files.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat as stat_
 from typing import Any, overload
 
 import fsspec
@@ -55,6 +58,17 @@ def _file_stat(fs: fsspec.AbstractFileSystem, path: str, info: dict | None = Non
     return f"{info.get('size')}:{stamp}"
 
 
+def _local_file_stat(path: str) -> str | None:
+    """:func:`_file_stat` of a local regular file (``size:mtime`` of what a link points to, as
+    fsspec's ``LocalFileSystem.info`` gives them), by one ``os.stat``; None for anything else
+    (a directory, a broken link, no file), which the fsspec path then handles."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return f"{st.st_size}:{st.st_mtime}" if stat_.S_ISREG(st.st_mode) else None
+
+
 def _file_sha(fs: fsspec.AbstractFileSystem, path: str) -> str:
     digest = hashlib.sha256()
     with fs.open(path, "rb") as f:
@@ -65,6 +79,10 @@ def _file_sha(fs: fsspec.AbstractFileSystem, path: str) -> str:
 
 def _path_digest(source: str, storage_options: dict | None, known: dict | None) -> dict:
     """A file's or a directory's (Zarr store's) digest, reusing ``known`` when unchanged."""
+    if known and known.get("source") == source and "://" not in source:
+        quick = _local_file_stat(source)  # a local file: its stat without fsspec's path handling
+        if quick is not None and quick == known.get("stat"):
+            return known
     fs, _, (path,) = fsspec.get_fs_token_paths(source, storage_options=storage_options or {})
     if fs.isdir(path):
         files = fs.find(path, detail=True)

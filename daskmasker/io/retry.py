@@ -12,8 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from daskmasker import config
-
 T = TypeVar("T")
 PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -81,6 +79,9 @@ def retry(
     RetriesExhausted
         An ``OSError`` naming ``what`` and the number of attempts, when every attempt failed.
     """
+    # imported when used: daskmasker.config brings Dask, which `daskmasker info` does not need
+    from daskmasker import config
+
     if attempts is None:
         attempts = int(config.get("retry.attempts"))
     if backoff is None:

@@ -186,3 +186,43 @@ def _write_previous_layout(store: str, old: str) -> None:
             var.attrs.clear()
         run.to_zarr(old, group=str(name), mode="w", zarr_format=3, consolidated=False)
         zarr.open_group(old, path=str(name), mode="a").attrs["complete"] = True
+
+
+def test_open_lists_the_runs_only_while_a_batch_has_not_gathered_them(study_store, monkeypatch):
+    """A batch marks the store (``runs/.pending``) when it opens it and unmarks it when its runs
+    are gathered: a gathered store opens without listing ``runs/`` (10 requests in turn at
+    10,000 runs on S3); one whose batch was killed before gathering lists them and warns."""
+    from daskmasker.batch import read
+    from daskmasker.batch.store import (
+        Location,
+        is_pending,
+        mark_pending,
+        open_output,
+        open_run,
+        write_run,
+    )
+    from daskmasker.batch.study import gather
+
+    study, out, _ = study_store
+    location = Location(out)
+    assert not is_pending(location) and not os.path.exists(os.path.join(out, "runs", ".pending"))
+    listings = []
+    listed_runs = read.listed_runs
+    monkeypatch.setattr(read, "listed_runs", lambda loc: listings.append(1) or listed_runs(loc))
+    assert open_timeseries(out).sizes["run"] == 3 and listings == []
+    # a batch opens the store, a worker writes a run, the batch is killed before gathering
+    masker = NiftiMapsMasker(study["maps"], mask_img=study["mask"], **PARAMS).fit()
+    location = open_output(out, masker.extraction_spec().attrs, False, None)
+    assert not is_pending(location)  # opening writes nothing
+    mark_pending(location)  # as every writer does before its first run
+    write_run(location, "sub-03_task-rest", open_run(location, "sub-02_task-rest"))
+    assert is_pending(location)
+    with pytest.warns(UserWarning, match="1 complete runs are not in the study's arrays yet"):
+        assert open_timeseries(out).sizes["run"] == 3
+    assert listings == [1]
+    assert gather(location) == ["sub-03_task-rest"]
+    assert not is_pending(location)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert open_timeseries(out).sizes["run"] == 4
+    assert listings == [1]

@@ -1,0 +1,170 @@
+"""The quick resume check (git's index approach): an input whose path and stat (size and
+modification time) are those the resume index recorded keeps its recorded sha256 without being
+read; any other input is read and hashed again, so a changed one is still refused.
+
+These tests count which files are hashed (``_file_sha``) or stat'ed through fsspec
+(``_file_stat``, the slow route) during a resume: an unchanged store reads no input, a touched
+input is read once (its entry refreshed, then quick again), and a rewrite of the same size with
+another modification time is read and refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import PurePosixPath
+
+import fsspec
+import nibabel as nib
+import numpy as np
+import pytest
+
+from daskmasker import NiftiMapsMasker, open_timeseries, run_batch
+from daskmasker.batch.record import StaleStoreError
+from daskmasker.batch.run import item_name
+from daskmasker.batch.store import Location, is_pending, read_index
+from daskmasker.io import checksum
+
+from helpers import make_mask, write_study
+
+RUNS = ["sub-01_task-rest", "sub-02_task-rest"]
+
+
+def _batch(study, out, brain_masks=None):
+    masker = NiftiMapsMasker(study["maps"], mask_img=study["mask"], standardize="zscore_sample")
+    return run_batch(
+        masker,
+        [r["img"] for r in study["runs"]],
+        out,
+        confounds=[r["conf"] for r in study["runs"]],
+        brain_masks=brain_masks,
+    )
+
+
+@pytest.fixture
+def study(tmp_path):
+    """A study extracted in place (a recorded digest is reused only for the same path)."""
+    study = write_study(tmp_path)
+    study["brain"] = [str(tmp_path / f"brain{i}.nii.gz") for i in (1, 2)]
+    for path in study["brain"]:
+        make_mask(radius=12.0).to_filename(path)
+    study["out"] = str(tmp_path / "out.zarr")
+    assert sorted(_batch(study, study["out"], study["brain"]).done) == RUNS
+    return study
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The files hashed or stat'ed through fsspec during the test, in order."""
+    seen: list[str] = []
+    file_sha, file_stat = checksum._file_sha, checksum._file_stat
+
+    def counted_sha(fs, path):
+        seen.append(os.path.basename(path))
+        return file_sha(fs, path)
+
+    def counted_stat(fs, path, info=None):
+        seen.append(os.path.basename(path))
+        return file_stat(fs, path, info)
+
+    monkeypatch.setattr(checksum, "_file_sha", counted_sha)
+    monkeypatch.setattr(checksum, "_file_stat", counted_stat)
+    return seen
+
+
+def _inputs_read(seen):
+    """The per-run inputs among the files read (the maps and mask are hashed once a batch)."""
+    return sorted({name for name in seen if name.startswith(("sub-", "brain"))})
+
+
+def _rewrite_same_size(path, seconds_later=10.0):
+    """Another content of the same size (one byte changed), modified ``seconds_later``."""
+    data = bytearray(open(path, "rb").read())
+    middle = len(data) // 2
+    data[middle] = (data[middle] + 1) % 256
+    before = os.stat(path)
+    with open(path, "wb") as f:
+        f.write(data)
+    later = before.st_mtime_ns + int(seconds_later * 1e9)
+    os.utime(path, ns=(later, later))
+    assert os.path.getsize(path) == before.st_size
+
+
+def test_an_unchanged_store_resumes_without_reading_any_input(study, reads):
+    result = _batch(study, study["out"], study["brain"])
+    assert sorted(result.skipped) == RUNS and not result.done
+    assert _inputs_read(reads) == []  # images, confounds, brain masks: stat'ed only
+
+
+@pytest.mark.parametrize(
+    ("role", "match"),
+    [("img", "image content changed"), ("conf", "confounds content changed")],
+)
+def test_a_same_size_rewrite_with_a_new_mtime_is_read_and_refused(study, reads, role, match):
+    path = study["runs"][1][role]
+    _rewrite_same_size(path)
+    before = open_timeseries(study["out"])["signals"].values
+    with pytest.raises(StaleStoreError, match=f"run sub-02_task-rest: {match}") as info:
+        _batch(study, study["out"], study["brain"])
+    assert "sub-01_task-rest" not in str(info.value)  # its inputs unchanged: quick and kept
+    assert os.path.basename(path) in reads
+    assert not is_pending(Location(study["out"]))  # a refused rerun marks nothing
+    np.testing.assert_array_equal(open_timeseries(study["out"])["signals"].values, before)
+
+
+def test_a_changed_brain_mask_is_read_and_refused(study, reads):
+    _rewrite_same_size(study["brain"][0])
+    with pytest.raises(StaleStoreError, match="run sub-01_task-rest: brain_mask content changed"):
+        _batch(study, study["out"], study["brain"])
+    assert _inputs_read(reads) == ["brain1.nii.gz"]
+
+
+def test_a_touched_input_is_read_once_kept_and_then_quick_again(study, reads):
+    path = study["runs"][0]["img"]
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+    result = _batch(study, study["out"], study["brain"])
+    assert sorted(result.skipped) == RUNS  # same bytes: nothing recomputed
+    assert _inputs_read(reads) == [os.path.basename(path)]
+    entry = read_index(Location(study["out"]))["sub-01_task-rest"]
+    assert entry["image"]["stat"] == checksum._local_file_stat(path)  # refreshed
+    reads.clear()
+    assert sorted(_batch(study, study["out"], study["brain"]).skipped) == RUNS
+    assert _inputs_read(reads) == []
+
+
+def test_the_quick_stat_is_fsspecs(tmp_path):
+    """``_local_file_stat`` must give exactly the stat fsspec records, or every resume of a
+    store written through fsspec would hash every input again (and this the other way)."""
+    fs = fsspec.filesystem("file")
+    path = tmp_path / "a.nii.gz"
+    nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)).to_filename(path)
+    link = tmp_path / "link.nii.gz"
+    link.symlink_to(path)
+    for p in (path, link):
+        assert checksum._local_file_stat(str(p)) == checksum._file_stat(fs, str(p))
+    broken = tmp_path / "broken"
+    broken.symlink_to(tmp_path / "absent")
+    for p in (tmp_path, broken, tmp_path / "absent"):
+        assert checksum._local_file_stat(str(p)) is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "sub-01/func/sub-01_task-rest_bold.nii.gz",
+        "/data/sub-01_task-rest_bold.nii",
+        "s3://bucket/sub-02_task-nback_run-1_bold.nii.gz",
+        "study/sub-03_task-rest_bold.zarr/",
+        "study/sub-04_bold.zarr/.",
+        "a//b.nii.gz",
+        "/",
+        "",
+        ".",
+        "..",
+    ],
+)
+def test_run_names_are_pathlibs(path):
+    """Run names are taken without pathlib (a resume names every run), as pathlib named them."""
+    stem = re.sub(r"(\.nii(\.gz)?|\.zarr)$", "", PurePosixPath(path).name)
+    assert item_name(path, 7) == (re.sub(r"_bold$", "", stem) or "item-0007")
