@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask
+import dask.local
 import numpy as np
 import xarray as xr
 
@@ -101,8 +102,9 @@ def run_items(recorder: Recorder, entries: list, storage_options: dict | None) -
                 item.sample_mask,
                 brain_mask=source(item.brain_mask, storage_options),
             )
+            # the synchronous scheduler's function: its name would make Dask import distributed
             values, raw_values, conf_values = dask.compute(
-                signals.data, raw, conf, scheduler="sync"
+                signals.data, raw, conf, scheduler=dask.local.get_sync
             )
             _, entry = store_item(
                 values,

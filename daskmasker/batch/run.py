@@ -41,6 +41,7 @@ from daskmasker.batch.study import gather
 from daskmasker.compute.plan import plan_extraction
 from daskmasker.io.load import describe
 from daskmasker.masker.estimator import NiftiMapsMasker
+from daskmasker.runtime.client import compute
 from daskmasker.runtime.scheduling import compute_per_worker, held
 
 _NIFTI_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr)$")
@@ -226,9 +227,11 @@ def run_batch(
                 chunk = todo[start : start + size]
                 built.append([item.name for item in chunk])
                 entries = [(item, targets[item.name]) for item in chunk]
-                yield dask.delayed(
-                    functools.partial(run_items, entries=entries, storage_options=storage_options)
-                )(shared)
+                yield _job(
+                    functools.partial(run_items, entries=entries, storage_options=storage_options),
+                    shared,
+                    local=client is None,
+                )
             return
         for item in todo:
             try:
@@ -249,11 +252,11 @@ def run_batch(
                 meta=run_meta(signals),
                 target=targets[item.name],
             )
-            yield dask.delayed(store)(signals.data, raw, conf, shared)
+            yield _job(store, signals.data, raw, conf, shared, local=client is None)
 
     try:
         if client is None:
-            outcomes = ((i, job.compute) for i, job in enumerate(jobs()))
+            outcomes = enumerate(jobs())
         else:
             outcomes = ((i, f.result) for i, f in compute_per_worker(client, jobs()))
         for position, outcome in outcomes:
@@ -274,6 +277,22 @@ def run_batch(
     for item in missing_tsv:
         write_bids(targets[item.name], open_run(location, item.name))
     return result
+
+
+def _job(func, *args, local: bool):
+    """``func(*args)`` with the Dask arrays among ``args`` computed first: a delayed call for a
+    cluster, or a function that computes here (no cluster).
+
+    Here no delayed call wraps it: a delayed call over Dask arrays imports ``distributed``
+    (dask 2026.8's ``ProhibitReuse``), 0.5-1 s of a local one-shot job.
+    """
+    if not local:
+        return dask.delayed(func)(*args)
+    return functools.partial(_computed_call, func, args)
+
+
+def _computed_call(func, args: tuple):
+    return func(*compute(*args))
 
 
 def finish(

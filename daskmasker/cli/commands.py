@@ -5,6 +5,8 @@ Each imports what it uses, so ``--help`` loads neither Dask nor xarray."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import re
 import sys
@@ -93,6 +95,20 @@ def _progress(args: argparse.Namespace, label: str, client):
     return task_progress(label, client, enabled=not (args.quiet or args.no_progress))
 
 
+@contextlib.contextmanager
+def _phase(args: argparse.Namespace, label: str, unit: str):
+    """A named phase that is not one Dask computation: its own progress line, counted in
+    ``unit`` by the caller (None with ``-q`` or ``--no-progress``), closed with its duration."""
+    from daskmasker.runtime.progress import ProgressLine
+
+    line = None if args.quiet or args.no_progress else ProgressLine(label, unit=unit)
+    try:
+        yield line
+    finally:
+        if line is not None:
+            line.close()
+
+
 def _convert(args: argparse.Namespace) -> int:
     _check_exists("source", [args.source])
     if not args.overwrite and _output(args.store, args.storage_options) is not None:
@@ -114,7 +130,10 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    """One atlas: three phases, each with its own progress display (``fit``, ``extract``,
+    ``write reports``), so no counter restarts when the next phase's tasks arrive."""
     args.t_r, confounds = _check_extract(args)
+    from daskmasker.batch.jobs import source
     from daskmasker.batch.run import run_batch
 
     if len(args.maps) > 1:
@@ -124,34 +143,56 @@ def _extract(args: argparse.Namespace) -> int:
     masker = _masker_from_args(args)
     logger.debug("masker: %r", masker)
     start = time.perf_counter()
-    with _client(args, len(args.imgs)) as client, _progress(args, "extract", client):
-        result = run_batch(
-            masker,
-            args.imgs,
-            args.out,
-            confounds=confounds,
-            overwrite=args.overwrite,
-            storage_options=args.storage_options,
-            tsv_dir=args.tsv_dir,
-            atlas_label=args.atlas_label,
-            client=client,
-        )
-    if not args.no_report and result.done:
-        target = beside(args.out, ".masker.html")
-        try:
-            report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
-            report.save_as_html(target, storage_options=args.storage_options)
-            logger.info("masker report: %s", target)
-        except ImportError as exc:  # the plotting extra is not installed
-            logger.warning("no masker report: %s", exc)
+    with _client(args, len(args.imgs)) as client:
+        # on the first image, as run_batch would; counted in atlases, not in tasks: the fit
+        # runs a few small computations one after the other (each would restart a counter)
+        with _phase(args, "fit", unit="atlas") as line:
+            masker.fit(source(args.imgs[0], args.storage_options))
+            if line is not None:
+                line.update(1, 1)
+        with _progress(args, "extract", client):
+            result = run_batch(
+                masker,
+                args.imgs,
+                args.out,
+                confounds=confounds,
+                overwrite=args.overwrite,
+                storage_options=args.storage_options,
+                tsv_dir=args.tsv_dir,
+                atlas_label=args.atlas_label,
+                client=client,
+            )
     if not args.no_report:
-        failed = {name: _flag_names(error) for name, error in result.failed.items()}
-        target = _study_report(args.out, args.storage_options, failed)
-        logger.info("study report: %s", target)
+        _write_reports(args, masker, result)
     logger.info("%s in %.1f s", result, time.perf_counter() - start)
     for name, error in result.failed.items():
         logger.error("FAILED %s: %s", name, _flag_names(error))
     return 1 if result.failed else 0
+
+
+def _write_reports(args: argparse.Namespace, masker, result) -> None:
+    """The masker's report (if a run was extracted) and the study report beside ``--out``,
+    under one progress display (``write reports``); their paths are said after it."""
+    total = 2 if result.done else 1
+    said: list[tuple[int, str, str]] = []
+    with _phase(args, "write reports", unit="reports") as line:
+        if result.done:
+            target = beside(args.out, ".masker.html")
+            try:
+                report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
+                report.save_as_html(target, storage_options=args.storage_options)
+                said.append((logging.INFO, "masker report: %s", target))
+            except ImportError as exc:  # the plotting extra is not installed
+                said.append((logging.WARNING, "no masker report: %s", str(exc)))
+            if line is not None:
+                line.update(1, total)
+        failed = {name: _flag_names(error) for name, error in result.failed.items()}
+        target = _study_report(args.out, args.storage_options, failed)
+        said.append((logging.INFO, "study report: %s", target))
+        if line is not None:
+            line.update(total, total)
+    for level, message, value in said:
+        logger.log(level, message, value)
 
 
 def _extract_many(args: argparse.Namespace) -> int:

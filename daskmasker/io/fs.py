@@ -7,7 +7,6 @@ import os
 from typing import Any
 
 import fsspec
-import zarr
 from isal import igzip
 from zlib_ng import gzip_ng
 
@@ -18,6 +17,8 @@ class Location:
     """A Zarr store location: the zarr store object and the fsspec file system behind it."""
 
     def __init__(self, url: str, storage_options: dict | None = None):
+        import zarr  # here, not at the top: reading a NIfTI (this module's other use) needs none
+
         self.url = str(url)
         self.fs, _, (self.root,) = fsspec.get_fs_token_paths(
             self.url, storage_options=storage_options or {}

@@ -14,10 +14,12 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
-
-from distributed import Client
+from typing import TYPE_CHECKING
 
 from daskmasker.runtime.client import dask_client
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger("daskmasker")
 
@@ -85,6 +87,8 @@ def cluster_client(
 
 @contextlib.contextmanager
 def _slurm_client(workers, work, say, partition, **sizes) -> Iterator[Client]:
+    from distributed import Client
+
     from daskmasker.runtime.slurm import PendingWatch, job_ids, slurm_cluster
 
     slurm, plan = slurm_cluster(workers=workers, partition_name=partition, work=work, **sizes)

@@ -16,17 +16,11 @@ import logging
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
 from dask.callbacks import Callback
-
-try:  # a cluster is optional: without distributed, progress is local only
-    from distributed.diagnostics.plugin import SchedulerPlugin
-except ImportError:  # pragma: no cover - distributed is a dependency
-    SchedulerPlugin = object
 
 logger = logging.getLogger(__name__)
 
@@ -111,44 +105,6 @@ class _LocalCounter(Callback):
             self.line.update(self.done, self.total)
 
 
-class TaskCounter(SchedulerPlugin):
-    """Scheduler plugin: counts one client's tasks and logs ``(done, total)`` on a topic.
-
-    A task counts once, when it first reaches memory or fails (a recomputation after a lost
-    worker does not count again); tasks already in memory when submitted are not counted.
-    """
-
-    def __init__(self, client_id: str, topic: str):
-        self.client_id, self.topic, self.name = client_id, topic, topic
-        self.pending: set = set()
-        self.done = self.total = 0
-        self.scheduler = None
-
-    async def start(self, scheduler) -> None:
-        self.scheduler = scheduler
-
-    def update_graph(self, scheduler, *, client: str, tasks, **kwargs: Any) -> None:
-        if client != self.client_id:
-            return
-        for key in tasks:
-            state = scheduler.tasks.get(key)
-            if key not in self.pending and (state is None or state.state != "memory"):
-                self.pending.add(key)
-                self.total += 1
-        scheduler.log_event(self.topic, (self.done, self.total))
-
-    def transition(self, key, start, finish, *args: Any, **kwargs: Any) -> None:
-        if key in self.pending and finish in ("memory", "erred", "forgotten"):
-            self.pending.discard(key)
-            self.done += 1
-            self.scheduler.log_event(self.topic, (self.done, self.total))
-
-
-def _counts(dask_scheduler, name: str) -> tuple[int, int]:
-    plugin = dask_scheduler.plugins[name]
-    return plugin.done, plugin.total
-
-
 @contextmanager
 def task_progress(
     label: str, client: Any = None, enabled: bool = True, stream: TextIO | None = None
@@ -191,7 +147,9 @@ def task_progress(
         finally:
             line.close()
         return
-    topic = f"daskmasker-progress-{uuid.uuid4().hex}"
+    from daskmasker.runtime.task_counter import TaskCounter, counts, new_topic
+
+    topic = new_topic()
     try:
         client.subscribe_topic(topic, lambda event: line.update(*event[1]))
         client.register_plugin(TaskCounter(client.id, topic), name=topic)
@@ -204,7 +162,7 @@ def task_progress(
     finally:
         try:  # a diagnostic: a cluster gone at the end must not hide the run's own outcome
             client.unsubscribe_topic(topic)
-            line.update(*client.run_on_scheduler(_counts, name=topic))
+            line.update(*client.run_on_scheduler(counts, name=topic))
             client.unregister_scheduler_plugin(topic)
         except Exception as exc:
             logger.debug("progress plugin cleanup failed: %s", exc)
