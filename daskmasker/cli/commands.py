@@ -5,7 +5,6 @@ Each imports what it uses, so ``--help`` loads neither Dask nor xarray."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import re
@@ -95,18 +94,12 @@ def _progress(args: argparse.Namespace, label: str, client):
     return task_progress(label, client, enabled=not (args.quiet or args.no_progress))
 
 
-@contextlib.contextmanager
 def _phase(args: argparse.Namespace, label: str, unit: str):
-    """A named phase that is not one Dask computation: its own progress line, counted in
-    ``unit`` by the caller (None with ``-q`` or ``--no-progress``), closed with its duration."""
-    from daskmasker.runtime.progress import ProgressLine
+    """A named phase that is not one Dask computation (see
+    :func:`~daskmasker.runtime.progress.phase`), silent with ``-q`` or ``--no-progress``."""
+    from daskmasker.runtime.progress import phase
 
-    line = None if args.quiet or args.no_progress else ProgressLine(label, unit=unit)
-    try:
-        yield line
-    finally:
-        if line is not None:
-            line.close()
+    return phase(label, enabled=not (args.quiet or args.no_progress), unit=unit)
 
 
 def _convert(args: argparse.Namespace) -> int:

@@ -85,6 +85,25 @@ class ProgressLine:
             pass
 
 
+@contextmanager
+def phase(label: str, enabled: bool = True, unit: str = "tasks") -> Iterator[ProgressLine | None]:
+    """A named phase that is not one Dask computation (generating data, fitting, writing
+    reports): its own progress line, which the caller advances in ``unit``, closed with the
+    phase's duration.
+
+    Yields
+    ------
+    ProgressLine or None
+        None when not ``enabled`` (``-q``, ``--no-progress``).
+    """
+    line = ProgressLine(label, unit=unit) if enabled else None
+    try:
+        yield line
+    finally:
+        if line is not None:
+            line.close()
+
+
 class _LocalCounter(Callback):
     """Counts the tasks of local-scheduler computations (threads, processes, synchronous)."""
 
