@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,19 +122,6 @@ def generate(out: Path, params: dict, progress: ProgressLine | None = None) -> N
     (out / _PARAMS_FILE).write_text(json.dumps(params, indent=1))
 
 
-@contextmanager
-def _phase(name: str, enabled: bool, unit: str = "tasks") -> Iterator[ProgressLine | None]:
-    """A named phase: its own progress line (closed with its duration), or nothing."""
-    from daskmasker.runtime.progress import ProgressLine
-
-    line = ProgressLine(name, unit=unit) if enabled else None
-    try:
-        yield line
-    finally:
-        if line is not None:
-            line.close()
-
-
 def run_demo(
     out: str | Path,
     n_volumes: int = 120,
@@ -185,7 +171,7 @@ def run_demo(
     from daskmasker.batch.run import run_batch
     from daskmasker.io.convert import to_zarr
     from daskmasker.masker.estimator import NiftiMapsMasker
-    from daskmasker.runtime.progress import task_progress
+    from daskmasker.runtime.progress import phase, task_progress
 
     files = demo_files(out)
     params = generation_params(n_volumes, n_maps, seed)
@@ -194,7 +180,7 @@ def run_demo(
         say(f"generating data: reusing {out} (generated with the same parameters)")
     else:
         t0 = time.perf_counter()
-        with _phase("generating data", progress, unit="maps and volumes") as line:
+        with phase("generating data", progress, unit="maps and volumes") as line:
             generate(out, params, line)
         say(f"generated the maps, the mask and the run in {time.perf_counter() - t0:.1f} s")
 
@@ -242,7 +228,7 @@ def run_demo(
 
     report_path = out / "report.html"
     try:
-        with _phase("writing report", progress, unit="reports") as line:
+        with phase("writing report", progress, unit="reports") as line:
             masker.generate_report(displayed_maps=min(10, signals.shape[1])).save_as_html(
                 str(report_path)
             )

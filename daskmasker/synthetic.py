@@ -110,7 +110,11 @@ def make_maps(
     xyz = _world(shape, affine)
     inside = brain_inside(xyz)
     axes = _axis_coordinates(shape, affine)
-    out = np.zeros((*shape, n_maps), dtype=dtype)
+    # one map after the other into contiguous memory, the maps' axis slowest: the (x, y, z, K)
+    # view is Fortran-ordered, NIfTI's order (writing each map across a C-ordered (x, y, z, K)
+    # array, K fastest, was most of the demo's map generation)
+    maps = np.zeros((n_maps, *shape[::-1]), dtype=dtype)
+    out = maps.transpose(3, 2, 1, 0)
     for k in range(n_maps):
         value = np.zeros(shape, dtype=np.float32)
         for _ in range(rng.integers(1, 4)):
@@ -120,7 +124,7 @@ def make_maps(
         value -= 0.15 * value.max()
         value = np.clip(value, 0, None) * inside
         peak = value.max()
-        out[..., k] = value / peak * rng.uniform(0.004, 0.012) if peak > 0 else value
+        maps[k] = (value / peak * rng.uniform(0.004, 0.012) if peak > 0 else value).T
         if on_progress is not None:
             on_progress(k + 1, n_maps)
     img = nib.Nifti1Image(out, np.asarray(affine, float))

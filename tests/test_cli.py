@@ -437,6 +437,16 @@ def test_progress_advances_per_chunk_and_quiet_silences_it(files, tmp_path, caps
     err = capsys.readouterr().err
     assert len(set(progress_lines(err, "extract"))) >= 5, err
     assert "1 extracted, 0 already complete, 0 failed" in err
+    # one display per named phase, each one counter that never restarts (the fit's several
+    # small computations, then the extraction's graph, each had restarted a single counter)
+    lines = counters(err)
+    assert list(lines) == ["fit", "extract", "write reports"], err
+    for label, steps in lines.items():
+        assert len({total for _, total in steps}) == 1, (label, steps)
+        assert [d for d, _ in steps] == sorted(d for d, _ in steps), (label, steps)
+        assert re.search(rf"^{label}: \d+ [\w ]+ done in [\d.]+ s$", err, re.M), label
+    assert lines["fit"] == [(1, 1)] and lines["write reports"][-1] == (2, 2), err
+    assert err.index("write reports: 2 reports done") < err.index("masker report: ")
 
     assert main(extract_args(files, store, str(tmp_path / "q.zarr"), "--detrend", "-q")) == 0
     assert capsys.readouterr().err == ""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import dask
+import dask.local
 import numpy as np
 import xarray as xr
 
@@ -124,7 +125,8 @@ def run_items(recorders: list[Recorder], entries: list, storage_options: dict | 
             lazies = build(item, [recorders[k].spec for k, _ in outputs], storage_options)
             values = dask.compute(
                 *[(lazy.signals.data, lazy.raw, lazy.confounds) for lazy in lazies],
-                scheduler="sync",
+                # the synchronous scheduler's function: its name would make Dask import distributed
+                scheduler=dask.local.get_sync,
             )
             metas = [
                 (k, run_meta(lazy.signals), target)

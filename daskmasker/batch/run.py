@@ -59,7 +59,7 @@ from daskmasker.io.load import describe
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.masker.many import fit_together, link_specs
 from daskmasker.masker.spec import ExtractionSpec
-from daskmasker.runtime.client import active_client, tune_local_allocator
+from daskmasker.runtime.client import active_client, compute, tune_local_allocator
 from daskmasker.runtime.scheduling import compute_per_worker, held
 
 if TYPE_CHECKING:
@@ -391,9 +391,11 @@ def _extract(
                 chunk = todo[start : start + size]
                 built.append([item.name for item in chunk])
                 entries = [(item, outputs(item)) for item in chunk]
-                yield dask.delayed(
-                    functools.partial(run_items, entries=entries, storage_options=storage_options)
-                )(shared)
+                yield _job(
+                    functools.partial(run_items, entries=entries, storage_options=storage_options),
+                    shared,
+                    local=client is None,
+                )
             return
         for item in todo:
             specs = [recorders[k].spec for k in wanted[item.name]]
@@ -413,7 +415,7 @@ def _extract(
                 ],
             )
             values = [(lazy.signals.data, lazy.raw, lazy.confounds) for lazy in lazies]
-            yield dask.delayed(store)(values, shared)
+            yield _job(store, values, shared, local=client is None)
 
     outcomes: Iterator[tuple[int, Callable[[], Outcome]]]
     for atlas in atlases:
@@ -421,7 +423,7 @@ def _extract(
             mark_pending(atlas.location)
     try:
         if client is None:
-            outcomes = ((i, job.compute) for i, job in enumerate(jobs()))
+            outcomes = enumerate(jobs())
         else:
             outcomes = ((i, f.result) for i, f in compute_per_worker(client, jobs()))
         for position, outcome in outcomes:
@@ -453,6 +455,22 @@ def _finish_all(atlases: list[_Atlas]) -> None:
             errors.append(exc)
     if errors:
         raise errors[0]
+
+
+def _job(func: Callable[..., Any], *args: Any, local: bool) -> Any:
+    """``func(*args)`` with the Dask arrays among ``args`` computed first: a delayed call for a
+    cluster, or a function that computes here (no cluster).
+
+    Here no delayed call wraps it: a delayed call over Dask arrays imports ``distributed``
+    (dask 2026.8's ``ProhibitReuse``), 0.5-1 s of a local one-shot job.
+    """
+    if not local:
+        return dask.delayed(func)(*args)
+    return functools.partial(_computed_call, func, args)
+
+
+def _computed_call(func: Callable[..., Any], args: tuple) -> Any:
+    return func(*compute(*args))
 
 
 def finish(

@@ -5,6 +5,8 @@ Each imports what it uses, so ``--help`` loads neither Dask nor xarray."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import re
 import sys
@@ -108,6 +110,16 @@ def _progress(
     return task_progress(label, client, enabled=not (args.quiet or args.no_progress))
 
 
+def _phase(
+    args: argparse.Namespace, label: str, unit: str
+) -> contextlib.AbstractContextManager[ProgressLine | None]:
+    """A named phase that is not one Dask computation (see
+    :func:`~daskmasker.runtime.progress.phase`), silent with ``-q`` or ``--no-progress``."""
+    from daskmasker.runtime.progress import phase
+
+    return phase(label, enabled=not (args.quiet or args.no_progress), unit=unit)
+
+
 def _convert(args: argparse.Namespace) -> int:
     _check_exists("source", [args.source])
     if not args.overwrite and _output(args.store, args.storage_options) is not None:
@@ -129,31 +141,43 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    """Each atlas (one per ``--maps``) into its store, in three phases, each with its own
+    progress display (``fit``, ``extract``, ``write reports``), so that no counter restarts when
+    the next phase's tasks arrive."""
     labels = args.atlas_label
     if labels is not None and len(labels) != len(args.maps):
         raise CommandError(
             f"{len(labels)} --atlas-label for {len(args.maps)} --maps: give one per --maps"
         )
     args.t_r, confounds = _check_extract(args)
+    from daskmasker.batch.jobs import source
     from daskmasker.batch.run import run_batch
+    from daskmasker.masker.many import fit_together
 
     stores = _atlas_stores(args.out, args.maps)
     maskers = [_masker_from_args(args, maps) for maps in args.maps]
     for masker in maskers:
         logger.debug("masker: %r", masker)
     start = time.perf_counter()
-    with _client(args, len(args.imgs)) as client, _progress(args, "extract", client):
-        results = run_batch(
-            maskers,
-            args.imgs,
-            stores,
-            confounds=confounds,
-            overwrite=args.overwrite,
-            storage_options=args.storage_options,
-            tsv_dir=args.tsv_dir,
-            atlas_label=labels,
-            client=client,
-        )
+    with _client(args, len(args.imgs)) as client:
+        # on the first image, as run_batch would; counted in atlases, not in tasks: the fit
+        # runs a few small computations one after the other (each would restart a counter)
+        with _phase(args, "fit", unit="atlases") as line:
+            fit_together(maskers, source(args.imgs[0], args.storage_options))
+            if line is not None:
+                line.update(len(maskers), len(maskers))
+        with _progress(args, "extract", client):
+            results = run_batch(
+                maskers,
+                args.imgs,
+                stores,
+                confounds=confounds,
+                overwrite=args.overwrite,
+                storage_options=args.storage_options,
+                tsv_dir=args.tsv_dir,
+                atlas_label=labels,
+                client=client,
+            )
     failed = {}
     for masker, result in zip(maskers, results, strict=True):
         if not args.no_report:
@@ -179,20 +203,29 @@ def _atlas_stores(out: str, maps: list[str]) -> list[str]:
 
 
 def _write_reports(args: argparse.Namespace, masker: NiftiMapsMasker, result: BatchResult) -> None:
-    """An atlas's two reports, beside its store: the masker's (nilearn's ``generate_report``,
-    ``STORE.masker.html``) once a run is extracted, and the study report (``STORE.report.html``).
-    """
-    if result.done:
-        target = beside(result.store, ".masker.html")
-        try:
-            report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
-            report.save_as_html(target, storage_options=args.storage_options)
-            logger.info("masker report: %s", target)
-        except ImportError as exc:  # the plotting extra is not installed
-            logger.warning("no masker report: %s", exc)
-    failed = {name: _flag_names(error) for name, error in result.failed.items()}
-    target = _study_report(result.store, args.storage_options, failed)
-    logger.info("study report: %s", target)
+    """An atlas's two reports, beside its store, under one progress display (``write
+    reports``): the masker's (nilearn's ``generate_report``, ``STORE.masker.html``) once a run is
+    extracted, and the study report (``STORE.report.html``); their paths are said after it."""
+    total = 2 if result.done else 1
+    said: list[tuple[int, str, str]] = []
+    with _phase(args, "write reports", unit="reports") as line:
+        if result.done:
+            target = beside(result.store, ".masker.html")
+            try:
+                report = masker.generate_report(displayed_maps=min(10, masker.n_elements_))
+                report.save_as_html(target, storage_options=args.storage_options)
+                said.append((logging.INFO, "masker report: %s", target))
+            except ImportError as exc:  # the plotting extra is not installed
+                said.append((logging.WARNING, "no masker report: %s", str(exc)))
+            if line is not None:
+                line.update(1, total)
+        failed = {name: _flag_names(error) for name, error in result.failed.items()}
+        target = _study_report(result.store, args.storage_options, failed)
+        said.append((logging.INFO, "study report: %s", target))
+        if line is not None:
+            line.update(total, total)
+    for level, message, value in said:
+        logger.log(level, message, value)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -4,6 +4,10 @@ Butterworth band filtering (zero phase, ``sosfiltfilt``), the DCT-II cosine drif
 ``filter='cosine'``, and the cubic-spline interpolation of censored volumes that precedes
 Butterworth filtering when a ``sample_mask`` is given.  Pure numpy/scipy; inputs are never
 modified.
+
+``scipy.signal`` (which imports ``scipy.stats``) and ``scipy.interpolate`` are imported by the
+functions that use them: together ~1 s of a one-shot job's start (``python -X importtime``),
+paid only when signals are filtered or censored volumes interpolated.
 """
 
 from __future__ import annotations
@@ -11,8 +15,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import signal as sp_signal
-from scipy.interpolate import CubicSpline
 
 from daskmasker.stacklevel import find_stack_level
 
@@ -115,6 +117,8 @@ def butterworth(
         wn = critical
     else:
         wn = critical[0]
+    from scipy import signal as sp_signal
+
     sos = sp_signal.butter(N=order, Wn=wn, btype=btype, output="sos", fs=sampling_rate)
     filtered = sp_signal.sosfiltfilt(sos, x, axis=0, padtype=padtype, padlen=padlen)
     return np.asarray(filtered, dtype=x.dtype, order="C")
@@ -213,6 +217,8 @@ def interpolate_censored(
     ndarray
         A new (T, K) array in the dtype of ``volumes``; the kept volumes are unchanged.
     """
+    from scipy.interpolate import CubicSpline
+
     out = np.array(volumes, copy=True)
     frame_times = np.arange(out.shape[0]) * t_r
     spline = CubicSpline(frame_times[sample_mask], out[sample_mask], extrapolate=extrapolate)

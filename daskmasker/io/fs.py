@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import IO, Any, TypeVar
 
 import fsspec
-import zarr
 from isal import igzip
 from zarr.abc.store import Store
 from zlib_ng import gzip_ng
@@ -22,6 +21,8 @@ class Location:
     """A Zarr store location: the zarr store object and the fsspec file system behind it."""
 
     def __init__(self, url: str, storage_options: dict | None = None) -> None:
+        import zarr  # here, not at the top: reading a NIfTI (this module's other use) needs none
+
         self.url = str(url)
         self.fs, _, (self.root,) = fsspec.get_fs_token_paths(
             self.url, storage_options=storage_options or {}

@@ -32,7 +32,6 @@ from daskmasker.io.image import (
 from daskmasker.io.nibabel import from_nibabel
 from daskmasker.io.nifti import open_nifti
 from daskmasker.io.nifti_header import pair_files
-from daskmasker.io.zarr import open_zarr
 
 
 def _not_niimg(obj: Any) -> TypeError:
@@ -81,6 +80,8 @@ def _load_one(obj: Any, storage_options: dict | None = None, chunks: Any = None)
         if isinstance(path, list):
             return _stack([_load_one(p, storage_options, chunks) for p in path])
         if _is_zarr(path):
+            from daskmasker.io.zarr import open_zarr  # zarr imported for Zarr stores only
+
             return open_zarr(path, storage_options=storage_options)
         try:
             return open_nifti(path, chunks=chunks, storage_options=storage_options)

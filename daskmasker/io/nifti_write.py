@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import dask.array as da
+import dask.threaded
 import fsspec
 import nibabel as nib
 import numpy as np
@@ -125,7 +126,7 @@ def _write_nifti(
             if isinstance(volumes, da.Array):
                 # one pass over the graph (a gzip source is read once); chunks arrive roughly
                 # in order and are written in order
-                da.store(volumes, cast(Any, writer), lock=True, scheduler="threads")
+                da.store(volumes, cast(Any, writer), lock=True, scheduler=dask.threaded.get)
             else:
                 writer[0 : volumes.shape[0]] = np.asarray(volumes)
             writer.check_complete()

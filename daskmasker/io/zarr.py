@@ -147,6 +147,10 @@ def write_image(
         fill_value=0,
         dimension_names=niftizarr.store_dims(img),
         attributes=niftizarr.image_attrs(img),
+        # every chunk written: zarr's test for an all-zero chunk (np.array_equal with
+        # equal_nan, several passes and a masked copy) cost more than compressing it, and the
+        # chunks of whole volumes of an image are never all zero
+        config={"write_empty_chunks": True},
     )
     _write_small(
         group,

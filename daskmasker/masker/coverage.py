@@ -14,6 +14,7 @@ import warnings
 from typing import Any
 
 import dask
+import dask.local
 import numpy as np
 import xarray as xr
 
@@ -45,8 +46,9 @@ def inside_mask(grid_maps: GridMaps, grid: Grid, brain_mask: Any) -> np.ndarray:
     if brain_mask is not None:
         image = load.load_image(brain_mask, atleast_4d=True)
         # read here, in this thread: on a worker, the default scheduler would open a client
-        # there, and the extraction graphs built next would share their maps through it
-        with dask.config.set(scheduler="sync"):
+        # there, and the extraction graphs built next would share their maps through it (the
+        # synchronous scheduler's function: its name would make Dask import distributed)
+        with dask.config.set(scheduler=dask.local.get_sync):
             mask = spatial.binarize_mask(image)
         source = image_grid(image)
         if not source.same_as(grid):

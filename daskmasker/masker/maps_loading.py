@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import dask.array as da
+import dask.threaded
 import numpy as np
 import xarray as xr
 from numpy.typing import DTypeLike
@@ -53,7 +54,7 @@ def load_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarray 
         blocks = (_read_block(reader, i) for i in range(len(data.chunks[0])))
         first = next(blocks)
     else:
-        first = np.asarray(data.blocks[0].compute(scheduler="threads"))
+        first = np.asarray(data.blocks[0].compute(scheduler=dask.threaded.get))
     if not stays_sparse(first):
         return _dense_maps(maps_image, onto=onto)
     source = image_grid(img)
@@ -61,8 +62,9 @@ def load_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarray 
     sink = SparseMapsSink(data.shape, float_dtype(data.dtype), remap)
     if blocks is None:
         del first
-        # computed here, in this process, whatever the active scheduler: the maps stay local
-        da.store(data, cast(Any, sink), lock=False, scheduler="threads")
+        # computed here, in this process, whatever the active scheduler: the maps stay local (the
+        # threaded scheduler's function, not its name: naming it makes Dask import distributed)
+        da.store(data, cast(Any, sink), lock=False, scheduler=dask.threaded.get)
     else:
         _pipeline(itertools.chain([first], blocks), data.chunks[0], sink)
     return sink.result()
@@ -129,7 +131,7 @@ def _dense_maps(maps_image: xr.DataArray, onto: Grid | None = None) -> np.ndarra
             img = resample_image(img, onto, "linear")
     out = np.empty(img.shape, dtype=img.dtype)
     # computed here, in this process, whatever the active scheduler: the maps stay local
-    da.store(img.data, out, lock=False, scheduler="threads")
+    da.store(img.data, out, lock=False, scheduler=dask.threaded.get)
     return out
 
 

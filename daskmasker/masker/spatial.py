@@ -18,6 +18,7 @@ from daskmasker.compute.grid import Grid
 from daskmasker.compute.resample import resample_array
 from daskmasker.compute.smooth import smooth_array
 from daskmasker.io.image import image_affine, make_image
+from daskmasker.runtime.client import compute
 
 
 def _dask(img: xr.DataArray) -> da.Array:
@@ -53,7 +54,8 @@ def smooth_image(img: xr.DataArray, fwhm: Any) -> xr.DataArray:
 
 def binarize_mask(mask_image: xr.DataArray) -> np.ndarray:
     """A mask image binarised as nilearn does (:func:`daskmasker.compute.maps.binarize_mask`)."""
-    return maps_arrays.binarize_mask(np.asarray(mask_image.data))
+    (data,) = compute(mask_image.data)
+    return maps_arrays.binarize_mask(np.asarray(data))
 
 
 def resample_mask(mask: np.ndarray, source: Grid, target: Grid, check: bool = True) -> np.ndarray:
@@ -63,7 +65,8 @@ def resample_mask(mask: np.ndarray, source: Grid, target: Grid, check: bool = Tr
     transform (its emptiness shows as "No map left after applying mask to the maps image.").
     """
     data = resample_array(da.from_array(mask.astype(np.int8)), source.affine, target, "nearest")
-    resampled = np.asarray(data.compute()).astype(bool)
+    (resampled,) = compute(data)
+    resampled = np.asarray(resampled).astype(bool)
     if check:
         maps_arrays.check_mask(resampled)
     return resampled

@@ -6,6 +6,11 @@ address such as ``tcp://10.0.0.5:8786``) or ``scheduler_file`` (as written by
 ``dask scheduler --scheduler-file``) connects to an existing deployment (SLURM, Kubernetes...).
 A client that is already active in the process is used as Dask always does.
 
+``distributed`` is imported only when a cluster is asked for or already in use: a local
+one-shot job (a CLI call, a script, a SLURM array task without a cluster) does not pay its
+import (0.5-1 s, ``benchmarks/results/2026-12-07-startup.md``).  Dask itself imports it on every
+``compute`` that names no scheduler, only to look for a client; :func:`compute` names the
+threaded scheduler when no client can exist.
 """
 
 from __future__ import annotations
@@ -13,12 +18,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import dask
-from distributed import Client, LocalCluster
+import dask.threaded
 
 from daskmasker import config
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 WORKER_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TOP_PAD_": str(64 * 2**20)}
 """Default environment of the worker processes daskmasker starts (the ``daskmasker.worker-environ``
@@ -105,6 +115,11 @@ def dask_client(
     chosen = [x is not None for x in (scheduler, scheduler_file, workers)]
     if sum(chosen) > 1:
         raise ValueError("give at most one of scheduler, scheduler_file and workers")
+    if not any(chosen):
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
     if scheduler is not None:
         with Client(scheduler) as client:
             yield client
@@ -129,15 +144,53 @@ def dask_client(
             Client(cluster) as client,
         ):
             yield client
-    else:
-        yield None
 
 
 def active_client() -> Client | None:
-    """The distributed client Dask would use now, if any."""
+    """The distributed client Dask would use now, if any.
+
+    None without importing ``distributed`` when it is not imported yet: no client can exist.
+    """
+    if "distributed" not in sys.modules:
+        return None
     try:
         from distributed import default_client
 
         return default_client()
     except ValueError:
         return None
+
+
+def compute(*collections: Any, **kwargs: Any) -> tuple:
+    """``dask.compute``, on the scheduler Dask would choose, without importing ``distributed``
+    to find that no client is active.
+
+    Dask's own choice (no ``scheduler`` given or configured) imports ``distributed`` to look
+    for a client; when ``distributed`` is not imported no client can exist, and the
+    collections' default (the threaded scheduler, for arrays and delayed) is named here.
+
+    Parameters
+    ----------
+    *collections
+        Dask collections (anything else is returned as is, as by ``dask.compute``).
+    **kwargs
+        Passed to ``dask.compute``.
+
+    Returns
+    -------
+    tuple
+        The computed values, one per collection.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> compute(da.ones(4, chunks=2).sum())
+    (np.float64(4.0),)
+    """
+    if (
+        "scheduler" not in kwargs
+        and "distributed" not in sys.modules
+        and dask.config.get("scheduler", None) is None
+    ):
+        kwargs["scheduler"] = dask.threaded.get
+    return dask.compute(*collections, **kwargs)

@@ -17,12 +17,11 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from distributed import Client
-
 from daskmasker.runtime.client import dask_client
 
 if TYPE_CHECKING:
     from dask_jobqueue import SLURMCluster
+    from distributed import Client
 
 logger = logging.getLogger("daskmasker")
 
@@ -96,6 +95,8 @@ def _slurm_client(
     partition: str | None,
     **sizes: Any,
 ) -> Iterator[Client]:
+    from distributed import Client
+
     from daskmasker.runtime.slurm import PendingWatch, job_ids, slurm_cluster
 
     slurm, plan = slurm_cluster(workers=workers, partition_name=partition, work=work, **sizes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -32,11 +33,14 @@ def forward_warnings(func: Callable) -> Callable:
     that name, and :func:`reemit_warnings` emits them in the client.  The name is a token of the
     task's inputs, so a rerun logs the same warnings again (the latest is emitted, once).
     Elsewhere (the local threaded scheduler) the task runs as is and its warnings are emitted
-    directly.
+    directly; a process that has not imported ``distributed`` is no worker, and does not
+    import it to find out.
     """
 
     @functools.wraps(func)
     def task(*args: Any, collection: str, **kwargs: Any) -> Any:
+        if "distributed" not in sys.modules:
+            return func(*args, **kwargs)
         from distributed import get_worker
 
         try:

@@ -16,18 +16,15 @@ import logging
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO
 
 from dask.callbacks import Callback
-from distributed.diagnostics.plugin import SchedulerPlugin
 
 if TYPE_CHECKING:
     from dask.typing import Key
     from distributed import Client
-    from distributed.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +89,25 @@ class ProgressLine:
             pass
 
 
+@contextmanager
+def phase(label: str, enabled: bool = True, unit: str = "tasks") -> Iterator[ProgressLine | None]:
+    """A named phase that is not one Dask computation (generating data, fitting, writing
+    reports): its own progress line, which the caller advances in ``unit``, closed with the
+    phase's duration.
+
+    Yields
+    ------
+    ProgressLine or None
+        None when not ``enabled`` (``-q``, ``--no-progress``).
+    """
+    line = ProgressLine(label, unit=unit) if enabled else None
+    try:
+        yield line
+    finally:
+        if line is not None:
+            line.close()
+
+
 class _LocalCounter(Callback):
     """Counts the tasks of local-scheduler computations (threads, processes, synchronous)."""
 
@@ -112,47 +128,6 @@ class _LocalCounter(Callback):
         with self.lock:
             self.done += 1
             self.line.update(self.done, self.total)
-
-
-class TaskCounter(SchedulerPlugin):
-    """Scheduler plugin: counts one client's tasks and logs ``(done, total)`` on a topic.
-
-    A task counts once, when it first reaches memory or fails (a recomputation after a lost
-    worker does not count again); tasks already in memory when submitted are not counted.
-    """
-
-    def __init__(self, client_id: str, topic: str) -> None:
-        self.client_id, self.topic, self.name = client_id, topic, topic
-        self.pending: set[Key] = set()
-        self.done = self.total = 0
-        self.scheduler: Scheduler | None = None
-
-    async def start(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
-
-    def update_graph(
-        self, scheduler: Scheduler, *, client: str, tasks: Iterable[Key], **kwargs: Any
-    ) -> None:
-        if client != self.client_id:
-            return
-        for key in tasks:
-            state = scheduler.tasks.get(key)
-            if key not in self.pending and (state is None or state.state != "memory"):
-                self.pending.add(key)
-                self.total += 1
-        scheduler.log_event(self.topic, (self.done, self.total))
-
-    def transition(self, key: Key, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        if key in self.pending and finish in ("memory", "erred", "forgotten"):
-            self.pending.discard(key)
-            self.done += 1
-            assert self.scheduler is not None  # set by start(), before any transition
-            self.scheduler.log_event(self.topic, (self.done, self.total))
-
-
-def _counts(dask_scheduler: Scheduler, name: str) -> tuple[int, int]:
-    plugin = cast(TaskCounter, dask_scheduler.plugins[name])  # task_progress registered it
-    return plugin.done, plugin.total
 
 
 @contextmanager
@@ -197,7 +172,9 @@ def task_progress(
         finally:
             line.close()
         return
-    topic = f"daskmasker-progress-{uuid.uuid4().hex}"
+    from daskmasker.runtime.task_counter import TaskCounter, counts, new_topic
+
+    topic = new_topic()
     try:
         client.subscribe_topic(topic, lambda event: line.update(*event[1]))
         client.register_plugin(TaskCounter(client.id, topic), name=topic)
@@ -210,7 +187,7 @@ def task_progress(
     finally:
         try:  # a diagnostic: a cluster gone at the end must not hide the run's own outcome
             client.unsubscribe_topic(topic)
-            line.update(*client.run_on_scheduler(_counts, name=topic))
+            line.update(*client.run_on_scheduler(counts, name=topic))
             client.unregister_scheduler_plugin(topic)
         except Exception as exc:
             logger.debug("progress plugin cleanup failed: %s", exc)

@@ -7,10 +7,9 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import dask
 import numpy as np
 
-from daskmasker.runtime.client import active_client, tune_local_allocator
+from daskmasker.runtime.client import active_client, compute, tune_local_allocator
 from daskmasker.runtime.forwarding import reemit_warnings
 
 if TYPE_CHECKING:
@@ -30,7 +29,7 @@ def compute_images(arrays: Iterable, num_workers: int | None = None, pin: bool =
     client = active_client()
     if client is None:
         tune_local_allocator()
-        return list(dask.compute(*arrays, num_workers=num_workers))
+        return list(compute(*arrays, num_workers=num_workers))
     names = set()
 
     def named() -> Iterator[Any]:
