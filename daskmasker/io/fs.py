@@ -5,14 +5,16 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import fsspec
 from isal import igzip
-from zarr.abc.store import Store
 from zlib_ng import gzip_ng
 
 from daskmasker.io.retry import http_status, retry
+
+if TYPE_CHECKING:
+    from zarr.abc.store import Store
 
 T = TypeVar("T")
 
