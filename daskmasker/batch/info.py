@@ -14,6 +14,7 @@ from daskmasker.batch.fingerprint import NOT_NUMBERS, ROLES, VERSIONED
 from daskmasker.batch.provenance import versions
 from daskmasker.batch.store import (
     BATCH_ATTR,
+    committed_arrays,
     entry_of,
     listed_runs,
     open_store,
@@ -124,14 +125,7 @@ def _status(entry: dict | None, installed: dict, storage_options: dict | None, s
 
 
 def _committed_arrays(location: Location) -> dict[str, zarr.Array]:
-    """The study's arrays as last committed (the root's consolidated metadata, as
-    ``open_timeseries`` reads them), by name; empty before the first gathering."""
+    """The study's per-run arrays as last committed (as ``open_timeseries`` reads them), by
+    name; empty before the first gathering."""
     group = zarr.open_group(location.store, mode="r", zarr_format=3, use_consolidated=True)
-    meta = group.metadata.consolidated_metadata
-    if meta is None:
-        return {}
-    names = [
-        n for n in ("run", "n_frames", "n_volumes", "region", "coverage") if n in meta.metadata
-    ]
-    arrays = {name: group[name] for name in names}
-    return {name: node for name, node in arrays.items() if isinstance(node, zarr.Array)}
+    return committed_arrays(group, ("run", "n_frames", "n_volumes", "region", "coverage"))

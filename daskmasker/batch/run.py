@@ -279,7 +279,8 @@ def run_batch(
     if tsv_dir is not None:  # a label that is not BIDS is refused before anything is done
         for k, m in enumerate(maskers):  # (a loop: the warning's stack level is its caller's)
             labels[k] = bids.atlas_label(m.maps_img, labels[k])
-    fit_together(maskers, source(items[0].image, storage_options) if items else None)
+    if not all(m.__sklearn_is_fitted__() for m in maskers):  # (a URL's header is read to fit)
+        fit_together(maskers, source(items[0].image, storage_options) if items else None)
     atlases = [
         _open(spec, out, items, overwrite, storage_options)
         for spec, out in zip(link_specs(maskers), stores, strict=True)

@@ -286,6 +286,20 @@ def completed(location: Location) -> dict[str, dict]:
     return found
 
 
+def committed_arrays(
+    group: zarr.Group, names: Iterable[str] | None = None
+) -> dict[str, zarr.Array]:
+    """The study's arrays of the last commit (the root's consolidated metadata), by name: arrays
+    written since by a gathering that did not finish are not among them.  ``names``: only
+    those (a resume reads ``run``, ``daskmasker info`` the per-run coordinates)."""
+    meta = group.metadata.consolidated_metadata
+    if meta is None:
+        return {}
+    wanted = meta.metadata if names is None else [n for n in names if n in meta.metadata]
+    arrays = {name: group[name] for name in wanted if "/" not in name}
+    return {name: node for name, node in arrays.items() if isinstance(node, zarr.Array)}
+
+
 def run_attrs(location: Location, names: Iterable[str]) -> dict[str, dict]:
     """The attributes of complete runs (concurrent reads); runs not complete are absent."""
     out = {}

@@ -51,7 +51,7 @@ from zarr.core.metadata import ArrayV3Metadata
 from daskmasker.batch.bids import bids_schema, parse_name
 from daskmasker.batch.dataset import LABELS
 from daskmasker.batch.pack import ATTRS, unpack_arrays
-from daskmasker.batch.store import clear_pending, listed_runs, read_packs
+from daskmasker.batch.store import clear_pending, committed_arrays, listed_runs, read_packs
 from daskmasker.io.fs import Location
 
 CHUNK_BYTES = 8 * 2**20
@@ -133,23 +133,10 @@ def runs_per_chunk(n_volumes: int, n_regions: int) -> int:
     return int(min(MAX_RUNS_PER_CHUNK, max(1, CHUNK_BYTES // per_run)))
 
 
-def committed(group: zarr.Group) -> dict[str, zarr.Array]:
-    """The arrays of the last commit (the root's consolidated metadata): arrays written since
-    by a gathering that did not finish are not among them."""
-    meta = group.metadata.consolidated_metadata
-    if meta is None:
-        return {}
-    arrays = {name: group[name] for name in meta.metadata if "/" not in name}
-    return {name: node for name, node in arrays.items() if isinstance(node, zarr.Array)}
-
-
 def committed_runs(group: zarr.Group) -> list[str]:
     """The runs the committed study arrays hold, in their order."""
-    meta = group.metadata.consolidated_metadata
-    if meta is None or "run" not in meta.metadata:  # only "run" opened: a resume reads this
-        return []
-    runs = group["run"]
-    return [str(n) for n in np.asarray(runs[:])] if isinstance(runs, zarr.Array) else []
+    runs = committed_arrays(group, ["run"]).get("run")  # only "run" opened: a resume reads this
+    return [] if runs is None else [str(n) for n in np.asarray(runs[:])]
 
 
 def gather(location: Location, redone: Iterable[str] = ()) -> list[str]:
@@ -201,7 +188,7 @@ class _Writer:
 
     def __init__(self, group: zarr.Group, n_committed: int) -> None:
         self.group, self.n = group, n_committed
-        self.arrays = committed(group)
+        self.arrays = committed_arrays(group)
         raw = self.arrays.get("raw_signals")
         self.chunk: int | None = None if raw is None else raw.chunks[0]
         confound = self.arrays.get("confound")
