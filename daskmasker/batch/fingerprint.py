@@ -137,6 +137,31 @@ def fingerprint_sha(fp: dict) -> str:
     return hashlib.sha256(_encode(fp).encode()).hexdigest()
 
 
+SHARED = ("parameters", "maps", "mask", "region_names", "versions")
+"""The fingerprint fields every run of a batch shares (:func:`shared_fields`)."""
+OWN = ("denoise", "sample_mask")
+"""A run's own fingerprint fields besides its inputs' digests."""
+
+
+def shared_sha(fields: dict) -> str:
+    """sha256 of the :data:`SHARED` fields of a fingerprint (or of :func:`shared_fields`): one
+    value for all the runs of a batch, so a resume compares them once, not once per run.
+
+    Examples
+    --------
+    >>> fp = fingerprint({"detrend": "False"}, {}, None, ["a"])
+    >>> shared_sha(fp) == shared_sha(shared_fields({"detrend": "False"}, None, None, ["a"]))
+    True
+    """
+    return fingerprint_sha({key: fields.get(key) for key in SHARED})
+
+
+def own_sha(fields: dict) -> str:
+    """sha256 of a fingerprint's :data:`OWN` fields (the sample mask's sha256, the denoising
+    record): with :func:`shared_sha` and the inputs' digests, all a fingerprint holds."""
+    return fingerprint_sha({key: fields.get(key) for key in OWN})
+
+
 def _short(digest_: dict | None) -> str:
     if digest_ is None:
         return "none"

@@ -11,16 +11,9 @@ import numpy as np
 import zarr
 
 from daskmasker.batch.fingerprint import NOT_NUMBERS, ROLES, VERSIONED
+from daskmasker.batch.index import entry_of, read_index
 from daskmasker.batch.provenance import versions
-from daskmasker.batch.store import (
-    BATCH_ATTR,
-    committed_arrays,
-    entry_of,
-    listed_runs,
-    open_store,
-    read_index,
-    run_attrs,
-)
+from daskmasker.batch.store import BATCH_ATTR, committed_arrays, listed_runs, open_store, run_attrs
 from daskmasker.io.checksum import digest
 from daskmasker.io.fs import Location
 

@@ -19,13 +19,12 @@ import xarray as xr
 from daskmasker.batch import bids
 from daskmasker.batch.dataset import run_dataset
 from daskmasker.batch.fingerprint import canonical, differences, fingerprint_sha
+from daskmasker.batch.index import completed, entry_of
 from daskmasker.batch.provenance import confound_names, versions
 from daskmasker.batch.read import open_store
 from daskmasker.batch.record import OVERWRITE_HINT, StaleStoreError
 from daskmasker.batch.run import BatchResult, finish
 from daskmasker.batch.store import (
-    completed,
-    entry_of,
     listed_runs,
     mark_pending,
     open_output,

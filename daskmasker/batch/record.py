@@ -3,13 +3,14 @@
 :class:`Recorder` sorts a batch's runs into those to extract and those complete with the same
 fingerprint (skipped); a complete run whose fingerprint differs stops the batch with a
 :class:`StaleStoreError` naming what differs, before anything is computed.  The resume index
-(:func:`daskmasker.batch.store.completed`) holds each complete run's fingerprint sha256 and
+(:func:`daskmasker.batch.index.completed`) holds each complete run's fingerprint sha256 and
 input digests, so a resume opens only the runs that differ (to say how).  A Recorder is sent
 to the workers, which build and write the Datasets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,11 +21,14 @@ from daskmasker.batch.dataset import run_dataset
 from daskmasker.batch.fingerprint import (
     differences,
     fingerprint_sha,
+    own_sha,
     run_fingerprint,
     shared_fields,
+    shared_sha,
 )
-from daskmasker.batch.store import entry_of, run_attrs
-from daskmasker.io.checksum import digest
+from daskmasker.batch.index import INPUTS, ResumeIndex, entry_of
+from daskmasker.batch.store import run_attrs
+from daskmasker.io.checksum import array_sha, digest, unchanged
 from daskmasker.io.fs import Location
 
 if TYPE_CHECKING:
@@ -89,10 +93,7 @@ class Recorder:
                 item.brain_mask, self.storage_options, known.get("brain_mask")
             )
         sample_mask = None if item.sample_mask is None else np.asarray(item.sample_mask)
-        denoise = getattr(item, "denoise", None)
-        if denoise is not None:  # what chose the confounds, not what was derived from them
-            denoise = {k: denoise[k] for k in ("strategy", "load_confounds") if k in denoise}
-        return run_fingerprint(self.shared_fields(), inputs, sample_mask, denoise)
+        return run_fingerprint(self.shared_fields(), inputs, sample_mask, _denoise(item))
 
     def prepare(self) -> Recorder:
         """Digest the maps and mask now (once per batch, before the Recorder goes to workers)."""
@@ -101,19 +102,20 @@ class Recorder:
         return self
 
     def split(
-        self, location: Location, items: list, done: dict[str, dict]
+        self, location: Location, items: list, done: Mapping[str, dict]
     ) -> tuple[list, list[str]]:
         """The runs to extract, and the names of those complete with the same fingerprint.
 
         ``done`` are the complete runs and their index entries
-        (:func:`~daskmasker.batch.store.completed`): a run whose entry matches its new
+        (:func:`~daskmasker.batch.index.completed`): a run whose entry matches its new
         fingerprint is skipped without opening it; the others are opened (concurrently) to say
-        what differs.  The quick path, safe as git's index: an input whose path and stat (size,
-        modification time) are those the entry recorded keeps its recorded sha256 (any other
-        is hashed again), the fields the runs share are computed once, and each run's
-        fingerprint sha256 is compared with the entry's, so a changed input, parameter, sample
-        mask or version is still found.  (Encoding the shared fields' JSON once per batch was
-        measured and gained nothing: the one ``json.dumps`` per run is what costs.)
+        what differs.  The quick path, safe as git's index: a run is skipped when the
+        fingerprint fields the batch shares (their sha256, computed once) and the run's own
+        (sample mask, denoising record) are those its entry recorded, and each input is
+        absent as recorded or a local file whose path and stat (size, modification time) are
+        the recorded ones; no fingerprint is encoded.  Any other run has its fingerprint
+        computed (an input whose stat changed is hashed again) and its sha256 compared with
+        the entry's, so a changed input, parameter, sample mask or version is still found.
 
         Raises
         ------
@@ -122,18 +124,24 @@ class Recorder:
             differs.
         """
         todo, skipped, differing = [], [], []
+        self.refreshed = {}
+        quick = _QuickCheck(done, shared_sha(self.shared_fields()))
         for item in items:
-            entry = done.get(item.name)
-            if entry is None:
+            if item.name not in done:
                 todo.append(item)
-                continue
-            known = {role: entry.get(role) for role in ("image", "confounds", "brain_mask")}
-            if fingerprint_sha(self.fingerprint(item, known)) == entry.get("fingerprint"):
+            elif quick.same(item):
                 skipped.append(item.name)
             else:
-                differing.append(item)
+                entry = done[item.name]
+                known = {role: entry.get(role) for role in ("image", "confounds", "brain_mask")}
+                fp = self.fingerprint(item, known)
+                if fingerprint_sha(fp) != entry.get("fingerprint"):
+                    differing.append(item)
+                    continue
+                skipped.append(item.name)
+                if entry.get("own") is None:  # an entry of a format-1 index: quick next time
+                    self.refreshed[item.name] = entry_of(fp)
         stale = []
-        self.refreshed = {}
         recorded = run_attrs(location, [item.name for item in differing])
         for item in differing:
             old = recorded.get(item.name, {}).get("fingerprint")
@@ -229,3 +237,54 @@ def index_entry(ds: xr.Dataset) -> dict:
 
 def _text(source: str | list) -> str:
     return source if isinstance(source, str) else ", ".join(source)
+
+
+def _denoise(item: Item) -> dict | None:
+    """What of a run's denoising record its fingerprint holds: what chose the confounds, not
+    what was derived from them."""
+    denoise = getattr(item, "denoise", None)
+    if denoise is None:
+        return None
+    return {k: denoise[k] for k in ("strategy", "load_confounds") if k in denoise}
+
+
+class _QuickCheck:
+    """Whether a run is the one its index entry recorded, from the index's columns alone
+    (:meth:`Recorder.split`'s quick path; False sends the run the slow way)."""
+
+    def __init__(self, done: Mapping[str, dict], shared: str) -> None:
+        index = done if isinstance(done, ResumeIndex) else ResumeIndex.from_entries({})
+        columns = index.columns
+        self.rows, self.kind = index.rows, columns["kind"]
+        # per kind, its own fields' sha256 if its shared ones are the batch's (else no match)
+        self.own = [k["own"] if k["shared"] == shared else None for k in columns["kinds"]]
+        self.inputs = [
+            (role, columns[role].get("source"), columns[role].get("stat"), columns[role]["other"])
+            for role in INPUTS
+        ]
+        self.plain_own = own_sha({})  # no sample mask, no denoising: most runs
+
+    def same(self, item: Item) -> bool:
+        row = self.rows.get(item.name)
+        if row is None:
+            return False
+        own = self.own[self.kind[row]]
+        if own is None or own != self._own(item):
+            return False
+        for role, sources, stats, other in self.inputs:
+            obj = getattr(item, role)
+            if obj is None:
+                if (sources is not None and sources[row] is not None) or (
+                    other and str(row) in other
+                ):
+                    return False
+            elif sources is None or not unchanged(obj, sources[row], stats[row]):
+                return False
+        return True
+
+    def _own(self, item: Item) -> str:
+        denoise = _denoise(item)
+        if item.sample_mask is None and denoise is None:
+            return self.plain_own
+        sample_mask = None if item.sample_mask is None else array_sha(np.asarray(item.sample_mask))
+        return own_sha({"denoise": denoise, "sample_mask": sample_mask})

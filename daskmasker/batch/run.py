@@ -2,7 +2,7 @@
 
 A rerun skips complete runs and rewrites the others, so a batch killed at any point resumes
 without losing finished work; which runs are complete is read from the store's resume index
-and one listing (:func:`daskmasker.batch.store.completed`), not by opening every run.  At
+and one listing (:func:`daskmasker.batch.index.completed`), not by opening every run.  At
 the end (even of a failed or interrupted batch) the new runs are gathered into the study's
 arrays (:func:`daskmasker.batch.study.gather`).  Optional BIDS derivatives
 (:mod:`daskmasker.batch.bids`) are written beside it, each file atomically.
@@ -22,8 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import PurePosixPath
@@ -33,6 +32,7 @@ import dask
 import numpy as np
 
 from daskmasker.batch import bids
+from daskmasker.batch.index import ResumeIndex, completed, write_index
 from daskmasker.batch.jobs import (
     Outcome,
     Target,
@@ -44,14 +44,7 @@ from daskmasker.batch.jobs import (
     write_bids,
 )
 from daskmasker.batch.record import Recorder, run_meta
-from daskmasker.batch.store import (
-    check_name,
-    completed,
-    mark_pending,
-    open_output,
-    open_run,
-    write_index,
-)
+from daskmasker.batch.store import check_name, is_pending, mark_pending, open_output, open_run
 from daskmasker.batch.study import gather
 from daskmasker.compute.plan import plan_extraction
 from daskmasker.io.fs import Location
@@ -67,11 +60,10 @@ if TYPE_CHECKING:
     from distributed import Client
     from tqdm.auto import tqdm
 
-_NIFTI_SUFFIX = re.compile(r"(\.nii(\.gz)?|\.zarr)$")
-_BOLD_SUFFIX = re.compile(r"_bold$")
+_NIFTI_SUFFIXES = (".nii.gz", ".nii", ".zarr")
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """One image to process: its source, name, confounds and sample mask; optionally its
     brain mask (the maps' coverage is measured inside it) and a ``denoise`` record (how the
@@ -117,9 +109,19 @@ def item_name(source: Any, index: int) -> str:
 
     ``sub-01/func/sub-01_task-rest_bold.nii.gz`` gives ``sub-01_task-rest``.
     """
-    if isinstance(source, str | PurePosixPath) or hasattr(source, "__fspath__"):
-        stem = _NIFTI_SUFFIX.sub("", _base_name(str(source)))
-        stem = _BOLD_SUFFIX.sub("", stem)
+    if not isinstance(source, str) and (
+        isinstance(source, PurePosixPath) or hasattr(source, "__fspath__")
+    ):
+        source = str(source)
+    if isinstance(source, str):
+        stem = source.rsplit("/", 1)[-1]  # string methods, not regular expressions: a resume
+        if not stem or stem == ".":  # names every run
+            stem = _base_name(source)
+        for suffix in _NIFTI_SUFFIXES:
+            if stem.endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        stem = stem.removesuffix("_bold")
         if stem:
             return stem
     return f"item-{index:04d}"
@@ -154,17 +156,9 @@ def make_items(
         if name in seen:
             given[i] = f"{name}_{i:04d}"
         seen[given[i]] = i
-    return [
-        Item(
-            image=img,
-            name=given[i],
-            confounds=None if confounds is None else confounds[i],
-            sample_mask=None if sample_masks is None else sample_masks[i],
-            brain_mask=None if brain_masks is None else brain_masks[i],
-            denoise=None if denoise is None else denoise[i],
-        )
-        for i, img in enumerate(imgs)
-    ]
+    nothing = [None] * n
+    columns = [nothing if v is None else v for v in (confounds, sample_masks, brain_masks, denoise)]
+    return [Item(*fields) for fields in zip(imgs, given, *columns, strict=True)]
 
 
 @overload
@@ -298,18 +292,25 @@ def run_batch(
 
 @dataclass
 class _Atlas:
-    """One atlas of a batch: its extraction, its store, what the store held at the start, the
-    resume index being built and the runs still to extract."""
+    """One atlas of a batch: its extraction, its store, the complete runs the store held at the
+    start (their index), the index entries added or renewed since, the runs still to extract
+    and where each goes."""
 
     spec: ExtractionSpec
     recorder: Recorder
     location: Location
     result: BatchResult
-    done: dict[str, dict]
-    index: dict[str, dict]
+    done: ResumeIndex
+    updates: dict[str, dict]
     todo: set[str]
     targets: dict[str, Target]
     missing_tsv: list[Item] = field(default_factory=list)
+
+    def index(self) -> dict[str, dict] | None:
+        """The resume index to write at the end: None when the stored one is still right."""
+        if not self.updates and not self.done.extra:
+            return None
+        return {**self.done, **self.updates}
 
 
 def _per_atlas(label: str, value: Any, n: int, several: bool) -> list:
@@ -338,7 +339,7 @@ def _open(
     todo, skipped = recorder.split(location, items, done)
     targets = {
         item.name: Target(url=str(store), name=item.name, storage_options=storage_options)
-        for item in items
+        for item in todo
     }
     return _Atlas(
         spec=spec,
@@ -346,7 +347,7 @@ def _open(
         location=location,
         result=BatchResult(store=str(store), skipped=skipped),
         done=done,
-        index={**done, **recorder.refreshed},
+        updates=dict(recorder.refreshed),
         todo={item.name for item in todo},
         targets=targets,
     )
@@ -362,6 +363,9 @@ def _extract(
     """Extract the runs each atlas still needs, an image's atlases in one computation (its
     chunks read once), each run written by the worker that computed it; then (also when the
     batch fails or is interrupted) each store's index is written and its new runs gathered."""
+    if not any(atlas.todo for atlas in atlases):  # a resume of complete stores
+        _finish_all(atlases)
+        return
     wanted = {
         item.name: [k for k, atlas in enumerate(atlases) if item.name in atlas.todo]
         for item in items
@@ -438,7 +442,7 @@ def _extract(
                 else:
                     for k in wanted[name]:
                         atlases[k].result.done.append(name)
-                        atlases[k].index[name] = entries[(k, name)]
+                        atlases[k].updates[name] = entries[(k, name)]
                 bar.update(1)
     finally:
         bar.close()
@@ -451,7 +455,7 @@ def _finish_all(atlases: list[_Atlas]) -> None:
     errors = []
     for atlas in atlases:
         try:
-            finish(atlas.location, atlas.index, redone=atlas.result.done, recorded=atlas.done)
+            finish(atlas.location, atlas.index(), redone=atlas.result.done)
         except Exception as exc:
             errors.append(exc)
     if errors:
@@ -476,16 +480,18 @@ def _computed_call(func: Callable[..., Any], args: tuple) -> Any:
 
 def finish(
     location: Location,
-    index: dict[str, dict],
+    index: Mapping[str, dict] | None,
     redone: Iterable[str] = (),
-    recorded: dict[str, dict] | None = None,
 ) -> None:
     """The end of a batch (also of one that failed or was interrupted): the resume index
-    written (unless it equals ``recorded``, the one read at the start), then the new runs
-    gathered into the study's arrays and committed."""
-    if index != recorded:
+    written (None: the stored one is still right), then the runs written since the last
+    commit gathered into the study's arrays and committed: the ``redone`` ones, and any that
+    a batch marked pending (:func:`~daskmasker.batch.store.mark_pending`) left ungathered."""
+    redone = list(redone)
+    if index is not None:
         write_index(location, index)
-    gather(location, redone=redone)
+    if redone or index is not None or is_pending(location):
+        gather(location, redone=redone)
 
 
 def _plan_bids(
@@ -501,11 +507,15 @@ def _plan_bids(
     sources = {item.name: source_name(item.image) or item.name for item in items}
     stems, uris, present = bids.start(root, sources, label, version("daskmasker"), storage_options)
     maps = describe(atlas.spec.params["maps_img"])
-    for item in items:
-        sources_ = (uris[item.name],) if item.name in uris else ()
-        bids_target = (root, stems[item.name], maps, sources_)
-        atlas.targets[item.name] = dataclasses.replace(atlas.targets[item.name], bids=bids_target)
-    return [i for i in items if i.name in atlas.done and f"{stems[i.name]}.tsv" not in present]
+    missing = [i for i in items if i.name in atlas.done and f"{stems[i.name]}.tsv" not in present]
+    for item in missing:
+        atlas.targets[item.name] = Target(
+            url=atlas.result.store, name=item.name, storage_options=storage_options
+        )
+    for name, target in atlas.targets.items():
+        sources_ = (uris[name],) if name in uris else ()
+        atlas.targets[name] = dataclasses.replace(target, bids=(root, stems[name], maps, sources_))
+    return missing
 
 
 def _runs_whole(todo: list[Item], storage_options: dict | None) -> bool:

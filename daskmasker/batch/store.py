@@ -8,7 +8,8 @@ Layout (Zarr v3; a local path or fsspec URL)::
       signals/ ...         the study's arrays, a ``run`` axis first (:mod:`~.study`): what
                            ``xr.open_zarr(out.zarr)`` and ``open_timeseries`` open
       runs/<name>.npz      each complete run, packed in one object (:mod:`~.pack`)
-      runs/index.json      the resume index: run name -> fingerprint sha256, input digests
+      runs/index.json      the resume index (:mod:`~.index`): per run, its fingerprint sha256
+                           and input digests, stored by column
 
 A run is written by the worker that computed it, as one object under its final name, atomically
 (a local file is written beside and renamed; an object store's PUT is whole or absent): a run is
@@ -31,7 +32,6 @@ import fsspec
 import zarr
 
 from daskmasker.batch import provenance
-from daskmasker.batch.fingerprint import fingerprint_sha
 from daskmasker.batch.pack import pack, unpack, unpack_attrs
 from daskmasker.io.fs import Location, check_bucket
 
@@ -44,6 +44,7 @@ LAYOUT = 2
 RUNS = "runs"
 SUFFIX = ".npz"
 INDEX = "index.json"
+_INDEX_NAME = INDEX.removesuffix(".json")
 PARTIAL = ".partial"
 PENDING = ".pending"
 """``runs/.pending``: written before a batch writes its first run, removed when its runs are
@@ -101,21 +102,17 @@ def open_output(
     location = batch_location(store, storage_options)
     check_bucket(location)
     fs, root = location.fs, location.root
-    if fs.exists(root):
-        try:
-            attrs = dict(zarr.open_group(location.store, mode="r", zarr_format=3).attrs)
-        except Exception:
-            attrs = {}
-        if BATCH_ATTR not in attrs:
-            if fs.isfile(root) or bool(fs.ls(root)):
-                raise FileExistsError(
-                    f"output {store!r} exists and is not a daskmasker batch store; "
-                    "choose another path or remove it yourself"
-                )
-        elif overwrite:
-            fs.rm(root, recursive=True)
-        else:
-            check_layout(attrs, store)
+    attrs = _root_attributes(location)
+    if BATCH_ATTR in attrs and not overwrite:
+        check_layout(attrs, store)
+        return location
+    if BATCH_ATTR in attrs:
+        fs.rm(root, recursive=True)
+    elif fs.exists(root) and (fs.isfile(root) or bool(fs.ls(root))):
+        raise FileExistsError(
+            f"output {store!r} exists and is not a daskmasker batch store; "
+            "choose another path or remove it yourself"
+        )
     if not fs.exists(f"{root.rstrip('/')}/zarr.json"):  # created with its attributes: one write
         batch = {
             "layout": LAYOUT,
@@ -125,6 +122,21 @@ def open_output(
         }
         zarr.create_group(location.store, attributes={BATCH_ATTR: batch}, zarr_format=3)
     return location
+
+
+def _root_attributes(location: Location) -> dict:
+    """The attributes of a Zarr v3 group at the location's root (its ``zarr.json``, read as the
+    Zarr v3 specification defines it: one read, without building the group and the arrays of
+    its consolidated metadata), empty for anything else."""
+    try:
+        meta = json.loads(location.fs.cat_file(f"{location.root.rstrip('/')}/zarr.json"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
+        return {}
+    if meta.get("node_type") != "group" or not isinstance(meta.get("attributes"), dict):
+        return {}
+    return meta["attributes"]
 
 
 def open_store(store: str, storage_options: dict | None = None) -> tuple[Location, dict]:
@@ -144,17 +156,18 @@ def open_store(store: str, storage_options: dict | None = None) -> tuple[Locatio
 
 def check_name(name: str) -> str:
     """A run name usable as an object name (no ``/``, not hidden, not the index)."""
-    if not name or "/" in name or name.startswith(".") or name == INDEX.removesuffix(".json"):
+    if not name or "/" in name or name.startswith(".") or name == _INDEX_NAME:
         raise ValueError(f"run name {name!r} cannot name an object (no '/', no leading '.')")
     return name
 
 
-def _runs_dir(location: Location) -> str:
+def runs_dir(location: Location) -> str:
+    """The folder of a store's packed runs."""
     return f"{location.root.rstrip('/')}/{RUNS}"
 
 
 def _pending_path(location: Location) -> str:
-    return f"{_runs_dir(location)}/{PENDING}"
+    return f"{runs_dir(location)}/{PENDING}"
 
 
 def mark_pending(location: Location) -> None:
@@ -184,7 +197,7 @@ def clear_pending(location: Location) -> None:
 
 
 def pack_path(location: Location, name: str) -> str:
-    return f"{_runs_dir(location)}/{name}{SUFFIX}"
+    return f"{runs_dir(location)}/{name}{SUFFIX}"
 
 
 def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
@@ -215,9 +228,9 @@ def listed_runs(location: Location) -> set[str]:
     """The names of the complete runs: one listing of ``runs/``."""
     try:
         if _is_local(location.fs):  # a plain listing: fsspec's also normalises every path
-            names = os.listdir(_runs_dir(location))
+            names = os.listdir(runs_dir(location))
         else:
-            entries = location.fs.ls(_runs_dir(location), detail=False, refresh=True)
+            entries = location.fs.ls(runs_dir(location), detail=False, refresh=True)
             names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
     except FileNotFoundError:
         return set()
@@ -239,51 +252,6 @@ def open_run(location: Location, name: str) -> xr.Dataset:
     if data is None:
         raise KeyError(name)
     return unpack(data)
-
-
-def read_index(location: Location) -> dict[str, dict]:
-    """The resume index (run name -> entry), empty when there is none."""
-    try:
-        return dict(json.loads(location.fs.cat_file(f"{_runs_dir(location)}/{INDEX}")))
-    except FileNotFoundError:
-        return {}
-
-
-def write_index(location: Location, entries: dict[str, dict]) -> None:
-    """Replace the resume index, atomically."""
-    text = json.dumps(dict(sorted(entries.items())), separators=(",", ":"))
-    put_atomic(location.fs, f"{_runs_dir(location)}/{INDEX}", text.encode())
-
-
-def entry_of(fp: dict) -> dict:
-    """A complete run's entry in the resume index: its fingerprint's sha256 and what a resume
-    or ``info`` re-checks without opening the run (the inputs' digests, the versions)."""
-    entry = {
-        "fingerprint": fingerprint_sha(fp),
-        **{role: fp.get(role) for role in ("image", "maps", "mask", "confounds")},
-        "versions": fp.get("versions"),
-    }
-    if fp.get("brain_mask") is not None:  # its stat too, so a resume need not hash it again
-        entry["brain_mask"] = fp["brain_mask"]
-    return entry
-
-
-def completed(location: Location) -> dict[str, dict]:
-    """The store's complete runs, name -> index entry, in a bounded number of requests.
-
-    One listing of ``runs/`` gives the complete runs, the index their entries; runs complete but
-    not indexed (finished by a batch killed before its end) are read, concurrently, and
-    unreadable objects (put there by hand) are not complete.
-    """
-    listed = listed_runs(location)
-    indexed = read_index(location)
-    found = {name: indexed[name] for name in listed if name in indexed}
-    for name, data in read_packs(location, listed - set(found)).items():
-        try:
-            found[name] = entry_of(unpack_attrs(data).get("fingerprint") or {})
-        except ValueError:
-            continue
-    return found
 
 
 def committed_arrays(

@@ -16,11 +16,11 @@ import xarray as xr
 import zarr
 
 from daskmasker.batch.dataset import run_dataset
+from daskmasker.batch.index import entry_of
 from daskmasker.batch.run import finish
 from daskmasker.batch.store import (
     BATCH_ATTR,
     LAYOUT,
-    entry_of,
     mark_pending,
     open_output,
     write_run,

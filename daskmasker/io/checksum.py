@@ -77,12 +77,32 @@ def _file_sha(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return digest.hexdigest()
 
 
+def unchanged(obj: Any, source: str | None, stat: str | None) -> bool:
+    """Whether ``obj`` is a local file path naming ``source`` whose stat is still ``stat`` (the
+    quick check of :func:`digest`, without building a digest: a resume asks it of every input).
+
+    Examples
+    --------
+    >>> unchanged(np.zeros(3), "/a.nii.gz", "1:2"), unchanged(None, "/a.nii.gz", "1:2")
+    (False, False)
+    """
+    if not isinstance(obj, str):
+        if not hasattr(obj, "__fspath__"):
+            return False
+        obj = os.fspath(obj)
+    if obj != source:  # a recorded source is absolute and normalised
+        if "://" in obj:
+            return False
+        obj = os.path.abspath(os.path.expanduser(obj))
+        if obj != source:
+            return False
+    return stat is not None and _local_file_stat(obj) == stat
+
+
 def _path_digest(source: str, storage_options: dict | None, known: dict | None) -> dict:
     """A file's or a directory's (Zarr store's) digest, reusing ``known`` when unchanged."""
-    if known and known.get("source") == source and "://" not in source:
-        quick = _local_file_stat(source)  # a local file: its stat without fsspec's path handling
-        if quick is not None and quick == known.get("stat"):
-            return known
+    if known and "://" not in source and unchanged(source, known.get("source"), known.get("stat")):
+        return known  # a local file: its stat without fsspec's path handling
     fs, _, (path,) = fsspec.get_fs_token_paths(source, storage_options=storage_options or {})
     if fs.isdir(path):
         files = fs.find(path, detail=True)

@@ -18,8 +18,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 from daskmasker import NiftiMapsMasker, dask_client, open_timeseries
 from daskmasker.batch.fingerprint import fingerprint_sha
+from daskmasker.batch.index import read_index, write_index
 from daskmasker.batch.run import run_batch
-from daskmasker.batch.store import read_index, write_index
 from daskmasker.io.fs import Location
 
 from s3server import s3_server, storage_options

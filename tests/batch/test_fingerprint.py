@@ -12,6 +12,7 @@ import zarr
 
 from daskmasker import NiftiMapsMasker, open_timeseries, run_batch, to_zarr
 from daskmasker.batch import store
+from daskmasker.batch.index import read_index, write_index
 from daskmasker.batch.record import StaleStoreError
 from daskmasker.cli import main
 from daskmasker.io.checksum import digest
@@ -171,8 +172,8 @@ def test_a_run_without_fingerprint_is_refused_not_skipped(extracted):
     run = store.open_run(location, "sub-01_task-rest")
     del run.attrs["fingerprint"]
     store.write_run(location, "sub-01_task-rest", run)
-    index = store.read_index(location)
-    store.write_index(location, {k: v for k, v in index.items() if "01" not in k})
+    index = read_index(location)
+    write_index(location, {k: v for k, v in index.items() if "01" not in k})
     message = refused(study, out, before, "run sub-01_task-rest: it was written without a fin")
     assert "sub-02_task-rest" not in message
 

@@ -183,7 +183,8 @@ def test_rerun_skips_subset_adds_changed_strategy_refused_killed_run_redone(tree
     err = capsys.readouterr().err
     assert "denoising 'strategy' was simple, now compcor" in err and "--overwrite" in err
     # a run killed midway (its packed object never written, see docs/store.md) is redone
-    from daskmasker.batch.store import pack_path, read_index, write_index
+    from daskmasker.batch.index import read_index, write_index
+    from daskmasker.batch.store import pack_path
     from daskmasker.io.fs import Location
 
     name = f"sub-02_ses-2_task-rest_run-2_space-{SPACE}"

@@ -19,11 +19,10 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 
 from daskmasker import NiftiMapsMasker, open_timeseries, run_batch
+from daskmasker.batch.index import completed, entry_of
 from daskmasker.batch.pack import unpack
 from daskmasker.batch.run import finish
 from daskmasker.batch.store import (
-    completed,
-    entry_of,
     listed_runs,
     open_output,
     open_run,

@@ -10,6 +10,7 @@ another modification time is read and refused.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import PurePosixPath
@@ -20,9 +21,10 @@ import numpy as np
 import pytest
 
 from daskmasker import NiftiMapsMasker, open_timeseries, run_batch
+from daskmasker.batch.index import read_index
 from daskmasker.batch.record import StaleStoreError
 from daskmasker.batch.run import item_name
-from daskmasker.batch.store import Location, is_pending, read_index
+from daskmasker.batch.store import Location, is_pending
 from daskmasker.io import checksum
 
 from helpers import make_mask, write_study
@@ -168,3 +170,110 @@ def test_run_names_are_pathlibs(path):
     """Run names are taken without pathlib (a resume names every run), as pathlib named them."""
     stem = re.sub(r"(\.nii(\.gz)?|\.zarr)$", "", PurePosixPath(path).name)
     assert item_name(path, 7) == (re.sub(r"_bold$", "", stem) or "item-0007")
+
+
+@pytest.fixture
+def encoded(monkeypatch):
+    """How many run fingerprints the resume check encodes (the slow path's per-run JSON)."""
+    from daskmasker.batch import record
+
+    count = [0]
+    original = record.fingerprint_sha
+
+    def counted(fp):
+        count[0] += 1
+        return original(fp)
+
+    monkeypatch.setattr(record, "fingerprint_sha", counted)
+    return count
+
+
+def test_an_unchanged_store_encodes_no_fingerprint(study, encoded):
+    """The quick path compares the index's columns: no run's fingerprint is encoded."""
+    assert sorted(_batch(study, study["out"], study["brain"]).skipped) == RUNS
+    assert encoded[0] == 0
+
+
+def test_a_changed_package_version_is_refused(study, monkeypatch):
+    """The fields every run shares are compared by one sha256: a new version of a package
+    that shapes the numbers changes it, and each run is refused naming the package."""
+    from daskmasker.batch import provenance
+
+    installed = provenance._package_versions()
+    monkeypatch.setattr(provenance, "_package_versions", lambda: {**installed, "numpy": "0.0.1"})
+    with pytest.raises(StaleStoreError, match="package 'numpy' was .*, now 0.0.1") as info:
+        _batch(study, study["out"], study["brain"])
+    assert all(f"run {name}" in str(info.value) for name in RUNS)
+
+
+def test_a_format_1_index_is_read_then_rewritten_by_column(study, encoded, reads):
+    """An index of one JSON object per run (format 1, without the ``shared`` and ``own``
+    sha256) still resumes without reading any input; its runs are checked the slow way once
+    and their entries rewritten in format 2, so the next resume takes the quick path."""
+    location = Location(study["out"])
+    entries = read_index(location)
+    legacy = {
+        name: {k: v for k, v in entry.items() if k not in ("shared", "own")}
+        for name, entry in entries.items()
+    }
+    path = os.path.join(study["out"], "runs", "index.json")
+    with open(path, "w") as f:
+        json.dump(legacy, f)
+    assert sorted(_batch(study, study["out"], study["brain"]).skipped) == RUNS
+    assert encoded[0] == len(RUNS) and _inputs_read(reads) == []
+    with open(path) as f:
+        assert json.load(f)["format"] == 2
+    assert read_index(location) == entries
+    encoded[0] = 0
+    assert sorted(_batch(study, study["out"], study["brain"]).skipped) == RUNS
+    assert encoded[0] == 0
+
+
+def test_the_index_by_column_holds_every_entry():
+    """Entries of every kind (a file's digest, a list of files, an in-memory table read from
+    a file, no input, a brain mask on one run, two batches' shared fields) come back equal
+    from the stored columns, and a format-1 file is read as the same entries."""
+    from daskmasker.batch.index import ResumeIndex
+
+    def file(name, sha):
+        return {"source": f"/data/{name}", "stat": "10:1.5", "sha256": sha * 64}
+
+    versions = {"numpy": "2.4"}
+    entries = {
+        "sub-01": {
+            "fingerprint": "a" * 64,
+            "shared": "b" * 64,
+            "own": "c" * 64,
+            "image": file("sub-01_bold.nii.gz", "d"),
+            "maps": file("maps.nii.gz", "e"),
+            "mask": None,
+            "confounds": None,
+            "versions": versions,
+        },
+        "sub-02": {
+            "fingerprint": "f" * 64,
+            "shared": "0" * 64,
+            "own": "c" * 64,
+            "image": {
+                "source": ["/data/a.nii.gz", "/data/b.nii.gz"],
+                "stat": None,
+                "sha256": "1" * 64,
+                "parts": [file("a.nii.gz", "2"), file("b.nii.gz", "3")],
+            },
+            "maps": file("maps.nii.gz", "4"),
+            "mask": file("mask.nii.gz", "5"),
+            "confounds": {
+                "source": "<table from /data/c.tsv>",
+                "stat": None,
+                "sha256": "6" * 64,
+                "file": file("c.tsv", "7"),
+            },
+            "versions": {"numpy": "2.5"},
+            "brain_mask": file("brain.nii.gz", "8"),
+        },
+    }
+    index = ResumeIndex.from_entries(entries)
+    assert len(index.columns["kinds"]) == 2
+    assert dict(ResumeIndex.from_json(index.to_json()).items()) == entries
+    assert dict(ResumeIndex.from_json(json.dumps(entries).encode()).items()) == entries
+    assert "sub-03" not in index and sorted(index) == ["sub-01", "sub-02"]
