@@ -11,12 +11,12 @@ compares one ``shared`` value per batch and, per run, two strings and its inputs
 (:meth:`Recorder.split <daskmasker.batch.record.Recorder.split>`), never encoding a
 fingerprint.
 
-The file is stored by column (format 2), the way a resume reads it: one list per field, the
-digests of files as three (source, stat, sha256), a sha256 column as one string of 64-character
-cells, and ``shared``, ``own``, the maps, mask
-and versions once per distinct value (``kinds``, a row's ``kind`` its position there).  At
-10,000 runs it parses in 4 ms where the entries as JSON objects (format 1, read as well) took
-95 ms.
+The file is stored by column (format 2), the way a resume reads it: one list per field; the
+digests of files as lists of source, stat and sha256, a local file's stat also parsed (``size``
+and ``mtime``, compared as numbers); a sha256 column as one string of 64-character cells; and
+``shared``, ``own``, the maps, mask and versions once per distinct value (``kinds``, a row's
+``kind`` its position there).  At 10,000 runs it is 2.7 MB and parses in 8 ms, where the
+entries as JSON objects (format 1, read as well) were 5.9 MB and took 95 ms.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 from daskmasker.batch.fingerprint import fingerprint_sha, own_sha, shared_sha
 from daskmasker.batch.pack import unpack_attrs
 from daskmasker.batch.store import INDEX, listed_runs, put_atomic, read_packs, runs_dir
+from daskmasker.io.checksum import stat_numbers
 from daskmasker.io.fs import Location
 
 FORMAT = 2
@@ -123,6 +124,9 @@ class ResumeIndex(Mapping[str, dict]):
                 columns[role]["source"] = [f and f["source"] for f in files]
                 columns[role]["stat"] = [f and f["stat"] for f in files]
                 columns[role]["sha256"] = _hex_column([f and f["sha256"] for f in files])
+                numbers = [stat_numbers(f and f["stat"]) for f in files]
+                columns[role]["size"] = [n and n[0] for n in numbers]
+                columns[role]["mtime"] = [n and n[1] for n in numbers]
         return cls(columns)
 
     @classmethod

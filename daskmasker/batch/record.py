@@ -258,8 +258,16 @@ class _QuickCheck:
         self.rows, self.kind = index.rows, columns["kind"]
         # per kind, its own fields' sha256 if its shared ones are the batch's (else no match)
         self.own = [k["own"] if k["shared"] == shared else None for k in columns["kinds"]]
+        nothing = [None] * len(columns["names"])
         self.inputs = [
-            (role, columns[role].get("source"), columns[role].get("stat"), columns[role]["other"])
+            (
+                role,
+                columns[role].get("source"),
+                columns[role].get("stat"),
+                columns[role].get("size", nothing),
+                columns[role].get("mtime", nothing),
+                columns[role]["other"],
+            )
             for role in INPUTS
         ]
         self.plain_own = own_sha({})  # no sample mask, no denoising: most runs
@@ -271,14 +279,16 @@ class _QuickCheck:
         own = self.own[self.kind[row]]
         if own is None or own != self._own(item):
             return False
-        for role, sources, stats, other in self.inputs:
+        for role, sources, stats, sizes, mtimes, other in self.inputs:
             obj = getattr(item, role)
             if obj is None:
                 if (sources is not None and sources[row] is not None) or (
                     other and str(row) in other
                 ):
                     return False
-            elif sources is None or not unchanged(obj, sources[row], stats[row]):
+            elif sources is None or not unchanged(
+                obj, sources[row], stats[row], sizes[row], mtimes[row]
+            ):
                 return False
         return True
 

@@ -115,7 +115,9 @@ def item_name(source: Any, index: int) -> str:
         source = str(source)
     if isinstance(source, str):
         stem = source.rsplit("/", 1)[-1]  # string methods, not regular expressions: a resume
-        if not stem or stem == ".":  # names every run
+        if stem.endswith("_bold.nii.gz") and len(stem) > 12:  # names every run
+            return stem[:-12]
+        if not stem or stem == ".":
             stem = _base_name(source)
         for suffix in _NIFTI_SUFFIXES:
             if stem.endswith(suffix):
