@@ -47,7 +47,7 @@ def entry_of(fp: dict) -> dict:
     >>> from daskmasker.batch.fingerprint import fingerprint
     >>> fp = fingerprint({}, {"image": {"source": "a", "stat": "1:2", "sha256": "f0"}}, None, [])
     >>> sorted(entry_of(fp))
-    ['confounds', 'fingerprint', 'image', 'mask', 'maps', 'own', 'shared', 'versions']
+    ['confounds', 'fingerprint', 'image', 'maps', 'mask', 'own', 'shared', 'versions']
     """
     entry = {
         "fingerprint": fingerprint_sha(fp),
