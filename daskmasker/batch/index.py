@@ -27,7 +27,7 @@ from typing import Any
 
 from daskmasker.batch.fingerprint import fingerprint_sha, own_sha, shared_sha
 from daskmasker.batch.pack import unpack_attrs
-from daskmasker.batch.store import INDEX, listed_runs, put_atomic, read_packs, runs_dir
+from daskmasker.batch.store import INDEX, RUNS, listed_runs, put_atomic, read_packs, runs_dir
 from daskmasker.io.checksum import stat_numbers
 from daskmasker.io.fs import Location
 
@@ -99,11 +99,10 @@ class ResumeIndex(Mapping[str, dict]):
         kind = []
         for row in rows:
             value = {key: row.get(key) for key in ("shared", "own", *BATCH_WIDE)}
-            key = (
-                json.dumps(value, sort_keys=True, default=str)
-                if value["own"] is None
-                else (f"{value['shared']} {value['own']}")
-            )
+            if value["shared"] is None or value["own"] is None:  # a format-1 entry
+                key = json.dumps(value, sort_keys=True, default=str)
+            else:  # the shared sha256 covers the maps, mask and versions
+                key = f"{value['shared']} {value['own']}"
             if key not in kinds:
                 kinds[key] = len(table)
                 table.append(value)
@@ -131,10 +130,22 @@ class ResumeIndex(Mapping[str, dict]):
 
     @classmethod
     def from_json(cls, data: bytes) -> ResumeIndex:
-        """The index a ``runs/index.json`` holds (format 2, or 1: name -> entry)."""
+        """The index a ``runs/index.json`` holds (format 2, or 1: name -> entry).
+
+        Raises
+        ------
+        ValueError
+            For an index of a later format (written by a newer daskmasker).
+        """
         parsed = json.loads(data)
-        if parsed.get("format") == FORMAT:
+        found = parsed.get("format")
+        if found == FORMAT:
             return cls(parsed)
+        if isinstance(found, int):  # (in format 1, a run named "format" has a dict)
+            raise ValueError(
+                f"a resume index of format {found}, newer than this daskmasker reads "
+                f"({FORMAT}): upgrade daskmasker"
+            )
         return cls.from_entries(parsed)
 
     def to_json(self) -> bytes:
@@ -208,9 +219,13 @@ def read_index(location: Location) -> dict[str, dict]:
 
 def _read(location: Location) -> ResumeIndex:
     try:
-        return ResumeIndex.from_json(location.fs.cat_file(_index_path(location)))
+        data = location.fs.cat_file(_index_path(location))
     except FileNotFoundError:
         return ResumeIndex.from_entries({})
+    try:
+        return ResumeIndex.from_json(data)
+    except ValueError as exc:
+        raise ValueError(f"{location.url.rstrip('/')}/{RUNS}/{INDEX}: {exc}") from None
 
 
 def write_index(location: Location, entries: Mapping[str, dict]) -> None:

@@ -277,3 +277,12 @@ def test_the_index_by_column_holds_every_entry():
     assert dict(ResumeIndex.from_json(index.to_json()).items()) == entries
     assert dict(ResumeIndex.from_json(json.dumps(entries).encode()).items()) == entries
     assert "sub-03" not in index and sorted(index) == ["sub-01", "sub-02"]
+
+
+def test_an_index_of_a_later_format_is_refused_naming_it(study):
+    """An index written by a newer daskmasker is not read as runs named "format", "names"..."""
+    path = os.path.join(study["out"], "runs", "index.json")
+    with open(path, "w") as f:
+        json.dump({"format": 3, "names": []}, f)
+    with pytest.raises(ValueError, match=r"runs/index.json: a resume index of format 3, newer"):
+        _batch(study, study["out"], study["brain"])
