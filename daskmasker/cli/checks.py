@@ -64,9 +64,8 @@ def _check_filters(args: argparse.Namespace, t_r: float | None, source: str) -> 
             )
 
 
-def _header_t_r(images: dict) -> tuple[float | None, str]:
-    """The images' common TR from their headers, and where it comes from."""
-    found = {path: image.attrs.get("t_r") for path, image in images.items()}
+def _header_t_r(found: dict[str, float | None]) -> tuple[float | None, str]:
+    """The images' common TR from their headers (path -> TR), and where it comes from."""
     values = set(found.values())
     if len(values) > 1:
         listed = ", ".join(f"{p}: {'none' if v is None else f'{v:g} s'}" for p, v in found.items())
@@ -157,20 +156,19 @@ def _check_extract(args: argparse.Namespace) -> tuple[float | None, list | None]
                 "another --out (--overwrite only replaces daskmasker batch stores)"
             )
         logger.info("resuming into %s: runs already complete there are skipped", args.out)
-    from daskmasker.io.load import load_image
+    from daskmasker.io.load import image_header
 
-    # opened lazily: only headers are read
-    images = {p: load_image(p, storage_options=args.storage_options) for p in args.imgs}
+    headers = {path: image_header(path, args.storage_options) for path in args.imgs}
     t_r = args.t_r
     if t_r is None:
-        t_r, source = _header_t_r(images)
+        t_r, source = _header_t_r({path: found[0] for path, found in headers.items()})
         _check_filters(args, t_r, source)
         if t_r is not None:
             logger.info("using TR=%g s %s (pass --t-r to override)", t_r, source)
     confounds = None
     if files is not None:
         confounds = [
-            _read_confounds(path, args.confounds_columns, images[img].shape[0])
+            _read_confounds(path, args.confounds_columns, headers[img][1])
             for img, path in zip(args.imgs, files, strict=True)
         ]
     return t_r, confounds

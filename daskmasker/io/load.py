@@ -30,7 +30,7 @@ from daskmasker.io.image import (
     make_image,
 )
 from daskmasker.io.nibabel import from_nibabel
-from daskmasker.io.nifti import open_nifti
+from daskmasker.io.nifti import header_summary, open_nifti
 from daskmasker.io.nifti_header import pair_files
 
 
@@ -111,6 +111,27 @@ def _stack(images: list[xr.DataArray]) -> xr.DataArray:
     )
     attrs = {k: v for k, v in first.attrs.items() if k != "affine"}
     return make_image(data, image_affine(first), attrs=attrs)
+
+
+def image_header(obj: Any, storage_options: dict | None = None) -> tuple[float | None, int]:
+    """An image's TR and the length of its first axis, ``(image.attrs.get("t_r"),
+    image.shape[0])`` of :func:`load_image`: a NIfTI file's from its header alone
+    (:func:`~daskmasker.io.nifti.header_summary`), anything else opened by :func:`load_image`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`load_image` does for a missing, unreadable, empty or 5D file.
+    """
+    if isinstance(obj, str | os.PathLike):
+        path = _expand(os.fspath(obj))
+        if isinstance(path, str) and not _is_zarr(path) and pair_files(path) is None:
+            try:
+                return header_summary(path, storage_options)
+            except FileNotFoundError as exc:
+                raise ValueError(f"File not found: '{path}'") from exc
+    image = load_image(obj, storage_options=storage_options)
+    return image.attrs.get("t_r"), int(image.shape[0])
 
 
 def load_image(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import nibabel as nib
 import numpy as np
@@ -363,3 +364,63 @@ def test_screened_chunks_are_the_chunks_made_sparse(tmp_path, monkeypatch, piece
     screened = [reader.read_pieces((i, 0, 0, 0), Screener.for_block) for i in (0, 1)]
     whole = np.vstack([SparseMaps.from_dense(block).matrix.toarray() for block in screened])
     np.testing.assert_array_equal(whole, expected)
+
+
+def _timed(data, t_r, unit, affine=None):
+    img = nib.Nifti1Image(data, np.eye(4) if affine is None else affine)
+    if data.ndim > 3:
+        img.header.set_zooms((2.0, 2.0, 2.0, t_r, *([1.0] * (data.ndim - 4))))
+    img.header.set_xyzt_units("mm", unit)
+    return img
+
+
+@pytest.mark.parametrize(
+    "kind", ["nii-sec", "gz-msec", "no-unit", "3d", "pair", "zarr", "glob-of-3d"]
+)
+def test_image_header_is_load_images_tr_and_length(tmp_path, kind):
+    """``image_header`` (what ``extract`` checks every image with) gives ``load_image``'s TR
+    and first axis, from the header alone for a NIfTI file, opening anything else."""
+    from daskmasker.io.load import image_header, load_image
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(4, 5, 6, 7)).astype(np.float32)
+    if kind == "nii-sec":
+        source = str(tmp_path / "a_bold.nii")
+        _timed(data, 2.0, "sec").to_filename(source)
+    elif kind == "gz-msec":
+        source = str(tmp_path / "a_bold.nii.gz")
+        _timed(data, 2500.0, "msec").to_filename(source)
+    elif kind == "no-unit":  # nibabel's default pixdim[4] = 1 without a unit: no TR
+        source = str(tmp_path / "a_bold.nii.gz")
+        nib.Nifti1Image(data, np.eye(4)).to_filename(source)
+    elif kind == "3d":
+        source = str(tmp_path / "a.nii.gz")
+        nib.Nifti1Image(data[..., 0], np.eye(4)).to_filename(source)
+    elif kind == "pair":
+        source = str(tmp_path / "a.img")
+        nib.Nifti1Pair(data, np.eye(4)).to_filename(source)
+    elif kind == "zarr":
+        nifti = str(tmp_path / "a_bold.nii.gz")
+        _timed(data, 2.0, "sec").to_filename(nifti)
+        source = to_zarr(nifti, str(tmp_path / "a_bold.zarr"))
+    else:
+        for i in range(3):
+            nib.Nifti1Image(data[..., i], np.eye(4)).to_filename(tmp_path / f"v{i}.nii.gz")
+        source = str(tmp_path / "v*.nii.gz")
+    image = load_image(source)
+    want = (image.attrs.get("t_r"), int(image.shape[0]))
+    assert image_header(source) == want
+    assert want[1] == {"3d": 6, "glob-of-3d": 3}.get(kind, 7)  # volumes, or z for 3D
+    assert want[0] == {"nii-sec": 2.0, "gz-msec": 2.5, "zarr": 2.0}.get(kind)
+
+
+def test_image_header_refuses_as_load_image(tmp_path):
+    from daskmasker.io.load import image_header, load_image
+
+    five = str(tmp_path / "five.nii")
+    nib.Nifti1Image(np.zeros((2, 2, 2, 3, 2), np.float32), np.eye(4)).to_filename(five)
+    for source in (str(tmp_path / "missing_bold.nii.gz"), five):
+        with pytest.raises(ValueError) as expected:
+            load_image(source)
+        with pytest.raises(ValueError, match=re.escape(str(expected.value))):
+            image_header(source)
