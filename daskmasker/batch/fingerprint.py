@@ -123,8 +123,13 @@ def run_fingerprint(
         **shared,
         "image": inputs.get("image"),
         "confounds": inputs.get("confounds"),
-        "sample_mask": None if sample_mask is None else array_sha(np.asarray(sample_mask)),
+        "sample_mask": sample_mask_sha(sample_mask),
     }
+
+
+def sample_mask_sha(sample_mask: Any) -> str | None:
+    """The fingerprint's ``sample_mask``: the sha256 of the volumes kept (None: all)."""
+    return None if sample_mask is None else array_sha(np.asarray(sample_mask))
 
 
 _encode = json.JSONEncoder(sort_keys=True, default=str).encode

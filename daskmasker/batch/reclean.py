@@ -18,7 +18,7 @@ import xarray as xr
 
 from daskmasker.batch import bids
 from daskmasker.batch.dataset import run_dataset
-from daskmasker.batch.fingerprint import canonical, differences, fingerprint_sha
+from daskmasker.batch.fingerprint import canonical, differences, fingerprint_sha, sample_mask_sha
 from daskmasker.batch.index import completed, entry_of
 from daskmasker.batch.provenance import confound_names, versions
 from daskmasker.batch.read import open_store
@@ -33,7 +33,7 @@ from daskmasker.batch.store import (
     write_run,
 )
 from daskmasker.compute.clean import clean_arrays
-from daskmasker.io.checksum import array_sha, digest
+from daskmasker.io.checksum import digest
 from daskmasker.masker.confounds import load_confounds, load_sample_mask
 from daskmasker.masker.params import check_params
 from daskmasker.masker.transform import clean_kwargs, json_params, output_dtype
@@ -259,7 +259,7 @@ def _new_fingerprint(attrs: dict, new_params: dict, conf: Any, mask: Any) -> dic
     if not (isinstance(conf, str) and conf == KEEP):
         fp["confounds"] = digest(conf)
     if not (isinstance(mask, str) and mask == KEEP):
-        fp["sample_mask"] = None if mask is None else array_sha(np.asarray(mask))
+        fp["sample_mask"] = sample_mask_sha(mask)
     fp["versions"] = {name: versions()[name] for name in old["versions"]}
     return fp
 

@@ -10,7 +10,6 @@ to the workers, which build and write the Datasets.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,12 +22,13 @@ from daskmasker.batch.fingerprint import (
     fingerprint_sha,
     own_sha,
     run_fingerprint,
+    sample_mask_sha,
     shared_fields,
     shared_sha,
 )
 from daskmasker.batch.index import INPUTS, ResumeIndex, entry_of
 from daskmasker.batch.store import run_attrs
-from daskmasker.io.checksum import array_sha, digest, unchanged
+from daskmasker.io.checksum import digest, unchanged
 from daskmasker.io.fs import Location
 
 if TYPE_CHECKING:
@@ -101,9 +101,7 @@ class Recorder:
         self._shared_digest("mask", self.spec.params["mask_img"], None)
         return self
 
-    def split(
-        self, location: Location, items: list, done: Mapping[str, dict]
-    ) -> tuple[list, list[str]]:
+    def split(self, location: Location, items: list, done: ResumeIndex) -> tuple[list, list[str]]:
         """The runs to extract, and the names of those complete with the same fingerprint.
 
         ``done`` are the complete runs and their index entries
@@ -252,8 +250,7 @@ class _QuickCheck:
     """Whether a run is the one its index entry recorded, from the index's columns alone
     (:meth:`Recorder.split`'s quick path; False sends the run the slow way)."""
 
-    def __init__(self, done: Mapping[str, dict], shared: str) -> None:
-        index = done if isinstance(done, ResumeIndex) else ResumeIndex.from_entries({})
+    def __init__(self, index: ResumeIndex, shared: str) -> None:
         columns = index.columns
         self.rows, self.kind = index.rows, columns["kind"]
         # per kind, its own fields' sha256 if its shared ones are the batch's (else no match)
@@ -296,5 +293,4 @@ class _QuickCheck:
         denoise = _denoise(item)
         if item.sample_mask is None and denoise is None:
             return self.plain_own
-        sample_mask = None if item.sample_mask is None else array_sha(np.asarray(item.sample_mask))
-        return own_sha({"denoise": denoise, "sample_mask": sample_mask})
+        return own_sha({"denoise": denoise, "sample_mask": sample_mask_sha(item.sample_mask)})
