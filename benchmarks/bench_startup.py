@@ -9,6 +9,8 @@ Each case in fresh processes (wall and CPU time of the whole process, medians; p
   ``resampling_target="data"``, ``standardize="zscore_sample"``, ``keep_masked_maps=True``
   (``/work/shared/reference/seed-masker-report.txt``);
 * ``10 volumes``: the same for a 10-volume run (imports and fit dominate);
+* ``small image``: a whole process on a small image (8 maps and a 30-volume run on a 6 mm grid of
+  30 × 36 × 30 voxels, no mask, ``standardize="zscore_sample"``): imports are nearly all of it;
 * ``daskmasker extract``: the command line on the same runs (the same extraction, plus its
   Zarr store; ``--no-report``: the HTML reports are nilearn's plotting), against nilearn's
   script.
@@ -40,6 +42,8 @@ from measure import measure
 
 DATA = Path(__file__).parent / "data" / "startup"
 SEED = {"n_maps": 63, "seed": 0, "generator": 2}
+TINY_SHAPE = (30, 36, 30)
+TINY_AFFINE = [[6.0, 0, 0, -90], [0, 6.0, 0, -126], [0, 0, 6.0, -72], [0, 0, 0, 1]]
 SEED_PARAMS = dict(
     resampling_target="data",
     standardize="zscore_sample",
@@ -51,9 +55,10 @@ def prepare(volumes: dict[str, int]) -> dict[str, str]:
     """The maps, the mask and one run per case, generated once (keyed on their parameters)."""
     DATA.mkdir(parents=True, exist_ok=True)
     record = DATA / "params.json"
-    params = {**SEED, "volumes": volumes}
+    params = {**SEED, "volumes": volumes, "tiny": [list(TINY_SHAPE), TINY_AFFINE, 30]}
     files = {"maps": DATA / "maps.nii.gz", "mask": DATA / "mask.nii.gz"}
     files.update({case: DATA / f"run-{n}_bold.nii.gz" for case, n in volumes.items()})
+    files.update({"tiny_maps": DATA / "tiny_maps.nii.gz", "tiny": DATA / "tiny_bold.nii.gz"})
     if record.exists() and json.loads(record.read_text()) == params:
         if all(p.exists() for p in files.values()):
             return {k: str(v) for k, v in files.items()}
@@ -68,6 +73,9 @@ def prepare(volumes: dict[str, int]) -> dict[str, str]:
     synthetic.save(synthetic.make_brain_mask(), files["mask"])
     for case, n in volumes.items():
         synthetic.write_fmri(files[case], maps, n, seed=SEED["seed"])
+    tiny = synthetic.make_maps(n_maps=8, shape=TINY_SHAPE, affine=TINY_AFFINE, seed=SEED["seed"])
+    synthetic.save(tiny, files["tiny_maps"])
+    synthetic.write_fmri(files["tiny"], tiny, 30, shape=TINY_SHAPE, affine=TINY_AFFINE)
     record.write_text(json.dumps(params))
     print(f"generated the data in {time.perf_counter() - start:.1f} s", flush=True)
     return {k: str(v) for k, v in files.items()}
@@ -80,7 +88,8 @@ def worker(job: dict) -> None:
         from daskmasker import NiftiMapsMasker
     else:
         from nilearn.maskers import NiftiMapsMasker
-    masker = NiftiMapsMasker(job["maps"], mask_img=job["mask"], **SEED_PARAMS)
+    params = {"standardize": "zscore_sample"} if job["mask"] is None else SEED_PARAMS
+    masker = NiftiMapsMasker(job["maps"], mask_img=job["mask"], **params)
     constructed = time.perf_counter() - start
     shape = None
     if job["run"] is not None:
@@ -146,6 +155,12 @@ def main() -> None:
             construct,
             (f"whole process, {big} .nii.gz", "daskmasker", files["big"], args.big_repeat),
             (f"whole process, {small} .nii.gz", "daskmasker", files["small"], args.repeat),
+            (
+                "whole process, small image (30 × 36 × 30, 30 volumes, 8 maps)",
+                "daskmasker",
+                files["tiny"],
+                args.repeat,
+            ),
             (f"`daskmasker extract`, {big}", "daskmasker extract", files["big"], args.big_repeat),
             (f"`daskmasker extract`, {small}", "daskmasker extract", files["small"], args.repeat),
         ]
@@ -162,6 +177,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for label, tool, run, repeat in cases:
         job = {"maps": files["maps"], "mask": files["mask"], "run": run}
+        if run is not None and run == files.get("tiny"):
+            job = {"maps": files["tiny_maps"], "mask": None, "run": run}
         ours = run_case(tool, job, repeat, out)
         if run not in nilearn:  # the CLI rows compare with the same nilearn script
             nilearn[run] = run_case("nilearn", job, repeat, out)
