@@ -16,7 +16,8 @@ from nilearn.connectome.connectivity_matrices import _geometric_mean
 from sklearn.covariance import EmpiricalCovariance, LedoitWolf
 
 from daskmasker.compute import connectivity as conn
-from daskmasker.compute.connectivity_graph import lazy_connectivity, runs_per_chunk
+from daskmasker.compute.connectivity_graph import lazy_connectivity
+from daskmasker.compute.plan import runs_per_chunk
 
 from helpers import correlated_runs
 
