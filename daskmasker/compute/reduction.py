@@ -131,16 +131,31 @@ def block_partials(
         *pairs,
         new_axes=dict(zip(partial_axes, partial_shape, strict=True)),
         adjust_chunks={"r": 1},
-        concatenate=True,
+        concatenate=False,  # one block along the other axes: no copy (concatenate3 copies)
         dtype=dtype,
-        token=f"{reduction.name}-chunk",
+        name=f"{reduction.name}-chunk-{tokenize(reduction.name, *map(_identity, pairs[::2]))}",
         meta=np.empty((0,) * (1 + len(partial_shape)), dtype=dtype),
     )
 
 
-def _chunk_partial(chunk: Callable[..., Any], block: np.ndarray, *args: Any) -> np.ndarray:
+def _identity(arg: Any) -> Any:
+    """What names an argument in a key: a collection's name or key (cheap, where tokenizing
+    the functions of a layer pickles them), else the value."""
+    if isinstance(arg, da.Array):
+        return arg.name
+    return arg.key if isinstance(arg, Delayed) else arg
+
+
+def _chunk_partial(chunk: Callable[..., Any], block: Any, *args: Any) -> np.ndarray:
     """A block's partial, with the stacking axis."""
-    return np.asarray(chunk(block, *args))[np.newaxis]
+    return np.asarray(chunk(_only(block), *(_only(a) for a in args)))[np.newaxis]
+
+
+def _only(block: Any) -> Any:
+    """The one block that ``blockwise`` gives in nested lists along the axes the output drops."""
+    while isinstance(block, list):
+        (block,) = block
+    return block
 
 
 def combine_partials(
