@@ -292,12 +292,7 @@ def _tangent(
     for k in range(conn.MAX_ITER):
         state = over_runs(DESCENT_STEP, f"gmean-{k}", state, finalize_args=(state, n_runs))
     result = delayed(_final, pure=True)(state, dask_key_name=f"gmean-final-{token}")
-    # dask binds Delayed.__getitem__ at import time (dask.delayed's operator binding): its
-    # annotations do not declare it
-    mean, whitening = (
-        da.from_delayed(result[i], shape=(n, n), dtype=np.float64)  # type: ignore[index]
-        for i in range(2)
-    )
+    mean, whitening = (da.from_delayed(result[i], shape=(n, n), dtype=np.float64) for i in range(2))
     tangent = source("tangent")
     if vectorize:
         chunks, drop = (tangent.chunks[0], (_n_features(n, discard_diagonal),)), [2]
