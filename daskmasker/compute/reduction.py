@@ -45,7 +45,7 @@ class Reduction:
     Attributes
     ----------
     name : str
-        Names the graph's keys.
+        Names the graph's keys (with the inputs' names: one name per ``chunk`` function).
     chunk : callable
         ``chunk(block, *args) -> partial``: a block's partial array.
     combine : callable

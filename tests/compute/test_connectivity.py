@@ -244,3 +244,28 @@ def test_every_combine_of_the_geometric_mean_is_the_builders(keep):
     hand = dask.delayed(sum)(parts, dask_key_name="hand-sum")
     assert _merges(hand) == {"hand-sum": 1}
     assert not _builder_layer("hand-sum", reductions)
+
+
+def test_steps_after_convergence_cost_nothing(monkeypatch):
+    """Once the descent has converged, the unrolled steps left pass their state through: the
+    eigen-decompositions of the runs are those of the steps taken, plus the final whitening."""
+    runs = correlated_runs(LENGTHS, 5, seed=7)
+    covariances = np.stack([conn.ledoit_wolf(run) for run in runs])
+    state, steps = conn.initial_state(covariances.mean(0)), 0
+    while not state.done:
+        state = conn.descent_step(state, conn.whitened_log_sum(covariances, state), 7)
+        steps += 1
+    assert steps < conn.MAX_ITER  # negative control: there are steps to skip
+    calls = []
+    real = conn.map_eigenvalues
+
+    def counted(function, symmetric):
+        calls.append(len(symmetric) if symmetric.ndim == 3 else 0)
+        return real(function, symmetric)
+
+    monkeypatch.setattr(conn, "map_eigenvalues", counted)
+    lazy = _lazy(runs, "tangent", chunk_runs=3)
+    dask.compute(lazy.matrices, lazy.mean, scheduler="sync")
+    batched = [n for n in calls if n]
+    assert len(batched) == 3 * steps + 3  # 3 chunks at each step taken, and the final vectors
+    assert sum(batched) == 7 * (steps + 1)
