@@ -1,14 +1,19 @@
-"""Lazy connectivity of many runs: per-run matrices mapped over chunks of runs, group means as
-tree reductions (:mod:`daskmasker.compute.connectivity` holds the numpy steps).
+"""Lazy connectivity of many runs: per-run matrices mapped over chunks of runs, the group means
+as reductions (:mod:`daskmasker.compute.connectivity` holds the numpy steps).
 
 - The runs' matrices: one task per chunk of runs (whole runs, all their frames and regions),
-  each run cut to its kept frames (``n_frames``; the padding beyond them is never read).
-- ``mean`` (nilearn's ``mean_``) of the kinds other than tangent: Dask's tree-summed mean of
-  the matrices, made symmetric.
-- Tangent: nilearn's geometric mean, its 30 descent steps unrolled in the graph.  Each step is
-  a reduction in flox's shape: per chunk, Σ logm(G^-½ C G^-½) (chunk), a tree sum (combine),
-  one :func:`~daskmasker.compute.connectivity.descent_step` on the total (finalize); once the
-  descent has converged the later steps pass their state through and cost nothing.  Only
+  each run cut to its kept frames (``n_frames``; the padding beyond them is never read).  Runs
+  per task and whether tangent keeps the covariances are planned by
+  :func:`~daskmasker.compute.plan.plan_connectivity`.
+- ``mean`` (nilearn's ``mean_``) of the kinds other than tangent: :data:`GROUP_MEAN`, per chunk
+  the sum of its matrices, a tree sum, the mean made symmetric.
+- Tangent: nilearn's geometric mean, its 30 descent steps unrolled in the graph.  Its start
+  (:data:`GEOMETRIC_MEAN_START`: the arithmetic mean of the covariances, checked) and each step
+  (:data:`DESCENT_STEP`: per chunk Σ logm(G^-½ C G^-½), a tree sum, one
+  :func:`~daskmasker.compute.connectivity.descent_step` on the total and the previous state)
+  are reductions in flox's shape, built by :func:`~daskmasker.compute.reduction.reduce_blocks`
+  (the state passed to the chunks and to ``finalize`` as a ``Delayed``).  Once the descent has
+  converged the later steps pass their state through and cost nothing.  Only
   ``n_regions²`` partial sums travel between tasks, never a chunk's matrices.
 
 Between the steps the covariances are either kept (by the scheduler, or on the workers that
@@ -26,14 +31,14 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import dask.array as da
 import numpy as np
+from dask import delayed
 from dask.base import tokenize
 from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
-from dask.typing import Key
 
-from daskmasker import config
 from daskmasker.compute import connectivity as conn
-from daskmasker.compute.graph import ref, reread, task
+from daskmasker.compute.graph import reread
+from daskmasker.compute.plan import plan_connectivity
+from daskmasker.compute.reduction import Reduction, reduce_blocks, sum_stacked
 from daskmasker.compute.regression import one_blas_thread
 
 
@@ -43,20 +48,6 @@ class LazyConnectivity(NamedTuple):
     matrices: da.Array
     mean: da.Array
     whitening: da.Array | None
-
-
-def runs_per_chunk(n_frames: int, n_regions: int, budget: int | None = None) -> int:
-    """Whole runs per task: their padded signals and matrices in ``budget`` bytes (the
-    ``chunk-bytes`` knob, 32 MiB by default), at least one.
-
-    Examples
-    --------
-    >>> runs_per_chunk(200, 64, budget=32 * 2**20)
-    199
-    """
-    budget = config.get("chunk-bytes") if budget is None else budget
-    per_run = 8 * n_regions * (n_frames + 2 * n_regions)
-    return max(1, int(budget // per_run))
 
 
 P = ParamSpec("P")
@@ -88,10 +79,6 @@ def _block_matrices(
     return out
 
 
-_log_sum = _one_thread(conn.whitened_log_sum)
-_step = _one_thread(conn.descent_step)
-
-
 def _vectors(matrices: np.ndarray, discard_diagonal: bool) -> np.ndarray:
     return conn.sym_matrix_to_vec(matrices, discard_diagonal)
 
@@ -119,12 +106,48 @@ def _spd_sum(covariances: np.ndarray, names: np.ndarray) -> np.ndarray:
     return covariances.sum(axis=0)
 
 
-def _add(*parts: np.ndarray) -> np.ndarray:
-    return np.sum(parts, axis=0)
+def _matrix_sum(matrices: np.ndarray) -> np.ndarray:
+    return matrices.sum(axis=0)
+
+
+def _symmetric_mean(total: np.ndarray, n_runs: int) -> np.ndarray:
+    mean = total / n_runs
+    return (mean + mean.T) * 0.5
 
 
 def _initial(total: np.ndarray, n_runs: int) -> conn.DescentState:
     return conn.initial_state(total / n_runs)
+
+
+@_one_thread
+def _descend(log_sum: np.ndarray, state: conn.DescentState, n_runs: int) -> conn.DescentState:
+    return conn.descent_step(state, log_sum, n_runs)
+
+
+GROUP_MEAN = Reduction(
+    "connectivity-mean", chunk=_matrix_sum, combine=sum_stacked, finalize=_symmetric_mean
+)
+"""nilearn's ``mean_`` of the kinds other than tangent: per chunk of runs the sum of their
+matrices, summed, divided by the runs (``finalize(total, n_runs)``) and made symmetric."""
+
+GEOMETRIC_MEAN_START = Reduction(
+    "gmean-start", chunk=_spd_sum, combine=sum_stacked, finalize=_initial
+)
+"""The descent's start: per chunk its covariances checked (symmetric positive definite, the
+culprit named: ``chunk(covariances, names)``) and summed; summed; the state at their arithmetic
+mean (``finalize(total, n_runs)``)."""
+
+DESCENT_STEP = Reduction(
+    "gmean-step",
+    chunk=_one_thread(conn.whitened_log_sum),
+    combine=sum_stacked,
+    finalize=_descend,
+)
+"""One step of the geometric mean's descent: per chunk Σ logm(G^-½ C G^-½)
+(``chunk(covariances, state)``), summed, the next state (``finalize(total, state, n_runs)``)."""
+
+SPLIT_EVERY = 8
+"""Fan-in of tangent's sums (one level up to 8 chunks of runs)."""
 
 
 @_one_thread
@@ -140,10 +163,6 @@ def _tangent_block(
 
 def _final(state: conn.DescentState) -> tuple[np.ndarray, np.ndarray]:
     return state.gmean, conn.whitening(state.gmean)
-
-
-def _symmetric(mean: np.ndarray) -> np.ndarray:
-    return (mean + mean.T) * 0.5
 
 
 def lazy_connectivity(
@@ -173,7 +192,8 @@ def lazy_connectivity(
     vectorize, discard_diagonal : bool
         nilearn's: the lower triangles (diagonal / √2, or left out) rather than matrices.
     chunk_runs : int, optional
-        Runs per task; default :func:`runs_per_chunk`.
+        Runs per task, instead of the plan's
+        (:func:`~daskmasker.compute.plan.plan_connectivity`).
 
     Returns
     -------
@@ -196,8 +216,8 @@ def lazy_connectivity(
             "Tangent space parametrization can only be applied to a group of subjects, as it "
             f"returns deviations to the mean. You provided {n_runs} run"
         )
-    step = chunk_runs or runs_per_chunk(n_time, n_regions)
-    signals = signals.rechunk({0: step, 1: -1, 2: -1})
+    plan = plan_connectivity(n_runs, n_time, n_regions, chunk_runs=chunk_runs)
+    signals = signals.rechunk({0: plan.run_chunks, 1: -1, 2: -1})
     frames = da.from_array(n_frames.astype(np.int64), chunks=(signals.chunks[0],))
     labels = np.empty(n_runs, dtype=object)
     labels[:] = np.asarray(names).tolist()
@@ -221,8 +241,12 @@ def lazy_connectivity(
         meta=np.empty((0, 0, 0)),
     )
     if kind == "tangent":
-        return _tangent(matrices, labels, n_runs, vectorize, discard_diagonal, token)
-    mean = matrices.mean(axis=0).map_blocks(_symmetric, dtype=np.float64)
+        keep = plan.keep_covariances
+        return _tangent(matrices, labels, n_runs, keep, vectorize, discard_diagonal, token)
+    total = reduce_blocks(
+        GROUP_MEAN, matrices, partial_shape=(n_regions, n_regions), finalize_args=(n_runs,)
+    )
+    mean = da.from_delayed(total, shape=(n_regions, n_regions), dtype=np.float64)
     if vectorize:
         matrices = matrices.map_blocks(
             _vectors,
@@ -238,75 +262,37 @@ def _n_features(n: int, discard_diagonal: bool) -> int:
     return n * (n - 1) // 2 if discard_diagonal else n * (n + 1) // 2
 
 
-def tree_sum(layer: dict[Key, Any], name: str, parts: list[Key], split_every: int = 8) -> Key:
-    """Add tasks to ``layer`` summing the outputs of the keys ``parts`` in a tree of fan-in
-    ``split_every`` (Dask's reductions' shape); returns the total's key."""
-    level = 0
-    while len(parts) > 1 or level == 0:
-        groups = [parts[i : i + split_every] for i in range(0, len(parts), split_every)]
-        parts = []
-        for j, group in enumerate(groups):
-            key = (f"{name}-{level}", j)
-            layer[key] = task(key, _add, *(ref(k) for k in group))
-            parts.append(key)
-        level += 1
-    return parts[0]
-
-
 def _tangent(
     covs: da.Array,
     labels: da.Array,
     n_runs: int,
+    keep: bool,
     vectorize: bool,
     discard_diagonal: bool,
     token: str,
 ) -> LazyConnectivity:
-    """The geometric mean's unrolled descent (one hand-built layer: a chunk task per chunk of
-    runs and a tree sum per step), then the runs' whitened logarithms."""
+    """The geometric mean's unrolled descent (its start and each step a reduction over the
+    chunks of runs), then the runs' whitened logarithms."""
     n = covs.shape[-1]
-    keep = covs.nbytes <= config.get("connectivity.keep-bytes")
-    blocks = range(covs.numblocks[0])
-    layer: dict[Key, Any] = {}
-    inputs: list[Any] = [covs]  # the array and the labels' Delayed chunks
 
     def source(seed: str) -> da.Array:
-        copy = covs if keep else reread(covs, f"{seed}-{token}")
-        if copy is not covs:
-            inputs.append(copy)
-        return copy
+        return covs if keep else reread(covs, f"{seed}-{token}")
 
-    first = source("gmean-init")
-    names = labels.to_delayed()
-    inputs.extend(names)
-    parts: list[Key] = []
-    for i in blocks:
-        key = (f"gmean-init-{token}", i)
-        layer[key] = task(key, _spd_sum, ref((first.name, i, 0, 0)), ref(names[i].key))
-        parts.append(key)
-    total = tree_sum(layer, f"gmean-init-sum-{token}", parts)
-    state = f"gmean-state-0-{token}"
-    layer[state] = task(state, _initial, ref(total), n_runs)
+    def over_runs(reduction: Reduction, seed: str, *args: Any, finalize_args: tuple) -> Delayed:
+        return reduce_blocks(
+            reduction,
+            source(seed),
+            *args,
+            partial_shape=(n, n),
+            finalize_args=finalize_args,
+            split_every=SPLIT_EVERY,
+        )
+
+    state = over_runs(GEOMETRIC_MEAN_START, "gmean-start", labels, finalize_args=(n_runs,))
     for k in range(conn.MAX_ITER):
-        covs_k = source(f"gmean-{k}")
-        parts = []
-        for i in blocks:
-            key = (f"gmean-logs-{k}-{token}", i)
-            layer[key] = task(key, _log_sum, ref((covs_k.name, i, 0, 0)), ref(state))
-            parts.append(key)
-        total = tree_sum(layer, f"gmean-logs-sum-{k}-{token}", parts)
-        new = f"gmean-state-{k + 1}-{token}"
-        layer[new] = task(new, _step, ref(state), ref(total), n_runs)
-        state = new
-    final = f"gmean-final-{token}"
-    layer[final] = task(final, _final, ref(state))
-    graph = HighLevelGraph.from_collections(f"gmean-{token}", layer, dependencies=inputs)
-    result = Delayed(final, graph, layer=f"gmean-{token}")
-    # dask binds Delayed.__getitem__ at import time (dask.delayed's operator binding): its
-    # annotations do not declare it
-    mean, whitening = (
-        da.from_delayed(result[i], shape=(n, n), dtype=np.float64)  # type: ignore[index]
-        for i in range(2)
-    )
+        state = over_runs(DESCENT_STEP, f"gmean-{k}", state, finalize_args=(state, n_runs))
+    result = delayed(_final, pure=True)(state, dask_key_name=f"gmean-final-{token}")
+    mean, whitening = (da.from_delayed(result[i], shape=(n, n), dtype=np.float64) for i in range(2))
     tangent = source("tangent")
     if vectorize:
         chunks, drop = (tangent.chunks[0], (_n_features(n, discard_diagonal),)), [2]

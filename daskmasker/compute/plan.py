@@ -6,7 +6,9 @@ chunks each maps product takes, the width of the float64 slabs a product runs th
 and whether a batch of small runs runs whole, several items per job.  Readers, the projection
 graph and the batch runner take their numbers from the returned :class:`ExtractionPlan`, whose
 ``repr`` shows them.  :class:`Budgets` holds the byte budgets; :meth:`Budgets.from_config` reads
-them from the ``daskmasker.*`` settings (``daskmasker.yaml``).
+them from the ``daskmasker.*`` settings (``daskmasker.yaml``).  A study's connectivity is
+planned the same way (:func:`plan_connectivity`: runs per task, and whether tangent's descent
+keeps the covariances between its steps).
 
 Examples
 --------
@@ -312,6 +314,132 @@ def items_per_job(n_items: int, slots: int) -> int:
     (16, 1)
     """
     return max(1, min(MAX_ITEMS_PER_JOB, n_items // (4 * max(1, slots))))
+
+
+@dataclass(frozen=True)
+class ConnectivityPlan:
+    """The budgets of a study's connectivity (see :func:`plan_connectivity`).
+
+    Attributes
+    ----------
+    n_runs, n_frames, n_regions : int
+        The signals: runs, time points of each (padded), regions.
+    runs_per_chunk : int
+        Whole runs per task (their signals and matrices together).
+    keep_covariances : bool
+        Whether tangent's descent keeps the runs' covariances between its steps (they fit
+        ``keep_bytes``) or recomputes them from the signals at every step.
+    chunk_bytes, keep_bytes : int
+        The budgets planned under (``chunk-bytes``, ``connectivity.keep-bytes``).
+    """
+
+    n_runs: int
+    n_frames: int
+    n_regions: int
+    runs_per_chunk: int
+    keep_covariances: bool
+    chunk_bytes: int
+    keep_bytes: int
+
+    @property
+    def run_chunks(self) -> tuple[int, ...]:
+        """Runs in each task, in order."""
+        full, rest = divmod(self.n_runs, self.runs_per_chunk)
+        return (self.runs_per_chunk,) * full + ((rest,) if rest else ())
+
+    @property
+    def covariances_nbytes(self) -> int:
+        """Bytes of every run's covariance (float64)."""
+        return 8 * self.n_runs * self.n_regions**2
+
+    def __repr__(self) -> str:
+        chunks = self.run_chunks
+        kept = (
+            f"kept between tangent's descent steps (≤ {_bytes(self.keep_bytes)})"
+            if self.keep_covariances
+            else f"recomputed at each of tangent's descent steps (> {_bytes(self.keep_bytes)})"
+        )
+        return "\n".join(
+            [
+                f"ConnectivityPlan({self.n_runs} runs × {self.n_frames} frames × "
+                f"{self.n_regions} regions)",
+                f"  run chunks       {len(chunks)} × ≤ {self.runs_per_chunk} runs, "
+                f"≤ {_bytes(self.chunk_bytes)} each: {_shown(chunks)}",
+                f"  covariances      {_bytes(self.covariances_nbytes)}, {kept}",
+            ]
+        )
+
+
+def plan_connectivity(
+    n_runs: int,
+    n_frames: int,
+    n_regions: int,
+    *,
+    chunk_runs: int | None = None,
+    chunk_bytes: int | None = None,
+    keep_bytes: int | None = None,
+) -> ConnectivityPlan:
+    """Plan the connectivity of ``n_runs`` runs (``n_frames`` × ``n_regions`` signals each).
+
+    Parameters
+    ----------
+    n_runs, n_frames, n_regions : int
+        The signals' shape (run, time, region); ``n_frames`` counts the padding.
+    chunk_runs : int, optional
+        Runs per task, instead of :func:`runs_per_chunk`'s.
+    chunk_bytes, keep_bytes : int, optional
+        The budgets; the ``daskmasker.chunk-bytes`` and ``daskmasker.connectivity.keep-bytes``
+        settings by default.
+
+    Returns
+    -------
+    ConnectivityPlan
+
+    Examples
+    --------
+    >>> plan_connectivity(1000, 200, 64, chunk_bytes=32 * 2**20, keep_bytes=2**30)
+    ConnectivityPlan(1000 runs × 200 frames × 64 regions)
+      run chunks       6 × ≤ 199 runs, ≤ 32.0 MiB each: (199, 199, 199, 199, 199, 5)
+      covariances      31.2 MiB, kept between tangent's descent steps (≤ 1.0 GiB)
+    >>> plan_connectivity(20_000, 200, 400, chunk_bytes=32 * 2**20, keep_bytes=2**30)
+    ConnectivityPlan(20000 runs × 200 frames × 400 regions)
+      run chunks       2000 × ≤ 10 runs, ≤ 32.0 MiB each: (10, 10, 10, ..., 10, 10)
+      covariances      23.8 GiB, recomputed at each of tangent's descent steps (> 1.0 GiB)
+    >>> plan_connectivity(10, 200, 64, chunk_runs=4, chunk_bytes=1, keep_bytes=0).run_chunks
+    (4, 4, 2)
+    """
+    chunk_bytes = int(config.get("chunk-bytes")) if chunk_bytes is None else chunk_bytes
+    keep_bytes = int(config.get("connectivity.keep-bytes")) if keep_bytes is None else keep_bytes
+    if min(n_runs, n_frames, n_regions, keep_bytes) < 0 or chunk_bytes < 1:
+        raise ValueError(
+            f"invalid connectivity plan: n_runs={n_runs}, n_frames={n_frames}, "
+            f"n_regions={n_regions}, chunk_bytes={chunk_bytes}, keep_bytes={keep_bytes}"
+        )
+    if chunk_runs is not None and chunk_runs < 1:
+        raise ValueError(f"chunk_runs must be at least 1, got {chunk_runs}")
+    plan = ConnectivityPlan(
+        n_runs=n_runs,
+        n_frames=n_frames,
+        n_regions=n_regions,
+        runs_per_chunk=chunk_runs or runs_per_chunk(n_frames, n_regions, chunk_bytes),
+        keep_covariances=False,
+        chunk_bytes=chunk_bytes,
+        keep_bytes=keep_bytes,
+    )
+    return dataclasses.replace(plan, keep_covariances=plan.covariances_nbytes <= keep_bytes)
+
+
+def runs_per_chunk(n_frames: int, n_regions: int, budget: int) -> int:
+    """Whole runs per task: their padded signals and matrices (``n_frames + 2 · n_regions``
+    float64 rows of ``n_regions``) in ``budget`` bytes, at least one.
+
+    Examples
+    --------
+    >>> runs_per_chunk(200, 64, budget=32 * 2**20)
+    199
+    """
+    per_run = 8 * n_regions * (n_frames + 2 * n_regions)
+    return max(1, int(budget // max(per_run, 1)))
 
 
 def _bytes(n: int) -> str:

@@ -16,7 +16,8 @@ from nilearn.connectome.connectivity_matrices import _geometric_mean
 from sklearn.covariance import EmpiricalCovariance, LedoitWolf
 
 from daskmasker.compute import connectivity as conn
-from daskmasker.compute.connectivity_graph import lazy_connectivity, runs_per_chunk
+from daskmasker.compute.connectivity_graph import lazy_connectivity
+from daskmasker.compute.plan import runs_per_chunk
 
 from helpers import correlated_runs
 
@@ -197,3 +198,74 @@ def test_no_warning_on_converging_descent():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _lazy(runs, "tangent").mean.compute()
+
+
+def _merges(collection) -> dict[str, int]:
+    """The tasks that merge several outputs of one layer (a tree's combine tasks), counted by
+    the name of their layer."""
+    graph = collection.__dask_graph__()
+    named = {key: key[0] if isinstance(key, tuple) else key for key in graph}
+    merges: dict[str, int] = {}
+    for key, dependencies in graph.get_all_dependencies().items():
+        sources = [named[d] for d in dependencies]
+        if len(sources) >= 2 and len(set(sources)) == 1:
+            merges[named[key]] = merges.get(named[key], 0) + 1
+    return merges
+
+
+def _builder_layer(name: str, reductions: tuple[str, ...]) -> bool:
+    """A layer of the builder's tree: ``{reduction}-partial-*`` or ``{reduction}-aggregate-*``."""
+    return any(name.startswith((f"{r}-partial-", f"{r}-aggregate-")) for r in reductions)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_every_combine_of_the_geometric_mean_is_the_builders(keep):
+    """The descent's start and its 30 steps are each one tree of the reduction builder
+    (``combine_partials``): no other task of the graph merges partials.  The signals come
+    chunked as planned, so no rechunking merges blocks either."""
+    runs = correlated_runs(LENGTHS, 5, seed=6)
+    signals = da.from_array(_padded(runs), chunks=(3, -1, -1))
+    with dask.config.set({"daskmasker.connectivity.keep-bytes": 2**40 if keep else 0}):
+        lazy = lazy_connectivity(signals, np.array(LENGTHS), np.arange(7), "tangent", chunk_runs=3)
+    merges = _merges(lazy.mean)
+    reductions = ("gmean-start", "gmean-step")
+    assert [name for name in merges if not _builder_layer(name, reductions)] == []
+    aggregates = [name for name in merges if "-aggregate-" in name]
+    assert (
+        sorted(name.split("-aggregate-")[0] for name in aggregates)
+        == ["gmean-start"] + ["gmean-step"] * conn.MAX_ITER
+    )
+    assert sum(merges.values()) == 1 + conn.MAX_ITER  # 3 chunks of runs: one level each
+    correlation = lazy_connectivity(signals, np.array(LENGTHS), np.arange(7), chunk_runs=3)
+    mean_merges = _merges(correlation.mean)
+    assert mean_merges and all(_builder_layer(n, ("connectivity-mean",)) for n in mean_merges)
+    # negative control: a tree summed by hand (here by dask.delayed) is seen
+    parts = [dask.delayed(np.ones)(3, dask_key_name=("part", i)) for i in range(3)]
+    hand = dask.delayed(sum)(parts, dask_key_name="hand-sum")
+    assert _merges(hand) == {"hand-sum": 1}
+    assert not _builder_layer("hand-sum", reductions)
+
+
+def test_steps_after_convergence_cost_nothing(monkeypatch):
+    """Once the descent has converged, the unrolled steps left pass their state through: the
+    eigen-decompositions of the runs are those of the steps taken, plus the final whitening."""
+    runs = correlated_runs(LENGTHS, 5, seed=7)
+    covariances = np.stack([conn.ledoit_wolf(run) for run in runs])
+    state, steps = conn.initial_state(covariances.mean(0)), 0
+    while not state.done:
+        state = conn.descent_step(state, conn.whitened_log_sum(covariances, state), 7)
+        steps += 1
+    assert steps < conn.MAX_ITER  # negative control: there are steps to skip
+    calls = []
+    real = conn.map_eigenvalues
+
+    def counted(function, symmetric):
+        calls.append(len(symmetric) if symmetric.ndim == 3 else 0)
+        return real(function, symmetric)
+
+    monkeypatch.setattr(conn, "map_eigenvalues", counted)
+    lazy = _lazy(runs, "tangent", chunk_runs=3)
+    dask.compute(lazy.matrices, lazy.mean, scheduler="sync")
+    batched = [n for n in calls if n]
+    assert len(batched) == 3 * steps + 3  # 3 chunks at each step taken, and the final vectors
+    assert sum(batched) == 7 * (steps + 1)

@@ -12,6 +12,7 @@ from daskmasker.compute.plan import (
     MAX_ITEMS_PER_JOB,
     MIN_SLAB_WIDTH,
     Budgets,
+    plan_connectivity,
     plan_extraction,
 )
 
@@ -118,3 +119,39 @@ def test_bad_budgets_are_refused_with_their_values():
     with pytest.raises(ValueError, match="slab_bytes must be an integer of at least 1, got 0"):
         Budgets(slab_bytes=0)
     assert not plan_extraction(1, 1, budgets=Budgets(whole_item_bytes=0)).runs_whole
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n_runs=st.integers(0, 20_000),
+    n_frames=st.integers(1, 3000),
+    n_regions=st.integers(1, 1024),
+    chunk_bytes=st.integers(1, 2**28),
+    keep_bytes=st.integers(0, 2**32),
+)
+def test_connectivity_plan_fits_its_budgets(n_runs, n_frames, n_regions, chunk_bytes, keep_bytes):
+    plan = plan_connectivity(
+        n_runs, n_frames, n_regions, chunk_bytes=chunk_bytes, keep_bytes=keep_bytes
+    )
+    per_run = 8 * n_regions * (n_frames + 2 * n_regions)
+    assert sum(plan.run_chunks) == n_runs and all(c >= 1 for c in plan.run_chunks)
+    assert plan.runs_per_chunk * per_run <= chunk_bytes or plan.runs_per_chunk == 1
+    assert (plan.runs_per_chunk + 1) * per_run > chunk_bytes  # no smaller chunks than needed
+    assert plan.keep_covariances == (8 * n_runs * n_regions**2 <= keep_bytes)
+
+
+def test_connectivity_plan_reads_the_settings_and_refuses_bad_sizes():
+    with dask.config.set(
+        {
+            "daskmasker.chunk-bytes": 8 * 64 * (200 + 128) * 5,
+            "daskmasker.connectivity.keep-bytes": 0,
+        }
+    ):
+        plan = plan_connectivity(12, 200, 64)
+    assert plan.run_chunks == (5, 5, 2) and not plan.keep_covariances
+    assert "recomputed at each of tangent's descent steps (> 0 B)" in repr(plan)
+    assert plan_connectivity(12, 200, 64, chunk_runs=4, keep_bytes=2**30).run_chunks == (4, 4, 4)
+    with pytest.raises(ValueError, match="n_regions=-1"):
+        plan_connectivity(12, 200, -1)
+    with pytest.raises(ValueError, match="chunk_runs must be at least 1, got 0"):
+        plan_connectivity(12, 200, 64, chunk_runs=0)

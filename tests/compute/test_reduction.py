@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daskmasker.compute.reduction import Reduction, combine_partials, sum_stacked
+from daskmasker.compute.reduction import (
+    Reduction,
+    block_partials,
+    combine_partials,
+    reduce_blocks,
+    sum_stacked,
+)
 from daskmasker.compute.regression import NORMAL_EQUATIONS
 from daskmasker.compute.variance import DETRENDED_VARIANCE
 
@@ -70,3 +76,47 @@ def test_the_variance_merge_is_chan_not_a_plain_sum():
     with dask.config.set(scheduler="sync"):
         lazy = combine_partials(DETRENDED_VARIANCE, [da.from_array(p) for p in parts])
         np.testing.assert_array_equal(lazy.compute(), moments)
+
+
+def test_reduce_blocks_passes_aligned_blocks_and_a_delayed_state():
+    """``chunk`` gets each block with the matching block of an aligned array and a Delayed
+    whole; ``finalize`` gets the merged partial and its own arguments (the descent's shape)."""
+    data = np.arange(24.0).reshape(8, 3)
+    weights = np.arange(8.0)
+    state = dask.delayed(np.float64)(10.0)
+    weighted = Reduction(
+        "weighted",
+        chunk=lambda block, w, offset: (block * w[:, None]).sum(0) + offset,
+        combine=sum_stacked,
+        finalize=lambda total, offset, n: (total - n * offset) / weights.sum(),
+    )
+    lazy = reduce_blocks(
+        weighted,
+        da.from_array(data, chunks=(3, -1)),
+        da.from_array(weights, chunks=3),
+        state,
+        partial_shape=(3,),
+        finalize_args=(state, 3),  # 3 blocks: the offset was added 3 times
+        split_every=2,
+    )
+    want = (data * weights[:, None]).sum(0) / weights.sum()
+    np.testing.assert_allclose(lazy.compute(), want, rtol=1e-15)
+    with pytest.raises(AssertionError):  # negative control: 2 blocks, a wrong offset count
+        np.testing.assert_allclose(
+            reduce_blocks(
+                weighted,
+                da.from_array(data, chunks=(4, -1)),
+                da.from_array(weights, chunks=4),
+                state,
+                partial_shape=(3,),
+                finalize_args=(state, 3),
+            ).compute(),
+            want,
+            rtol=1e-15,
+        )
+    with pytest.raises(ValueError, match=r"weighted: the data must be chunked along its first"):
+        block_partials(weighted, da.from_array(data, chunks=(3, 2)), partial_shape=(3,))
+    with pytest.raises(ValueError, match=r"does not follow the data's blocks \(3, 3, 2\)"):
+        block_partials(
+            weighted, da.from_array(data, chunks=(3, -1)), da.ones(8, chunks=4), partial_shape=(3,)
+        )
