@@ -7,7 +7,7 @@
 * :func:`make_fmri` / :func:`write_fmri`: 4D runs on another grid (nilearn's MNI 2 mm grid) whose
   voxels carry baseline intensity + known latent network signals mixed through the maps + slow
   drift + motion-like confounds + noise; ``write_fmri`` streams the file volume chunk by volume
-  chunk (a 26 GB run is written with a few hundred MB of memory) and gives the same numbers as
+  chunk (memory holds a chunk of volumes, whatever the run's length) and gives the same numbers as
   ``make_fmri``;
 * :func:`make_bids_dataset`: a BIDS-like tree of such runs with fMRIPrep-style confounds files.
 """
@@ -68,7 +68,7 @@ def _gaussian(
     xyz: np.ndarray, axes: list[np.ndarray] | None, centre: np.ndarray, width: float
 ) -> np.ndarray:
     """``exp(-|x - centre|² / 2 width²)`` on the grid; on an unrotated grid as the outer product
-    of three 1D Gaussians (the same values to float32 rounding, ~50x faster than the 3D one)."""
+    of three 1D Gaussians (the same values to float32 rounding, without the 3D exponential)."""
     if axes is None:
         d2 = ((xyz - centre) ** 2).sum(-1)
         return np.exp(-d2 / (2 * width**2))
@@ -133,8 +133,8 @@ def make_maps(
 
 
 def save(img: nib.Nifti1Image, path: str | os.PathLike[str]) -> Path:
-    """Write ``img`` to ``.nii``/``.nii.gz``; gzip by ISA-L at level 1 (nibabel's level, ~3x
-    faster than zlib), through a ``.partial`` file renamed when complete."""
+    """Write ``img`` to ``.nii``/``.nii.gz``; gzip by ISA-L at level 1 (nibabel's level,
+    faster than zlib's), through a ``.partial`` file renamed when complete."""
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     if path.suffix == ".gz":

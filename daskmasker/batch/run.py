@@ -95,8 +95,7 @@ class BatchResult:
 
 
 def _base_name(path: str) -> str:
-    """``PurePosixPath(path).name`` without pathlib's parsing (a resume names every run: 10,000
-    paths took 0.1 s through pathlib)."""
+    """``PurePosixPath(path).name`` without pathlib's parsing (a resume names every run)."""
     tail = path.rsplit("/", 1)[-1]
     if tail and tail != ".":
         return tail
@@ -469,7 +468,7 @@ def _job(func: Callable[..., Any], *args: Any, local: bool) -> Any:
     cluster, or a function that computes here (no cluster).
 
     Here no delayed call wraps it: a delayed call over Dask arrays imports ``distributed``
-    (dask 2026.8's ``ProhibitReuse``), 0.5-1 s of a local one-shot job.
+    (dask 2026.8's ``ProhibitReuse``), a large part of a local one-shot job's time.
     """
     if not local:
         return dask.delayed(func)(*args)
