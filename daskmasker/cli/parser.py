@@ -52,6 +52,7 @@ _FLAGS = {
     r"parameter 'keep_masked_maps'": "parameter --keep-masked-maps",
     r"parameter 'allow_overlap'": "parameter allow-overlap (--no-allow-overlap)",
     r"parameter 'clean_args'": "parameter --filter",
+    r"parameter 'min_coverage'": "parameter --min-coverage",
     r"region names were": "region names (--labels) were",
 }
 
