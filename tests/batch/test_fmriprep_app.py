@@ -22,7 +22,8 @@ from nilearn.maskers import NiftiMapsMasker as NilearnMapsMasker
 
 from daskmasker import open_timeseries
 from daskmasker.cli import main
-from daskmasker.synthetic import SMALL_AFFINE, SMALL_SHAPE, make_fmriprep_dataset, make_maps
+from daskmasker.synthetic import make_maps
+from daskmasker.synthetic_fmriprep import SMALL_AFFINE, SMALL_SHAPE, make_fmriprep_dataset
 
 from helpers import bids_validator_issues
 
