@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from daskmasker import NiftiMapsMasker, open_timeseries
-from daskmasker.batch.run import item_name, run_batch
+from daskmasker.batch.items import item_name
+from daskmasker.batch.run import run_batch
 from daskmasker.cli import main
 
 from helpers import make_data, make_maps, make_mask
