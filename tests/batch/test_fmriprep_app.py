@@ -217,6 +217,7 @@ def test_a_rerun_that_scrubs_other_volumes_or_changes_min_coverage_is_refused(
     assert _participant(tree, out, *scrub, "--fd-threshold", "0.1") == 2
     err = capsys.readouterr().err
     assert "denoising 'load_confounds' was {" in err and "'fd_threshold': 0.1" in err, err
+    assert "'strategy': ['high_pass', 'motion'" in err and "[--high-pass" not in err, err
     assert "sample_mask changed (other volumes kept)" in err, err
     assert _participant(tree, out, *scrub, "--fd-threshold", "0.2", "--min-coverage", "0.5") == 2
     err = capsys.readouterr().err
