@@ -49,9 +49,10 @@ def build(root: Path, n_runs: int, n_volumes: int, n_maps: int) -> dict:
 
     from daskmasker import NiftiMapsMasker
     from daskmasker.batch.index import entry_of
+    from daskmasker.batch.items import make_items
     from daskmasker.batch.pack import pack_arrays
     from daskmasker.batch.record import Recorder
-    from daskmasker.batch.run import finish, make_items
+    from daskmasker.batch.run import finish
     from daskmasker.batch.store import open_output, pack_path, put_atomic
 
     root.mkdir(parents=True, exist_ok=True)

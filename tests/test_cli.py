@@ -23,7 +23,7 @@ from nilearn.maskers import NiftiMapsMasker as NilearnMasker
 
 import daskmasker
 from daskmasker import NiftiMapsMasker, open_timeseries
-from daskmasker.batch.run import item_name
+from daskmasker.batch.items import item_name
 from daskmasker.cli import _get_parser, main
 from daskmasker.compute.grid import _affine_text
 

@@ -1,7 +1,7 @@
 """Every public function and method of daskmasker has type hints (issue 29).
 
-mypy (``.ci/run``) checks the modules listed under ``disallow_untyped_defs`` in pyproject.toml; this
-test reads every module with :mod:`ast`, so no public function anywhere escapes: its parameters
+mypy (``.ci/run``) checks every module with ``disallow_untyped_defs`` (pyproject.toml); this test
+reads every module with :mod:`ast` as well, so no public function anywhere escapes: its parameters
 (but ``self`` and ``cls``) and its return must be annotated.  Public means a name without a
 leading underscore, in a module and (for methods) a class without one; a package's
 ``__init__.py`` counts as the package.

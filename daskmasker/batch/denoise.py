@@ -34,8 +34,6 @@ PARAMETERS = (
     "ica_aroma",
     "demean",
 )
-FINGERPRINTED = ("strategy", "load_confounds")
-"""The parts of a denoise record that choose the numbers (the rest is derived from them)."""
 INSTALL_HINT = "pip install 'daskmasker[fmriprep]' (or: pip install nilearn)"
 
 

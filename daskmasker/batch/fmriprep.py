@@ -1,12 +1,11 @@
 """The runs of an fMRIPrep derivatives dataset: each preprocessed BOLD with its brain mask,
 confounds files and repetition time.
 
-The tree is indexed by bids2table (``index_dataset``: one pass over the file names, parsed with
-the BIDS schema), chosen over pybids on a 1,000-run fMRIPrep tree: 1.6 s against 75 s for
-pybids' ``BIDSLayout`` alone, plus 0.2 s per pybids query (see
-``benchmarks/results/2026-12-07-bids-index.md``).  From its table the BIDS-Apps selections
-(participants, sessions, tasks, space, resolution, a ``--bids-filter-file``) pick the BOLD
-files; each one's companions are found by fMRIPrep's naming, read from the BOLD's own entities
+The tree is indexed by bids2table (``index_dataset``: one pass over the file names, parsed with the
+BIDS schema), chosen over pybids, whose ``BIDSLayout`` and queries are far slower on a large
+fMRIPrep tree (``benchmarks/results/2026-12-07-bids-index.md``). From its table the BIDS-Apps
+selections (participants, sessions, tasks, space, resolution, a ``--bids-filter-file``) pick the
+BOLD files; each one's companions are found by fMRIPrep's naming, read from the BOLD's own entities
 (strings as written: ``run-01`` stays ``01``):
 
 ====================  ================================================================

@@ -26,7 +26,7 @@ from daskmasker.io.fs import Location
 from daskmasker.io.retry import retry
 
 if TYPE_CHECKING:
-    from daskmasker.batch.run import Item
+    from daskmasker.batch.items import Item
     from daskmasker.masker.spec import ExtractionSpec
 
 

@@ -20,7 +20,7 @@ def versions() -> dict[str, str]:
 
 @functools.cache
 def _package_versions() -> dict[str, str]:
-    """Looked up once per process: each lookup parses package metadata (~1 ms)."""
+    """Looked up once per process: each lookup parses package metadata."""
     out = {}
     for name in PACKAGES:
         try:

@@ -32,7 +32,7 @@ from daskmasker.io.checksum import digest, unchanged
 from daskmasker.io.fs import Location
 
 if TYPE_CHECKING:
-    from daskmasker.batch.run import Item
+    from daskmasker.batch.items import Item
     from daskmasker.masker.spec import ExtractionSpec
 
 OVERWRITE_HINT = "rerun with --overwrite (Python: overwrite=True) to recompute"

@@ -69,8 +69,7 @@ def batch_location(store: str, storage_options: dict | None) -> Location:
     read by concurrent ranged GETs), then the GET, and asks a missing object twice (HEAD, then a
     listing): two requests an object.  A batch store's objects are smaller (chunks of about
     8 MiB, packed runs, the index), so on S3 it is opened with ``max_concurrency=1`` (one GET,
-    a 404 for a missing chunk) unless the options set it: opening 1,000 runs on the S3 test
-    server made 42 requests, now 24.
+    a 404 for a missing chunk) unless the options set it.
     """
     options = dict(storage_options or {})
     if str(store).startswith(("s3://", "s3a://")) and "max_concurrency" not in options:

@@ -52,6 +52,7 @@ _FLAGS = {
     r"parameter 'keep_masked_maps'": "parameter --keep-masked-maps",
     r"parameter 'allow_overlap'": "parameter allow-overlap (--no-allow-overlap)",
     r"parameter 'clean_args'": "parameter --filter",
+    r"parameter 'min_coverage'": "parameter --min-coverage",
     r"region names were": "region names (--labels) were",
 }
 
@@ -813,7 +814,15 @@ def _number_or_none(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
+_DENOISING = re.compile(r"denoising '[^']*' was .*?(?=; |\n|$)")
+"""A refused rerun's denoising record (nilearn's names, such as the strategy's 'high_pass',
+are values there, not parameters): left as written."""
+
+
 def _flag_names(message: str) -> str:
+    """``message`` with the Python parameter names replaced by the command line's flags."""
+    kept = _DENOISING.findall(message)
+    parts = _DENOISING.split(message)
     for pattern, flag in _FLAGS.items():
-        message = re.sub(pattern, flag, message)
-    return message
+        parts = [re.sub(pattern, flag, part) for part in parts]
+    return "".join(part + (kept[i] if i < len(kept) else "") for i, part in enumerate(parts))

@@ -280,7 +280,8 @@ def clean_arrays(
     padlen: int | None = None,
     ensure_finite: bool = False,
 ) -> np.ndarray:
-    """Clean (T × K) signals exactly as ``nilearn.signal.clean`` does for one run, from arrays.
+    """Clean (T × K) signals as ``nilearn.signal.clean`` does for one run (its steps, in its
+    order, with its rules: equal to rounding, not bit for bit), from arrays.
 
     Parameters
     ----------

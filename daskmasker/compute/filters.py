@@ -6,7 +6,7 @@ Butterworth filtering when a ``sample_mask`` is given.  Pure numpy/scipy; inputs
 modified.
 
 ``scipy.signal`` (which imports ``scipy.stats``) and ``scipy.interpolate`` are imported by the
-functions that use them: together ~1 s of a one-shot job's start (``python -X importtime``),
+functions that use them: a large part of a one-shot job's start (``python -X importtime``),
 paid only when signals are filtered or censored volumes interpolated.
 """
 

@@ -9,7 +9,7 @@ every chunk, so chunked results equal nilearn's.
 
 When the two grids differ by a signed axis permutation and whole-voxel shifts (the DiFuMo and MNI
 2 mm grids do), linear and nearest interpolation only copy voxels: that case is done by slicing
-(:func:`daskmasker.compute.grid.integer_grid_map`), exactly and about 100× faster.
+(:func:`daskmasker.compute.grid.integer_grid_map`), exactly and without interpolating.
 
 Non-finite values, volume by volume, as nilearn's ``_resample_one_img``: the volume is filled by
 :func:`extrapolate_out_mask` (two rings of non-finite voxels around the finite ones take the mean of

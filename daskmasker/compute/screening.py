@@ -29,7 +29,7 @@ def screen(values: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     a copy of their values ``(n_hit, width)``; every other segment holds only zeros (+0.0).
 
     One pass ORs the values' bits over each segment, 8 bytes at a time (4-byte values in pairs
-    when ``width`` is even; OR reduces ~1.3x faster than max here): memory speed, or cache speed
+    when ``width`` is even; OR reduces faster than max): memory speed, or cache speed
     on a piece just inflated (:class:`Screener`).
     """
     if values.dtype.itemsize == 4 and width % 2 == 0:
@@ -55,11 +55,11 @@ class ScreenedBlock:
 
 
 def sparse_nonzero(flat: np.ndarray, segment: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.nonzero`` of a ``(k, V)`` array, ~10x faster when it is sparse.
+    """``np.nonzero`` of a ``(k, V)`` array, faster when it is sparse.
 
-    ``np.nonzero`` compares every float (~1 GB/s here).  Here :func:`screen` keeps the segments
+    ``np.nonzero`` compares every float.  Here :func:`screen` keeps the segments
     with a bit set (up to 8 runs of ``segment`` values, a divisor of the array's size: a small
-    map of a DiFuMo-like atlas sets ~1-2 % of them) and only those are compared.  The result is
+    map of a DiFuMo-like atlas sets a few in a hundred) and only those are compared.  The result is
     ``np.nonzero``'s, in its order (``-0.0`` has a bit set, so it is screened in, then compared
     equal to 0; NaN is non-zero in both).
 

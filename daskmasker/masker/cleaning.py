@@ -19,7 +19,8 @@ from daskmasker.masker.params import check_params
 def clean_signals(
     signals: np.ndarray, *, confounds: Any = None, sample_mask: Any = None, **kwargs: Any
 ) -> np.ndarray:
-    """Clean (T × K) signals exactly as ``nilearn.signal.clean`` does for one run.
+    """Clean (T × K) signals as ``nilearn.signal.clean`` does for one run (its steps, in its
+    order, with its rules: equal to rounding, not bit for bit).
 
     Parameters
     ----------

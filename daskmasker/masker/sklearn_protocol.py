@@ -1,9 +1,9 @@
 """scikit-learn's estimator protocol without importing scikit-learn until someone else does.
 
-``import sklearn.base`` costs 1.4-2.2 s on the shared machine (``sklearn.utils`` imports
-scipy.stats, scipy.optimize, joblib and pandas), three times the 0.5 s a one-shot job (a CLI
-call, a SLURM array task) may spend on ``import daskmasker`` and ``NiftiMapsMasker(...)``.  Fitting
-and transforming need only ``get_params`` and the fitted check, so the maskers start on
+``import sklearn.base`` costs several times what a one-shot job (a CLI call, a SLURM array task) may
+spend on ``import daskmasker`` and ``NiftiMapsMasker(...)`` (``sklearn.utils`` imports scipy.stats,
+scipy.optimize, joblib and pandas; ``benchmarks/results/2026-12-07-startup.md``). Fitting and
+transforming need only ``get_params`` and the fitted check, so the maskers start on
 :class:`SklearnProtocol`, which implements that part of the protocol with scikit-learn's exact
 semantics (its code, BSD-3-Clause, ``sklearn/base.py`` 1.9), and become ordinary scikit-learn
 estimators as soon as ``sklearn.base`` is imported by anyone:
@@ -234,7 +234,7 @@ def _rebase(cls: type) -> None:
 class _SklearnBaseHook:
     """A ``sys.meta_path`` finder that rebases the adopting classes right after ``sklearn.base``
     has been executed, then removes itself (what ``wrapt.register_post_import_hook`` does;
-    importing wrapt costs 30-110 ms here, a fifth of the startup budget)."""
+    importing wrapt would cost a sizeable part of the startup budget)."""
 
     _finding = False
 

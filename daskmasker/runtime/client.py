@@ -8,7 +8,7 @@ A client that is already active in the process is used as Dask always does.
 
 ``distributed`` is imported only when a cluster is asked for or already in use: a local
 one-shot job (a CLI call, a script, a SLURM array task without a cluster) does not pay its
-import (0.5-1 s, ``benchmarks/results/2026-12-07-startup.md``).  Dask itself imports it on every
+import (``benchmarks/results/2026-12-07-startup.md``).  Dask itself imports it on every
 ``compute`` that names no scheduler, only to look for a client; :func:`compute` names the
 threaded scheduler when no client can exist.
 """

@@ -68,8 +68,8 @@ def compute_per_worker(
         appear (looked for at most once a second, when a job ends).
     per_worker : int, optional
         Jobs running at a time on a worker; by default its number of threads.  A single-threaded
-        worker interleaving two images ran them 4–8 % slower than one after the other (the
-        caches and memory bandwidth are shared; the next job's submission costs milliseconds).
+        worker interleaving two images runs them slower than one after the other (the caches
+        and memory bandwidth are shared; the next job's submission costs little).
 
     Yields
     ------

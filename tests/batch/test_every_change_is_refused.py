@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from daskmasker import NiftiMapsMasker, open_timeseries, run_batch
+from daskmasker.batch.fingerprint import NOT_NUMBERS
 from daskmasker.batch.record import StaleStoreError
 from daskmasker.cli import main
 
@@ -99,6 +100,7 @@ PARAMETER_CHANGES = [
     ("resampling_target", "mask", "parameter 'resampling_target' was data, now mask"),
     ("keep_masked_maps", True, "parameter 'keep_masked_maps' was False, now True"),
     ("allow_overlap", False, "parameter 'allow_overlap' was True, now False"),
+    ("min_coverage", 0.5, "parameter 'min_coverage' was None, now 0.5"),
     ("clean_args", {**BASE["clean_args"], "filter": "cosine"}, "parameter 'clean_args' was"),
     ("clean_args", {**BASE["clean_args"], "butterworth__order": 3}, "parameter 'clean_args' was"),
     ("clean_args", {**BASE["clean_args"], "ensure_finite": True}, "parameter 'clean_args' was"),
@@ -118,16 +120,29 @@ def test_each_changed_parameter_is_refused(extracted, name, value, match):
     assert message.count("parameter ") + message.count("region names") == len(RUNS)  # alone
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("verbose", 1),
-        ("memory", "nilearn_cache"),
-        ("memory_level", 2),
-        ("reports", False),
-        ("cmap", "gray"),
-    ],
-)
+# (parameter, new value): the parameters that change no number
+NO_NUMBER_CHANGES = [
+    ("verbose", 1),
+    ("memory", "nilearn_cache"),
+    ("memory_level", 2),
+    ("reports", False),
+    ("cmap", "gray"),
+]
+INPUT_PARAMETERS = {"maps_img", "mask_img"}
+"""Parameters that are inputs: changed by content and by path in the file tests below."""
+
+
+def test_every_masker_parameter_is_changed_in_turn():
+    """The cases come from the masker's own parameter list: a parameter added to the masker
+    and to no case list fails here, so none can be forgotten."""
+    changed = {name for name, _, _ in PARAMETER_CHANGES}
+    no_number = {name for name, _ in NO_NUMBER_CHANGES}
+    assert no_number == set(NOT_NUMBERS)
+    assert not changed & no_number
+    assert changed | no_number | INPUT_PARAMETERS == set(NiftiMapsMasker(None).get_params())
+
+
+@pytest.mark.parametrize(("name", "value"), NO_NUMBER_CHANGES)
 def test_parameters_that_change_no_number_are_not_a_difference(extracted, name, value, tmp_path):
     study, out, _ = extracted
     extra = {"memory_level": 1} if name == "memory" else {}  # nilearn warns without a level
@@ -285,32 +300,94 @@ def _cli_refused(capsys, out, before, code, match):
         np.testing.assert_array_equal(after[name], values)
 
 
-# (flags added, flags dropped from CLI_BASE, what the refusal must say: the CLI names its flags)
+# (parameter, flags added, flags dropped from CLI_BASE, what the refusal must say: the CLI
+# names its flags)
 FLAG_CHANGES = [
-    (["--smoothing-fwhm", "6"], [], "parameter --smoothing-fwhm was None, now 6.0"),
-    (["--standardize", "psc"], [], "parameter --standardize was zscore_sample, now psc"),
-    (["--no-standardize-confounds"], [], "parameter --standardize-confounds was True, now False"),
-    (["--high-variance-confounds"], [], "parameter --high-variance-confounds was False, now True"),
-    ([], ["--detrend"], "parameter --detrend was True, now False"),
-    (["--low-pass", "0.15"], [], "parameter --low-pass was 0.1, now 0.15"),
-    (["--high-pass", "0.02"], [], "parameter --high-pass was 0.01, now 0.02"),
-    (["--t-r", "2.5"], [], "parameter --t-r was 2.0, now 2.5"),
-    (["--dtype", "float32"], [], "parameter --dtype was None, now float32"),
-    (["--resampling-target", "maps"], [], "parameter --resampling-target was data, now maps"),
-    (["--keep-masked-maps"], [], "parameter --keep-masked-maps was False, now True"),
-    (["--no-allow-overlap"], [], "parameter allow-overlap (--no-allow-overlap) was True"),
-    (["--filter", "cosine"], [], "parameter --filter was None, now {'filter': 'cosine'}"),
-    (["--labels", "LABELS"], [], "region names (--labels) were ['niftimapsmasker0'"),
-    (["--confounds-columns", "csf,fd"], [], "confounds content changed"),
+    (
+        "smoothing_fwhm",
+        ["--smoothing-fwhm", "6"],
+        [],
+        "parameter --smoothing-fwhm was None, now 6.0",
+    ),
+    (
+        "standardize",
+        ["--standardize", "psc"],
+        [],
+        "parameter --standardize was zscore_sample, now psc",
+    ),
+    (
+        "standardize_confounds",
+        ["--no-standardize-confounds"],
+        [],
+        "parameter --standardize-confounds was True, now False",
+    ),
+    (
+        "high_variance_confounds",
+        ["--high-variance-confounds"],
+        [],
+        "parameter --high-variance-confounds was False, now True",
+    ),
+    ("detrend", [], ["--detrend"], "parameter --detrend was True, now False"),
+    ("low_pass", ["--low-pass", "0.15"], [], "parameter --low-pass was 0.1, now 0.15"),
+    ("high_pass", ["--high-pass", "0.02"], [], "parameter --high-pass was 0.01, now 0.02"),
+    ("t_r", ["--t-r", "2.5"], [], "parameter --t-r was 2.0, now 2.5"),
+    ("dtype", ["--dtype", "float32"], [], "parameter --dtype was None, now float32"),
+    (
+        "resampling_target",
+        ["--resampling-target", "maps"],
+        [],
+        "parameter --resampling-target was data, now maps",
+    ),
+    (
+        "keep_masked_maps",
+        ["--keep-masked-maps"],
+        [],
+        "parameter --keep-masked-maps was False, now True",
+    ),
+    (
+        "allow_overlap",
+        ["--no-allow-overlap"],
+        [],
+        "parameter allow-overlap (--no-allow-overlap) was True",
+    ),
+    (
+        "clean_args",
+        ["--filter", "cosine"],
+        [],
+        "parameter --filter was None, now {'filter': 'cosine'}",
+    ),
+    (
+        "region_names",
+        ["--labels", "LABELS"],
+        [],
+        "region names (--labels) were ['niftimapsmasker0'",
+    ),
+    (None, ["--confounds-columns", "csf,fd"], [], "confounds content changed"),
 ]
+NOT_EXTRACT_OPTIONS = {"min_coverage": "--min-coverage"}
+"""Parameters ``extract`` does not expose (``bids`` does: tests/batch/test_fmriprep_app.py)."""
+
+
+def test_every_masker_parameter_is_changed_in_turn_from_the_command_line(capsys):
+    """Every parameter that shapes the numbers has a flag change below (maps and mask: the
+    input tests), or ``extract`` has no flag for it."""
+    flagged = {name for name, _, _, _ in FLAG_CHANGES if name is not None}
+    numbers = set(NiftiMapsMasker(None).get_params()) - set(NOT_NUMBERS) - INPUT_PARAMETERS
+    assert flagged | set(NOT_EXTRACT_OPTIONS) == numbers
+    assert not flagged & set(NOT_EXTRACT_OPTIONS)
+    with pytest.raises(SystemExit):
+        main(["extract", "--help"])
+    usage = capsys.readouterr().out
+    assert "--smoothing-fwhm" in usage
+    assert not [flag for flag in NOT_EXTRACT_OPTIONS.values() if flag in usage]
 
 
 @pytest.mark.parametrize(
-    ("added", "dropped", "match"),
+    ("name", "added", "dropped", "match"),
     FLAG_CHANGES,
-    ids=[" ".join(a) or f"no {' '.join(d)}" for a, d, _ in FLAG_CHANGES],
+    ids=[" ".join(a) or f"no {' '.join(d)}" for _, a, d, _ in FLAG_CHANGES],
 )
-def test_cli_refuses_each_changed_flag(cli_extracted, capsys, added, dropped, match):
+def test_cli_refuses_each_changed_flag(cli_extracted, capsys, name, added, dropped, match):
     study, out, before = cli_extracted
     added = [str(study["root"] / "labels.txt") if a == "LABELS" else a for a in added]
     _cli_refused(capsys, out, before, _cli(study, out, *added, drop=dropped), match)
@@ -326,7 +403,12 @@ def test_cli_refuses_changed_inputs(cli_extracted, capsys, tmp_path):
     (tmp_path / "copy").mkdir()
     copy = write_study(tmp_path / "copy")
     shutil.copytree(out, tmp_path / "copy.zarr")
-    for change, match in ((_change_image, "image content"), (_change_confounds, "confounds con")):
+    changes = (
+        (_change_image, "image content"),
+        (_change_confounds, "confounds con"),
+        (_change_mask, "mask content changed"),
+    )
+    for change, match in changes:
         change(copy)
         code = _cli(copy, str(tmp_path / "copy.zarr"))
         _cli_refused(capsys, str(tmp_path / "copy.zarr"), before, code, match)

@@ -186,3 +186,32 @@ def test_clean_args_in_another_key_order_are_the_same_parameters(study):
     assert len(batch(study, str(study["root"] / "ca.zarr"), clean_args=reordered).skipped) == 2
     with pytest.raises(StaleStoreError, match="parameter 'clean_args' was"):
         batch(study, str(study["root"] / "ca.zarr"), clean_args={**first, "ensure_finite": True})
+
+
+def test_each_parameter_and_the_sample_mask_change_the_fingerprint():
+    """The pure part, without a store: every masker parameter that is not declared numberless
+    (``NOT_NUMBERS``) or an input, changed alone, and the sample mask, changed alone, change the
+    fingerprint's sha256 (what a resume compares) and are named by ``differences``."""
+    from daskmasker.batch.fingerprint import (
+        INPUT_PARAMS,
+        NOT_NUMBERS,
+        differences,
+        fingerprint,
+        fingerprint_sha,
+    )
+
+    params = {k: str(v) for k, v in NiftiMapsMasker(None).get_params().items()}
+    keep = np.arange(2, 40)
+    base = fingerprint(params, {}, keep, ["a"])
+    numbers = set(params) - set(NOT_NUMBERS) - set(INPUT_PARAMS)
+    assert {"t_r", "low_pass", "standardize", "clean_args", "min_coverage"} <= numbers
+    for name in sorted(numbers):
+        changed = fingerprint({**params, name: "changed"}, {}, keep, ["a"])
+        assert fingerprint_sha(changed) != fingerprint_sha(base), name
+        assert differences(base, changed) == [f"parameter '{name}' was {params[name]}, now changed"]
+    for other in (np.arange(3, 40), None, keep[::-1]):
+        changed = fingerprint(params, {}, other, ["a"])
+        assert fingerprint_sha(changed) != fingerprint_sha(base), other
+        assert differences(base, changed) == ["sample_mask changed (other volumes kept)"]
+    same = fingerprint(params, {}, list(keep), ["a"])  # the same volumes as a list
+    assert fingerprint_sha(same) == fingerprint_sha(base) and differences(base, same) == []

@@ -22,7 +22,8 @@ from nilearn.maskers import NiftiMapsMasker as NilearnMapsMasker
 
 from daskmasker import open_timeseries
 from daskmasker.cli import main
-from daskmasker.synthetic import SMALL_AFFINE, SMALL_SHAPE, make_fmriprep_dataset, make_maps
+from daskmasker.synthetic import make_maps
+from daskmasker.synthetic_fmriprep import SMALL_AFFINE, SMALL_SHAPE, make_fmriprep_dataset
 
 from helpers import bids_validator_issues
 
@@ -198,6 +199,31 @@ def test_rerun_skips_subset_adds_changed_strategy_refused_killed_run_redone(tree
     assert main(["bids", str(tree["fmriprep"]), str(out), *args, "--no-progress"]) == 0
     assert "1 extracted, 7 already complete" in capsys.readouterr().err
     pd.testing.assert_frame_equal(pd.read_csv(_tsv(out, tree["runs"][-1]), sep="\t"), before)
+
+
+def test_a_rerun_that_scrubs_other_volumes_or_changes_min_coverage_is_refused(
+    tree, tmp_path, capsys
+):
+    """From the command line the sample mask comes from the denoising strategy: another
+    threshold scrubs other volumes, and the refusal names both the option and the sample mask
+    (issue 29: the sample mask dropped from the fingerprint fails here); ``--min-coverage``,
+    a masker parameter only ``bids`` exposes, is refused naming its flag."""
+    out = tmp_path / "out"
+    scrub = ["--participant-label", "01", "--denoise-strategy", "scrubbing", "--scrub", "0"]
+    assert _participant(tree, out, *scrub, "--fd-threshold", "0.2") == 0
+    store = open_timeseries(str(out / "stores" / "atlas-DiFuMo8.zarr"))
+    before = store["signals"].values
+    capsys.readouterr()
+    assert _participant(tree, out, *scrub, "--fd-threshold", "0.1") == 2
+    err = capsys.readouterr().err
+    assert "denoising 'load_confounds' was {" in err and "'fd_threshold': 0.1" in err, err
+    assert "'strategy': ['high_pass', 'motion'" in err and "[--high-pass" not in err, err
+    assert "sample_mask changed (other volumes kept)" in err, err
+    assert _participant(tree, out, *scrub, "--fd-threshold", "0.2", "--min-coverage", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "parameter --min-coverage was None, now 0.5" in err and "--overwrite" in err, err
+    after = open_timeseries(str(out / "stores" / "atlas-DiFuMo8.zarr"))["signals"].values
+    np.testing.assert_array_equal(after, before)  # nothing written by the refused reruns
 
 
 def _coverage(mask_path, maps_path) -> np.ndarray:

@@ -24,6 +24,7 @@ from daskmasker.batch.pack import unpack
 from daskmasker.batch.run import finish
 from daskmasker.batch.store import (
     listed_runs,
+    mark_pending,
     open_output,
     open_run,
     read_packs,
@@ -87,15 +88,20 @@ def killed_after(k: int):
 
 
 def write_batch(store: str, runs: dict, params: dict) -> None:
-    """The store protocol of ``run_batch``: skip complete runs, write the others, finish."""
+    """The store protocol of ``run_batch``: skip complete runs, mark the store pending before
+    the first run is written, write the others, finish (a new index only when runs were
+    written or found unindexed, as ``run_batch``'s: a resume of complete runs relies on the
+    pending marker alone to gather what a killed batch left ungathered)."""
     location = open_output(store, params, False, None)
     done = completed(location)
-    index = dict(done)
-    for name, ds in runs.items():
-        if name not in done:
-            write_run(location, name, ds)
-            index[name] = entry_of(ds.attrs["fingerprint"])
-    finish(location, index)
+    todo = {name: ds for name, ds in runs.items() if name not in done}
+    if todo:
+        mark_pending(location)
+    updates = {}
+    for name, ds in todo.items():
+        write_run(location, name, ds)
+        updates[name] = entry_of(ds.attrs["fingerprint"])
+    finish(location, {**done, **updates} if updates or done.extra else None)
 
 
 @pytest.fixture(scope="module")

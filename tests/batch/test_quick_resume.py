@@ -22,8 +22,8 @@ import pytest
 
 from daskmasker import NiftiMapsMasker, open_timeseries, run_batch
 from daskmasker.batch.index import read_index
+from daskmasker.batch.items import item_name
 from daskmasker.batch.record import StaleStoreError
-from daskmasker.batch.run import item_name
 from daskmasker.batch.store import Location, is_pending
 from daskmasker.io import checksum
 

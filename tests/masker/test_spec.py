@@ -10,6 +10,7 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
+import tomllib
 
 import daskmasker
 from daskmasker import MultiNiftiMapsMasker, NiftiMapsMasker
@@ -62,11 +63,22 @@ def test_the_spec_is_frozen_and_travels(maps, data):
 
 
 def test_the_packages_above_the_masker_use_no_private_estimator_state():
-    """batch/, cli/, report/ and the demo reach a fitted masker through public API only."""
+    """batch/, cli/, report/, the demo and the public import path reach a fitted masker through
+    public API only: every module above masker/ (the layers of pyproject.toml) is read."""
     root = Path(daskmasker.__file__).parent
+    pyproject = tomllib.loads((root.parent / "pyproject.toml").read_text())
+    (layers,) = [
+        c["layers"] for c in pyproject["tool"]["importlinter"]["contracts"] if c["type"] == "layers"
+    ]
+    above = [name for layer in layers[: layers.index("masker")] for name in layer.split(" | ")]
+    above.append("report")  # beside runtime below masker/, but nilearn's report of a masker
+    assert set(above) == {"cli", "demo", "batch", "maskers", "report"}
     files = [
-        root / "demo.py",
-        *(p for d in ("batch", "cli", "report") for p in (root / d).rglob("*.py")),
+        path
+        for name in above
+        for path in (
+            (root / name).rglob("*.py") if (root / name).is_dir() else [root / f"{name}.py"]
+        )
     ]
     private = []
     for path in files:
@@ -89,6 +101,18 @@ def test_the_packages_above_the_masker_use_no_private_estimator_state():
                 # nilearn's report protocol: its maskers keep what their report shows there, and
                 # nilearn's report checks read and write these attributes on the masker
                 and node.attr not in NILEARN_REPORT_PROTOCOL
+            ):
+                private.append(f"{path.relative_to(root)}:{node.lineno} {ast.unparse(node)}")
+            # the same read spelled getattr(masker, "_name") / hasattr / setattr
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in {"getattr", "hasattr", "setattr"}
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and str(node.args[1].value).startswith("_")
+                and not str(node.args[1].value).startswith("__")
+                and node.args[1].value not in NILEARN_REPORT_PROTOCOL
             ):
                 private.append(f"{path.relative_to(root)}:{node.lineno} {ast.unparse(node)}")
     assert not private, private

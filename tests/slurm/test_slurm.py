@@ -209,11 +209,15 @@ def test_cluster_slurm_as_documented(slurm, dataset, tmp_path):
 def test_bids_asks_no_more_worker_jobs_than_runs(slurm, tmp_path):
     """``daskmasker bids ... --cluster slurm``, as ``extract``, asks SLURM no more workers than
     the runs it selected: one run, one worker job (the partition's two CPUs would give two)."""
-    from daskmasker import synthetic
+    from daskmasker import synthetic, synthetic_fmriprep
 
     fmriprep, out = tmp_path / "fmriprep", tmp_path / "out"
-    synthetic.make_fmriprep_dataset(fmriprep, subjects=("01",), sessions=("1",), n_volumes=20)
-    maps = synthetic.make_maps(4, synthetic.SMALL_SHAPE, synthetic.SMALL_AFFINE, seed=1)
+    synthetic_fmriprep.make_fmriprep_dataset(
+        fmriprep, subjects=("01",), sessions=("1",), n_volumes=20
+    )
+    maps = synthetic.make_maps(
+        4, synthetic_fmriprep.SMALL_SHAPE, synthetic_fmriprep.SMALL_AFFINE, seed=1
+    )
     maps.to_filename(tmp_path / "maps.nii.gz")
     words = [sys.executable, "-m", "daskmasker.cli", "bids", str(fmriprep), str(out)]
     words += ["participant", "--maps", str(tmp_path / "maps.nii.gz"), "--no-progress"]
