@@ -101,17 +101,11 @@ def _docstrings(tree: ast.Module) -> list[tuple[int, str]]:
     return found
 
 
-# compute/connectivity_graph.py is being rewritten on another branch (studyreduce) this session:
-# its "20x slower" moves to benchmarks/results/ there or on merge, then this entry goes
-MEASURED_ALLOWED = frozenset({"daskmasker.compute.connectivity_graph"})
-
-
 def test_docstrings_carry_no_measured_figures():
     """Docstrings say what and why; measured figures are dated in benchmarks/results/."""
     hits = [
         f"{name}:{line}: {match.group(0)!r}"
         for name, tree in _modules().items()
-        if name not in MEASURED_ALLOWED
         for line, text in _docstrings(tree)
         for match in MEASURED.finditer(text)
     ]

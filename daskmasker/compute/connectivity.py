@@ -259,12 +259,6 @@ def geometric_mean(covariances: np.ndarray, names: Iterable[object] | None = Non
     return state.gmean
 
 
-def symmetric_mean(matrices: np.ndarray) -> np.ndarray:
-    """nilearn's ``mean_`` of the kinds other than tangent: the mean, made symmetric."""
-    mean = np.mean(matrices, axis=0)
-    return (mean + mean.T) * 0.5
-
-
 def sym_matrix_to_vec(symmetric: np.ndarray, discard_diagonal: bool = False) -> np.ndarray:
     """nilearn's ``sym_matrix_to_vec``: the lower triangle row by row, the diagonal divided by
     √2 (so the vector's norm is the matrix's), or left out with ``discard_diagonal``.

@@ -56,8 +56,8 @@ R = TypeVar("R")
 
 def _one_thread(function: Callable[P, R]) -> Callable[P, R]:
     """``function`` run with one BLAS thread: its matrices are small (a region count squared),
-    and the tasks of several chunks run at once; OpenBLAS's threads on 64 × 64 eigen-problems
-    made them 20x slower on a busy machine (2026-12-07, ``benchmarks/results``)."""
+    and the tasks of several chunks run at once; OpenBLAS's threads on such small eigen-problems
+    only contend for the cores (benchmarks/results/2026-12-07-connectivity.md)."""
 
     @functools.wraps(function)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
