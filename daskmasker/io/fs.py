@@ -26,9 +26,12 @@ class Location:
         import zarr  # here, not at the top: reading a NIfTI (this module's other use) needs none
 
         self.url = str(url)
-        self.fs, _, (self.root,) = fsspec.get_fs_token_paths(
-            self.url, storage_options=storage_options or {}
-        )
+        try:
+            self.fs, _, (self.root,) = fsspec.get_fs_token_paths(
+                self.url, storage_options=storage_options or {}
+            )
+        except ValueError as exc:  # fsspec's "Protocol not known: s4" names no URL
+            raise ValueError(f"cannot open '{self.url}': {exc}") from exc
         self.store: Store
         if "://" in self.url and not self.url.startswith("file://"):
             self.store = zarr.storage.FsspecStore.from_url(
@@ -43,6 +46,8 @@ def check_bucket(location: Location) -> None:
     exist (S3 says only "The specified bucket does not exist", at the first write)."""
     if "://" not in location.url or location.url.startswith("file://"):
         return
+    if location.url.split("://")[0] in ("http", "https"):
+        raise ValueError(f"cannot write '{location.url}': an HTTP(S) URL is read-only")
     bucket = location.root.split("/")[0]
     try:
         exists = location.fs.exists(bucket)
