@@ -116,13 +116,28 @@ def subcommands() -> dict:
     return action.choices
 
 
-@pytest.mark.parametrize(
-    "name", ["convert", "extract", "demo", "info", "clean", "upgrade", "connectivity", "bids"]
-)
+# each command's shortest valid command line: a misspelt option added to it is the only error
+COMMAND_LINES = {
+    "convert": ["convert", "a.nii", "o.zarr"],
+    "extract": ["extract", "a.nii", "--maps", "m.nii", "--out", "o"],
+    "demo": ["demo"],
+    "info": ["info", "s.zarr"],
+    "clean": ["clean", "s.zarr", "--out", "o"],
+    "upgrade": ["upgrade", "old.zarr", "new.zarr"],
+    "connectivity": ["connectivity", "s.zarr", "--kind", "correlation", "--out", "o"],
+    "bids": ["bids", "fmriprep", "out", "participant"],
+}
+
+
+def test_the_lists_hold_every_command():
+    assert set(COMMAND_LINES) == set(subcommands())
+
+
+@pytest.mark.parametrize("name", ["", *COMMAND_LINES])
 def test_every_option_has_help_and_shows_its_default(name):
-    parser = subcommands()[name]
+    parser = subcommands()[name] if name else _get_parser()
     formatter = parser._get_formatter()
-    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    options = [a for a in parser._actions if a.option_strings and a.dest not in ("help", "version")]
     assert options  # negative control: the probe sees the options
     for action in options:
         assert action.help, f"{name} {action.option_strings[0]} has no help"
@@ -170,6 +185,28 @@ def test_a_misspelt_flag_shows_the_command_usage_and_the_closest_flag(
     err = capsys.readouterr().err
     assert err.startswith(usage), err
     assert suggestion in err, err
+
+
+def misspelt(option: str) -> str:
+    """``option`` with its last letter typed twice (never a prefix of an option, which argparse
+    would take for an abbreviation)."""
+    return option + option[-1]
+
+
+@pytest.mark.parametrize("name", list(COMMAND_LINES))
+def test_every_misspelt_option_of_every_command_names_the_command_and_the_option(name, capsys):
+    parser = subcommands()[name]
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    assert len(options) >= 2  # negative control: the probe sees the options
+    for option in options:
+        wrong = misspelt(option)
+        assert not any(o.startswith(wrong) for o in options), (option, wrong)
+        with pytest.raises(SystemExit) as exit_info:
+            main([*COMMAND_LINES[name], f"{wrong}=1"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, (option, err)
+        assert err.startswith(f"usage: daskmasker {name} "), (option, err)
+        assert f"unrecognized arguments: {wrong}=1 (did you mean {option}?)" in err, (option, err)
 
 
 def test_an_unknown_flag_with_nothing_close_suggests_nothing(capsys):
