@@ -301,6 +301,52 @@ def test_the_api_grid_error_is_nilearns_with_the_files(files, tmp_path):
     assert message.startswith(str(nilearn_error.value))
 
 
+def _grid_line(name: str, path: str) -> str:
+    img = nib.load(path)
+    return f"{name}: {path}, shape {img.shape[:3]}, affine {_affine_text(img.affine)}"
+
+
+CHOICES = "all must be on one grid; set it to 'data', 'mask' or 'maps'."
+
+
+@pytest.mark.parametrize("call", ["fit with a mask", "transform", "fit_transform"])
+def test_every_api_grid_error_names_both_files_shapes_affines_and_choices(files, tmp_path, call):
+    """The Python API's field-of-view errors, at fit (maps and mask) and at transform (maps and
+    the data: the runs are on another grid than the maps)."""
+    maps, run = files["maps"], files["runs"][0]
+    mask = str(tmp_path / "mask_shifted.nii.gz")
+    shifted = nib.load(files["mask"])
+    nib.Nifti1Image(np.asarray(shifted.dataobj), shifted.affine + 0.5).to_filename(mask)
+    other = {"fit with a mask": ("mask", mask)}.get(call, ("data", run))
+    masker = NiftiMapsMasker(maps, mask_img=mask if other[0] == "mask" else None, standardize=None)
+    masker.resampling_target = None
+    with pytest.raises(ValueError, match="^Following field of view errors") as error:
+        {
+            "fit with a mask": lambda: masker.fit(),
+            "transform": lambda: masker.fit().transform(run),
+            "fit_transform": lambda: masker.fit_transform(run),
+        }[call]()
+    lines = str(error.value).splitlines()
+    assert _grid_line("maps", maps) in lines
+    assert _grid_line(*other) in lines
+    assert lines[-1] == f"resampling_target is None: {CHOICES}"
+    masker.resampling_target = "data"  # negative control: the same files resampled
+    assert masker.fit_transform(run).shape == (N_SCANS, nib.load(maps).shape[3])
+
+
+def test_the_cli_grid_error_of_the_data_names_both_files_shapes_affines_and_choices(
+    files, tmp_path, capsys
+):
+    run = files["runs"][0]
+    argv = ["extract", run, "--maps", files["maps"], "--out", str(tmp_path / "o.zarr")]
+    assert main([*argv, "--resampling-target", "none", "--no-progress"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert "daskmasker extract: error: Following field of view errors were detected:" in lines
+    assert "- maps and data do not have the same shape" in lines
+    assert _grid_line("maps", files["maps"]) in lines and _grid_line("data", run) in lines
+    assert lines[-1] == f"--resampling-target is None: {CHOICES}"
+
+
 def test_the_corrupt_image_does_fail_when_read(files, tmp_path, capsys):
     """Negative control of the test above: with right parameters its image is read, and fails."""
     code = main(extract_args(files, files["corrupt"], str(tmp_path / "o.zarr"), "--t-r", "2"))
