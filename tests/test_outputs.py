@@ -33,6 +33,9 @@ from daskmasker import (
     to_zarr,
 )
 from daskmasker.batch.store import mark_pending, open_output, write_run
+from daskmasker.cli import main
+from daskmasker.demo import RUN_NAME, run_demo
+from daskmasker.synthetic import SMALL_AFFINE, SMALL_SHAPE, make_fmriprep_dataset, make_maps
 
 from helpers import BATCH_T_R, write_study
 
@@ -146,6 +149,29 @@ def _reclean(study) -> str:
     return out
 
 
+def _demo(study, store: str) -> str:
+    """A store of ``daskmasker demo`` (run once, small): the converted run or the study."""
+    if "demo" not in study:
+        out = study["root"] / "demo"
+        run_demo(out, n_volumes=3, n_maps=2, progress=False, verbose=False, announce=False)
+        study["demo"] = {
+            "run": str(out / f"{RUN_NAME}_bold.zarr"),
+            "study": str(out / "timeseries.zarr"),
+        }
+    return study["demo"][store]
+
+
+def _bids_app(study) -> list[str]:
+    """The batch stores of ``daskmasker bids ... participant`` (one subject, one session), with
+    the runs' brain masks (coverage)."""
+    root = study["root"] / "bids"
+    make_fmriprep_dataset(root / "fmriprep", subjects=("01",), sessions=("1",), n_volumes=20)
+    make_maps(4, SMALL_SHAPE, SMALL_AFFINE, seed=1).to_filename(root / "atlas4.nii.gz")
+    argv = ["-q", "bids", str(root / "fmriprep"), str(root / "out"), "participant"]
+    assert main([*argv, "--maps", str(root / "atlas4.nii.gz"), "--no-progress"]) == 0
+    return [str(p) for p in sorted((root / "out" / "stores").glob("*.zarr"))]
+
+
 def _signals(study, img="img", **params) -> xr.DataArray:
     masker = NiftiMapsMasker(study["maps"], mask_img=study["mask"], **{**PARAMS, **params})
     source = study["runs"][0]["img"] if img == "img" else study[img]
@@ -184,9 +210,12 @@ OUTPUTS: dict[str, tuple[Callable[[dict], Built], str | None]] = {
         lambda s: open_timeseries(s["batch"], "sub-01_task-rest"),
         "time",
     ),
+    "daskmasker bids participant stores": (_bids_app, "onset"),
+    "demo: converted run": (lambda s: _demo(s, "run"), "t"),
+    "demo: batch store": (lambda s: _demo(s, "study"), "onset"),
     "masker xarray output": (_signals, "time"),
     "masker xarray output, no TR": (lambda s: _signals(s, img="no_tr"), None),
-    "masker xarray output, min_coverage": (lambda s: _signals(s, min_coverage=0.5), "time"),
+    "masker xarray output, min_coverage": (lambda s: _signals(s, min_coverage=0.1), "time"),
     "MultiNiftiMapsMasker xarray output": (_multi, "time"),
     "connectivity(ds)": (lambda s: connectivity(open_timeseries(s["batch"])), None),
     "connectivity(ds, vectorize=True)": (
@@ -205,6 +234,7 @@ def test_every_output_is_ready_for_exploration(study, kind):
     build, seconds = OUTPUTS[kind]
     built = build(study)
     stores = [built] if isinstance(built, str) else built if isinstance(built, list) else []
+    assert stores or not isinstance(built, list), f"{kind}: no store written"
     objects = [] if stores else [built]
     for store in stores:
         groups = zarr_groups(store)
