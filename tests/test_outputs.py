@@ -178,14 +178,21 @@ def _signals(study, img="img", **params) -> xr.DataArray:
     return masker.set_output(transform="xarray").fit_transform(source)
 
 
-def _multi(study) -> xr.DataArray:
+def _multi(study, several: bool = False) -> xr.DataArray | list[xr.DataArray]:
     masker = MultiNiftiMapsMasker(study["maps"], mask_img=study["mask"], **PARAMS)
-    return masker.set_output(transform="xarray").fit_transform(study["runs"][0]["img"])
+    imgs = [r["img"] for r in study["runs"]]
+    out = masker.set_output(transform="xarray").fit_transform(imgs if several else imgs[0])
+    if several:  # lazy and labelled as one image's, equal to the numbers of the default output
+        assert [o.sizes["time"] for o in out] == [r["n"] for r in study["runs"]]
+        default = masker.set_output(transform="default").transform(imgs)
+        for got, want in zip(out, default, strict=True):
+            np.testing.assert_array_equal(got.values, want)
+    return out
 
 
-# (kind, how to build it, the variable holding time in seconds or None): a Zarr store's path
-# (every group of it is checked), or the xarray objects daskmasker returns
-Built = str | list[str] | xr.Dataset | xr.DataArray
+# (kind, how to build it, the variable holding time in seconds or None): Zarr stores' paths
+# (every group of each is checked), or the xarray objects daskmasker returns (or a list of them)
+Built = str | list[str] | xr.Dataset | xr.DataArray | list[xr.DataArray]
 OUTPUTS: dict[str, tuple[Callable[[dict], Built], str | None]] = {
     "to_zarr run (NIfTI-Zarr, OME-Zarr)": (lambda s: s["run_store"], "t"),
     "to_zarr maps": (lambda s: _image_store(s, maps=True), None),
@@ -217,6 +224,10 @@ OUTPUTS: dict[str, tuple[Callable[[dict], Built], str | None]] = {
     "masker xarray output, no TR": (lambda s: _signals(s, img="no_tr"), None),
     "masker xarray output, min_coverage": (lambda s: _signals(s, min_coverage=0.1), "time"),
     "MultiNiftiMapsMasker xarray output": (_multi, "time"),
+    "MultiNiftiMapsMasker xarray output, a list of images": (
+        lambda s: _multi(s, several=True),
+        "time",
+    ),
     "connectivity(ds)": (lambda s: connectivity(open_timeseries(s["batch"])), None),
     "connectivity(ds, vectorize=True)": (
         lambda s: connectivity(open_timeseries(s["batch"]), vectorize=True),
@@ -233,9 +244,10 @@ OUTPUTS: dict[str, tuple[Callable[[dict], Built], str | None]] = {
 def test_every_output_is_ready_for_exploration(study, kind):
     build, seconds = OUTPUTS[kind]
     built = build(study)
-    stores = [built] if isinstance(built, str) else built if isinstance(built, list) else []
-    assert stores or not isinstance(built, list), f"{kind}: no store written"
-    objects = [] if stores else [built]
+    built = built if isinstance(built, list) else [built]
+    assert built, f"{kind}: nothing written or returned"
+    stores = [b for b in built if isinstance(b, str)]
+    objects = [b for b in built if not isinstance(b, str)]
     for store in stores:
         groups = zarr_groups(store)
         assert groups, f"{kind}: no Zarr group in {store}"  # negative control: the walk sees them
