@@ -19,8 +19,6 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from daskmasker.io.fs import open_raw
-
 
 class ColumnNotFoundError(LookupError):
     """No column of the table matches a requested name or pattern."""
@@ -30,6 +28,8 @@ def _read(path: str | os.PathLike) -> pd.DataFrame:
     name = os.fspath(path)
     sep = "\t" if name.endswith(".tsv") else "," if name.endswith(".csv") else None
     if "://" in name:  # a URL, read through fsspec (errors name it), as the images are
+        from daskmasker.io.fs import open_raw  # (here: reading a local table needs no fsspec)
+
         with open_raw(name, None) as f:
             source: str | io.BytesIO = io.BytesIO(f.read())
     else:

@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from daskmasker.io.fs import open_raw
-
 NAME_COLUMNS = ("name", "label", "labels", "region", "region_name")
 
 
@@ -45,6 +43,8 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     """
     name = os.fspath(path)
     if "://" in name:  # a URL, read through fsspec (errors name it), as the images are
+        from daskmasker.io.fs import open_raw  # (here: a masker is made without fsspec)
+
         with open_raw(name, None) as f:
             text = f.read().decode()
         path = Path(name.split("?")[0])  # its suffix

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import s3fs
 
-from daskmasker import NiftiMapsMasker, open_timeseries, open_zarr, run_batch, to_zarr
+from daskmasker import NiftiMapsMasker, open_timeseries, open_zarr, reclean, run_batch, to_zarr
+from daskmasker.batch.connectome import write_relmats
 from daskmasker.cli import main
 
 from helpers import write_study
@@ -20,8 +21,8 @@ from s3server import s3_server, storage_options, use_aws_environment
 
 CASES = {
     "missing bucket": "s3://no-such-bucket/ds/{name}",
-    "missing key": "s3://lab/ds/missing/{name}",
-    "unknown scheme": "s4://lab/ds/{name}",
+    "missing key": "s3://url-errors/ds/missing/{name}",
+    "unknown scheme": "s4://url-errors/ds/{name}",
     "HTTP 404": "{http}/missing/{name}",
 }
 OUTPUT_CASES = ("missing bucket", "unknown scheme", "HTTP 404")  # a missing key is a new store
@@ -34,7 +35,7 @@ def servers(tmp_path_factory):
     (root / "labels.txt").write_text("\n".join(f"r{k}" for k in range(6)))
     with s3_server() as endpoint, file_server(str(root)) as http:
         fs = s3fs.S3FileSystem(**storage_options(endpoint))
-        fs.mkdir("lab")
+        fs.mkdir("url-errors")
         run = study["runs"][0]
         for local, key in (
             (run["img"], "ds/sub-01_task-rest_bold.nii.gz"),
@@ -43,8 +44,16 @@ def servers(tmp_path_factory):
             (study["mask"], "ds/mask.nii.gz"),
             (str(root / "labels.txt"), "ds/labels.txt"),
         ):
-            fs.put(local, f"lab/{key}")
-        yield {"study": study, "endpoint": endpoint, "http": http.url.rstrip("/"), "root": root}
+            fs.put(local, f"url-errors/{key}")
+        store = str(root / "study.zarr")
+        run_batch(NiftiMapsMasker(study["maps"], standardize=None), [run["img"]], store)
+        yield {
+            "study": study,
+            "store": store,
+            "endpoint": endpoint,
+            "http": http.url.rstrip("/"),
+            "root": root,
+        }
 
 
 @pytest.fixture
@@ -103,20 +112,31 @@ def test_python_inputs_name_the_url(servers, urls, what, case):
 
 
 @pytest.mark.parametrize("case", OUTPUT_CASES)
-@pytest.mark.parametrize("write", ["to_zarr", "run_batch"])
-def test_python_outputs_name_the_url(servers, urls, write, case):
-    study = servers["study"]
-    url = urls(case, f"{write}.zarr")
+@pytest.mark.parametrize(
+    "write", ["to_zarr", "run_batch", "run_batch tsv_dir", "reclean tsv_dir", "write_relmats"]
+)
+def test_python_outputs_name_the_url(servers, urls, write, case, tmp_path):
+    study, store = servers["study"], servers["store"]
+    url = urls(case, "out.zarr" if write in ("to_zarr", "run_batch") else "derivatives")
+    masker = NiftiMapsMasker(study["maps"], standardize=None)
+    out = str(tmp_path / "out.zarr")
     with pytest.raises((OSError, ValueError)) as error:
         if write == "to_zarr":
             to_zarr(study["mask"], url)
+        elif write == "run_batch":
+            run_batch(masker, [study["runs"][0]["img"]], url)
+        elif write == "run_batch tsv_dir":
+            run_batch(masker, [study["runs"][0]["img"]], out, tsv_dir=url)
+        elif write == "reclean tsv_dir":
+            reclean(store, out, tsv_dir=url, detrend=True)
         else:
-            run_batch(NiftiMapsMasker(study["maps"]), [study["runs"][0]["img"]], url)
+            write_relmats(store, url, ["correlation"])
     assert f"'{url}'" in str(error.value), str(error.value)
     assert "bucket 'http" not in str(error.value)  # a web server has no bucket: read-only
+    assert not (tmp_path / "out.zarr").exists()  # refused before the store is begun
 
 
-def _command_lines(study, root) -> dict:
+def _command_lines(study, root, store) -> dict:
     img, maps = study["runs"][0]["img"], study["maps"]
     out = str(root / "cli.zarr")
     extract = ["extract", img, "--maps", maps, "--out", out, "--overwrite", "--no-progress"]
@@ -137,6 +157,16 @@ def _command_lines(study, root) -> dict:
         # outputs
         "extract --out": ("out.zarr", lambda u: [*extract[:4], "--out", u, "--no-progress"]),
         "convert store": ("out.zarr", lambda u: ["convert", img, u]),
+        "extract --bids-dir": ("derivatives", lambda u: [*extract, "--bids-dir", u]),
+        "clean --out": ("out.zarr", lambda u: ["clean", store, "--out", u]),
+        "clean --bids-dir": (
+            "derivatives",
+            lambda u: ["clean", store, "--out", out, "--overwrite", "--bids-dir", u],
+        ),
+        "connectivity --out": (
+            "derivatives",
+            lambda u: ["connectivity", store, "--kind", "correlation", "--out", u],
+        ),
     }
 
 
@@ -153,7 +183,12 @@ COMMANDS = (
     "upgrade",
     "extract --out",
     "convert store",
+    "extract --bids-dir",
+    "clean --out",
+    "clean --bids-dir",
+    "connectivity --out",
 )
+OUTPUTS = ("--out", "store", "--bids-dir")  # a missing key of an existing bucket is written
 
 
 @pytest.mark.parametrize(
@@ -161,11 +196,11 @@ COMMANDS = (
     [
         (command, case)
         for command in COMMANDS
-        for case in (OUTPUT_CASES if command.endswith(("--out", "store")) else CASES)
+        for case in (OUTPUT_CASES if command.endswith(OUTPUTS) else CASES)
     ],
 )
 def test_the_command_line_names_the_url(servers, urls, command, case, capsys):
-    name, argv = _command_lines(servers["study"], servers["root"])[command]
+    name, argv = _command_lines(servers["study"], servers["root"], servers["store"])[command]
     url = urls(case, name)
     assert main(argv(url)) == 2
     err = capsys.readouterr().err
@@ -176,7 +211,7 @@ def test_the_same_urls_that_exist_are_read(servers, urls, capsys):
     """Negative control: every input of ``extract`` from the bucket, as the tests above give
     them, but existing."""
     study, root = servers["study"], servers["root"]
-    ds = "s3://lab/ds"
+    ds = "s3://url-errors/ds"
     out = str(root / "from-s3.zarr")
     argv = [
         "extract",
