@@ -281,7 +281,7 @@ def test_a_mask_on_another_grid_names_both_files_shapes_affines_and_choices(
     assert f"maps: {files['maps']}, shape {maps.shape[:3]}, affine " in err
     assert f"mask: {shifted}, shape {(mask.shape[0] - 1, *mask.shape[1:])}, affine " in err
     assert f"affine {_affine_text(affine)}" in err and f"affine {_affine_text(maps.affine)}" in err
-    assert "--resampling-target is None: all must be on one grid; set it to 'data', 'mask'" in err
+    assert "--resampling-target is none: all must be on one grid; set it to 'data', 'mask'" in err
     assert main([*argv, "--out", str(tmp_path / "p.zarr"), "--resampling-target", "data"]) == 0
 
 
@@ -344,7 +344,7 @@ def test_the_cli_grid_error_of_the_data_names_both_files_shapes_affines_and_choi
     assert "daskmasker extract: error: Following field of view errors were detected:" in lines
     assert "- maps and data do not have the same shape" in lines
     assert _grid_line("maps", files["maps"]) in lines and _grid_line("data", run) in lines
-    assert lines[-1] == f"--resampling-target is None: {CHOICES}"
+    assert lines[-1] == f"--resampling-target is none: {CHOICES}"
 
 
 def test_the_corrupt_image_does_fail_when_read(files, tmp_path, capsys):
