@@ -116,13 +116,28 @@ def subcommands() -> dict:
     return action.choices
 
 
-@pytest.mark.parametrize(
-    "name", ["convert", "extract", "demo", "info", "clean", "upgrade", "connectivity", "bids"]
-)
+# each command's shortest valid command line: a misspelt option added to it is the only error
+COMMAND_LINES = {
+    "convert": ["convert", "a.nii", "o.zarr"],
+    "extract": ["extract", "a.nii", "--maps", "m.nii", "--out", "o"],
+    "demo": ["demo"],
+    "info": ["info", "s.zarr"],
+    "clean": ["clean", "s.zarr", "--out", "o"],
+    "upgrade": ["upgrade", "old.zarr", "new.zarr"],
+    "connectivity": ["connectivity", "s.zarr", "--kind", "correlation", "--out", "o"],
+    "bids": ["bids", "fmriprep", "out", "participant"],
+}
+
+
+def test_the_lists_hold_every_command():
+    assert set(COMMAND_LINES) == set(subcommands())
+
+
+@pytest.mark.parametrize("name", ["", *COMMAND_LINES])
 def test_every_option_has_help_and_shows_its_default(name):
-    parser = subcommands()[name]
+    parser = subcommands()[name] if name else _get_parser()
     formatter = parser._get_formatter()
-    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    options = [a for a in parser._actions if a.option_strings and a.dest not in ("help", "version")]
     assert options  # negative control: the probe sees the options
     for action in options:
         assert action.help, f"{name} {action.option_strings[0]} has no help"
@@ -170,6 +185,28 @@ def test_a_misspelt_flag_shows_the_command_usage_and_the_closest_flag(
     err = capsys.readouterr().err
     assert err.startswith(usage), err
     assert suggestion in err, err
+
+
+def misspelt(option: str) -> str:
+    """``option`` with its last letter typed twice (never a prefix of an option, which argparse
+    would take for an abbreviation)."""
+    return option + option[-1]
+
+
+@pytest.mark.parametrize("name", list(COMMAND_LINES))
+def test_every_misspelt_option_of_every_command_names_the_command_and_the_option(name, capsys):
+    parser = subcommands()[name]
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    assert len(options) >= 2  # negative control: the probe sees the options
+    for option in options:
+        wrong = misspelt(option)
+        assert not any(o.startswith(wrong) for o in options), (option, wrong)
+        with pytest.raises(SystemExit) as exit_info:
+            main([*COMMAND_LINES[name], f"{wrong}=1"])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, (option, err)
+        assert err.startswith(f"usage: daskmasker {name} "), (option, err)
+        assert f"unrecognized arguments: {wrong}=1 (did you mean {option}?)" in err, (option, err)
 
 
 def test_an_unknown_flag_with_nothing_close_suggests_nothing(capsys):
@@ -244,7 +281,7 @@ def test_a_mask_on_another_grid_names_both_files_shapes_affines_and_choices(
     assert f"maps: {files['maps']}, shape {maps.shape[:3]}, affine " in err
     assert f"mask: {shifted}, shape {(mask.shape[0] - 1, *mask.shape[1:])}, affine " in err
     assert f"affine {_affine_text(affine)}" in err and f"affine {_affine_text(maps.affine)}" in err
-    assert "--resampling-target is None: all must be on one grid; set it to 'data', 'mask'" in err
+    assert "--resampling-target is none: all must be on one grid; set it to 'data', 'mask'" in err
     assert main([*argv, "--out", str(tmp_path / "p.zarr"), "--resampling-target", "data"]) == 0
 
 
@@ -262,6 +299,52 @@ def test_the_api_grid_error_is_nilearns_with_the_files(files, tmp_path):
     with pytest.raises(ValueError, match="^Following field of view errors") as nilearn_error:
         NilearnMasker(files["maps"], mask_img=path, resampling_target=None).fit()
     assert message.startswith(str(nilearn_error.value))
+
+
+def _grid_line(name: str, path: str) -> str:
+    img = nib.load(path)
+    return f"{name}: {path}, shape {img.shape[:3]}, affine {_affine_text(img.affine)}"
+
+
+CHOICES = "all must be on one grid; set it to 'data', 'mask' or 'maps'."
+
+
+@pytest.mark.parametrize("call", ["fit with a mask", "transform", "fit_transform"])
+def test_every_api_grid_error_names_both_files_shapes_affines_and_choices(files, tmp_path, call):
+    """The Python API's field-of-view errors, at fit (maps and mask) and at transform (maps and
+    the data: the runs are on another grid than the maps)."""
+    maps, run = files["maps"], files["runs"][0]
+    mask = str(tmp_path / "mask_shifted.nii.gz")
+    shifted = nib.load(files["mask"])
+    nib.Nifti1Image(np.asarray(shifted.dataobj), shifted.affine + 0.5).to_filename(mask)
+    other = {"fit with a mask": ("mask", mask)}.get(call, ("data", run))
+    masker = NiftiMapsMasker(maps, mask_img=mask if other[0] == "mask" else None, standardize=None)
+    masker.resampling_target = None
+    with pytest.raises(ValueError, match="^Following field of view errors") as error:
+        {
+            "fit with a mask": lambda: masker.fit(),
+            "transform": lambda: masker.fit().transform(run),
+            "fit_transform": lambda: masker.fit_transform(run),
+        }[call]()
+    lines = str(error.value).splitlines()
+    assert _grid_line("maps", maps) in lines
+    assert _grid_line(*other) in lines
+    assert lines[-1] == f"resampling_target is None: {CHOICES}"
+    masker.resampling_target = "data"  # negative control: the same files resampled
+    assert masker.fit_transform(run).shape == (N_SCANS, nib.load(maps).shape[3])
+
+
+def test_the_cli_grid_error_of_the_data_names_both_files_shapes_affines_and_choices(
+    files, tmp_path, capsys
+):
+    run = files["runs"][0]
+    argv = ["extract", run, "--maps", files["maps"], "--out", str(tmp_path / "o.zarr")]
+    assert main([*argv, "--resampling-target", "none", "--no-progress"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert "daskmasker extract: error: Following field of view errors were detected:" in lines
+    assert "- maps and data do not have the same shape" in lines
+    assert _grid_line("maps", files["maps"]) in lines and _grid_line("data", run) in lines
+    assert lines[-1] == f"--resampling-target is none: {CHOICES}"
 
 
 def test_the_corrupt_image_does_fail_when_read(files, tmp_path, capsys):

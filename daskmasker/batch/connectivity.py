@@ -131,13 +131,15 @@ def connectivity_measure(
         "vectorize": int(vectorize),
         "discard_diagonal": int(discard_diagonal),
     }
+    units = str(signals.attrs.get("units", "arbitrary"))
     if vectorize:
         rows, cols = conn.lower_pairs(signals.sizes["region"], discard_diagonal)
         feature = {
-            f"{name}_{end}": ("feature", np.asarray(values)[index])
-            for index, end in ((rows, "i"), (cols, "j"))
-            for name, (_, values) in region.items()
+            f"{name}_{end}": ("feature", np.asarray(values)[index], _of(labels, side))
+            for index, end, side in ((rows, "i", "row"), (cols, "j", "column"))
+            for name, (_, values, labels) in region.items()
         }
+        feature["feature"] = ("feature", np.arange(rows.size), _FEATURE)
         matrices = xr.DataArray(
             lazy.matrices, dims=("run", "feature"), coords={**run_coords, **feature}
         )
@@ -149,12 +151,95 @@ def connectivity_measure(
         )
     square = {**region, **_second(region)}
     out = {
-        "connectivity": matrices.assign_attrs(attrs),
-        "mean": xr.DataArray(lazy.mean, dims=("region", SECOND), coords=square),
+        "connectivity": matrices.assign_attrs(_matrix_labels(kind, units), **attrs),
+        "mean": xr.DataArray(
+            lazy.mean, dims=("region", SECOND), coords=square, attrs=_mean_labels(kind, units)
+        ),
     }
     if lazy.whitening is not None:
-        out["whitening"] = xr.DataArray(lazy.whitening, dims=("region", SECOND), coords=square)
+        whitening = _cf(
+            "whitening matrix",
+            _power(units, "-1"),
+            "inverse square root of the geometric mean of the runs' covariances (nilearn's "
+            "whitening_): the tangent embedding's whitening",
+        )
+        out["whitening"] = xr.DataArray(
+            lazy.whitening, dims=("region", SECOND), coords=square, attrs=whitening
+        )
     return xr.Dataset(out, attrs=attrs)
+
+
+_FEATURE = {
+    "long_name": "feature index",
+    "units": "1",
+    "description": "position in the vectorized lower triangle (nilearn's sym_matrix_to_vec "
+    "order); region_i and region_j name its row and column",
+}
+
+_MATRICES = {  # kind: long name, what each run's matrix is (the estimator is cov_estimator)
+    "correlation": ("correlation", "Pearson correlation of the run's region time series"),
+    "partial correlation": (
+        "partial correlation",
+        "partial correlation of the run's region time series, from the inverse of their covariance",
+    ),
+    "covariance": ("covariance", "covariance of the run's region time series"),
+    "precision": ("precision", "inverse of the covariance of the run's region time series"),
+    "tangent": (
+        "tangent-space connectivity",
+        "matrix logarithm of the run's covariance whitened by the geometric mean of the runs' "
+        "covariances (the tangent space at that mean)",
+    ),
+}
+
+
+def _cf(long_name: str, units: str, description: str) -> dict[str, str]:
+    return {"long_name": long_name, "units": units, "description": description}
+
+
+def _power(units: str, power: str) -> str:
+    """The units of the signals' ``units`` to ``power`` (CF: "1" stays "1")."""
+    return units if units in ("1", "arbitrary") else f"({units}){power}"
+
+
+def _matrix_units(kind: str, units: str) -> str:
+    return {"covariance": _power(units, "2"), "precision": _power(units, "-2")}.get(kind, "1")
+
+
+def _matrix_labels(kind: str, units: str) -> dict[str, str]:
+    """CF-style labels of each run's matrix of ``kind`` (``units``: the signals')."""
+    long_name, what = _MATRICES[kind]
+    return _cf(
+        long_name,
+        _matrix_units(kind, units),
+        f"{what}, kept frames only, as nilearn's ConnectivityMeasure(kind={kind!r}); the "
+        "covariance estimator is in cov_estimator",
+    )
+
+
+def _mean_labels(kind: str, units: str) -> dict[str, str]:
+    """CF-style labels of nilearn's ``mean_`` of ``kind``."""
+    if kind == "tangent":
+        return _cf(
+            "geometric mean covariance",
+            _power(units, "2"),
+            "geometric mean of the runs' covariances (nilearn's mean_ for kind='tangent')",
+        )
+    long_name, _ = _MATRICES[kind]
+    return _cf(
+        f"mean {long_name}",
+        _matrix_units(kind, units),
+        f"mean of the runs' {long_name} matrices, made symmetric (nilearn's mean_)",
+    )
+
+
+def _of(labels: dict, where: str) -> dict[str, str]:
+    """A region coordinate's labels (``region``'s by default) for the matrices' row or column."""
+    labels = {**_REGION, **labels}
+    return {
+        **labels,
+        "long_name": f"{labels['long_name']} of the {where}",
+        "description": f"{labels['description']} (of each entry's {where})",
+    }
 
 
 def connectivity(
@@ -219,18 +304,24 @@ def _as_dask(signals: xr.DataArray) -> da.Array:
     return da.from_array(np.asarray(signals.data), chunks=(1, -1, -1))
 
 
+_REGION = {"long_name": "map index", "units": "1", "description": "index of the map"}
+
+
 def _region_coords(signals: xr.DataArray) -> dict:
-    """The region axis's coordinates (its index, ``region_name``...) as (dims, values)."""
+    """The region axis's coordinates (its index, ``region_name``...) as (dims, values, attrs)."""
     out = {}
     for name, coord in signals.coords.items():
         if coord.dims == ("region",):
-            out[name] = ("region", np.asarray(coord.values))
+            out[name] = ("region", np.asarray(coord.values), dict(coord.attrs))
     if "region" not in out:
-        out["region"] = ("region", np.arange(signals.sizes["region"]))
+        out["region"] = ("region", np.arange(signals.sizes["region"]), _REGION)
     return out
 
 
 def _second(region: dict) -> dict:
     """The same coordinates on the second region axis, their names ending in ``_``."""
     renamed = {"region": SECOND}
-    return {renamed.get(k, f"{k}_"): (SECOND, values) for k, (_, values) in region.items()}
+    return {
+        renamed.get(k, f"{k}_"): (SECOND, values, _of(attrs, "column"))
+        for k, (_, values, attrs) in region.items()
+    }

@@ -36,6 +36,7 @@ from daskmasker.batch import bids
 from daskmasker.batch.connectivity import connectivity_measure
 from daskmasker.compute.connectivity import KINDS, check_kind
 from daskmasker.compute.regression import one_blas_thread
+from daskmasker.io.fs import check_folder
 from daskmasker.runtime.client import active_client
 
 MEASURES = {
@@ -132,6 +133,7 @@ def write_dataset_relmats(
     kinds = _check_kinds(kinds)
     atlas = bids.atlas_label(None, atlas)
     stems = run_stems(ds, atlas)
+    check_folder(out_dir, storage_options)
     existing = bids.read_json(out_dir, "dataset_description.json", storage_options)
     written = []
     if existing is None:

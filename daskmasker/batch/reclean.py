@@ -34,6 +34,7 @@ from daskmasker.batch.store import (
 )
 from daskmasker.compute.clean import clean_arrays
 from daskmasker.io.checksum import digest
+from daskmasker.io.fs import check_folder
 from daskmasker.masker.confounds import load_confounds, load_sample_mask
 from daskmasker.masker.params import check_params
 from daskmasker.masker.transform import clean_kwargs, json_params, output_dtype
@@ -163,6 +164,8 @@ def reclean(
     new_params = {**stored, **json_params(params)}
     conf_by_run = _per_run(confounds, runs, "confounds")
     mask_by_run = _per_run(sample_masks, runs, "sample_masks")
+    if tsv_dir is not None:  # before the store is created
+        check_folder(tsv_dir, storage_options)
     location = open_output(out, new_params, overwrite, storage_options, recleaned_from=str(store))
     source_attrs = run_attrs(source, runs)
     stems, uris = _plan_bids(source_attrs, runs, stored, tsv_dir, atlas_label, storage_options)

@@ -47,7 +47,7 @@ from daskmasker.batch.record import Recorder, run_meta
 from daskmasker.batch.store import is_pending, mark_pending, open_output, open_run
 from daskmasker.batch.study import gather
 from daskmasker.compute.plan import plan_extraction
-from daskmasker.io.fs import Location
+from daskmasker.io.fs import Location, check_folder
 from daskmasker.io.load import describe
 from daskmasker.masker.estimator import NiftiMapsMasker
 from daskmasker.masker.many import fit_together, link_specs
@@ -188,6 +188,7 @@ def run_batch(
     labels = _per_atlas("atlas_label", atlas_label, len(maskers), several)
     items = make_items(list(imgs), confounds, sample_masks, names, brain_masks, denoise)
     if tsv_dir is not None:  # a label that is not BIDS is refused before anything is done
+        check_folder(tsv_dir, storage_options)  # as a folder that cannot be written
         for k, m in enumerate(maskers):  # (a loop: the warning's stack level is its caller's)
             labels[k] = bids.atlas_label(m.maps_img, labels[k])
     if not all(m.__sklearn_is_fitted__() for m in maskers):  # (a URL's header is read to fit)

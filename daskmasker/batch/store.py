@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import fsspec
 import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import ConsolidatedMetadata, GroupMetadata
 
 from daskmasker.batch import provenance
 from daskmasker.batch.pack import pack, unpack, unpack_attrs
@@ -119,8 +121,18 @@ def open_output(
             "versions": provenance.versions(),
             **({"recleaned_from": recleaned_from} if recleaned_from else {}),
         }
-        zarr.create_group(location.store, attributes={BATCH_ATTR: batch}, zarr_format=3)
+        _create_root(location, {BATCH_ATTR: batch})
     return location
+
+
+def _create_root(location: Location, attributes: dict) -> None:
+    """The root group with its attributes and empty consolidated metadata, in one write: a
+    plain ``xr.open_zarr`` of a store whose first batch has not gathered yet opens an empty
+    study without warning that consolidated metadata is missing."""
+    meta = GroupMetadata(attributes=attributes, consolidated_metadata=ConsolidatedMetadata({}))
+    (blob,) = meta.to_buffer_dict(default_buffer_prototype()).values()
+    location.fs.makedirs(location.root, exist_ok=True)
+    location.fs.pipe_file(f"{location.root.rstrip('/')}/zarr.json", blob.to_bytes())
 
 
 def _root_attributes(location: Location) -> dict:

@@ -40,6 +40,7 @@ _FLAGS = {
     r"'?\bhigh_pass\b'?": "--high-pass",
     r"'?\bsmoothing_fwhm\b'?": "--smoothing-fwhm",
     r"'?\bresampling_target\b'?": "--resampling-target",
+    r"--resampling-target is None": "--resampling-target is none",  # the value the user typed
     r"'?\bstorage_options\b'?": "--storage-options",
     r"'?\bhigh_variance_confounds\b'?": "--high-variance-confounds",
     r"'?\bstandardize_confounds\b'?": "--standardize-confounds",

@@ -26,9 +26,12 @@ class Location:
         import zarr  # here, not at the top: reading a NIfTI (this module's other use) needs none
 
         self.url = str(url)
-        self.fs, _, (self.root,) = fsspec.get_fs_token_paths(
-            self.url, storage_options=storage_options or {}
-        )
+        try:
+            self.fs, _, (self.root,) = fsspec.get_fs_token_paths(
+                self.url, storage_options=storage_options or {}
+            )
+        except ValueError as exc:  # fsspec's "Protocol not known: s4" names no URL
+            raise ValueError(f"cannot open '{self.url}': {exc}") from exc
         self.store: Store
         if "://" in self.url and not self.url.startswith("file://"):
             self.store = zarr.storage.FsspecStore.from_url(
@@ -41,16 +44,34 @@ class Location:
 def check_bucket(location: Location) -> None:
     """Refuse, naming the URL, a store to be written into an object-store bucket that does not
     exist (S3 says only "The specified bucket does not exist", at the first write)."""
-    if "://" not in location.url or location.url.startswith("file://"):
+    _check_writable(location.url, location.fs, location.root)
+
+
+def check_folder(url: str, storage_options: dict | None = None) -> None:
+    """Refuse, naming the URL, an output folder (BIDS derivatives) that cannot be written: an
+    unknown scheme, an HTTP(S) URL, a bucket that does not exist (s3fs would create it)."""
+    if "://" not in str(url) or str(url).startswith("file://"):
         return
-    bucket = location.root.split("/")[0]
     try:
-        exists = location.fs.exists(bucket)
+        fs, _, (root,) = fsspec.get_fs_token_paths(url, storage_options=storage_options or {})
+    except ValueError as exc:  # fsspec's "Protocol not known: s4" names no URL
+        raise ValueError(f"cannot open '{url}': {exc}") from exc
+    _check_writable(str(url), fs, root)
+
+
+def _check_writable(url: str, fs: fsspec.AbstractFileSystem, root: str) -> None:
+    if "://" not in url or url.startswith("file://"):
+        return
+    if url.split("://")[0] in ("http", "https"):
+        raise ValueError(f"cannot write '{url}': an HTTP(S) URL is read-only")
+    bucket = root.split("/")[0]
+    try:
+        exists = fs.exists(bucket)
     except Exception:  # cannot tell (no right to look): the write will say
         return
     if not exists:
         raise FileNotFoundError(
-            f"cannot write '{location.url}': the bucket '{bucket}' does not exist "
+            f"cannot write '{url}': the bucket '{bucket}' does not exist "
             "(create it, or check the endpoint and credentials)"
         )
 

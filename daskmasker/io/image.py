@@ -10,8 +10,11 @@ A daskmasker image is an ordinary ``DataArray`` (usually backed by a Dask array)
   axes ``i``, ``j`` and ``k`` of the affine; ``img.transpose("x", "y", "z", "time")`` gives
   nibabel's
   order as a free view.
-* coordinates ``x``, ``y``, ``z`` in millimetres (``attrs["units"] == "mm"``) when the affine is
-  axis-aligned without axis permutation, and ``time`` in seconds when the repetition time is known.
+* a coordinate on every dimension: ``x``, ``y``, ``z`` in millimetres (``attrs["units"] ==
+  "mm"``) when the affine is axis-aligned without axis permutation (else the voxel indices),
+  ``time`` in seconds when the repetition time is known (else the volume indices),
+  ``component`` the map index; each, and the image, with CF-style ``long_name``, ``units`` and
+  ``description``.
 * ``attrs``: ``affine`` (4x4 nested list), ``nifti_header`` (the binary NIfTI header, base64, so a
   round trip is exact), ``t_r``, ``space_units``, ``time_units``, ``qform_code``, ``sform_code``,
   ``source_dtype`` (the on-disk dtype), ``scl_slope``/``scl_inter`` (as stored; the data is already
@@ -71,20 +74,63 @@ def as_nibabel(
     return nib.Nifti1Image(np.asarray(array).T, np.asarray(affine, dtype=np.float64), header=header)
 
 
-def spatial_coords(affine: np.ndarray, shape_xyz: tuple[int, int, int]) -> dict[str, Any]:
-    """Millimetre coordinates for ``x``, ``y`` and ``z`` when the affine is axis-aligned.
+CF_LABELS = {
+    "x": (
+        "x",
+        "mm",
+        "world x of the voxel centres, from the affine (NIfTI's scanner or template space)",
+    ),
+    "y": ("y", "mm", "world y of the voxel centres, from the affine"),
+    "z": ("z", "mm", "world z of the voxel centres, from the affine"),
+    TIME_DIM: ("time", "s", "onset of each volume: its index times the repetition time"),
+    COMPONENT_DIM: ("map index", "1", "index of each map (component) along the atlas's 4th axis"),
+}
+"""CF-style ``long_name``, ``units`` and ``description`` of an image's coordinates."""
 
-    Returns an empty dict for oblique or axis-permuting affines, where a voxel axis has no single
-    world coordinate.
-    """
+_INDEX_LABELS = {
+    TIME_DIM: ("volume index", "1", "index of each volume (no repetition time in the header)"),
+    **{
+        name: (
+            f"voxel index {ijk}",
+            "1",
+            f"voxel index {ijk} (the affine is oblique: no axis has a single world coordinate)",
+        )
+        for name, ijk in (("x", "i"), ("y", "j"), ("z", "k"))
+    },
+}
+
+
+def cf(long_name: str, units: str, description: str) -> dict[str, str]:
+    """CF-style attributes: what a plain ``xr.open_zarr`` or ``print`` shows of a variable."""
+    return {"long_name": long_name, "units": units, "description": description}
+
+
+def image_cf(maps: bool = False) -> dict[str, str]:
+    """The CF-style attributes of an image's values (NIfTI records no unit for them)."""
+    what = "map weights" if maps else "image intensity"
+    return cf(
+        what,
+        "1",
+        f"{what} in the source's units (NIfTI records none); the affine and header fields are "
+        "in these attributes",
+    )
+
+
+def spatial_coords(affine: np.ndarray, shape_xyz: tuple[int, int, int]) -> dict[str, Any]:
+    """Coordinates for ``x``, ``y`` and ``z``: millimetres when the affine is axis-aligned, else
+    (oblique or axis-permuting affines, where a voxel axis has no single world coordinate) the
+    voxel indices, ``units`` 1."""
     affine = np.asarray(affine, dtype=np.float64)
     rot = affine[:3, :3]
-    if np.count_nonzero(rot - np.diag(np.diag(rot))) or not np.all(np.diag(rot)):
-        return {}
+    aligned = not (np.count_nonzero(rot - np.diag(np.diag(rot))) or not np.all(np.diag(rot)))
     coords = {}
     for axis, name in enumerate(("x", "y", "z")):
-        values = affine[axis, axis] * np.arange(shape_xyz[axis]) + affine[axis, 3]
-        coords[name] = xr.Variable(name, values, attrs={"units": "mm"})
+        if aligned:
+            values = affine[axis, axis] * np.arange(shape_xyz[axis]) + affine[axis, 3]
+            coords[name] = xr.Variable(name, values, attrs=cf(*CF_LABELS[name]))
+        else:
+            values = np.arange(shape_xyz[axis])
+            coords[name] = xr.Variable(name, values, attrs=cf(*_INDEX_LABELS[name]))
     return coords
 
 
@@ -171,10 +217,16 @@ def make_image(
     all_attrs["affine"] = affine.tolist()
     coords = spatial_coords(affine, shape_xyz)  # type: ignore[arg-type]
     t_r = all_attrs.get("t_r")
-    if data.ndim == 4 and t_r and not maps:
-        coords[TIME_DIM] = xr.Variable(
-            TIME_DIM, np.arange(data.shape[0]) * float(t_r), attrs={"units": "s"}
-        )
+    if data.ndim == 4:  # every dimension has a coordinate: time in seconds where the TR is known
+        first = dims[0]
+        steps = np.arange(data.shape[0])
+        if maps:
+            coords[first] = xr.Variable(first, steps, attrs=cf(*CF_LABELS[first]))
+        elif t_r:
+            coords[first] = xr.Variable(first, steps * float(t_r), attrs=cf(*CF_LABELS[first]))
+        else:
+            coords[first] = xr.Variable(first, steps, attrs=cf(*_INDEX_LABELS[first]))
+    all_attrs = {**image_cf(maps and data.ndim == 4), **all_attrs}
     return xr.DataArray(data, dims=dims, coords=coords, attrs=all_attrs, name=name)
 
 
@@ -182,7 +234,9 @@ def as_maps(img: xr.DataArray) -> xr.DataArray:
     """The image with its 4th axis read as maps (``component``) rather than time."""
     if img.ndim != 4 or img.dims[0] == COMPONENT_DIM:
         return img
-    return img.drop_vars([img.dims[0]], errors="ignore").rename({img.dims[0]: COMPONENT_DIM})
+    maps = img.drop_vars([img.dims[0]], errors="ignore").rename({img.dims[0]: COMPONENT_DIM})
+    index = xr.Variable(COMPONENT_DIM, np.arange(img.shape[0]), cf(*CF_LABELS[COMPONENT_DIM]))
+    return maps.assign_coords({COMPONENT_DIM: index}).assign_attrs(image_cf(maps=True))
 
 
 # NIfTI-Zarr and OME-Zarr name the time and channel axes "t" and "c"

@@ -29,12 +29,15 @@ import numpy as np
 import xarray as xr
 
 from daskmasker.io.image import (
+    CF_LABELS,
     COMPONENT_DIM,
     STORE_NAMES,
     TIME_DIM,
+    cf,
     header_from_attrs,
     header_from_bytes,
     image_affine,
+    image_cf,
     netcdf_attrs,
 )
 
@@ -82,20 +85,13 @@ def ome_attrs(img: xr.DataArray) -> dict[str, Any]:
 
 
 _CF = {
-    "x": (
-        "x",
-        "mm",
-        "world x of the voxel centres, from the affine (NIfTI's scanner or template space)",
-    ),
-    "y": ("y", "mm", "world y of the voxel centres, from the affine"),
-    "z": ("z", "mm", "world z of the voxel centres, from the affine"),
-    "t": ("time", "s", "onset of each volume: its index times the repetition time"),
-    "c": ("map index", "1", "index of each map (component) along the atlas's 4th axis"),
+    **{STORE_NAMES.get(k, k): v for k, v in CF_LABELS.items()},
     HEADER: (
         "NIfTI header",
         "1",
         "the source's NIfTI header, byte for byte (NIfTI-Zarr): to_nifti writes it back",
     ),
+    HEADER_DIM: ("header byte", "1", "position of each byte in the NIfTI header"),
 }
 
 
@@ -103,17 +99,10 @@ def cf_attrs(name: str, maps: bool = False) -> dict[str, str]:
     """CF-style ``long_name``, ``units`` and ``description`` of a stored variable, so a plain
     ``xr.open_zarr`` shows what each one is (an image's intensities have no unit in NIfTI)."""
     if name == IMAGE:
-        what = "map weights" if maps else "image intensity"
-        return {
-            "long_name": what,
-            "units": "1",
-            "description": f"{what} in the source's units (NIfTI records none), dims (t or c, "
-            "z, y, x); the affine and header fields are in these attributes",
-        }
+        return image_cf(maps)
     if name not in _CF:
         return {}
-    long_name, units, description = _CF[name]
-    return {"long_name": long_name, "units": units, "description": description}
+    return cf(*_CF[name])
 
 
 def image_attrs(img: xr.DataArray) -> dict[str, Any]:

@@ -159,13 +159,16 @@ def write_image(
         [niftizarr.HEADER_DIM],
         niftizarr.cf_attrs(niftizarr.HEADER),
     )
+    # every stored dimension has a coordinate, the header's bytes too
+    byte = niftizarr.HEADER_DIM
+    _write_small(group, byte, np.arange(len(header)), [byte], niftizarr.cf_attrs(byte))
     for dim in img.dims:
         name = STORE_NAMES.get(str(dim), str(dim))
-        if dim in img.coords:
+        if dim in img.coords:  # its own labels (an index where there is no TR) over the defaults
             coord = img.coords[dim]
-            attrs = {**netcdf_attrs(coord.attrs), **niftizarr.cf_attrs(name)}
+            attrs = {**niftizarr.cf_attrs(name), **netcdf_attrs(coord.attrs)}
             _write_small(group, name, coord.values, [name], attrs)
-        elif dim == COMPONENT_DIM:  # every stored dimension has a coordinate: the map index
+        elif dim == COMPONENT_DIM:  # an image made by hand, without the map index
             values = np.arange(img.sizes[dim])
             _write_small(group, name, values, [name], niftizarr.cf_attrs(name))
     reader = img.encoding.get(READER_ENCODING)

@@ -68,8 +68,11 @@ def apply(
     kept = np.asarray(signals["region"].values)
     cov = map_coverage(grid_maps.maps, inside_mask(grid_maps, grid, brain_mask))[kept]
     signals = signals.assign_coords(coverage=("region", cov))
-    signals["coverage"].attrs["description"] = (
-        "fraction of the map's weight inside the run's brain mask (and the masker's mask)"
+    signals["coverage"].attrs.update(
+        long_name="coverage",
+        units="1",
+        description="fraction of the map's weight inside the run's brain mask (and the "
+        "masker's mask)",
     )
     min_coverage = params.get("min_coverage")
     check_min_coverage(min_coverage)

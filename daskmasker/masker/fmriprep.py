@@ -13,6 +13,7 @@ value is an error, never filled silently.  The ``daskmasker extract`` command re
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
 from collections.abc import Sequence
 
@@ -26,7 +27,14 @@ class ColumnNotFoundError(LookupError):
 def _read(path: str | os.PathLike) -> pd.DataFrame:
     name = os.fspath(path)
     sep = "\t" if name.endswith(".tsv") else "," if name.endswith(".csv") else None
-    return pd.read_csv(name, sep=sep, engine="python", na_values=["n/a"])
+    if "://" in name:  # a URL, read through fsspec (errors name it), as the images are
+        from daskmasker.io.fs import open_raw  # (here: reading a local table needs no fsspec)
+
+        with open_raw(name, None) as f:
+            source: str | io.BytesIO = io.BytesIO(f.read())
+    else:
+        source = name
+    return pd.read_csv(source, sep=sep, engine="python", na_values=["n/a"])
 
 
 def _named(table: pd.DataFrame) -> bool:

@@ -28,6 +28,7 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     Parameters
     ----------
     path : str or path-like
+        A local file or an fsspec URL (fsspec's default options, as for images given as URLs).
 
     Returns
     -------
@@ -40,10 +41,18 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     ValueError
         If a table has no names column.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"labels file not found: '{path}'")
-    text = path.read_text()
+    name = os.fspath(path)
+    if "://" in name:  # a URL, read through fsspec (errors name it), as the images are
+        from daskmasker.io.fs import open_raw  # (here: a masker is made without fsspec)
+
+        with open_raw(name, None) as f:
+            text = f.read().decode()
+        path = Path(name.split("?")[0])  # its suffix
+    else:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"labels file not found: '{path}'")
+        text = path.read_text()
     if path.suffix.lower() not in (".tsv", ".csv"):
         return [line.strip() for line in text.splitlines() if line.strip()]
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -54,7 +63,7 @@ def read_labels(path: str | os.PathLike) -> list[str]:
         column = header[0]
     if column is None:
         raise ValueError(
-            f"labels file '{path}' has no names column: expected one of {NAME_COLUMNS} in its "
+            f"labels file '{name}' has no names column: expected one of {NAME_COLUMNS} in its "
             f"header, got {header}"
         )
     return [str(row[column]).strip() for row in rows]

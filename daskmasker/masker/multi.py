@@ -134,7 +134,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):  # type
         confounds: list | None = None,
         sample_mask: list | None = None,
         **fit_params: Any,
-    ) -> np.ndarray | pd.DataFrame | xr.DataArray | list[np.ndarray]:
+    ) -> np.ndarray | pd.DataFrame | xr.DataArray | list[np.ndarray] | list[xr.DataArray]:
         """Fit on ``imgs`` (the first image gives the grid), then transform them."""
         return self.fit(imgs, y=y, **fit_params).transform(
             imgs, confounds=confounds, sample_mask=sample_mask
@@ -155,7 +155,7 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):  # type
 
     def transform(
         self, imgs: Any, confounds: list | None = None, sample_mask: list | None = None
-    ) -> np.ndarray | pd.DataFrame | xr.DataArray | list[np.ndarray]:
+    ) -> np.ndarray | pd.DataFrame | xr.DataArray | list[np.ndarray] | list[xr.DataArray]:
         """Signals of one image (an array) or of a list of images (a list of arrays)."""
         check_is_fitted(self)
         for name, value in (("confounds", confounds), ("sample_mask", sample_mask)):
@@ -178,8 +178,9 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):  # type
         confounds: Sequence[Any] | None = None,
         n_jobs: int | None = 1,
         sample_mask: Sequence[Any] | None = None,
-    ) -> list[np.ndarray]:
-        """Signals of each image of a list, computed in one Dask computation."""
+    ) -> list[np.ndarray] | list[xr.DataArray]:
+        """Signals of each image of a list, computed in one Dask computation (with
+        ``set_output(transform="xarray")``, one lazy ``DataArray`` per image, computed by none)."""
         from daskmasker.masker.confounds import confounds_list
         from daskmasker.runtime.scheduling import compute_images
 
@@ -205,6 +206,10 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):  # type
                 lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))
                 yield lazies[-1].data
 
+        if getattr(self, "_output", "default") == "xarray":  # as transform's: lazy, labelled
+            for _ in graphs():
+                pass
+            return lazies
         workers = None if n_jobs in (None, -1) else max(1, int(n_jobs))
         values = compute_images(graphs(), num_workers=workers)
         return [

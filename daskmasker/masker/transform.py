@@ -148,6 +148,9 @@ def _labelled(
     if t_r:
         onset = "onset of each kept volume: its index times the repetition time"
         coords[TIME_DIM] = ("time", frames * float(t_r), _cf("time", "s", onset))
+    else:  # every dimension has a coordinate: without a TR, the kept volumes' indices
+        unknown = "index of each kept volume (no repetition time: give t_r for onsets in s)"
+        coords[TIME_DIM] = ("time", frames, _cf("kept volume", "1", unknown))
     units = {"zscore_sample": "1", "zscore": "1", "psc": "%"}.get(params["standardize"], "1")
     return xr.DataArray(
         cleaned,
