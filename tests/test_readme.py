@@ -75,18 +75,22 @@ def test_ci_run_installs_into_a_venv_where_pip_is_refused(tmp_path):
 
 
 # a stand-in for python3, the venv's python and lint-imports: logs its call; as python3, answers
-# the PEP 668 probe with $MANAGED (0: externally managed) and makes a venv of itself
+# the PEP 668 probe with $MANAGED (0: externally managed) and makes a venv of itself; a venv's
+# python beside a "nopip" file has no pip
 FAKE_PYTHON = """#!/bin/bash
 echo "$0 $*" >> "$LOG"
 case "$1 ${2:-}" in
     "- ") cat >/dev/null; exit "$MANAGED" ;;
+    "-m pip") if [ "${3:-}" = --version ] && [ -e "$(dirname "$0")/nopip" ]; then exit 1; fi ;;
     "-c "*) dirname "$0" ;;
     "-m venv") mkdir -p "$3/bin" && cp "$0" "$3/bin/python" && cp "$0" "$3/bin/lint-imports" ;;
 esac
 """
 
 
-def ci_run(tmp_path, managed: bool, venv: bool, programs=("chromium", "slurmctld", "munged")):
+def ci_run(
+    tmp_path, managed: bool, venv: bool, programs=("chromium", "slurmctld", "munged"), pip=True
+):
     """.ci/run in a copy of the repository's layout with stand-ins on a bare PATH (no
     apt-get): each program's calls, and the script's stderr."""
     repo, bin_dir, log = tmp_path / "repo", tmp_path / "bin", tmp_path / "calls"
@@ -102,6 +106,8 @@ def ci_run(tmp_path, managed: bool, venv: bool, programs=("chromium", "slurmctld
         (repo / ".venv" / "bin").mkdir(parents=True)
         for name in ("python", "lint-imports"):
             shutil.copy(bin_dir / "python3", repo / ".venv" / "bin" / name)
+        if not pip:
+            (repo / ".venv" / "bin" / "nopip").touch()
     env = {"PATH": str(bin_dir), "LOG": str(log), "MANAGED": "0" if managed else "1"}
     ran = subprocess.run(
         ["/bin/bash", ".ci/run"], cwd=repo, env=env, capture_output=True, text=True
@@ -124,6 +130,15 @@ def test_ci_run_installs_into_the_venv_of_the_first_command(tmp_path, managed, v
     for step in ("-m ruff check .", "-m mypy", "-m pytest -n 2 --dist loadfile"):
         assert f"{python} {step}" in calls, (step, calls)
     assert any(c.endswith("lint-imports ") for c in calls), calls
+
+
+def test_ci_run_remakes_a_venv_made_without_pip(tmp_path):
+    """`python3 -m venv .venv` where Debian's python3-venv is missing leaves a .venv without
+    pip; once python3-venv is installed, .ci/run makes it again rather than fail in pip."""
+    calls, _ = ci_run(tmp_path, managed=True, venv=True, pip=False)
+    assert f"{tmp_path / 'bin' / 'python3'} -m venv .venv" in calls, calls
+    calls, _ = ci_run(tmp_path / "with-pip", managed=True, venv=True)
+    assert not [c for c in calls if "-m venv" in c]  # negative control: a whole one is kept
 
 
 def test_ci_run_without_apt_names_the_missing_programs_and_goes_on(tmp_path):
