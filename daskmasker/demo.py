@@ -93,6 +93,9 @@ def reusable(out: Path, params: dict) -> bool:
 def generate(out: Path, params: dict, progress: ProgressLine | None = None) -> None:
     """Write the demo's inputs into ``out``; the parameters file is written last, so a run
     killed while generating regenerates everything next time."""
+    n_maps, n_volumes = params["n_maps"], params["n_volumes"]
+    if progress is not None:  # drawn at once on a terminal
+        progress.update(0, n_maps + n_volumes)
     import numpy as np
 
     from daskmasker import synthetic
@@ -100,7 +103,6 @@ def generate(out: Path, params: dict, progress: ProgressLine | None = None) -> N
     (out / _PARAMS_FILE).unlink(missing_ok=True)
     files = demo_files(out)
     files["bold"].parent.mkdir(parents=True, exist_ok=True)
-    n_maps, n_volumes = params["n_maps"], params["n_volumes"]
 
     def count(offset: int) -> Callable[[int, int], None] | None:  # maps, then volumes
         if progress is None:
@@ -162,7 +164,11 @@ def run_demo(
         ``recovery`` correlations and the ``signals_shape``.
     """
     out = Path(out).absolute()
-    say = print if verbose else lambda *_: None
+
+    def say(message: str) -> None:  # flushed: a log (SLURM's, `| tee`) keeps the phases' order
+        if verbose:
+            print(message, flush=True)
+
     if announce:
         say(intro(out, n_volumes, n_maps))
 
@@ -229,6 +235,8 @@ def run_demo(
     report_path = out / "report.html"
     try:
         with phase("writing report", progress, unit="reports") as line:
+            if line is not None:  # drawn at once on a terminal
+                line.update(0, 1)
             masker.generate_report(displayed_maps=min(10, signals.shape[1])).save_as_html(
                 str(report_path)
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 
 import numpy as np
@@ -20,23 +21,46 @@ ARGS = [
 ]
 
 
+# where macOS keeps Chromium and Chrome, which Playwright drives as it drives Debian's Chromium
+MACOS_BROWSERS = (
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+)
+
+
 def chromium_path() -> str:
-    """Debian's Chromium; `.ci/run` installs it (tests never install system packages)."""
-    path = shutil.which("chromium")
+    """Debian's Chromium (`.ci/run` installs it: tests never install system packages), or on
+    macOS Chromium.app or Google Chrome.app."""
+    path = shutil.which("chromium") or next(
+        (p for p in MACOS_BROWSERS if os.access(p, os.X_OK)), None
+    )
     if path is None:
-        pytest.fail("Debian's chromium is not installed: run .ci/run or `apt-get install chromium`")
+        pytest.fail(
+            "Chromium is not installed: run .ci/run or `apt-get install chromium` "
+            "(macOS: install Chromium.app or Google Chrome.app)"
+        )
     return path
 
 
 @contextlib.contextmanager
-def open_page(path, width=1300, height=1100):
-    """The HTML file at ``path`` in a headless Chromium page."""
+def open_page(path, width=1300, height=1100, offline=False):
+    """The HTML file at ``path`` in a headless Chromium page; ``offline``: every request but
+    ``file:`` ones is refused (what the page shows must be in its files)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), headless=True, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
+            if offline:
+                page.route(
+                    "**/*",
+                    lambda route: (
+                        route.continue_()
+                        if route.request.url.startswith("file:")
+                        else route.abort()
+                    ),
+                )
             page.goto(path.as_uri())
             yield page
         finally:

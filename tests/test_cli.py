@@ -626,7 +626,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     code = captured.out.rstrip("\n").split("\n")[-3:]
     assert code[0] == "import xarray as xr", captured.out
     ran = subprocess.run([sys.executable, "-c", "\n".join(code)], capture_output=True, text=True)
-    assert ran.returncode == 0, ran.stderr
+    assert ran.returncode == 0 and ran.stderr == "", ran.stderr  # and without a warning
     assert "<xarray.DataArray 'signals' (time: 30, region: 4)>" in ran.stdout, ran.stdout
 
     # a rerun reuses the generated data; other parameters regenerate them
@@ -646,12 +646,18 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert bold.stat().st_mtime_ns != written
 
 
-def test_demo_says_what_it_does_before_heavy_imports(tmp_path):
-    """The first line comes within 1 s and before Dask, xarray or nibabel are imported."""
-    argv = [sys.executable, "-u", "-X", "importtime", "-m", "daskmasker", "demo"]
+def test_demo_says_what_it_does_first_and_logs_its_phases_in_order(tmp_path):
+    """Run as a user runs it into a log (stdout and stderr in one pipe, as SLURM or `| tee`
+    keep them; no PYTHONUNBUFFERED): the first line comes within 1 s and before Dask, xarray or
+    nibabel are imported; then each phase's progress and its message follow in order (stdout is
+    flushed as it is written), and every counter is a named phase's."""
+    argv = [sys.executable, "-X", "importtime", "-m", "daskmasker", "demo"]
     argv += ["--out", str(tmp_path / "d"), "--volumes", "10", "--maps", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     try:
         before = []
         for line in proc.stdout:
@@ -661,6 +667,8 @@ def test_demo_says_what_it_does_before_heavy_imports(tmp_path):
             before.append(line)
         else:
             pytest.fail("the demo never said what it does:\n" + "".join(before))
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=120) == 0, rest
     finally:
         proc.kill()
         proc.wait()
@@ -668,6 +676,24 @@ def test_demo_says_what_it_does_before_heavy_imports(tmp_path):
     assert "daskmasker" in imported  # negative control: the probe sees the imports
     assert not imported & {"dask", "distributed", "xarray", "nibabel", "zarr"}, imported
     assert elapsed < 1.0, elapsed
+
+    log = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    steps = [
+        "generating data: ",
+        "generated the maps",
+        "converting to Zarr: ",
+        "converted ",
+        "extracting: ",
+        "extracted ",
+        "recovery of the latent signals",
+        "writing report: ",
+        "open next:",
+    ]
+    first = [next((k for k, line in enumerate(log) if line.startswith(s)), -1) for s in steps]
+    assert -1 not in first and first == sorted(first), "\n".join(log)
+    for line in log:
+        if re.search(r"\d+/\d+", line):
+            assert line.startswith(tuple(f"{phase}: " for phase in DEMO_PHASES)), line
 
 
 def check_outputs(files, out, tsv_dir, **params) -> None:

@@ -6,6 +6,7 @@ import ast
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,82 @@ def test_ci_run_installs_into_a_venv_where_pip_is_refused(tmp_path):
     unmarked = check.replace('sysconfig.get_path("stdlib")', repr(str(tmp_path)))
     assert subprocess.run([sys.executable, "-c", unmarked]).returncode == 1
     assert "python=.venv/bin/python" in script
+
+
+# a stand-in for python3, the venv's python and lint-imports: logs its call; as python3, answers
+# the PEP 668 probe with $MANAGED (0: externally managed) and makes a venv of itself; a venv's
+# python beside a "nopip" file has no pip
+FAKE_PYTHON = """#!/bin/bash
+echo "$0 $*" >> "$LOG"
+case "$1 ${2:-}" in
+    "- ") cat >/dev/null; exit "$MANAGED" ;;
+    "-m pip") if [ "${3:-}" = --version ] && [ -e "$(dirname "$0")/nopip" ]; then exit 1; fi ;;
+    "-c "*) dirname "$0" ;;
+    "-m venv") mkdir -p "$3/bin" && cp "$0" "$3/bin/python" && cp "$0" "$3/bin/lint-imports" ;;
+esac
+"""
+
+
+def ci_run(
+    tmp_path, managed: bool, venv: bool, programs=("chromium", "slurmctld", "munged"), pip=True
+):
+    """.ci/run in a copy of the repository's layout with stand-ins on a bare PATH (no
+    apt-get): each program's calls, and the script's stderr."""
+    repo, bin_dir, log = tmp_path / "repo", tmp_path / "bin", tmp_path / "calls"
+    (repo / ".ci").mkdir(parents=True)
+    (repo / ".ci" / "run").write_text((ROOT / ".ci" / "run").read_text())
+    bin_dir.mkdir()
+    for name in ("python3", "lint-imports", *programs):
+        (bin_dir / name).write_text(FAKE_PYTHON)
+        (bin_dir / name).chmod(0o755)
+    for tool in ("dirname", "id", "cat", "mkdir", "cp"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    if venv:  # as the README's first command leaves it
+        (repo / ".venv" / "bin").mkdir(parents=True)
+        for name in ("python", "lint-imports"):
+            shutil.copy(bin_dir / "python3", repo / ".venv" / "bin" / name)
+        if not pip:
+            (repo / ".venv" / "bin" / "nopip").touch()
+    env = {"PATH": str(bin_dir), "LOG": str(log), "MANAGED": "0" if managed else "1"}
+    ran = subprocess.run(
+        ["/bin/bash", ".ci/run"], cwd=repo, env=env, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr
+    return log.read_text().splitlines(), ran.stderr
+
+
+@pytest.mark.parametrize(
+    ("managed", "venv", "where"),
+    [(False, True, ".venv"), (True, False, ".venv"), (False, False, "system")],
+)
+def test_ci_run_installs_into_the_venv_of_the_first_command(tmp_path, managed, venv, where):
+    """Into ./.venv when the README's first command made it or pip refuses the system Python
+    (PEP 668), into the running python3 otherwise (CI); ruff, lint-imports, mypy, pytest there."""
+    calls, _ = ci_run(tmp_path, managed, venv)
+    python = ".venv/bin/python" if where == ".venv" else str(tmp_path / "bin" / "python3")
+    installs = [c for c in calls if "pip install" in c]
+    assert installs == [f"{python} -m pip install -q -e .[test]"], calls
+    for step in ("-m ruff check .", "-m mypy", "-m pytest -n 2 --dist loadfile"):
+        assert f"{python} {step}" in calls, (step, calls)
+    assert any(c.endswith("lint-imports ") for c in calls), calls
+
+
+def test_ci_run_remakes_a_venv_made_without_pip(tmp_path):
+    """`python3 -m venv .venv` where Debian's python3-venv is missing leaves a .venv without
+    pip; once python3-venv is installed, .ci/run makes it again rather than fail in pip."""
+    calls, _ = ci_run(tmp_path, managed=True, venv=True, pip=False)
+    assert f"{tmp_path / 'bin' / 'python3'} -m venv .venv" in calls, calls
+    calls, _ = ci_run(tmp_path / "with-pip", managed=True, venv=True)
+    assert not [c for c in calls if "-m venv" in c]  # negative control: a whole one is kept
+
+
+def test_ci_run_without_apt_names_the_missing_programs_and_goes_on(tmp_path):
+    """macOS (or not root): no apt-get; the programs the tests drive are named, the checks run."""
+    calls, stderr = ci_run(tmp_path, managed=False, venv=True, programs=())
+    assert "not installed: chromium slurm-wlm munge" in " ".join(stderr.split()), stderr
+    assert ".venv/bin/python -m pytest -n 2 --dist loadfile" in calls
+    calls, stderr = ci_run(tmp_path / "all", managed=False, venv=True)
+    assert "not installed" not in stderr  # negative control: nothing missing, nothing said
 
 
 @pytest.mark.parametrize("words", _commands(), ids=lambda w: " ".join(w[:1]))

@@ -83,13 +83,23 @@ def _given_names(part: Any, width: int) -> list[str] | None:
     if hasattr(part, "columns"):
         return [str(c) for c in part.columns]
     if isinstance(part, str | os.PathLike):
-        with open(os.path.expanduser(os.fspath(part))) as f:
-            tokens = [t for t in re.split(r"[\t,; ]+", f.readline().strip()) if t]
+        tokens = [t for t in re.split(r"[\t,; ]+", _first_line(os.fspath(part)).strip()) if t]
         try:
             float(tokens[0])
         except (ValueError, IndexError):
             return tokens if len(tokens) == width else None
     return None
+
+
+def _first_line(name: str) -> str:
+    """A confounds file's first line: a URL read through fsspec, as the masker reads it."""
+    if "://" in name:
+        from daskmasker.io.fs import open_raw
+
+        with open_raw(name, None) as f:
+            return f.read().decode().split("\n", 1)[0]
+    with open(os.path.expanduser(name)) as f:
+        return f.readline()
 
 
 def _unique(names: list[str]) -> list[str]:

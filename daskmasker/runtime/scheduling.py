@@ -120,6 +120,16 @@ def compute_per_worker(
         ahead = ahead or next(pending, None)
 
 
+def _upload(client: Client, values: list) -> list[Future]:
+    """Futures of tasks holding ``values``: the one upload by which they travel to a cluster
+    (tasks then refer to them, nothing large is embedded again).  Distributed's warning on a
+    large graph ("consider ... futures") is off for it: this upload is what it recommends."""
+    import dask
+
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1 PiB"}):
+        return client.compute(values)
+
+
 def held(client: Client, value: Any, prefix: str) -> Future:
     """A future of ``value`` that survives the loss of any worker: the result of a task that
     holds it, computed again elsewhere if its worker dies.  A scattered value (even broadcast:
@@ -130,7 +140,8 @@ def held(client: Client, value: Any, prefix: str) -> Future:
 
     import dask
 
-    return client.compute(dask.delayed(value, name=f"{prefix}-{uuid.uuid4().hex}"))
+    (future,) = _upload(client, [dask.delayed(value, name=f"{prefix}-{uuid.uuid4().hex}")])
+    return future
 
 
 def share_blocks(blocks: np.ndarray, client: Client) -> np.ndarray:
@@ -151,7 +162,7 @@ def share_blocks(blocks: np.ndarray, client: Client) -> np.ndarray:
     held = [
         dask.delayed(block, name=f"maps-block-{token}-{i}") for i, block in enumerate(blocks.flat)
     ]
-    futures = client.compute(held)
+    futures = _upload(client, held)
     shared = np.empty(blocks.shape, dtype=object)
     for where, future in zip(np.ndindex(*blocks.shape), futures, strict=True):
         shared[where] = future

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import s3fs
 
-from daskmasker import NiftiMapsMasker, open_nifti, run_batch, to_zarr
+from daskmasker import NiftiMapsMasker, open_nifti, open_timeseries, run_batch, to_zarr
 from daskmasker.cli import main
 
 from helpers import make_data, make_maps
@@ -51,6 +51,26 @@ def test_confounds_from_s3_equal_the_local_file(files, aws_env):
     remote = masker.fit_transform(files["run"], confounds="s3://lab/ds/confounds.tsv")
     np.testing.assert_array_equal(remote, local)
     assert not np.allclose(local, masker.fit_transform(files["run"]))  # the confounds count
+
+
+def test_run_batch_stores_s3_confounds_as_the_local_file(files, s3, aws_env, tmp_path):
+    """run_batch with confounds in a bucket (a header row, as fMRIPrep's): the stored signals
+    and confound names equal those of the local file (the names were read with open(), which
+    refused every s3:// confounds file, failing each run)."""
+    table = np.loadtxt(files["confounds"], delimiter="\t")
+    named = tmp_path / "named.tsv"
+    named.write_text("csf\twhite_matter\n" + "\n".join("\t".join(map(str, r)) for r in table))
+    s3["fs"].put(str(named), "lab/ds/named.tsv")
+    masker = NiftiMapsMasker(files["maps"], standardize="zscore_sample")
+    stores = {}
+    for where, confounds in [("local", str(named)), ("remote", "s3://lab/ds/named.tsv")]:
+        stores[where] = str(tmp_path / f"{where}.zarr")
+        result = run_batch(masker, [files["run"]], stores[where], confounds=[confounds])
+        assert not result.failed, result.failed
+    local, remote = (open_timeseries(stores[w], "sub-01") for w in ("local", "remote"))
+    np.testing.assert_array_equal(remote["signals"].values, local["signals"].values)
+    assert list(remote["confound"].values) == ["csf", "white_matter"]
+    assert list(local["confound"].values) == ["csf", "white_matter"]
 
 
 def test_missing_s3_confounds_name_the_url_unmangled(files, aws_env):

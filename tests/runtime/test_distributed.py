@@ -123,6 +123,30 @@ def test_jobs_are_taken_as_workers_free_up():
     assert all(value == index + 1 for _, index, value in seen)
 
 
+def test_the_one_upload_of_maps_and_recorders_says_no_large_graph_warning():
+    """share_blocks and held send a large value once, as the futures tasks then refer to (what
+    distributed's "Sending large graph" warning recommends), so they do not give that warning:
+    a user saw it twice per run_batch on a LocalCluster (notebook 02)."""
+    import dask
+
+    from daskmasker.runtime.scheduling import held, share_blocks
+
+    block = np.arange(2_000_000, dtype=np.float64)  # 16 MB, above distributed's 10 MB threshold
+    blocks = np.empty(1, dtype=object)
+    blocks[0] = block
+    with Client(processes=False, n_workers=1, dashboard_address=":0") as client:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (shared,) = share_blocks(blocks, client)
+            future = held(client, block, "recorder")
+            np.testing.assert_array_equal(shared.result(), block)
+            np.testing.assert_array_equal(future.result(), block)
+            assert not [w for w in caught if "large graph" in str(w.message)]
+            # negative control: the same value computed plainly is warned about
+            client.compute(dask.delayed(block, name="plain")).result()
+        assert [w for w in caught if "Sending large graph" in str(w.message)]
+
+
 def test_local_cluster_workers_get_the_worker_environment(monkeypatch):
     """dask_client's worker processes start with WORKER_ENVIRON (glibc reads it at start) and
     Dask's own pre-spawn variables; a value in Dask's pre-spawn-environ config wins over ours,
