@@ -35,7 +35,8 @@ from daskmasker import (
 from daskmasker.batch.store import mark_pending, open_output, write_run
 from daskmasker.cli import main
 from daskmasker.demo import RUN_NAME, run_demo
-from daskmasker.synthetic import SMALL_AFFINE, SMALL_SHAPE, make_fmriprep_dataset, make_maps
+from daskmasker.synthetic import make_maps
+from daskmasker.synthetic_fmriprep import SMALL_AFFINE, SMALL_SHAPE, make_fmriprep_dataset
 
 from helpers import BATCH_T_R, write_study
 
