@@ -46,7 +46,8 @@ BACKGROUNDS = ("masked", "noise")
 CONFOUND_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 
 
-def _world(shape: Sequence[int], affine: ArrayLike) -> np.ndarray:
+def world_coordinates(shape: Sequence[int], affine: ArrayLike) -> np.ndarray:
+    """The world (mm) coordinates of every voxel centre of a grid, shape ``(*shape, 3)``."""
     ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
     return (ijk @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]).astype(np.float32)
 
@@ -85,7 +86,7 @@ def make_brain_mask(
     shape: tuple[int, int, int] = MNI_FSL_SHAPE, affine: ArrayLike = MNI_FSL_AFFINE
 ) -> nib.Nifti1Image:
     """A brain mask (uint8, 0/1) of MNI size and position on any grid."""
-    mask = brain_inside(_world(shape, affine)).astype(np.uint8)
+    mask = brain_inside(world_coordinates(shape, affine)).astype(np.uint8)
     img = nib.Nifti1Image(mask, np.asarray(affine, float))
     img.header.set_xyzt_units("mm")
     return img
@@ -110,7 +111,7 @@ def make_maps(
     (30, 36, 30, 8)
     """
     rng = np.random.default_rng(seed)
-    xyz = _world(shape, affine)
+    xyz = world_coordinates(shape, affine)
     inside = brain_inside(xyz)
     axes = _axis_coordinates(shape, affine)
     # one map after the other into contiguous memory, the maps' axis slowest: the (x, y, z, K)
@@ -196,7 +197,7 @@ class _Generator:
             raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
         self.shape, self.t_r, self.seed, self.noise = tuple(shape), t_r, seed, noise
         rng = np.random.default_rng(seed)
-        xyz = _world(shape, affine)
+        xyz = world_coordinates(shape, affine)
         inside = brain_inside(xyz)
         n_voxels = int(np.prod(shape))
         # HCP-style preprocessed runs are brain-masked (exact zeros outside a slightly dilated

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, DTypeLike
 
-from daskmasker.synthetic import _world, brain_inside, make_fmri, make_maps
+from daskmasker.synthetic import brain_inside, make_fmri, make_maps, world_coordinates
 
 FMRIPREP_SPACE = "MNI152NLin2009cAsym"
 AROMA_SPACE = "MNI152NLin6Asym"  # fMRIPrep writes ICA-AROMA's denoised runs in this space
@@ -159,7 +159,7 @@ def make_fmriprep_dataset(
         },
     )
     maps_img = maps_img if maps_img is not None else make_maps(8, shape, affine, seed=seed)
-    xyz = _world(shape, affine)
+    xyz = world_coordinates(shape, affine)
     records = []
     counter = 0
     for sub in subjects:

@@ -72,7 +72,8 @@ class ProgressLine:
         with self._lock:
             elapsed = time.perf_counter() - self.start
             end = "\r\033[2K" if self.tty else ""
-            self._write(f"{end}{self.label}: {self.done} {self.unit} done in {elapsed:.1f} s\n")
+            unit = self.unit.removesuffix("s") if self.done == 1 else self.unit  # "1 report"
+            self._write(f"{end}{self.label}: {self.done} {unit} done in {elapsed:.1f} s\n")
 
     def _text(self) -> str:
         percent = 100 * self.done // self.total if self.total else 0

@@ -90,3 +90,14 @@ def test_cluster_does_not_wait_for_tasks_already_computed(client):
     with task_progress("sum", client, stream=io.StringIO()) as line:
         assert client.compute((held + 1).sum()).result() == 400
     assert line.done == line.total > 20
+
+
+@pytest.mark.parametrize(("count", "said"), [(1, "1 report done"), (2, "2 reports done")])
+def test_the_closing_line_counts_in_the_singular_for_one(count, said):
+    from daskmasker.runtime.progress import ProgressLine
+
+    out = io.StringIO()
+    line = ProgressLine("write reports", stream=out, unit="reports")
+    line.update(count, count)
+    line.close()
+    assert re.search(rf"^write reports: {said} in [\d.]+ s$", out.getvalue(), re.M), out.getvalue()
