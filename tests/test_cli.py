@@ -209,6 +209,30 @@ def test_every_misspelt_option_of_every_command_names_the_command_and_the_option
         assert f"unrecognized arguments: {wrong}=1 (did you mean {option}?)" in err, (option, err)
 
 
+@pytest.mark.parametrize("name", list(COMMAND_LINES))
+def test_a_misspelt_required_option_is_named_with_the_one_meant(name, capsys):
+    """argparse alone says only "required: --maps" when the user typed --mapss: the misspelt
+    option is named first, with the required option it most likely meant."""
+    parser = subcommands()[name]
+    required = [a.option_strings[-1] for a in parser._actions if a.required and a.option_strings]
+    for option in required:
+        argv = list(COMMAND_LINES[name])
+        at = argv.index(option)
+        argv[at] = misspelt(option)
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2, (option, err)
+        assert err.startswith(f"usage: daskmasker {name} "), (option, err)
+        assert f"unrecognized arguments: {argv[at]} (did you mean {option}?); " in err, err
+        assert f"the following arguments are required: {option}" in err, err
+    # negative control, and a transposition: --mpas means --maps (the missing one), not --mask
+    if name == "extract":
+        with pytest.raises(SystemExit):
+            main(["extract", "a.nii", "--mpas", "m.nii", "--out", "o"])
+        assert "--mpas (did you mean --maps?)" in capsys.readouterr().err
+
+
 def test_an_unknown_flag_with_nothing_close_suggests_nothing(capsys):
     with pytest.raises(SystemExit):
         main(["extract", "a.nii", "--maps", "m.nii", "--out", "o", "--zzzzqqq"])

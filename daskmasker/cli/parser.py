@@ -8,6 +8,7 @@ import difflib
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NoReturn, TypeVar
 
@@ -96,18 +97,21 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser, where a command's unknown option is reported by the command itself
     (its usage, not the top-level one) with the closest option it has ("did you mean ...?",
     as Python 3.12's ``suggest_on_error``, which 3.10 and 3.11 lack), and a misspelt command
-    with the closest command."""
+    with the closest command.  A misspelt required option (``--mpas``) is named too, before
+    argparse's "the following arguments are required: --maps", which it causes."""
 
     def parse_known_args(  # type: ignore[override]  # typeshed's overloads, one implementation
         self, args: Sequence[str] | None = None, namespace: Any = None
     ) -> tuple[Any, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)
         namespace, extras = super().parse_known_args(args, namespace)
         if extras and self._subparsers is None:  # a command: its options are all known here
             self.error(f"unrecognized arguments: {' '.join(extras)}{self._suggest(extras)}")
         return namespace, extras
 
-    def _suggest(self, extras: list[str]) -> str:
-        options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+    def _suggest(self, extras: list[str], options: list[str] | None = None) -> str:
+        if options is None:
+            options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
         for word in extras:
             if word.startswith("-"):
                 close = difflib.get_close_matches(word.split("=")[0], options, n=1, cutoff=0.6)
@@ -120,7 +124,19 @@ class _Parser(argparse.ArgumentParser):
         self.commands = action.choices  # the command parsers, by name
         return action
 
+    def _unknown(self) -> list[str]:
+        """The given ``--options`` this command does not know (nor abbreviates)."""
+        options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        words = [w for w in getattr(self, "_given", []) if w.startswith("--") and w != "--"]
+        return [w for w in words if not any(o.startswith(w.split("=")[0]) for o in options)]
+
     def error(self, message: str) -> NoReturn:
+        if message.startswith("the following arguments are required") and self._subparsers is None:
+            unknown = self._unknown()  # a misspelt required option: say so first
+            if unknown:  # the closest of the missing ones first (--mpas: --maps, not --mask)
+                missing = re.findall(r"--[\w-]+", message)
+                hint = self._suggest(unknown, missing) or self._suggest(unknown)
+                message = f"unrecognized arguments: {' '.join(unknown)}{hint}; {message}"
         wrong = re.match(r"argument command: invalid choice: '([^']*)'", message)
         if wrong and getattr(self, "commands", None):
             close = difflib.get_close_matches(wrong.group(1), list(self.commands), n=1)
