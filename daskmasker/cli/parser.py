@@ -100,6 +100,10 @@ class _Parser(argparse.ArgumentParser):
     with the closest command.  A misspelt required option (``--mpas``) is named too, before
     argparse's "the following arguments are required: --maps", which it causes."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._given: list[str] = []  # the arguments of the last parse (see error)
+
     def parse_known_args(  # type: ignore[override]  # typeshed's overloads, one implementation
         self, args: Sequence[str] | None = None, namespace: Any = None
     ) -> tuple[Any, list[str]]:
@@ -127,7 +131,7 @@ class _Parser(argparse.ArgumentParser):
     def _unknown(self) -> list[str]:
         """The given ``--options`` this command does not know (nor abbreviates)."""
         options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
-        words = [w for w in getattr(self, "_given", []) if w.startswith("--") and w != "--"]
+        words = [w for w in self._given if w.startswith("--") and w != "--"]
         return [w for w in words if not any(o.startswith(w.split("=")[0]) for o in options)]
 
     def error(self, message: str) -> NoReturn:
