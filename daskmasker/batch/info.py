@@ -43,7 +43,8 @@ def store_info(store: str, storage_options: dict | None = None) -> str:
             cover = dict(zip(names, lowest, strict=True))
     runs = sorted(listed | set(shapes))
     lines = [
-        f"{store}: daskmasker batch store, {len(runs)} runs ({len(listed)} complete, "
+        f"{store}: daskmasker batch store, {len(runs)} run{'' if len(runs) == 1 else 's'} "
+        f"({len(listed)} complete, "
         f"{len(set(shapes) & listed)} in the study's arrays)"
     ]
     params = batch.get("parameters", {})

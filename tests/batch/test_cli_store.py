@@ -49,6 +49,17 @@ def extracted(study, capsys):
     return study, out
 
 
+def test_info_counts_one_run_in_the_singular(study, capsys):
+    out = str(study["root"] / "one.zarr")
+    argv = ["extract", study["runs"][0]["img"], "--maps", study["maps"], "--out", out]
+    assert main([*argv, "--no-progress", "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["info", out]) == 0
+    assert ": daskmasker batch store, 1 run (1 complete, 1 in the study's arrays)" in (
+        capsys.readouterr().out
+    )
+
+
 def test_extract_labels_name_the_regions(extracted):
     study, out = extracted
     name = study["runs"][0]["name"]
