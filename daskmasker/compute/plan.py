@@ -326,9 +326,6 @@ class ConnectivityPlan:
         The signals: runs, time points of each (padded), regions.
     runs_per_chunk : int
         Whole runs per task (their signals and matrices together).
-    keep_covariances : bool
-        Whether tangent's descent keeps the runs' covariances between its steps (they fit
-        ``keep_bytes``) or recomputes them from the signals at every step.
     chunk_bytes, keep_bytes : int
         The budgets planned under (``chunk-bytes``, ``connectivity.keep-bytes``).
     """
@@ -337,7 +334,6 @@ class ConnectivityPlan:
     n_frames: int
     n_regions: int
     runs_per_chunk: int
-    keep_covariances: bool
     chunk_bytes: int
     keep_bytes: int
 
@@ -351,6 +347,12 @@ class ConnectivityPlan:
     def covariances_nbytes(self) -> int:
         """Bytes of every run's covariance (float64)."""
         return 8 * self.n_runs * self.n_regions**2
+
+    @property
+    def keep_covariances(self) -> bool:
+        """Whether tangent's descent keeps the runs' covariances between its steps (they fit
+        ``keep_bytes``) or recomputes them from the signals at every step."""
+        return self.covariances_nbytes <= self.keep_bytes
 
     def __repr__(self) -> str:
         chunks = self.run_chunks
@@ -417,16 +419,14 @@ def plan_connectivity(
         )
     if chunk_runs is not None and chunk_runs < 1:
         raise ValueError(f"chunk_runs must be at least 1, got {chunk_runs}")
-    plan = ConnectivityPlan(
+    return ConnectivityPlan(
         n_runs=n_runs,
         n_frames=n_frames,
         n_regions=n_regions,
         runs_per_chunk=chunk_runs or runs_per_chunk(n_frames, n_regions, chunk_bytes),
-        keep_covariances=False,
         chunk_bytes=chunk_bytes,
         keep_bytes=keep_bytes,
     )
-    return dataclasses.replace(plan, keep_covariances=plan.covariances_nbytes <= keep_bytes)
 
 
 def runs_per_chunk(n_frames: int, n_regions: int, budget: int) -> int:

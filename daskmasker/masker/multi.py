@@ -191,25 +191,26 @@ class MultiNiftiMapsMasker(NiftiMapsMasker, auto_wrap_output_keys=None):  # type
                 raise ValueError(
                     f"number of {label} ({len(values)}) unequal to number of images ({n})."
                 )
-        lazies = []
 
-        def graphs() -> Iterator[
-            da.Array
-        ]:  # on a cluster each image's graph is built when a worker is free for it
-            for i, img in enumerate(imgs_list):
-                conf = confounds_list(
-                    _confounds_list(None if confounds is None else confounds[i]),
-                    self.high_variance_confounds,
-                    last=True,
-                )
-                sm = None if sample_mask is None else sample_mask[i]
-                lazies.append(self._lazy_signals(img, confounds=conf, sample_mask=sm))
-                yield lazies[-1].data
+        def lazy(i: int) -> xr.DataArray:
+            conf = confounds_list(
+                _confounds_list(None if confounds is None else confounds[i]),
+                self.high_variance_confounds,
+                last=True,
+            )
+            sm = None if sample_mask is None else sample_mask[i]
+            return self._lazy_signals(imgs_list[i], confounds=conf, sample_mask=sm)
 
         if getattr(self, "_output", "default") == "xarray":  # as transform's: lazy, labelled
-            for _ in graphs():
-                pass
-            return lazies
+            return [lazy(i) for i in range(n)]
+        lazies = []
+
+        def graphs() -> Iterator[da.Array]:
+            """On a cluster each image's graph is built when a worker is free for it."""
+            for i in range(n):
+                lazies.append(lazy(i))
+                yield lazies[-1].data
+
         workers = None if n_jobs in (None, -1) else max(1, int(n_jobs))
         values = compute_images(graphs(), num_workers=workers)
         return [
